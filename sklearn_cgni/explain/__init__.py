@@ -1,0 +1,1 @@
+"""Subpackage (filled in by its estimators)."""

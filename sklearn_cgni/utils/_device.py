@@ -1,0 +1,53 @@
+"""Device selection and seeding shared by the torch-based estimators."""
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+
+def resolve_device(device="auto"):
+    """Return the torch device string to use.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        ``"auto"`` picks ``"cuda"`` when a CUDA device is available and ``"cpu"``
+        otherwise. Any other string (``"cuda:1"``, ``"mps"``) is passed through after
+        checking that the backend is available.
+
+    Returns
+    -------
+    device : str
+    """
+    import torch
+
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda'; got {device!r}.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but torch reports no CUDA device "
+            f"(torch {torch.__version__}). Use device='cpu' or 'auto'."
+        )
+    return device
+
+
+def torch_seed(random_state):
+    """Derive an integer seed from ``random_state`` and seed torch's generators with it.
+
+    Parameters
+    ----------
+    random_state : int, RandomState instance or None
+        As everywhere in scikit-learn. ``None`` draws a fresh seed.
+
+    Returns
+    -------
+    seed : int
+        The seed given to :func:`torch.manual_seed`.
+    """
+    import torch
+
+    rng = check_random_state(random_state)
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    torch.manual_seed(seed)
+    return seed
