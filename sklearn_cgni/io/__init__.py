@@ -1,1 +1,35 @@
-"""Subpackage (filled in by its estimators)."""
+"""Reading cohort files and aligning them by participant ID.
+
+- Images: :class:`NiftiImageSet`, :func:`load_image`, :func:`check_image_headers`,
+  :func:`list_images`, :func:`read_image_paths` (lazy: headers on construction, voxels on access).
+- Genotypes: :func:`read_genotypes` (PLINK .bed via bed-reader, or CSV), :func:`write_plink`,
+  :func:`write_genotypes_csv`, :func:`check_genotypes`.
+- Phenotypes: :func:`read_phenotypes`.
+- Cohort: :func:`align_cohort` (inner join reporting what it dropped),
+  :func:`working_memory_groups`, :func:`load_cohort`.
+- Atlas and template: :func:`load_atlas` (AAL2 by default), :func:`load_gray_matter_template`.
+"""
+
+from ._atlas import aal_atlas_files, load_atlas, load_gray_matter_template
+from ._cohort import align_cohort, load_cohort, read_image_paths, working_memory_groups
+from ._images import NiftiImageSet, check_image_headers, list_images, load_image
+from ._tables import check_genotypes, read_genotypes, read_phenotypes, write_genotypes_csv, write_plink
+
+__all__ = [
+    "NiftiImageSet",
+    "aal_atlas_files",
+    "align_cohort",
+    "check_genotypes",
+    "check_image_headers",
+    "list_images",
+    "load_atlas",
+    "load_cohort",
+    "load_gray_matter_template",
+    "load_image",
+    "read_genotypes",
+    "read_image_paths",
+    "read_phenotypes",
+    "working_memory_groups",
+    "write_genotypes_csv",
+    "write_plink",
+]
