@@ -1,1 +1,14 @@
-"""Subpackage (filled in by its estimators)."""
+"""Stage 1 and image-level tools: gray-matter QC and the 3D CNNs."""
+
+from ._qc import image_quality_control
+from ._brain_age import BrainAgeCNNTransformer
+from ._dataset import ImageDataset, build_float16_cache, make_loader
+from ._transfer import ImagingCNNClassifier
+
+__all__ = [
+    "BrainAgeCNNTransformer",
+    "ImageDataset",
+    "ImagingCNNClassifier",
+    "build_float16_cache",
+    "make_loader",
+    "image_quality_control"]
