@@ -1,1 +1,8 @@
-"""Subpackage (filled in by its estimators)."""
+"""Post-analysis: sparse CCA, occlusion, genes and enrichment, figures."""
+
+from ._scca import SparseCCA, canonical_correlations
+
+__all__ = [
+    "SparseCCA",
+    "canonical_correlations",
+]
