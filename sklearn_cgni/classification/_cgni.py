@@ -1,0 +1,86 @@
+"""Stage 3 of CGNI: working-memory classifier on ``z_g ⊕ h_v``."""
+
+import numbers
+
+from sklearn.utils._param_validation import Interval
+
+from ..utils._skorch import SkorchClassifierBase
+
+__all__ = ["CGNIClassifier"]
+
+
+class CGNIClassifier(SkorchClassifierBase):
+    """MLP classifier of the CGNI paper's stage 3 (250 -> 200 -> 150 -> n_classes).
+
+    Takes any 2-D input; in the method it is the output of
+    :class:`sklearn_cgni.genetics.ContrastiveSNPEncoder` (``z_g ⊕ h_v``). ReLU hidden
+    layers, one logit per class, cross-entropy, Adam, batches of 75 (the paper's).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(250, 200, 150)
+    dropout : float, default=0.0
+        Dropout after each hidden layer (the paper uses none).
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    max_epochs : int, default=50
+    batch_size : int, default=75
+        Clipped, with a warning, to the number of samples.
+    device : str, default="auto"
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    net_ : skorch.NeuralNet
+        Holds the trained :class:`sklearn_cgni.nn.MLP` as ``net_.module_``.
+    n_iter_ : int
+        Epochs run.
+    n_features_in_, feature_names_in_
+        As usual.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn_cgni.classification import CGNIClassifier
+    >>> X, y = make_classification(n_samples=100, n_features=10, random_state=0)
+    >>> clf = CGNIClassifier(hidden_layer_sizes=(16,), max_epochs=5, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    """
+
+    _parameter_constraints = {
+        **SkorchClassifierBase._parameter_constraints,
+        "hidden_layer_sizes": [tuple, list],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(250, 200, 150),
+        dropout=0.0,
+        lr=1e-3,
+        weight_decay=0.0,
+        max_epochs=50,
+        batch_size=75,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _build_module(self, n_features, n_classes):
+        from ..nn._mlp import MLP
+
+        return MLP(n_features, self.hidden_layer_sizes, n_classes, dropout=self.dropout)

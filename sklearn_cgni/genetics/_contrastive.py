@@ -1,0 +1,425 @@
+"""Stage 2 of CGNI: imaging-guided SNP representations by contrastive learning."""
+
+import math
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+
+from skorch import NeuralNet
+from skorch.utils import to_tensor
+
+from ..utils._device import resolve_device, torch_seed
+from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
+
+__all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler"]
+
+
+class StratifiedBatchSampler:
+    """Batch sampler whose every batch holds every class (both WM groups).
+
+    Each epoch the ``n`` samples are dealt into ``ceil(n / batch_size)`` batches: each
+    class is shuffled and spread evenly over the batches (starting at a random batch), so
+    batch sizes differ by at most the number of classes and every batch holds at least
+    ``min_per_class`` samples of each class. Usable as ``DataLoader(batch_sampler=...)``.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+    batch_size : int
+    min_per_class : int, default=1
+        The paper's constraint is ``|{y=0}| > 0`` and ``|{y=1}| > 0`` per batch (1). Use 2 so
+        that every anchor of the supervised terms has a positive.
+    random_state : int, RandomState instance or None
+        Its stream advances every epoch, so batches differ between epochs.
+
+    Raises
+    ------
+    ValueError
+        If a class has fewer than ``min_per_class * n_batches`` samples: the batch size is
+        too small for that class (fewer batches, i.e. a larger ``batch_size``, fixes it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.genetics import StratifiedBatchSampler
+    >>> y = np.array([0] * 90 + [1] * 10)
+    >>> batches = list(StratifiedBatchSampler(y, batch_size=25, random_state=0))
+    >>> len(batches), all(set(y[b]) == {0, 1} for b in batches)
+    (4, True)
+    """
+
+    def __init__(self, labels, batch_size, min_per_class=1, random_state=None):
+        labels = np.asarray(labels)
+        self.batch_size = int(batch_size)
+        self.n_samples = labels.shape[0]
+        self.n_batches = max(1, math.ceil(self.n_samples / self.batch_size))
+        classes, inverse = np.unique(labels, return_inverse=True)
+        self._members = [np.flatnonzero(inverse == k) for k in range(classes.size)]
+        for cls, members in zip(classes, self._members):
+            if members.size < min_per_class * self.n_batches:
+                largest_ok = members.size // min_per_class
+                raise ValueError(
+                    f"class {cls!r} has {members.size} sample(s), too few to put "
+                    f"{min_per_class} in each of the {self.n_batches} batches of "
+                    f"batch_size={self.batch_size} over {self.n_samples} samples. Use "
+                    f"batch_size >= {math.ceil(self.n_samples / max(largest_ok, 1))} or more "
+                    f"samples of class {cls!r}."
+                )
+        self._rng = check_random_state(random_state)
+
+    def __len__(self):
+        return self.n_batches
+
+    def __iter__(self):
+        rng, nb = self._rng, self.n_batches
+        batch_of, index = [], []
+        for members in self._members:
+            n_c = members.size
+            batch_of.append((np.arange(n_c) * nb // n_c + rng.randint(nb)) % nb)
+            index.append(rng.permutation(members))
+        batch_of, index = np.concatenate(batch_of), np.concatenate(index)
+        # shuffle within batches, then group by batch, then shuffle the batch order
+        perm = rng.permutation(index.size)
+        batch_of, index = batch_of[perm], index[perm]
+        order = np.argsort(batch_of, kind="stable")
+        bounds = np.cumsum(np.bincount(batch_of, minlength=nb))[:-1]
+        batches = np.split(index[order], bounds)
+        for k in rng.permutation(nb):
+            yield batches[k].tolist()
+
+
+class _ContrastiveNet(NeuralNet):
+    """NeuralNet whose module returns ``(z_v, z_g)`` and whose criterion takes the labels."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        z_v, z_g = y_pred
+        return self.criterion_(z_v, z_g, to_tensor(y_true, device=self.device))
+
+
+def _check_finite(X, owner, feature_names, index):
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        col_names = (
+            [str(feature_names[c]) for c in np.unique(cols)]
+            if feature_names is not None
+            else [f"column {c}" for c in np.unique(cols)]
+        )
+        row_names = [str(index[r]) if index is not None else f"row {r}" for r in np.unique(rows)]
+        raise ValueError(
+            f"{owner}: X contains NaN or inf in {len(col_names)} column(s) {col_names[:10]} "
+            f"for {len(row_names)} participant(s) {row_names[:10]}. Missing genotype calls "
+            "are not imputed here: impute them first (sklearn_cgni.genetics.SNPQualityFilter "
+            "imputes, or sklearn.impute.SimpleImputer in the pipeline)."
+        )
+
+
+class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
+    """Imaging-guided SNP encoder trained with the CGNI contrastive loss (stage 2).
+
+    Two MLP encoders, ``e_v`` on the imaging features ``h_v`` and ``e_g`` on the SNPs, are
+    trained jointly with ``lambda_vg L(v,g) + sigma_gv L(g,v) + gamma_vv L(v,v) +
+    theta_gg L(g,g)`` (equation (5), see :mod:`sklearn_cgni.nn.losses`), with Adam and
+    batches that always contain every working-memory group. ``transform`` returns
+    ``z_g ⊕ h_v``, the paper's stage-3 input.
+
+    ``X`` carries both modalities; ``image_features`` says which columns are ``h_v``, every
+    other column is a SNP (dosage 0/1/2, already imputed: NaN is refused with an error).
+
+    Parameters
+    ----------
+    image_features : int, str, slice, list of str or int, or bool array, default="image__"
+        The ``h_v`` columns: the first ``n`` columns (int), the columns whose name starts
+        with this prefix (str, the naming of ``ColumnTransformer``), names, indices, a slice
+        or a boolean mask.
+    n_components : int, default=100
+        Size of ``z_v`` and ``z_g``.
+    image_hidden : tuple of int, default=(250, 200, 150)
+        Hidden layers of ``e_v``.
+    genetic_hidden : tuple of int, default=(400, 600, 400, 300, 150)
+        Hidden layers of ``e_g``.
+    lambda_vg, sigma_gv, gamma_vv, theta_gg : float in [0, 1], default=0.7, 0.3, 0.0, 0.4
+        Weights of L(v,g), L(g,v), L(v,v), L(g,g); the defaults are the paper's best. All
+        four zero is an error.
+    temperature : float, default=0.1
+        ``tau``. Embeddings are L2-normalised, so similarities are cosines.
+    denominator : {"paper", "infonce"}, default="paper"
+        Cross-modal denominator over ``j != i`` (paper) or over all ``j`` (InfoNCE).
+    reduction : {"mean", "sum"}, default="mean"
+        Per-batch reduction over anchors (``"sum"`` is the paper's).
+    batch_size : int, default=50
+        Clipped, with a warning, to the number of samples.
+    min_per_class : int, default=1
+        Samples of each class in every batch.
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    max_epochs : int, default=50
+    device : str, default="auto"
+    random_state : int, RandomState instance or None, default=None
+        Seeds weights and batches.
+    verbose : int, default=0
+        skorch's per-epoch log when > 0.
+
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+        The trained net; ``net_.module_`` is a :class:`sklearn_cgni.nn.ContrastiveEncoders`.
+    image_encoder_, genetic_encoder_ : torch.nn.Module
+        ``e_v`` and ``e_g`` in eval mode (outputs L2-normalised, as in ``transform``).
+    image_indices_, genetic_indices_ : ndarray of int
+        Columns of ``X`` read as ``h_v`` and as SNPs.
+    classes_ : ndarray
+        Labels seen in ``fit``.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    n_iter_ : int
+        Epochs run.
+    n_features_in_, feature_names_in_
+        As usual.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.genetics import ContrastiveSNPEncoder
+    >>> rng = np.random.default_rng(0)
+    >>> h_v = rng.normal(size=(60, 8))
+    >>> snps = rng.integers(0, 3, size=(60, 20)).astype(float)
+    >>> y = np.tile([0, 1], 30)
+    >>> enc = ContrastiveSNPEncoder(image_features=8, n_components=4, image_hidden=(16,),
+    ...                             genetic_hidden=(16,), batch_size=20, max_epochs=2,
+    ...                             random_state=0)
+    >>> enc.fit_transform(np.hstack([h_v, snps]), y).shape  # z_g (4) + h_v (8)
+    (60, 12)
+    """
+
+    _parameter_constraints = {
+        "image_features": [Interval(numbers.Integral, 1, None, closed="left"), str, slice, "array-like"],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "image_hidden": [tuple, list],
+        "genetic_hidden": [tuple, list],
+        "lambda_vg": [Interval(numbers.Real, 0, None, closed="left")],
+        "sigma_gv": [Interval(numbers.Real, 0, None, closed="left")],
+        "gamma_vv": [Interval(numbers.Real, 0, None, closed="left")],
+        "theta_gg": [Interval(numbers.Real, 0, None, closed="left")],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "denominator": [StrOptions({"paper", "infonce"})],
+        "reduction": [StrOptions({"mean", "sum"})],
+        "batch_size": [Interval(numbers.Integral, 2, None, closed="left")],
+        "min_per_class": [Interval(numbers.Integral, 1, None, closed="left")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        image_features="image__",
+        n_components=100,
+        image_hidden=(250, 200, 150),
+        genetic_hidden=(400, 600, 400, 300, 150),
+        lambda_vg=0.7,
+        sigma_gv=0.3,
+        gamma_vv=0.0,
+        theta_gg=0.4,
+        temperature=0.1,
+        denominator="paper",
+        reduction="mean",
+        batch_size=50,
+        min_per_class=1,
+        lr=1e-3,
+        weight_decay=0.0,
+        max_epochs=50,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.image_features = image_features
+        self.n_components = n_components
+        self.image_hidden = image_hidden
+        self.genetic_hidden = genetic_hidden
+        self.lambda_vg = lambda_vg
+        self.sigma_gv = sigma_gv
+        self.gamma_vv = gamma_vv
+        self.theta_gg = theta_gg
+        self.temperature = temperature
+        self.denominator = denominator
+        self.reduction = reduction
+        self.batch_size = batch_size
+        self.min_per_class = min_per_class
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def _loss_kwargs(self):
+        return dict(
+            lambda_vg=float(self.lambda_vg),
+            sigma_gv=float(self.sigma_gv),
+            gamma_vv=float(self.gamma_vv),
+            theta_gg=float(self.theta_gg),
+            temperature=float(self.temperature),
+            denominator=self.denominator,
+            reduction=self.reduction,
+        )
+
+    def _split(self, X):
+        return to_float32(X[:, self.image_indices_]), to_float32(X[:, self.genetic_indices_])
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train ``e_v`` and ``e_g``.
+
+        Parameters
+        ----------
+        X : {array-like, DataFrame} of shape (n_samples, n_image_features + n_snps)
+            ``h_v`` and SNP dosages, split by ``image_features``. No missing values.
+        y : array-like of shape (n_samples,)
+            Working-memory group (any two or more labels).
+
+        Returns
+        -------
+        self
+        """
+        import torch
+
+        from ..nn._mlp import ContrastiveEncoders
+        from ..nn.losses import CGNIContrastiveLoss, _check_weights
+
+        owner = type(self).__name__
+        _check_weights(self.lambda_vg, self.sigma_gv, self.gamma_vv, self.theta_gg)
+        index = getattr(X, "index", None)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        _check_finite(X, owner, getattr(self, "feature_names_in_", None), index)
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if self.classes_.size < 2:
+            raise ValueError(
+                f"{owner} needs both working-memory groups (at least 2 classes) to build "
+                f"contrastive batches; y holds only one class: {self.classes_[0]!r}."
+            )
+        y_enc = encoder.transform(y).astype(np.int64)
+        self.image_indices_, self.genetic_indices_ = resolve_feature_split(
+            self.image_features,
+            X.shape[1],
+            getattr(self, "feature_names_in_", None),
+            owner=owner,
+        )
+        batch_size = clip_batch_size(self.batch_size, X.shape[0], owner)
+        seed = torch_seed(self.random_state)
+        sampler = StratifiedBatchSampler(
+            y_enc, batch_size, min_per_class=self.min_per_class, random_state=seed
+        )
+        h_v, x_g = self._split(X)
+        self.net_ = _ContrastiveNet(
+            module=ContrastiveEncoders,
+            module__n_image_features=h_v.shape[1],
+            module__n_genetic_features=x_g.shape[1],
+            module__image_hidden=tuple(self.image_hidden),
+            module__genetic_hidden=tuple(self.genetic_hidden),
+            module__n_components=self.n_components,
+            criterion=CGNIContrastiveLoss,
+            **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
+            optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=batch_size,
+            iterator_train__batch_size=1,  # DataLoader rule when a batch_sampler is given
+            iterator_train__shuffle=False,
+            iterator_train__batch_sampler=sampler,
+            train_split=None,
+            device=resolve_device(self.device),
+            verbose=self.verbose,
+        )
+        self.net_.fit({"h_v": h_v, "x_g": x_g}, y_enc)
+        self.net_.module_.eval()
+        self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
+        if not np.all(np.isfinite(self.loss_curve_)):  # pragma: no cover - defensive
+            raise FloatingPointError(f"{owner}: the contrastive loss became non-finite.")
+        self.n_iter_ = len(self.loss_curve_)
+        self._n_features_out = self.n_components + self.image_indices_.size
+        return self
+
+    # ------------------------------------------------------------ transform
+    @property
+    def image_encoder_(self):
+        """Fitted imaging encoder ``e_v`` (eval mode): ``h_v -> z_v``."""
+        check_is_fitted(self)
+        return self.net_.module_.image_encoder
+
+    @property
+    def genetic_encoder_(self):
+        """Fitted genetic encoder ``e_g`` (eval mode): SNPs -> ``z_g``."""
+        check_is_fitted(self)
+        return self.net_.module_.genetic_encoder
+
+    def _validated(self, X):
+        check_is_fitted(self)
+        index = getattr(X, "index", None)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        _check_finite(X, type(self).__name__, getattr(self, "feature_names_in_", None), index)
+        return X
+
+    def _encode(self, module, data, dtype):
+        if data.shape[0] == 0:
+            return np.empty((0, self.n_components), dtype=dtype)
+        return forward64(module, data).astype(dtype, copy=False)
+
+    def transform(self, X):
+        """Return ``z_g ⊕ h_v`` (the stage-3 input).
+
+        Parameters
+        ----------
+        X : {array-like, DataFrame} of shape (n_samples, n_features_in_)
+            Same layout as in ``fit``.
+
+        Returns
+        -------
+        Xt : ndarray of shape (n_samples, n_components + n_image_features)
+            The L2-normalised genetic embedding ``z_g`` followed by the untouched ``h_v``.
+        """
+        X = self._validated(X)
+        _, x_g = self._split(X)
+        z_g = self._encode(self.genetic_encoder_, x_g, X.dtype)
+        return np.hstack([z_g, X[:, self.image_indices_]])
+
+    def transform_image(self, X):
+        """Imaging embedding ``z_v = e_v(h_v)`` (L2-normalised), shape (n, n_components)."""
+        X = self._validated(X)
+        h_v, _ = self._split(X)
+        return self._encode(self.image_encoder_, h_v, X.dtype)
+
+    def transform_genetic(self, X):
+        """Genetic embedding ``z_g = e_g(x_g)`` (L2-normalised), shape (n, n_components)."""
+        X = self._validated(X)
+        _, x_g = self._split(X)
+        return self._encode(self.genetic_encoder_, x_g, X.dtype)
+
+    def get_feature_names_out(self, input_features=None):
+        """``z_g0 .. z_g{k-1}`` followed by the names of the ``h_v`` columns."""
+        check_is_fitted(self)
+        names = _check_feature_names_in(self, input_features)
+        z_names = [f"z_g{i}" for i in range(self.n_components)]
+        return np.asarray(z_names + [str(n) for n in names[self.image_indices_]], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags

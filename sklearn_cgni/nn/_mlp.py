@@ -1,0 +1,187 @@
+"""Fully connected modules of the CGNI paper (plain torch, no scikit-learn).
+
+* :class:`MLP`: ``in -> hidden... -> out`` with ReLU after every hidden layer, an optional
+  L1 penalty on the hidden and/or output weights, :meth:`MLP.embed` giving the last hidden
+  activation (the paper's ``h_g`` for the sparse genetic NN).
+* :class:`Encoder`: an MLP whose output is L2-normalised (``e_v`` and ``e_g``).
+* :class:`ContrastiveEncoders`: the pair ``(e_v, e_g)`` of stage 2, ``forward(h_v, x_g) ->
+  (z_v, z_g)``.
+
+Paper sizes (the defaults of the builder functions below):
+
+=============================  ==============================================
+imaging encoder ``e_v``         h_v -> 250 -> 200 -> 150 -> 100
+genetic encoder ``e_g``         SNPs -> 400 -> 600 -> 400 -> 300 -> 150 -> 100
+CGNI classifier (stage 3)       z_g + h_v -> 250 -> 200 -> 150 -> 2
+sparse genetic NN               SNPs -> 800 -> 600 -> 400 -> 2  (h_g = 400 units)
+imaging-genetic NN              h_v + h_g -> 500 -> 200 -> 2
+=============================  ==============================================
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "MLP",
+    "Encoder",
+    "ContrastiveEncoders",
+    "image_encoder",
+    "genetic_encoder",
+    "IMAGE_ENCODER_SIZES",
+    "GENETIC_ENCODER_SIZES",
+    "CGNI_CLASSIFIER_SIZES",
+    "SPARSE_GENETIC_SIZES",
+    "IMAGING_GENETIC_SIZES",
+]
+
+IMAGE_ENCODER_SIZES = (250, 200, 150)
+GENETIC_ENCODER_SIZES = (400, 600, 400, 300, 150)
+CGNI_CLASSIFIER_SIZES = (250, 200, 150)
+SPARSE_GENETIC_SIZES = (800, 600, 400)
+IMAGING_GENETIC_SIZES = (500, 200)
+
+_L1_ON = ("hidden", "all", "none")
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron with ReLU hidden layers and a linear output layer.
+
+    Parameters
+    ----------
+    in_features : int
+    hidden_sizes : sequence of int
+        Sizes of the hidden layers (may be empty: a linear model).
+    out_features : int
+    dropout : float, default=0.0
+        Dropout after every hidden ReLU (the paper uses none in these MLPs).
+    l1 : float, default=0.0
+        Strength of the L1 penalty returned by :meth:`penalty`: ``l1 * sum |W|`` over the
+        weight matrices selected by ``l1_on`` (biases are not penalised).
+    l1_on : {"hidden", "all", "none"}, default="hidden"
+        ``"hidden"``: the layers producing hidden activations (the paper's sparse genetic
+        NN); ``"all"``: every layer, the output one included (the imaging-genetic NN).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_cgni.nn import MLP
+    >>> net = MLP(10, (8, 4), 2, l1=1e-3)
+    >>> net(torch.randn(3, 10)).shape, net.embed(torch.randn(3, 10)).shape
+    (torch.Size([3, 2]), torch.Size([3, 4]))
+    """
+
+    def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, l1=0.0, l1_on="hidden"):
+        super().__init__()
+        if l1_on not in _L1_ON:
+            raise ValueError(f"l1_on must be one of {_L1_ON}; got {l1_on!r}.")
+        sizes = [int(in_features), *[int(h) for h in hidden_sizes]]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.output = nn.Linear(sizes[-1], int(out_features))
+        self.dropout = float(dropout)
+        self.l1 = float(l1)
+        self.l1_on = l1_on
+
+    def embed(self, x):
+        """Activation of the last hidden layer (the input itself if there is none)."""
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+            if self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
+        return x
+
+    def forward(self, x):
+        return self.output(self.embed(x))
+
+    def penalty(self):
+        """``l1 * sum |W|`` over the penalised weight matrices (a 0-d tensor)."""
+        if self.l1 == 0 or self.l1_on == "none":
+            return self.output.weight.new_zeros(())
+        layers = list(self.hidden) + ([self.output] if self.l1_on == "all" else [])
+        if not layers:
+            return self.output.weight.new_zeros(())
+        return self.l1 * sum(layer.weight.abs().sum() for layer in layers)
+
+
+class Encoder(MLP):
+    """An :class:`MLP` whose output is L2-normalised (unit-norm embedding ``z``).
+
+    The contrastive losses compare cosine similarities, so the encoder returns the
+    embedding the loss actually sees; ``transform`` and occlusion analyses then work on the
+    same vectors. ``normalize=False`` returns the raw last-layer output.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_cgni.nn import Encoder
+    >>> z = Encoder(6, (5,), 3)(torch.randn(2, 6))
+    >>> torch.allclose(z.norm(dim=1), torch.ones(2))
+    True
+    """
+
+    def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, normalize=True):
+        super().__init__(in_features, hidden_sizes, out_features, dropout=dropout)
+        self.normalize = bool(normalize)
+
+    def forward(self, x):
+        z = super().forward(x)
+        return F.normalize(z, dim=1) if self.normalize else z
+
+
+def image_encoder(in_features, hidden_sizes=IMAGE_ENCODER_SIZES, out_features=100, **kwargs):
+    """Imaging encoder ``e_v``: h_v -> 250 -> 200 -> 150 -> 100 by default."""
+    return Encoder(in_features, hidden_sizes, out_features, **kwargs)
+
+
+def genetic_encoder(in_features, hidden_sizes=GENETIC_ENCODER_SIZES, out_features=100, **kwargs):
+    """Genetic encoder ``e_g``: SNPs -> 400 -> 600 -> 400 -> 300 -> 150 -> 100 by default."""
+    return Encoder(in_features, hidden_sizes, out_features, **kwargs)
+
+
+class ContrastiveEncoders(nn.Module):
+    """The two encoders of stage 2: ``forward(h_v, x_g) -> (z_v, z_g)``.
+
+    Parameters
+    ----------
+    n_image_features, n_genetic_features : int
+        Widths of ``h_v`` and of the SNP vector.
+    image_hidden, genetic_hidden : sequence of int
+        Hidden sizes of ``e_v`` and ``e_g`` (paper: (250, 200, 150) and
+        (400, 600, 400, 300, 150)).
+    n_components : int, default=100
+        Size of ``z_v`` and ``z_g``.
+    dropout : float, default=0.0
+    normalize : bool, default=True
+        L2-normalise ``z_v`` and ``z_g``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_cgni.nn import ContrastiveEncoders
+    >>> enc = ContrastiveEncoders(12, 30, n_components=8)
+    >>> z_v, z_g = enc(torch.randn(4, 12), torch.randn(4, 30))
+    >>> z_v.shape, z_g.shape
+    (torch.Size([4, 8]), torch.Size([4, 8]))
+    """
+
+    def __init__(
+        self,
+        n_image_features,
+        n_genetic_features,
+        image_hidden=IMAGE_ENCODER_SIZES,
+        genetic_hidden=GENETIC_ENCODER_SIZES,
+        n_components=100,
+        dropout=0.0,
+        normalize=True,
+    ):
+        super().__init__()
+        self.image_encoder = image_encoder(
+            n_image_features, image_hidden, n_components, dropout=dropout, normalize=normalize
+        )
+        self.genetic_encoder = genetic_encoder(
+            n_genetic_features, genetic_hidden, n_components, dropout=dropout, normalize=normalize
+        )
+
+    def forward(self, h_v, x_g):
+        return self.image_encoder(h_v), self.genetic_encoder(x_g)
+

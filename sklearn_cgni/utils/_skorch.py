@@ -1,0 +1,287 @@
+"""Private plumbing for thin scikit-learn estimators that hold a skorch net as ``net_``.
+
+* :class:`SkorchNet`: a ``skorch.NeuralNet`` that adds ``module_.penalty()`` (L1) to the
+  training loss when the module defines it.
+* :class:`SkorchClassifierBase`: validation, label encoding, ``classes_``,
+  ``predict_proba`` / ``decision_function`` / ``predict`` around a module built by
+  ``_build_module``; subclasses only declare their parameters and their module.
+* :func:`resolve_feature_split`: turns an ``image_features`` specification (count, prefix,
+  names, indices, slice, boolean mask) into column indices for estimators whose ``X``
+  carries both the imaging features ``h_v`` and the SNPs.
+"""
+
+import copy
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet
+
+from ._device import resolve_device, torch_seed
+
+__all__ = [
+    "forward64",
+    "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
+
+
+class SkorchNet(NeuralNet):
+    """skorch ``NeuralNet`` whose training loss adds ``module_.penalty()`` when defined."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and hasattr(self.module_, "penalty"):
+            loss = loss + self.module_.penalty()
+        return loss
+
+
+def forward64(module, X, method="forward", chunk_size=8192):
+    """Run ``module`` (or one of its methods) on ``X`` in float64, without gradients.
+
+    Training happens in float32, but float32 matrix products depend on how many rows are
+    multiplied together (BLAS blocking), so a sample's output would change in the 7th digit
+    with the batch it is predicted in. Inference on a float64 copy of the module makes
+    predictions independent of batch composition (scikit-learn's subset-invariance check).
+    """
+    import torch
+
+    device = next(module.parameters()).device
+    module64 = copy.deepcopy(module).double().eval()
+    fn = getattr(module64, method)
+    X = np.asarray(X, dtype=np.float64)
+    out = []
+    with torch.no_grad():
+        for start in range(0, X.shape[0], chunk_size):
+            out.append(fn(torch.as_tensor(X[start : start + chunk_size], device=device)).cpu().numpy())
+    return np.concatenate(out) if out else None
+
+
+def to_float32(X):
+    """C-contiguous, writeable float32 copy-if-needed of ``X`` (torch refuses read-only)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if not X.flags.writeable:
+        X = X.copy()
+    return X
+
+
+def clip_batch_size(batch_size, n_samples, owner):
+    """scikit-learn's MLP convention: a batch larger than the data is clipped, with a warning."""
+    if batch_size > n_samples:
+        warnings.warn(
+            f"{owner}: batch_size={batch_size} is larger than the {n_samples} training "
+            f"samples; clipping it to {n_samples}.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return n_samples
+    return batch_size
+
+
+def resolve_feature_split(spec, n_features, feature_names=None, *, owner="estimator", param="image_features"):
+    """Return ``(image_idx, genetic_idx)``: column indices of ``h_v`` and of the SNPs.
+
+    Parameters
+    ----------
+    spec : int, str, slice, sequence of str or int, or boolean array
+        * ``int`` n: the first ``n`` columns are imaging features, the rest SNPs;
+        * ``str``: prefix of the imaging column names (e.g. ``"image__"``, as
+          ``ColumnTransformer`` names them); needs ``X`` with column names;
+        * ``slice``, sequence of int / str or boolean mask: the imaging columns.
+        Every other column is a SNP.
+    n_features : int
+    feature_names : ndarray of str or None
+        ``feature_names_in_`` when ``X`` was a DataFrame.
+    """
+    all_idx = np.arange(n_features)
+    names = None if feature_names is None else [str(f) for f in feature_names]
+    if isinstance(spec, numbers.Integral) and not isinstance(spec, (bool, np.bool_)):
+        if not 0 < spec < n_features:
+            raise ValueError(
+                f"{owner}: {param}={spec} must leave at least one imaging and one genetic "
+                f"column, but X has {n_features} feature(s)."
+            )
+        image_idx = all_idx[:spec]
+    elif isinstance(spec, str):
+        if names is None:
+            raise ValueError(
+                f"{owner}: {param}={spec!r} is a column-name prefix but X has no column "
+                f"names (X has {n_features} feature(s)); pass a DataFrame, or an int / slice "
+                "/ list of column indices."
+            )
+        image_idx = np.array([i for i, n in enumerate(names) if n.startswith(spec)], dtype=int)
+        if image_idx.size == 0:
+            raise ValueError(
+                f"{owner}: no column of X starts with {param}={spec!r}; the first columns "
+                f"are {names[:5]}."
+            )
+    elif isinstance(spec, slice):
+        image_idx = all_idx[spec]
+    else:
+        spec = np.asarray(spec)
+        if spec.dtype == bool:
+            if spec.shape != (n_features,):
+                raise ValueError(
+                    f"{owner}: boolean {param} has {spec.shape[0]} entries but X has "
+                    f"{n_features} feature(s)."
+                )
+            image_idx = all_idx[spec]
+        elif spec.dtype.kind in "iu":
+            if spec.size and (spec.min() < 0 or spec.max() >= n_features):
+                raise ValueError(f"{owner}: {param} has column indices outside [0, {n_features}).")
+            image_idx = np.unique(spec)
+        elif spec.dtype.kind in "UO":
+            if names is None:
+                raise ValueError(
+                    f"{owner}: {param} lists column names but X has no column names."
+                )
+            missing = [s for s in spec.tolist() if s not in names]
+            if missing:
+                raise ValueError(f"{owner}: {param} names columns absent from X: {missing[:10]}.")
+            lookup = {n: i for i, n in enumerate(names)}
+            image_idx = np.array(sorted(lookup[s] for s in spec.tolist()), dtype=int)
+        else:
+            raise TypeError(f"{owner}: cannot interpret {param}={spec!r}.")
+    genetic_idx = np.setdiff1d(all_idx, image_idx)
+    if image_idx.size == 0 or genetic_idx.size == 0:
+        raise ValueError(
+            f"{owner}: {param} selects {image_idx.size} imaging and {genetic_idx.size} "
+            f"genetic column(s) out of {n_features} feature(s); both must be non-empty."
+        )
+    return np.asarray(image_idx, dtype=int), genetic_idx
+
+
+class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
+    """Shared fit / predict for classifiers wrapping one torch module in a skorch net.
+
+    Subclasses define ``__init__`` (explicit parameters, stored unchanged) and
+    ``_build_module(n_features, n_classes)``; they must have the parameters ``lr``,
+    ``max_epochs``, ``batch_size``, ``weight_decay``, ``device``, ``random_state`` and
+    ``verbose``. Labels are encoded with a ``LabelEncoder``; the module outputs one logit per
+    class and is trained with cross-entropy and Adam. Missing values are refused.
+    """
+
+    _parameter_constraints = {
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _build_module(self, n_features, n_classes):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _validate_fit_data(self, X, y):
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self._label_encoder = LabelEncoder().fit(y)
+        self.classes_ = self._label_encoder.classes_
+        if self.classes_.size < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; y holds only "
+                f"one class: {self.classes_[0]!r}."
+            )
+        return X, self._label_encoder.transform(y)
+
+    def _fit_net(self, X, y_enc):
+        import torch
+
+        device = resolve_device(self.device)
+        torch_seed(self.random_state)
+        module = self._build_module(X.shape[1], len(self.classes_))
+        batch_size = clip_batch_size(self.batch_size, X.shape[0], type(self).__name__)
+        self.net_ = SkorchNet(
+            module=module,
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=batch_size,
+            train_split=None,
+            iterator_train__shuffle=True,
+            device=device,
+            verbose=self.verbose,
+        )
+        self.net_.fit(to_float32(X), y_enc.astype(np.int64))
+        self.net_.module_.eval()
+        self.n_iter_ = len(self.net_.history)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        X, y_enc = self._validate_fit_data(X, y)
+        return self._fit_net(X, y_enc)
+
+    def _logits(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return forward64(self.net_.module_, X)
+
+    def decision_function(self, X):
+        """Class scores: ``logit[1] - logit[0]`` for two classes, else the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        logits = self._logits(X)
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict_proba(self, X):
+        """Softmax of the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self._logits(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Most probable class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
