@@ -2,3 +2,10 @@
 
 Each module adds its own import line below.
 """
+from ._mlp import MLP, ContrastiveEncoders, Encoder, genetic_encoder, image_encoder  # noqa: E402,F401
+from .losses import (  # noqa: E402,F401
+    CGNIContrastiveLoss,
+    cgni_contrastive_loss,
+    cross_modal_contrastive_loss,
+    supervised_contrastive_loss,
+)
