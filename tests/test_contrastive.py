@@ -1,0 +1,154 @@
+"""ContrastiveSNPEncoder (stage 2) and its class-balanced batch sampler."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sklearn_cgni.genetics import ContrastiveSNPEncoder, StratifiedBatchSampler
+
+SMALL = dict(n_components=6, image_hidden=(16,), genetic_hidden=(24, 16), device="cpu", random_state=0)
+
+
+def _data(n=120, n_img=8, n_snp=30, seed=0):
+    """h_v driven by a few SNPs, and a WM label driven by both (unbalanced, ~35 % high)."""
+    rng = np.random.default_rng(seed)
+    snps = rng.binomial(2, 0.3, size=(n, n_snp)).astype(float)
+    w = np.zeros((n_snp, n_img))
+    w[:4] = rng.normal(size=(4, n_img))
+    h_v = snps @ w + 0.5 * rng.normal(size=(n, n_img))
+    score = h_v[:, 0] + snps[:, 0] + rng.normal(size=n)
+    y = (score > np.quantile(score, 0.65)).astype(int)
+    return h_v, snps, y
+
+
+# ----------------------------------------------------------------- sampler
+def test_sampler_every_batch_holds_every_class_and_covers_each_sample_once():
+    y = np.array([0] * 91 + [1] * 9)
+    sampler = StratifiedBatchSampler(y, batch_size=12, random_state=0)
+    assert len(sampler) == 9
+    epoch1, epoch2 = list(sampler), list(sampler)
+    for epoch in (epoch1, epoch2):
+        assert len(epoch) == 9
+        assert sorted(i for b in epoch for i in b) == list(range(100))
+        assert all(set(y[b]) == {0, 1} for b in epoch)
+        assert max(map(len, epoch)) - min(map(len, epoch)) <= 2
+    assert epoch1 != epoch2  # reshuffled every epoch
+
+
+def test_sampler_min_per_class_and_clear_error_when_class_too_small():
+    y = np.array([0] * 40 + [1] * 8)
+    batches = list(StratifiedBatchSampler(y, batch_size=15, min_per_class=2, random_state=0))
+    assert len(batches) == 4 and all(np.sum(y[b] == 1) >= 2 for b in batches)
+    y = np.array([0] * 40 + [1] * 6)
+    with pytest.raises(ValueError, match=r"class 1 has 6 sample\(s\).*batch_size >= 8"):
+        StratifiedBatchSampler(y, batch_size=5, random_state=0)
+
+
+# ----------------------------------------------------------------- encoder
+def test_fit_transform_layout_and_encoders():
+    h_v, snps, y = _data()
+    X = np.hstack([h_v, snps])
+    enc = ContrastiveSNPEncoder(image_features=8, batch_size=30, max_epochs=3, **SMALL).fit(X, y)
+    Xt = enc.transform(X)
+    assert Xt.shape == (120, 6 + 8)
+    np.testing.assert_array_equal(Xt[:, 6:], h_v)  # h_v passes through untouched
+    z_g, z_v = enc.transform_genetic(X), enc.transform_image(X)
+    np.testing.assert_allclose(Xt[:, :6], z_g)
+    np.testing.assert_allclose(np.linalg.norm(z_g, axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(z_v, axis=1), 1, rtol=1e-6)
+    # the exposed torch encoders give the same embeddings (for occlusion / SCCA)
+    assert not enc.genetic_encoder_.training and not enc.image_encoder_.training
+    with torch.no_grad():
+        z_g_torch = enc.genetic_encoder_(torch.as_tensor(snps, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(z_g_torch, z_g, atol=1e-5)
+    assert list(enc.get_feature_names_out()[:2]) == ["z_g0", "z_g1"]
+    assert enc.n_iter_ == 3 and len(enc.loss_curve_) == 3
+
+
+def test_training_aligns_matched_pairs():
+    h_v, snps, y = _data(n=200)
+    X = np.hstack([h_v, snps])
+    enc = ContrastiveSNPEncoder(image_features=8, batch_size=50, max_epochs=40, lr=3e-3, **SMALL).fit(X, y)
+    assert enc.loss_curve_[-1] < enc.loss_curve_[0]
+    sim = enc.transform_image(X) @ enc.transform_genetic(X).T
+    # each participant's image embedding is closer to its own genetic embedding than to others'
+    matched, unmatched = np.diag(sim).mean(), sim[~np.eye(200, dtype=bool)].mean()
+    assert matched - unmatched > 0.3
+    top5 = np.mean([i in np.argsort(-sim[i])[:5] for i in range(200)])
+    assert top5 > 5 * 5 / 200  # > 5x chance
+
+
+def test_dataframe_with_prefix_and_column_list():
+    h_v, snps, y = _data(n=60)
+    df = pd.DataFrame(
+        np.hstack([snps, h_v]),
+        columns=[f"snp__rs{i}" for i in range(30)] + [f"image__f{i}" for i in range(8)],
+        index=[f"sub-{i:03d}" for i in range(60)],
+    )
+    enc = ContrastiveSNPEncoder(batch_size=30, max_epochs=1, **SMALL).fit(df, y)
+    np.testing.assert_array_equal(enc.image_indices_, np.arange(30, 38))
+    assert list(enc.get_feature_names_out()[6:8]) == ["image__f0", "image__f1"]
+    enc2 = ContrastiveSNPEncoder(
+        image_features=[f"image__f{i}" for i in range(8)], batch_size=30, max_epochs=1, **SMALL
+    ).fit(df, y)
+    np.testing.assert_allclose(enc.transform(df), enc2.transform(df))
+
+
+# ----------------------------------------------------------------- bad input
+def test_one_class_is_refused():
+    h_v, snps, _ = _data(n=40)
+    with pytest.raises(ValueError, match="only one class"):
+        ContrastiveSNPEncoder(image_features=8, **SMALL).fit(np.hstack([h_v, snps]), np.ones(40))
+
+
+def test_nan_snps_are_refused_naming_participant_and_column():
+    h_v, snps, y = _data(n=40)
+    snps[3, 5] = np.nan
+    df = pd.DataFrame(
+        np.hstack([h_v, snps]),
+        columns=[f"image__{i}" for i in range(8)] + [f"rs{i}" for i in range(30)],
+        index=[f"sub-{i}" for i in range(40)],
+    )
+    with pytest.raises(ValueError, match=r"NaN.*'rs5'.*'sub-3'.*SNPQualityFilter"):
+        ContrastiveSNPEncoder(**SMALL).fit(df, y)
+
+
+def test_feature_count_mismatch_at_transform():
+    h_v, snps, y = _data(n=40)
+    X = np.hstack([h_v, snps])
+    enc = ContrastiveSNPEncoder(image_features=8, batch_size=20, max_epochs=1, **SMALL).fit(X, y)
+    with pytest.raises(ValueError, match="38 features"):
+        enc.transform(X[:, :-1])
+
+
+def test_all_loss_weights_zero_fails_before_training():
+    h_v, snps, y = _data(n=40)
+    enc = ContrastiveSNPEncoder(image_features=8, lambda_vg=0, sigma_gv=0, gamma_vv=0, theta_gg=0, **SMALL)
+    with pytest.raises(ValueError, match="all four loss weights"):
+        enc.fit(np.hstack([h_v, snps]), y)
+    assert not hasattr(enc, "net_")
+
+
+def test_batch_size_larger_than_data_is_clipped_with_warning():
+    h_v, snps, y = _data(n=30)
+    enc = ContrastiveSNPEncoder(image_features=8, batch_size=50, max_epochs=1, **SMALL)
+    with pytest.warns(UserWarning, match="batch_size=50 is larger than the 30"):
+        enc.fit(np.hstack([h_v, snps]), y)
+    assert np.isfinite(enc.loss_curve_).all()
+
+
+def test_batch_size_too_small_for_minority_class():
+    h_v, snps, y = _data(n=100)  # 35 high-WM participants
+    with pytest.raises(ValueError, match=r"class 1 has 35 sample\(s\)"):
+        ContrastiveSNPEncoder(image_features=8, batch_size=2, **SMALL).fit(np.hstack([h_v, snps]), y)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [(40, "at least one imaging and one genetic"), ("image__", "no column names"), ([99], "outside")],
+)
+def test_bad_image_features(spec, match):
+    h_v, snps, y = _data(n=40)
+    with pytest.raises(ValueError, match=match):
+        ContrastiveSNPEncoder(image_features=spec, **SMALL).fit(np.hstack([h_v, snps]), y)
