@@ -9,3 +9,13 @@ from .losses import (  # noqa: E402,F401
     cross_modal_contrastive_loss,
     supervised_contrastive_loss,
 )
+from ._cnn import (  # noqa: E402,F401
+    PAPER_CHANNELS,
+    BrainCNN,
+    CNNBackbone3d,
+    ConvBlock3d,
+    MultiOutputHead,
+    RegressionHead,
+    backbone_output_shape,
+    conv_forward_flops,
+)

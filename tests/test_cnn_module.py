@@ -1,0 +1,102 @@
+"""The plain torch CNN (sklearn_cgni.nn._cnn): shapes, FLOPs, explicit small-shape adaptation."""
+
+import inspect
+
+import pytest
+import torch
+
+from sklearn_cgni.nn import _cnn
+from sklearn_cgni.nn import (
+    PAPER_CHANNELS,
+    BrainCNN,
+    CNNBackbone3d,
+    MultiOutputHead,
+    backbone_output_shape,
+    conv_forward_flops,
+)
+
+TINY = (4, 4, 8, 8, 8)
+
+
+def test_paper_feature_size_is_2048_at_full_resolution():
+    assert backbone_output_shape((128, 141, 128)) == (256, 2, 2, 2)
+    assert CNNBackbone3d().n_features((128, 141, 128)) == 2048
+
+
+def test_forward_flops_match_the_issue_figure():
+    total, per_block = conv_forward_flops((128, 141, 128), PAPER_CHANNELS)
+    # 2 * out_voxels * C_out * C_in * 27 per block; block 1: 126*139*126 voxels x 32 x 1.
+    assert per_block[0] == 2 * 126 * 139 * 126 * 32 * 1 * 27
+    assert per_block[4] == 2 * 4 * 4 * 4 * 256 * 256 * 27
+    assert 45.6e9 < total < 45.8e9
+
+
+def test_too_small_shape_is_an_explicit_error():
+    with pytest.raises(ValueError, match=r"too small.*block 4.*padding=1.*pool_blocks"):
+        backbone_output_shape((24, 28, 24))
+    with pytest.raises(ValueError, match="too small"):
+        BrainCNN.build((24, 28, 24))
+    # padding=1 alone still pools 24 -> 0 in block 5: also an error, naming the pool
+    with pytest.raises(ValueError, match="max-pool of block 5"):
+        backbone_output_shape((24, 28, 24), padding=1)
+    assert backbone_output_shape((24, 28, 24), padding=1, pool_blocks=4) == (256, 1, 1, 1)
+
+
+@pytest.mark.parametrize("bad", [2, -1, "same"])
+def test_padding_is_validated(bad):
+    with pytest.raises(ValueError, match="padding"):
+        CNNBackbone3d(padding=bad)
+
+
+def test_global_pool_fixes_feature_size():
+    for shape in [(24, 28, 24), (32, 30, 26)]:
+        net = CNNBackbone3d(1, TINY, padding=1, pool_blocks=3, global_pool="avg")
+        assert net.n_features(shape) == TINY[-1]
+        out = net(torch.zeros(2, 1, *shape))
+        assert out.shape == (2, TINY[-1])
+
+
+def test_brain_cnn_shapes_and_features():
+    torch.manual_seed(0)
+    shape = (24, 28, 24)
+    net = BrainCNN.build(shape, n_outputs=1, channels=TINY, padding=1, pool_blocks=4, squeeze=True)
+    net.eval()
+    x = torch.randn(3, *shape)
+    assert net(x).shape == (3,)
+    assert net(x.unsqueeze(1)).shape == (3,)
+    h = net.features(x)
+    assert h.shape == (3, net.backbone.n_features(shape))
+    # head applied to features == forward (eval mode: dropout off)
+    torch.testing.assert_close(net.head(h)[:, 0], net(x))
+
+
+def test_multi_output_head_reuses_backbone():
+    shape = (24, 28, 24)
+    backbone = CNNBackbone3d(1, TINY, padding=1, pool_blocks=4)
+    n = backbone.n_features(shape)
+    snps = BrainCNN(backbone, MultiOutputHead(n, n_tasks=7, n_classes=3, hidden=16))
+    x = torch.randn(2, 1, *shape)
+    assert snps(x).shape == (2, 7, 3)
+    one_logit = BrainCNN(backbone, MultiOutputHead(n, n_tasks=5))
+    assert one_logit(x).shape == (2, 5)
+    assert one_logit.backbone is snps.backbone
+
+
+def test_freeze_blocks_stops_gradients_and_bn_updates():
+    net = BrainCNN.build((24, 28, 24), channels=TINY, padding=1, pool_blocks=4)
+    net.backbone.freeze_blocks(2)
+    net.train()
+    assert not net.backbone.blocks[0][1].training and not net.backbone.blocks[1][1].training
+    assert net.backbone.blocks[2][1].training
+    before = net.backbone.blocks[0][1].running_mean.clone()
+    net(torch.randn(4, 24, 28, 24)).sum().backward()
+    assert all(p.grad is None for p in net.backbone.blocks[0].parameters())
+    assert all(p.grad is not None for p in net.backbone.blocks[2].parameters())
+    torch.testing.assert_close(net.backbone.blocks[0][1].running_mean, before)
+    with pytest.raises(ValueError, match="n_blocks"):
+        net.backbone.freeze_blocks(9)
+
+
+def test_nn_module_does_not_import_sklearn():
+    src = inspect.getsource(_cnn)
+    assert "import sklearn" not in src and "from sklearn" not in src
