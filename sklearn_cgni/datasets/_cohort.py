@@ -124,6 +124,7 @@ def make_cohort(
     *,
     shape=(128, 141, 128),
     n_causal_snps=20,
+    n_direct_snps=None,
     affected_regions=DEFAULT_AFFECTED_REGIONS,
     snp_effect=0.03,
     regional_sd=0.04,
@@ -168,7 +169,12 @@ def make_cohort(
         Image grid. The template's field of view is kept and the voxel size adapted, so tiny
         shapes such as ``(24, 28, 24)`` work for tests.
     n_causal_snps : int, default=20
-        SNPs with planted effects, one per LD block, MAF ≥ 0.1, never QC failures.
+        SNPs with planted effects on gray matter (listed in ``ground_truth["causal_snps"]``),
+        one per LD block, MAF ≥ 0.1 where the block has one, never QC failures.
+    n_direct_snps : int, optional
+        SNPs acting on cognition directly, not through the image (the direct genetic path;
+        ``ground_truth["direct_genetic_effects"]``), in other LD blocks. Default:
+        ``n_causal_snps // 2``.
     affected_regions : sequence of str or int, default=DEFAULT_AFFECTED_REGIONS
         Names of atlas regions (or the number to pick at random) that causal SNPs act on.
     snp_effect : float, default=0.03
@@ -185,7 +191,9 @@ def make_cohort(
     n_sites : int, default=3
         Acquisition sites (column ``site``).
     noise_sd : float, default=0.08
-        Voxel noise SD (gray-matter probability units) before smoothing.
+        Voxel noise SD (gray-matter probability units) before smoothing, for 1.5 mm voxels;
+        scaled by ``sqrt(1.5**3 / voxel volume)`` on other grids, as averaging would do, so
+        that regional signal-to-noise does not depend on the grid.
     smoothing_fwhm : float, default=6.0
         Gaussian smoothing FWHM in mm (the reference study's 6 mm).
     brain_weight, genetic_weight : float, default=0.55, 0.35
@@ -227,7 +235,9 @@ def make_cohort(
         ``images``, ``affine``, ``participant_ids``, ``genotypes`` (DataFrame, NaN = missing),
         ``phenotypes`` (``age``, ``sex``, ``site``, ``digit_span``, ``fluid_intelligence``,
         ``reaction_time``, ``wm_group`` with NaN for excluded), ``snp_info``, ``atlas``,
-        ``gene_sets`` (dict name -> genes), ``ground_truth`` (dict) and ``output_dir``.
+        ``gene_sets`` (dict name -> genes), ``ground_truth`` (dict), ``latent`` (DataFrame of
+        the standardised brain path, direct genetic path and latent trait per participant, for
+        oracle comparisons) and ``output_dir``.
 
     Examples
     --------
@@ -245,8 +255,12 @@ def make_cohort(
     n = int(n_participants)
     if n < 10:
         raise ValueError(f"n_participants must be at least 10; got {n_participants}.")
-    if n_snps < n_causal_snps or n_causal_snps < 0:
-        raise ValueError(f"Need 0 <= n_causal_snps ({n_causal_snps}) <= n_snps ({n_snps}).")
+    n_planted = n_causal_snps + (n_causal_snps // 2 if n_direct_snps is None else n_direct_snps)
+    if n_causal_snps < 0 or (n_direct_snps or 0) < 0 or n_planted > n_snps:
+        raise ValueError(
+            f"Need 0 <= n_causal_snps ({n_causal_snps}) and n_causal_snps + n_direct_snps "
+            f"({n_planted}) <= n_snps ({n_snps})."
+        )
     if brain_weight**2 + genetic_weight**2 >= 1:
         raise ValueError(
             f"brain_weight**2 + genetic_weight**2 must be < 1 (the rest is noise); got "
@@ -299,20 +313,21 @@ def make_cohort(
     # ---------------------------------------------------------------- genotypes
     G, maf, blocks, n_blocks = _simulate_genotypes(g, n, n_snps, ld_block_size, (0.05, 0.5), (0.5, 0.95))
     n_fail = int(round(qc_fail_fraction * n_snps))
-    # QC failures never in a causal SNP's block
-    causal_blocks = g.choice(n_blocks, size=min(n_causal_snps, n_blocks), replace=False)
-    causal = []
-    for b in causal_blocks:
+    # one SNP per distinct LD block: brain-acting causal SNPs, then direct-path SNPs
+    n_direct = n_causal_snps // 2 if n_direct_snps is None else int(n_direct_snps)
+    n_pick = n_causal_snps + n_direct
+    picked_blocks = g.choice(n_blocks, size=min(n_pick, n_blocks), replace=False)
+    picked = []
+    for b in picked_blocks:
         members = np.flatnonzero((blocks == b) & (maf >= 0.1))
-        if len(members) == 0:
-            members = np.flatnonzero(blocks == b)
-            maf[members[0]] = max(maf[members[0]], 0.1)
-        causal.append(int(g.choice(members)))
-    while len(causal) < n_causal_snps:  # more causal SNPs than blocks
-        extra = int(g.choice(np.setdiff1d(np.arange(n_snps), causal)))
-        causal.append(extra)
-    causal = np.array(causal, dtype=int)
-    eligible = np.setdiff1d(np.flatnonzero(~np.isin(blocks, blocks[causal])), causal)
+        picked.append(int(g.choice(members if len(members) else np.flatnonzero(blocks == b))))
+    while len(picked) < n_pick:  # more SNPs asked for than blocks
+        picked.append(int(g.choice(np.setdiff1d(np.arange(n_snps), picked))))
+    causal = np.array(picked[:n_causal_snps], dtype=int)
+    direct_snps = np.array(picked[n_causal_snps:], dtype=int)
+    # QC failures never in a causal or direct SNP's block
+    causal_all = np.array(picked, dtype=int)
+    eligible = np.setdiff1d(np.flatnonzero(~np.isin(blocks, blocks[causal_all])), causal_all)
     fail_idx = g.choice(eligible, size=min(n_fail, len(eligible)), replace=False)
     fail_kinds = np.array(["rare", "missing", "hwe", "info"])[np.arange(len(fail_idx)) % 4]
     info_r2 = g.uniform(0.6, 1.0, size=n_snps)
@@ -356,7 +371,6 @@ def make_cohort(
     dev = (log_mod_gen + log_mod_env)[:, chosen + 1]
     brain_path = dev @ (region_voxels[chosen + 1] / region_voxels[chosen + 1].sum())
     direct = np.zeros(n)
-    direct_snps = causal[g.permutation(len(causal))[: max(1, len(causal) // 2)]] if len(causal) else np.array([], int)
     direct_w = g.choice([-1.0, 1.0], size=len(direct_snps)) * g.uniform(0.5, 1.5, size=len(direct_snps))
     for s, w in zip(direct_snps, direct_w):
         direct += w * centred[:, s]
@@ -422,6 +436,9 @@ def make_cohort(
               for i in sorted(bad_idx)}
     seeds = np.random.SeedSequence(seed_root).spawn(n)
     sigma_vox = _fwhm_to_sigma_vox(smoothing_fwhm, affine) if smoothing_fwhm else 0.0
+    # noise_sd is specified for 1.5 mm voxels; a coarser grid averages more of it per voxel
+    voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
+    noise_sd = noise_sd * np.sqrt(1.5**3 / voxel_volume)
     log_mod_regions = log_mod_gen + log_mod_env
 
     def _args(i):
@@ -473,7 +490,9 @@ def make_cohort(
     phenotypes_out["wm_group"] = groups.reindex(phenotypes.index).astype(float)
     assert np.array_equal(phenotypes_out["wm_group"].to_numpy(), wm_group, equal_nan=True)
 
-    result = Bunch(affine=affine, participant_ids=ids, genotypes=genotypes, phenotypes=phenotypes_out,
+    latent = pd.DataFrame({"brain_path": _z(brain_path), "genetic_path": _z(direct), "trait": trait},
+                          index=pd.Index(ids, name="participant_id"))
+    result = Bunch(latent=latent, affine=affine, participant_ids=ids, genotypes=genotypes, phenotypes=phenotypes_out,
                    snp_info=snp_info, atlas=atlas, gene_sets=gene_sets, ground_truth=truth,
                    output_dir=None)
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
@@ -551,6 +570,7 @@ def _write_tables(out, result, phenotypes, sex):
     write_genotypes_csv(result.genotypes, out / "genotypes.csv")
     phenotypes.to_csv(out / "phenotypes.csv")
     result.snp_info.to_csv(out / "snp_info.csv")
+    result.latent.to_csv(out / "latent.csv")
     result.snp_info[["gene", "ensembl_id"]].to_csv(out / "snp_genes.csv")
     with open(out / "gene_sets.gmt", "w") as fh:
         for name, genes in result.gene_sets.items():

@@ -225,5 +225,7 @@ def write_plink(genotypes, prefix, snp_info=None, sex=None):
                      allele_1=info["a1"].astype(str).tolist(), allele_2=info["a2"].astype(str).tolist())
     if sex is not None:
         props["sex"] = [1 if s == 1 else 2 for s in np.asarray(sex)]
-    to_bed(prefix.with_suffix(".bed"), np.asarray(genotypes, dtype=np.float32), properties=props, count_A1=True)
+    # bed-reader writes from a writeable array (pandas may hand out read-only views)
+    values = np.array(genotypes.to_numpy(dtype=np.float32, na_value=np.nan), copy=True)
+    to_bed(prefix.with_suffix(".bed"), values, properties=props, count_A1=True)
     return prefix

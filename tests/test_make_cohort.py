@@ -1,0 +1,216 @@
+"""make_cohort: determinism, files round-trip through the loaders, ground truth consistent with data."""
+
+import json
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_cgni.datasets import make_cohort
+from sklearn_cgni.genetics import SNPQualityFilter
+from sklearn_cgni.imaging import image_quality_control
+from sklearn_cgni.io import load_cohort, read_genotypes, read_phenotypes
+
+SHAPE = (24, 28, 24)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return make_cohort(600, 240, shape=SHAPE, n_causal_snps=12, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort")
+    return make_cohort(60, 40, shape=SHAPE, n_causal_snps=4, output_dir=out, random_state=3)
+
+
+def _regional_means(cohort):
+    atlas = np.asarray(cohort.atlas.img.dataobj)
+    flat = cohort.images.reshape(len(cohort.images), -1)
+    out = {}
+    for idx, name in zip(cohort.atlas.labels["index"], cohort.atlas.labels["name"]):
+        out[name] = flat[:, (atlas == idx).ravel()].mean(axis=1)
+    return pd.DataFrame(out, index=cohort.participant_ids)
+
+
+def test_shapes_and_contract(cohort):
+    n = 600
+    assert cohort.images.shape == (n,) + SHAPE
+    assert cohort.images.dtype == np.float32
+    assert cohort.genotypes.shape == (n, 240)
+    assert list(cohort.genotypes.index) == cohort.participant_ids == list(cohort.phenotypes.index)
+    assert {"age", "sex", "site", "digit_span", "fluid_intelligence", "reaction_time", "wm_group"} <= set(
+        cohort.phenotypes.columns
+    )
+    assert cohort.phenotypes["digit_span"].between(2, 12).all()
+    assert cohort.affine.shape == (4, 4)
+    values = cohort.genotypes.to_numpy()
+    assert set(np.unique(values[~np.isnan(values)])) <= {0.0, 1.0, 2.0}
+    assert 0 < np.isnan(values).mean() < 0.02
+    assert len(cohort.ground_truth["causal_snps"]) == 12
+    assert set(cohort.ground_truth["causal_snps"]) <= set(cohort.genotypes.columns)
+
+
+def test_group_proportions_and_reference_demographics(cohort):
+    ph = cohort.phenotypes
+    in_group = ph["wm_group"].notna()
+    assert ph.loc[~in_group, "digit_span"].between(6, 8).all()
+    assert ph.loc[ph["wm_group"] == 0, "digit_span"].between(2, 5).all()
+    assert ph.loc[ph["wm_group"] == 1, "digit_span"].between(9, 12).all()
+    assert abs(in_group.mean() - 0.90) < 0.02
+    assert abs((ph.loc[in_group, "wm_group"] == 1).mean() - 0.36) < 0.02
+    age = ph.groupby("wm_group")["age"].mean()
+    assert 10 < age[0.0] - age[1.0] < 17  # reference study: 13.6 years
+    male = ph.groupby("wm_group")["sex"].mean()
+    assert male[1.0] > male[0.0]
+
+
+def test_independent_demographics_remove_the_age_gap():
+    c = make_cohort(400, 30, shape=SHAPE, n_causal_snps=2, demographics="independent", random_state=1)
+    age = c.phenotypes.groupby("wm_group")["age"].mean()
+    assert abs(age[0.0] - age[1.0]) < 3
+
+
+def test_deterministic_for_a_seed():
+    a = make_cohort(20, 30, shape=SHAPE, n_causal_snps=2, random_state=5)
+    b = make_cohort(20, 30, shape=SHAPE, n_causal_snps=2, random_state=5, n_jobs=2)
+    c = make_cohort(20, 30, shape=SHAPE, n_causal_snps=2, random_state=6)
+    np.testing.assert_array_equal(a.images, b.images)
+    pd.testing.assert_frame_equal(a.genotypes, b.genotypes)
+    pd.testing.assert_frame_equal(a.phenotypes, b.phenotypes)
+    assert a.ground_truth == b.ground_truth
+    assert not np.array_equal(a.images, c.images)
+
+
+def test_causal_snps_move_their_regions_and_nulls_do_not(cohort):
+    regional = _regional_means(cohort)
+    geno = cohort.genotypes.fillna(cohort.genotypes.mean())
+    truth = cohort.ground_truth
+    causal_r = []
+    for eff in truth["snp_region_effects"]:
+        r = np.corrcoef(geno[eff["snp"]], regional[eff["region"]])[0, 1]
+        causal_r.append(r * eff["sign"])
+    causal_r = np.array(causal_r)
+    # the planted direction is recovered for (almost) every SNP-region pair
+    assert np.mean(causal_r > 0) >= 0.9
+    assert np.median(causal_r) > 0.15
+    # null SNPs in other LD blocks do not correlate with the affected regions
+    causal_blocks = set(cohort.snp_info.loc[truth["causal_snps"], "ld_block"])
+    nulls = [s for s in geno.columns if cohort.snp_info.loc[s, "ld_block"] not in causal_blocks]
+    null_r = np.abs([np.corrcoef(geno[s], regional[r])[0, 1] for s in nulls[:60] for r in truth["affected_regions"]])
+    assert np.median(null_r) < 0.05
+    assert np.median(causal_r) > 4 * np.median(null_r)
+
+
+def test_age_drives_gray_matter(cohort):
+    total = cohort.images.reshape(len(cohort.images), -1).mean(axis=1)
+    good = ~np.isin(cohort.participant_ids, cohort.ground_truth["bad_images"])
+    assert np.corrcoef(cohort.phenotypes["age"][good], total[good])[0, 1] < -0.4
+
+
+def test_each_modality_carries_signal_and_both_carry_more():
+    # demographics independent of the group, so that age does not stand in for the brain path
+    cohort = make_cohort(600, 60, shape=SHAPE, n_causal_snps=8, demographics="independent", random_state=2)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ph = cohort.phenotypes
+    keep = ph["wm_group"].notna().to_numpy()
+    y = ph["wm_group"].to_numpy()[keep].astype(int)
+    regional = np.log(_regional_means(cohort) + 1e-3)
+    # regional gray matter relative to the whole brain (removes global, sex and site factors)
+    img = regional[list(cohort.ground_truth["affected_regions"])].sub(regional.mean(axis=1), axis=0)
+    img = img.to_numpy()[keep]
+    snps = cohort.ground_truth["causal_snps"] + list(cohort.ground_truth["direct_genetic_effects"])
+    gen = cohort.genotypes[snps].fillna(1.0).to_numpy()[keep]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+    def score(X):
+        return cross_val_score(clf, X, y, cv=5, scoring="balanced_accuracy").mean()
+
+    s_img, s_gen, s_both = score(img), score(gen), score(np.c_[img, gen])
+    print(f"balanced accuracy: image {s_img:.3f}, genetic {s_gen:.3f}, both {s_both:.3f}")
+    assert s_img > 0.55 and s_gen > 0.55
+    assert s_both > max(s_img, s_gen)
+
+
+def test_planted_qc_failures_are_caught(cohort):
+    qc = SNPQualityFilter(info_r2=cohort.snp_info["info_r2"].to_dict())
+    with pytest.warns(UserWarning, match="removed"):
+        qc.fit(cohort.genotypes)
+    removed = set(qc.exclusions_["snp"])
+    planted = set(cohort.ground_truth["qc_fail_snps"])
+    assert planted <= removed
+    assert not removed & set(cohort.ground_truth["causal_snps"])
+    # at most a few chance HWE/missingness failures beyond the planted ones
+    assert len(removed - planted) <= 3
+
+
+def test_bad_images_fail_image_qc(cohort):
+    report = image_quality_control(cohort.images, cohort.participant_ids)
+    assert set(report.index[~report["passed"]]) == set(cohort.ground_truth["bad_images"])
+
+
+def test_files_round_trip(written):
+    c = written
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loaded = load_cohort(c.output_dir)
+    assert loaded.participant_ids == c.participant_ids
+    assert loaded.shape == SHAPE
+    np.testing.assert_allclose(loaded.affine, c.affine)
+    pd.testing.assert_frame_equal(loaded.genotypes, c.genotypes, check_dtype=False)
+    csv = read_genotypes(f"{c.output_dir}/genotypes.csv")
+    pd.testing.assert_frame_equal(csv, c.genotypes, check_dtype=False)
+    ph = read_phenotypes(f"{c.output_dir}/phenotypes.csv")
+    pd.testing.assert_frame_equal(ph, c.phenotypes.drop(columns="wm_group"), check_dtype=False)
+    assert loaded.y.index.tolist() == c.phenotypes.index[c.phenotypes["wm_group"].notna()].tolist()
+    np.testing.assert_array_equal(loaded.y.to_numpy(), c.phenotypes["wm_group"].dropna().to_numpy())
+    assert loaded.ground_truth == json.loads(json.dumps(c.ground_truth))
+    img = nib.load(c.images[7])
+    assert img.shape == SHAPE and img.get_data_dtype() == np.float32
+    assert loaded.images.iloc[7] == c.images[7]
+    # snp table, gene sets and atlas are written
+    assert (loaded.snp_info.index == c.genotypes.columns).all()
+    gmt = open(f"{c.output_dir}/gene_sets.gmt").read().splitlines()
+    assert any(line.startswith(c.ground_truth["planted_gene_set"] + "\t") for line in gmt)
+    atlas = nib.load(f"{c.output_dir}/atlas.nii.gz")
+    assert atlas.shape == SHAPE
+
+
+def test_user_atlas(tmp_path):
+    data = np.zeros(SHAPE, dtype=np.int16)
+    data[4:12, 4:14, 6:18] = 1
+    data[12:20, 14:24, 6:18] = 7
+    from sklearn_cgni.io import load_gray_matter_template
+
+    affine = load_gray_matter_template(SHAPE).affine
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "atlas.nii.gz")
+    labels = pd.DataFrame({"index": [1, 7], "name": ["A", "B"]})
+    c = make_cohort(20, 20, shape=SHAPE, n_causal_snps=2, atlas_img=tmp_path / "atlas.nii.gz",
+                    atlas_labels=labels, affected_regions=["B"], random_state=0)
+    assert set(c.ground_truth["affected_regions"]) == {"B"}
+    assert all(e["region"] == "B" for e in c.ground_truth["snp_region_effects"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_participants": 5}, "at least 10"),
+        ({"n_causal_snps": 25}, "n_causal_snps"),
+        ({"brain_weight": 0.9, "genetic_weight": 0.5}, "must be < 1"),
+        ({"demographics": "matched"}, "demographics"),
+        ({"affected_regions": ["Not_A_Region"]}, "Not_A_Region"),
+        ({"shape": (128, 141, 128), "n_participants": 5000}, "output_dir"),
+    ],
+)
+def test_bad_parameters(kwargs, match):
+    params = dict(n_participants=20, n_snps=30, shape=SHAPE, n_causal_snps=2, random_state=0)
+    params.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        make_cohort(**params)
