@@ -10,6 +10,12 @@ from ._genes import (
     regions_per_component,
 )
 from ._occlusion import OcclusionExplainer
+from ._plots import (
+    plot_canonical_correlations,
+    plot_region_effects,
+    plot_snp_contributions,
+    region_effect_map,
+)
 from ._scca import SparseCCA, canonical_correlations
 
 __all__ = [
@@ -18,7 +24,11 @@ __all__ = [
     "genes_per_component",
     "gprofiler_query",
     "map_snps_to_genes",
+    "plot_canonical_correlations",
+    "plot_region_effects",
+    "plot_snp_contributions",
     "read_gmt",
+    "region_effect_map",
     "regions_per_component",
     "OcclusionExplainer",
     "SparseCCA",

@@ -1,0 +1,92 @@
+"""Tests for the post-analysis figures (Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from sklearn.utils import Bunch  # noqa: E402
+
+from sklearn_cgni.explain import (  # noqa: E402
+    plot_canonical_correlations,
+    plot_region_effects,
+    plot_snp_contributions,
+    region_effect_map,
+)
+
+
+def _atlas():
+    data = np.zeros((20, 24, 20), dtype=np.int32)
+    data[2:9, 3:20, 4:16] = 5
+    data[11:18, 3:20, 4:16] = 7
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = [-40, -56, -40]
+    labels = pd.DataFrame({"index": [5, 7], "name": ["Caudate_L", "Cuneus_R"]})
+    return Bunch(img=nib.Nifti1Image(data, affine), labels=labels)
+
+
+SIG = pd.DataFrame({"component": [1, 1, 2], "region": ["Caudate_L", "Cuneus_R", "Cuneus_R"],
+                    "label": [5, 7, 7], "contribution": [-0.2, 0.3, -0.1], "zscore": [-3.0, 4.0, -2.6],
+                    "sign": [-1, 1, -1]})
+
+
+def test_region_effect_map_values():
+    atlas = _atlas()
+    data = np.asarray(atlas.img.dataobj)
+    m1 = np.asarray(region_effect_map(SIG, atlas, component=1).dataobj)
+    assert set(np.unique(m1[data == 5])) == {-1.0} and set(np.unique(m1[data == 7])) == {1.0}
+    assert (m1[data == 0] == 0).all()
+    # all components: Cuneus_R is +1 in component 1 and -1 in component 2 -> 0 on average
+    m_all = np.asarray(region_effect_map(SIG, atlas).dataobj)
+    assert set(np.unique(m_all[data == 7])) == {0.0}
+    mz = np.asarray(region_effect_map(SIG, atlas, component=1, value="zscore").dataobj)
+    assert set(np.unique(mz[data == 7])) == {4.0}
+    # without a label column the names are looked up in the atlas
+    m_names = np.asarray(region_effect_map(SIG.drop(columns="label"), atlas, component=1).dataobj)
+    np.testing.assert_array_equal(m_names, m1)
+
+
+def test_region_effect_map_bad_input():
+    atlas = _atlas()
+    with pytest.raises(ValueError, match="Component 9 has no significant region"):
+        region_effect_map(SIG, atlas, component=9)
+    with pytest.raises(ValueError, match=r"Region\(s\) \['Insula_L'\] are not in the atlas"):
+        region_effect_map(SIG.drop(columns="label").assign(region="Insula_L"), atlas)
+    with pytest.raises(ValueError, match="value must be"):
+        region_effect_map(SIG, atlas, value="p")
+
+
+@pytest.mark.parametrize("kind", ["glass", "stat_map"])
+def test_plot_region_effects_saves(tmp_path, kind):
+    display = plot_region_effects(SIG, _atlas(), component=1, kind=kind)
+    out = tmp_path / f"fig3_{kind}.png"
+    display.savefig(out)
+    display.close()
+    assert out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="kind must be"):
+        plot_region_effects(SIG, _atlas(), kind="surface")
+
+
+def test_plot_snp_contributions_and_correlations(tmp_path):
+    rng = np.random.default_rng(0)
+    contrib = pd.DataFrame(rng.standard_normal((60, 3)), index=[f"rs{i}" for i in range(60)],
+                           columns=pd.RangeIndex(1, 4, name="component"))
+    contrib.iloc[7, 0] = 20.0
+    fig = plot_snp_contributions(contrib, threshold=3.0)
+    assert len(fig.axes) == 3
+    assert any(t.get_text() == "rs7" for t in fig.axes[0].texts)
+    fig.savefig(tmp_path / "snps.png")
+    table = pd.DataFrame({"train": [0.68, 0.67], "validation": [0.67, 0.65], "holdout": [0.57, 0.54],
+                          "p_value": [0.01, 0.02]}, index=pd.RangeIndex(1, 3, name="component"))
+    fig2 = plot_canonical_correlations(table)
+    ax = fig2.axes[0]
+    assert len(ax.patches) == 6  # 2 components x 3 splits, p_value left out
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation", "holdout"]
+    fig2.savefig(tmp_path / "cc.png")
+    with pytest.raises(ValueError, match="non-empty DataFrame"):
+        plot_snp_contributions(pd.DataFrame())
+    with pytest.raises(ValueError, match="no split column"):
+        plot_canonical_correlations(table[["p_value"]])
