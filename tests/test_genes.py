@@ -1,6 +1,5 @@
 """Tests for SNP -> gene mapping, Tables 4-5, GMT enrichment and the g:Profiler query."""
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import hypergeom
