@@ -11,4 +11,5 @@ __all__ = [
     "ImagingCNNClassifier",
     "build_float16_cache",
     "make_loader",
-    "image_quality_control"]
+    "image_quality_control",
+]

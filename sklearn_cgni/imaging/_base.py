@@ -1,0 +1,406 @@
+"""Shared machinery of the image CNN estimators (not public).
+
+Input checking, building and training the skorch net, batched inference with flat memory,
+weights-only persistence and the frozen mode live here; :class:`BrainAgeCNNTransformer` and
+:class:`ImagingCNNClassifier` are thin subclasses.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..nn._cnn import PAPER_CHANNELS, BrainCNN, backbone_output_shape
+from ..utils import resolve_device, torch_seed
+from ._dataset import (
+    ImageDataset,
+    build_float16_cache,
+    check_image_input,
+    make_loader,
+)
+
+WEIGHTS_FORMAT = "sklearn_cgni.BrainCNN/1"
+_ARCH_PARAMS = ("channels", "padding", "pool_blocks", "global_pool")
+_ARCH_DEFAULTS = {"channels": PAPER_CHANNELS, "padding": 0, "pool_blocks": None,
+                  "global_pool": None}
+
+
+def _image_shape_of_paths(paths, ids):
+    """Spatial shape of the first image, from its header only."""
+    import nibabel as nib
+
+    path, pid = paths[0], ids[0]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Image not found: participant {pid!r}, file {path!r} does not exist.")
+    try:
+        shape = tuple(int(s) for s in nib.load(path).shape)
+    except Exception as exc:
+        raise OSError(f"Could not read NIfTI image for participant {pid!r}, file {path!r}: {exc}") from exc
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ValueError(f"Expected a 3-D image for participant {pid!r}, file {path!r}; got shape {shape}.")
+    return shape
+
+
+def _train_loader(dataset, batch_size=25, **kwargs):
+    """skorch ``iterator_train``: a DataLoader that drops a final batch of one image.
+
+    BatchNorm cannot train on one value per channel (the last blocks are 1x1x1 at small
+    shapes); with shuffling, the dropped image differs per epoch.
+    """
+    from torch.utils.data import DataLoader
+
+    n = len(dataset)
+    drop_last = n > batch_size and n % batch_size == 1
+    return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **kwargs)
+
+
+class _FeatureExtractor(torch.nn.Module):
+    """``x -> h_v`` sharing the parameters of a fitted :class:`BrainCNN`."""
+
+    def __init__(self, cnn):
+        super().__init__()
+        self.cnn = cnn
+
+    def forward(self, x):
+        return self.cnn.features(x)
+
+
+class _BaseImageCNN(BaseEstimator):
+    """Base class; see :class:`BrainAgeCNNTransformer` for the parameters."""
+
+    _parameter_constraints: dict = {
+        "channels": ["array-like", None],
+        "padding": [Options(Integral, {0, 1}), None],
+        "pool_blocks": [Interval(Integral, 0, None, closed="left"), None],
+        "global_pool": [StrOptions({"avg", "max", "none"}), None],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "callbacks": [list, None],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "cache_dir": [str, os.PathLike, None],
+        "device": [str],
+        "weights": [str, os.PathLike, None],
+        "frozen": ["boolean"],
+        "transform_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "channels_last": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # ------------------------------------------------------------------ hooks
+    _kind = None  # "regression" | "classification"
+
+    def _n_outputs(self):
+        raise NotImplementedError
+
+    def _extra_state(self):
+        return {}
+
+    def _set_extra_state(self, state):
+        pass
+
+    # ------------------------------------------------------------------ helpers
+    def _requested_arch(self):
+        """Architecture parameters given explicitly (None = not given)."""
+        arch = {}
+        for name in _ARCH_PARAMS:
+            value = getattr(self, name)
+            if name == "channels" and value is not None:
+                value = tuple(int(c) for c in value)
+            if name == "global_pool" and value == "none":
+                value = None
+            arch[name] = value
+        return arch
+
+    def _resolve_arch(self, source_arch=None, source_name="weights"):
+        """Explicit parameters, else ``source_arch`` (a weights file), else the paper's."""
+        arch = {}
+        requested = self._requested_arch()
+        for name in _ARCH_PARAMS:
+            given = getattr(self, name)
+            if source_arch is not None:
+                src = source_arch[name]
+                src = tuple(src) if name == "channels" and src is not None else src
+                if given is not None and requested[name] != src:
+                    raise ValueError(
+                        f"{type(self).__name__}: {name}={given!r} differs from the architecture "
+                        f"stored in {source_name} ({name}={src!r}). Leave {name}=None to take "
+                        f"it from {source_name}."
+                    )
+                arch[name] = src
+            else:
+                arch[name] = requested[name] if given is not None else _ARCH_DEFAULTS[name]
+        if len(arch["channels"]) == 0:
+            raise ValueError("channels must list at least one block.")
+        return arch
+
+    def _check_X(self, X, *, reset):
+        images, ids, kind = check_image_input(X, caller=type(self).__name__)
+        if kind == "array":
+            shape = tuple(int(s) for s in images.shape[1:])
+        else:
+            shape = _image_shape_of_paths(images, ids)
+        if reset:
+            if hasattr(X, "columns"):
+                self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+                self.n_features_in_ = 1
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+                del self.n_features_in_
+        else:
+            expected = tuple(self.image_shape_)
+            if shape != expected:
+                raise ValueError(
+                    f"{type(self).__name__} was fitted on images of shape {expected}; the image "
+                    f"of participant {ids[0]!r} has shape {shape}."
+                )
+        if kind == "array":
+            from ._dataset import _check_finite_array
+
+            _check_finite_array(images, ids)
+        elif self.cache_dir is not None:
+            images = build_float16_cache(images, self.cache_dir, ids, expected_shape=shape,
+                                         n_threads=max(1, self.num_workers))
+        return images, ids, shape
+
+    def _build_module(self, image_shape, arch):
+        return BrainCNN.build(
+            image_shape, n_outputs=self._n_outputs(), channels=arch["channels"],
+            padding=arch["padding"], pool_blocks=arch["pool_blocks"],
+            global_pool=arch["global_pool"], dropout=self.dropout,
+            squeeze=self._kind == "regression",
+        )
+
+    def _load_weights_file(self):
+        path = os.fspath(self.weights)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{type(self).__name__}: weights file {path!r} does not exist.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise OSError(f"{type(self).__name__}: could not load weights file {path!r} with "
+                          f"torch.load(weights_only=True): {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{path!r} is not a weights file written by save_weights "
+                             f"(format {WEIGHTS_FORMAT!r}).")
+        if state["kind"] != self._kind:
+            raise ValueError(f"{path!r} holds a {state['kind']} network; "
+                             f"{type(self).__name__} needs a {self._kind} network.")
+        return state
+
+    def _make_net(self, module, criterion, seed, stratify, extra_callbacks=(), **kwargs):
+        from skorch import NeuralNet
+        from skorch.dataset import ValidSplit
+
+        train_split = None
+        if self.validation_fraction > 0:
+            train_split = ValidSplit(self.validation_fraction, stratified=stratify,
+                                     random_state=seed)
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+        loader_kwargs = {}
+        if self.num_workers > 0:
+            from ._dataset import _worker_init
+
+            loader_kwargs = {"num_workers": self.num_workers, "worker_init_fn": _worker_init}
+        callbacks = list(self.callbacks or []) + list(extra_callbacks)
+        return NeuralNet(
+            module=module,
+            criterion=criterion,
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            iterator_train=_train_loader,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train__shuffle=True,
+            iterator_train__generator=generator,
+            **{f"iterator_train__{k}": v for k, v in loader_kwargs.items()},
+            **{f"iterator_valid__{k}": v for k, v in loader_kwargs.items()},
+            train_split=train_split,
+            callbacks=callbacks or None,
+            device=self.device_,
+            verbose=self.verbose,
+            **kwargs,
+        )
+
+    def _fit(self, X, y, *, target_dtype, criterion, stratify, source_arch=None,
+             source_name=None, prepare_module=None, extra_callbacks=(), **net_kwargs):
+        """Common fit: frozen loading or training. ``y`` already validated (or None).
+
+        ``source_arch``: architecture of a transfer source (used when no ``weights``);
+        ``prepare_module(module)``: called after building (transfer of blocks, freezing).
+        """
+        self.device_ = resolve_device(self.device)
+        images, ids, shape = self._check_X(X, reset=True)
+        if self.frozen:
+            if self.weights is None:
+                raise ValueError(f"{type(self).__name__}(frozen=True) needs weights=<path> "
+                                 f"written by save_weights().")
+            self._load_frozen(shape)
+            return self
+        seed = torch_seed(self.random_state)
+        source = self._load_weights_file() if self.weights is not None else None
+        if source is not None:
+            source_arch, source_name = source["config"], repr(os.fspath(self.weights))
+        arch = self._resolve_arch(source_arch, source_name=source_name)
+        module = self._build_module(shape, arch)
+        if source is not None:
+            module.load_state_dict(source["state_dict"])
+        elif prepare_module is not None:
+            prepare_module(module, arch)
+        self.image_shape_ = shape
+        self.arch_ = arch
+        self.n_features_out_ = int(np.prod(backbone_output_shape(
+            shape, arch["channels"], arch["padding"], arch["pool_blocks"], arch["global_pool"])))
+        dataset = ImageDataset(images, y, ids, expected_shape=shape, target_dtype=target_dtype)
+        self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks, **net_kwargs)
+        self.net_.initialize()
+        if self.max_epochs > 0:
+            self.net_.partial_fit(dataset, y)
+        self.module_.eval()
+        return self
+
+    def _load_frozen(self, shape):
+        from skorch import NeuralNet
+
+        state = self._load_weights_file()
+        arch = self._resolve_arch(state["config"], source_name=repr(os.fspath(self.weights)))
+        trained_shape = tuple(state["image_shape"])
+        if arch["global_pool"] is None and trained_shape != tuple(shape):
+            raise ValueError(
+                f"The weights in {os.fspath(self.weights)!r} were trained on images of shape "
+                f"{trained_shape}; the given images have shape {tuple(shape)}."
+            )
+        self._set_extra_state(state["extra"])
+        module = self._build_module(shape, arch)
+        module.load_state_dict(state["state_dict"])
+        self.image_shape_ = tuple(shape)
+        self.arch_ = arch
+        self.n_features_out_ = int(np.prod(backbone_output_shape(
+            shape, arch["channels"], arch["padding"], arch["pool_blocks"], arch["global_pool"])))
+        self.net_ = NeuralNet(module=module, criterion=torch.nn.MSELoss, max_epochs=0,
+                              batch_size=self.batch_size, device=self.device_, train_split=None,
+                              verbose=0)
+        self.net_.initialize()
+        self.module_.eval()
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def module_(self):
+        """The fitted :class:`sklearn_cgni.nn.BrainCNN` (backbone + head)."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_
+
+    def feature_extractor(self):
+        """The fitted network's ``x -> h_v`` part as a torch module in eval mode.
+
+        It shares parameters with :attr:`module_` (no copy). Input: ``(batch, X, Y, Z)``
+        or ``(batch, 1, X, Y, Z)`` float32 on :attr:`device_`; output ``(batch,
+        n_features_out_)``. For attribution methods (occlusion, saliency) that need a
+        torch callable.
+        """
+        return _FeatureExtractor(self.module_).eval()
+
+    def _run(self, X, fn, n_out):
+        """Apply ``fn(module, batch)`` over X in batches; memory stays flat in len(X)."""
+        check_is_fitted(self, "net_")
+        images, ids, shape = self._check_X(X, reset=False)
+        dataset = ImageDataset(images, None, ids, expected_shape=tuple(self.image_shape_))
+        loader = make_loader(dataset, self.transform_batch_size or self.batch_size,
+                             num_workers=self.num_workers)
+        module = self.module_
+        module.eval()
+        memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        if self.channels_last:
+            module.to(memory_format=memory_format)
+        out = np.empty((len(dataset), *n_out), dtype=np.float32)
+        start = 0
+        try:
+            with torch.inference_mode():
+                for xb, _ in loader:
+                    xb = xb.to(self.device_, memory_format=memory_format)
+                    res = fn(module, xb).float().cpu().numpy()
+                    out[start:start + len(res)] = res
+                    start += len(res)
+        finally:
+            if self.channels_last:
+                module.to(memory_format=torch.contiguous_format)
+        return out
+
+    def transform(self, X):
+        """Image features h_v: the flattened output of the last convolutional block.
+
+        Parameters
+        ----------
+        X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
+
+        Returns
+        -------
+        h_v : ndarray of shape (n, n_features_out_), float32
+            ``n_features_out_`` is 2048 for the paper's network at 128x141x128 (256 channels
+            x 2x2x2), ``channels[-1]`` with a global pool; see ``sklearn_cgni.nn``.
+        """
+        check_is_fitted(self, "net_")
+        return self._run(X, lambda m, xb: m.features(xb), (self.n_features_out_,))
+
+    def get_feature_names_out(self, input_features=None):
+        """``h_v0 ... h_v{n_features_out_-1}``."""
+        check_is_fitted(self, "net_")
+        return np.asarray([f"h_v{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    # ------------------------------------------------------------------ persistence
+    def save_weights(self, path):
+        """Write architecture, weights and target scaling to ``path`` (a torch file).
+
+        The file holds only tensors, numbers, strings and lists, so it is read back with
+        ``torch.load(weights_only=True)``: nothing is unpickled. Use it with
+        ``weights=path`` (``frozen=True`` to load without training) or :meth:`from_weights`.
+        """
+        check_is_fitted(self, "net_")
+        arch = dict(self.arch_)
+        arch["channels"] = list(arch["channels"])
+        state = {
+            "format": WEIGHTS_FORMAT,
+            "kind": self._kind,
+            "config": arch,
+            "dropout": float(self.dropout),
+            "image_shape": list(self.image_shape_),
+            "n_features_out": int(self.n_features_out_),
+            "state_dict": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
+            "extra": self._extra_state(),
+        }
+        torch.save(state, os.fspath(path))
+        return path
+
+    @classmethod
+    def from_weights(cls, path, X=None, **params):
+        """A frozen estimator over the weights in ``path``.
+
+        The architecture comes from the file. If ``X`` (images) is given the estimator is
+        fitted on it (which only loads the weights and checks the image shape); otherwise
+        it is returned unfitted, ready for a Pipeline or GridSearchCV where ``fit`` never
+        retrains the CNN.
+        """
+        est = cls(weights=path, frozen=True, **params)
+        if X is not None:
+            est.fit(X)
+        return est
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags

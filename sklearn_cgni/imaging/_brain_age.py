@@ -1,0 +1,213 @@
+"""Stage 1 of CGNI: a 3D CNN trained on brain age, used as an image feature extractor."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import _BaseImageCNN
+
+__all__ = ["BrainAgeCNNTransformer"]
+
+_LOSSES = {"mse": torch.nn.MSELoss, "l1": torch.nn.L1Loss, "huber": torch.nn.HuberLoss}
+
+
+def _check_ages(y, participant_ids, name="age"):
+    if y is None:
+        raise ValueError(f"fit needs y ({name} of each participant) unless frozen=True.")
+    y = np.asarray(y, dtype=np.float64).reshape(-1) if not hasattr(y, "to_numpy") else \
+        np.asarray(y.to_numpy(), dtype=np.float64).reshape(-1)
+    if len(y) != len(participant_ids):
+        raise ValueError(f"Got {len(participant_ids)} images but {len(y)} values of {name}.")
+    bad = ~np.isfinite(y)
+    if bad.any():
+        who = [participant_ids[i] for i in np.flatnonzero(bad)[:10]]
+        raise ValueError(f"{name} is NaN or infinite for {int(bad.sum())} participant(s): {who}"
+                         f"{' ...' if bad.sum() > 10 else ''}. Drop them before fitting.")
+    return y
+
+
+class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
+    """3D CNN brain-age regressor whose last convolutional block gives image features h_v.
+
+    Stage 1 of CGNI (Suresh et al.): five blocks Conv3d(3x3x3, no padding) -> BatchNorm ->
+    MaxPool(2) -> ReLU with 32, 64, 128, 256, 256 channels, flattened, then dropout 0.2 and
+    a linear layer to the age. Trained with Adam on the mean squared error of standardised
+    age (``loss``), in batches of 25, through skorch (so skorch callbacks work).
+
+    Parameters
+    ----------
+    channels : tuple of int or None, default=None
+        Channels of each block. ``None``: taken from ``weights`` if given, else the paper's
+        ``(32, 64, 128, 256, 256)``.
+    padding : {0, 1} or None, default=None
+        Convolution padding. ``None``: from ``weights``, else 0 (the paper). Use 1 for
+        images too small for five unpadded blocks (below ~94 voxels per axis); a too-small
+        input raises an error saying so, it is never adapted silently.
+    pool_blocks : int or None, default=None
+        Number of leading blocks with a max-pool; ``None``: from ``weights``, else all.
+    global_pool : {"avg", "max", "none"} or None, default=None
+        Adaptive pooling of the last block to 1x1x1 so that h_v has ``channels[-1]`` values
+        whatever the image size. ``None``: from ``weights``, else no pooling (the paper:
+        h_v has 256 x 2 x 2 x 2 = 2048 values at 128x141x128).
+    dropout : float, default=0.2
+        Dropout before the fully connected layer.
+    loss : {"mse", "l1", "huber"}, default="mse"
+        Training loss on standardised age.
+    max_epochs : int, default=20
+    batch_size : int, default=25
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=0.0
+        Adam weight decay.
+    validation_fraction : float, default=0.1
+        Held-out fraction for skorch's ``valid_loss`` (needed by EarlyStopping and
+        Checkpoint callbacks). 0 trains on everything.
+    callbacks : list of skorch callbacks or (name, callback) tuples, default=None
+        E.g. ``EarlyStopping``, ``Checkpoint``, ``LRScheduler``, ``ProgressBar``.
+    num_workers : int, default=0
+        DataLoader worker processes decoding NIfTI files in parallel with the network.
+    cache_dir : str or path-like, default=None
+        If given and images are paths, decode them once into a float16 memory map in this
+        folder (reused across fits and transforms; see
+        :func:`sklearn_cgni.imaging.build_float16_cache`). For GPU training, where gzip
+        decoding is slower than the network.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+    weights : str or path-like, default=None
+        A file written by :meth:`save_weights`. With ``frozen=False`` training starts from
+        these weights; with ``frozen=True`` fit only loads them.
+    frozen : bool, default=False
+        ``fit`` loads ``weights`` and never trains (``y`` is ignored), so a
+        ``GridSearchCV`` over later stages never retrains the CNN.
+    transform_batch_size : int, default=None
+        Batch size of ``transform``/``predict`` (default: ``batch_size``).
+    channels_last : bool, default=False
+        Run inference in the channels-last-3d memory format (faster on some CPUs; see
+        ``benchmarks/results/stage1_cnn_throughput.md``).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling, dropout and the validation split. On CPU
+        with a fixed number of threads two fits give identical weights.
+    verbose : int, default=0
+        skorch's epoch log when > 0.
+
+    Attributes
+    ----------
+    net_ : skorch.NeuralNet
+        The trained net; ``net_.history`` holds train/valid losses per epoch.
+    module_ : sklearn_cgni.nn.BrainCNN
+        The fitted torch module (``module_.backbone``, ``module_.head``).
+    image_shape_ : tuple of 3 int
+        Spatial shape the model was fitted on; other shapes raise ``ValueError``.
+    n_features_out_ : int
+        Length of h_v (``transform`` output width).
+    arch_ : dict
+        The resolved architecture (channels, padding, pool_blocks, global_pool).
+    y_mean_, y_scale_ : float
+        Standardisation of age used in training.
+    device_ : str
+        Resolved device.
+    feature_names_in_ : ndarray of str
+        The image column name, when fitted on a DataFrame.
+
+    See Also
+    --------
+    ImagingCNNClassifier : the working-memory classifier initialised from this model.
+
+    Notes
+    -----
+    ``score`` is the coefficient of determination R^2 of the predicted age (scikit-learn's
+    regressor convention); use ``scoring="neg_mean_absolute_error"`` for the paper's MAE.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.imaging import BrainAgeCNNTransformer
+    >>> rng = np.random.default_rng(0)
+    >>> age = rng.uniform(45, 80, size=20)
+    >>> X = (rng.normal(size=(20, 16, 16, 16)) + age[:, None, None, None] / 40).astype("float32")
+    >>> cnn = BrainAgeCNNTransformer(channels=(4, 4, 8, 8, 8), padding=1, pool_blocks=4,
+    ...                              max_epochs=2, device="cpu", random_state=0).fit(X, age)
+    >>> cnn.transform(X).shape
+    (20, 8)
+    >>> cnn.predict(X).shape
+    (20,)
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseImageCNN._parameter_constraints,
+        "loss": [StrOptions(set(_LOSSES))],
+    }
+    _kind = "regression"
+
+    def __init__(self, *, channels=None, padding=None, pool_blocks=None, global_pool=None,
+                 dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,
+                 weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
+                 cache_dir=None, device="auto", weights=None, frozen=False,
+                 transform_batch_size=None, channels_last=False, random_state=None, verbose=0):
+        self.channels = channels
+        self.padding = padding
+        self.pool_blocks = pool_blocks
+        self.global_pool = global_pool
+        self.dropout = dropout
+        self.loss = loss
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.device = device
+        self.weights = weights
+        self.frozen = frozen
+        self.transform_batch_size = transform_batch_size
+        self.channels_last = channels_last
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _n_outputs(self):
+        return 1
+
+    def _extra_state(self):
+        return {"y_mean": float(self.y_mean_), "y_scale": float(self.y_scale_)}
+
+    def _set_extra_state(self, state):
+        self.y_mean_ = float(state["y_mean"])
+        self.y_scale_ = float(state["y_scale"])
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the brain-age CNN (or, with ``frozen=True``, load ``weights``).
+
+        Parameters
+        ----------
+        X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
+        y : array-like of shape (n,)
+            Age in years. Ignored when ``frozen=True``.
+
+        Returns
+        -------
+        self
+        """
+        if self.frozen:
+            return self._fit(X, None, target_dtype=torch.float32, criterion=None,
+                             stratify=False)
+        from ._dataset import check_image_input
+
+        _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        ages = _check_ages(y, ids)
+        self.y_mean_ = float(ages.mean())
+        self.y_scale_ = float(ages.std()) or 1.0
+        target = ((ages - self.y_mean_) / self.y_scale_).astype(np.float32)
+        return self._fit(X, target, target_dtype=torch.float32, criterion=_LOSSES[self.loss],
+                         stratify=False)
+
+    def predict(self, X):
+        """Predicted brain age (years), shape (n,)."""
+        check_is_fitted(self, "net_")
+        out = self._run(X, lambda m, xb: m(xb), ())
+        return out.astype(np.float64) * self.y_scale_ + self.y_mean_

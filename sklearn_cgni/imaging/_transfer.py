@@ -1,0 +1,267 @@
+"""The paper's "Imaging CNN": working-memory classifier transferred from the brain-age CNN."""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, TransformerMixin, _fit_context
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import WEIGHTS_FORMAT, _BaseImageCNN
+
+__all__ = ["ImagingCNNClassifier"]
+
+
+def _valid_balanced_accuracy_callback():
+    from skorch.callbacks import Callback
+
+    class ValidBalancedAccuracy(Callback):
+        """Records ``valid_bacc`` (balanced accuracy on skorch's validation split)."""
+
+        def on_epoch_begin(self, net, **kwargs):
+            self._y, self._p = [], []
+
+        def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+            if not training and y_pred is not None:
+                self._y.append(batch[1].detach().cpu().numpy())
+                self._p.append(y_pred.detach().argmax(1).cpu().numpy())
+
+        def on_epoch_end(self, net, **kwargs):
+            if self._y:
+                y, p = np.concatenate(self._y), np.concatenate(self._p)
+                net.history.record("valid_bacc", float(balanced_accuracy_score(y, p)))
+
+    return ValidBalancedAccuracy()
+
+
+class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
+    """3D CNN classifier (e.g. working-memory group) initialised from a brain-age CNN.
+
+    The paper's "Imaging CNN" baseline: the network of :class:`BrainAgeCNNTransformer`
+    with a classification head; the first ``n_transfer_blocks`` convolutional blocks are
+    copied from a fitted brain-age model (the paper transferred two), optionally frozen, the
+    remaining blocks and the head are initialised afresh, and everything not frozen is
+    fine-tuned on the labels with Adam and cross-entropy.
+
+    Parameters
+    ----------
+    brain_age_model : BrainAgeCNNTransformer, FrozenEstimator, str or path-like, default=None
+        Source of the transferred blocks: a fitted model, a
+        ``sklearn.frozen.FrozenEstimator`` wrapping one, or a weights file written by
+        ``save_weights``. Prefer a file or a FrozenEstimator inside ``GridSearchCV``:
+        ``clone`` returns an *unfitted* copy of a plain estimator parameter (which then
+        raises a clear error). ``None`` trains from scratch.
+    n_transfer_blocks : int, default=2
+        Number of leading convolutional blocks copied from ``brain_age_model``.
+    freeze_transferred : bool, default=False
+        Keep the transferred blocks fixed (no gradient, BatchNorm statistics frozen)
+        instead of fine-tuning them.
+    class_weight : "balanced" or None, default=None
+        Weights of the cross-entropy loss (``"balanced"``: inverse class frequency).
+    channels, padding, pool_blocks, global_pool : default=None
+        Architecture; ``None`` takes it from ``weights``, else from ``brain_age_model``,
+        else the paper's. An explicit value that differs from the source raises an error.
+    dropout, max_epochs, batch_size, lr, weight_decay, validation_fraction, callbacks, \
+num_workers, cache_dir, device, weights, frozen, transform_batch_size, channels_last, \
+random_state, verbose
+        As in :class:`BrainAgeCNNTransformer`. ``validation_fraction`` here gives a
+        stratified split and ``net_.history[:, "valid_bacc"]``. ``weights`` is this
+        classifier's own saved file (warm start, or ``frozen=True`` to only load it).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    net_, module_, image_shape_, n_features_out_, arch_, device_
+        As in :class:`BrainAgeCNNTransformer`.
+    n_transferred_blocks_ : int
+        Blocks actually copied (0 without a source or when loading ``weights``).
+
+    Notes
+    -----
+    ``score`` returns the **balanced accuracy** (the paper's metric for the imbalanced
+    working-memory groups), not scikit-learn's default plain accuracy.
+    ``transform`` returns h_v from this fine-tuned network (shape ``(n, n_features_out_)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(24, 16, 16, 16)).astype("float32")
+    >>> age, wm = rng.uniform(45, 80, 24), np.repeat([0, 1], 12)
+    >>> X[wm == 1, 4:8, 4:8, 4:8] += 1.0
+    >>> arch = dict(channels=(4, 4, 8, 8, 8), padding=1, pool_blocks=4)
+    >>> src = BrainAgeCNNTransformer(**arch, max_epochs=1, device="cpu", random_state=0)
+    >>> src = src.fit(X, age)
+    >>> clf = ImagingCNNClassifier(brain_age_model=src, max_epochs=2, device="cpu",
+    ...                            random_state=0).fit(X, wm)
+    >>> clf.predict_proba(X).shape, clf.classes_.tolist()
+    ((24, 2), [0, 1])
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseImageCNN._parameter_constraints,
+        "brain_age_model": "no_validation",  # path, fitted estimator or FrozenEstimator
+        "n_transfer_blocks": [Interval(Integral, 0, None, closed="left")],
+        "freeze_transferred": ["boolean"],
+        "class_weight": [StrOptions({"balanced"}), None],
+    }
+    _kind = "classification"
+
+    def __init__(self, brain_age_model=None, *, n_transfer_blocks=2, freeze_transferred=False,
+                 class_weight=None, channels=None, padding=None, pool_blocks=None,
+                 global_pool=None, dropout=0.2, max_epochs=20, batch_size=25, lr=1e-3,
+                 weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
+                 cache_dir=None, device="auto", weights=None, frozen=False,
+                 transform_batch_size=None, channels_last=False, random_state=None, verbose=0):
+        self.brain_age_model = brain_age_model
+        self.n_transfer_blocks = n_transfer_blocks
+        self.freeze_transferred = freeze_transferred
+        self.class_weight = class_weight
+        self.channels = channels
+        self.padding = padding
+        self.pool_blocks = pool_blocks
+        self.global_pool = global_pool
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.device = device
+        self.weights = weights
+        self.frozen = frozen
+        self.transform_batch_size = transform_batch_size
+        self.channels_last = channels_last
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _n_outputs(self):
+        return len(self.classes_)
+
+    def _extra_state(self):
+        return {"classes": self.classes_.tolist()}
+
+    def _set_extra_state(self, state):
+        self.classes_ = np.asarray(state["classes"])
+
+    def _source(self):
+        """``(arch, state_dict, name)`` of the transfer source, or None."""
+        src = self.brain_age_model
+        if src is None:
+            return None
+        if isinstance(src, (str, os.PathLike)):
+            path = os.fspath(src)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"brain_age_model file {path!r} does not exist.")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+                raise ValueError(f"brain_age_model {path!r} is not a file written by save_weights.")
+            return state["config"], state["state_dict"], repr(path)
+        if hasattr(src, "estimator") and type(src).__name__ == "FrozenEstimator":
+            src = src.estimator
+        if not isinstance(src, _BaseImageCNN):
+            raise TypeError(f"brain_age_model must be a fitted BrainAgeCNNTransformer, a "
+                            f"FrozenEstimator of one, or a weights path; got {type(src).__name__}.")
+        if not hasattr(src, "net_"):
+            raise ValueError(
+                "brain_age_model is not fitted. Note that clone() (used by GridSearchCV and "
+                "cross_validate) returns unfitted copies of estimator parameters: pass the "
+                "path of its save_weights() file or sklearn.frozen.FrozenEstimator(model)."
+            )
+        state = {k: v.detach().cpu() for k, v in src.module_.state_dict().items()}
+        return src.arch_, state, f"brain_age_model ({type(src).__name__})"
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fine-tune on class labels (or, with ``frozen=True``, load ``weights``).
+
+        Parameters
+        ----------
+        X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
+        y : array-like of shape (n,)
+            Class labels (e.g. working-memory group 0/1). NaN labels raise an error naming
+            the participants. Ignored when ``frozen=True``.
+
+        Returns
+        -------
+        self
+        """
+        if self.frozen:
+            return self._fit(X, None, target_dtype=torch.int64, criterion=None, stratify=False)
+        from ._dataset import check_image_input
+
+        _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        if y is None:
+            raise ValueError("fit needs y (class labels) unless frozen=True.")
+        y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y).reshape(-1)
+        if len(y) != len(ids):
+            raise ValueError(f"Got {len(ids)} images but {len(y)} labels.")
+        if y.dtype.kind == "f":
+            bad = ~np.isfinite(y)
+            if bad.any():
+                who = [ids[i] for i in np.flatnonzero(bad)[:10]]
+                raise ValueError(f"Labels are NaN for {int(bad.sum())} participant(s): {who}. "
+                                 f"Exclude them (e.g. participants outside both WM groups).")
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"fit needs at least two classes; got only {self.classes_.tolist()}.")
+        codes = codes.astype(np.int64)
+        net_kwargs = {}
+        if self.class_weight == "balanced":
+            w = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=codes)
+            net_kwargs["criterion__weight"] = torch.as_tensor(w, dtype=torch.float32)
+
+        source = self._source() if self.weights is None else None
+        self.n_transferred_blocks_ = 0
+
+        def prepare(module, arch):
+            if source is None:
+                if self.freeze_transferred and self.n_transfer_blocks:
+                    raise ValueError("freeze_transferred=True needs a brain_age_model to transfer from.")
+                return
+            k = self.n_transfer_blocks
+            if k > len(arch["channels"]):
+                raise ValueError(f"n_transfer_blocks={k} but the network has only "
+                                 f"{len(arch['channels'])} blocks.")
+            src_state = source[1]
+            own = module.state_dict()
+            for key in own:
+                for b in range(k):
+                    if key.startswith(f"backbone.blocks.{b}."):
+                        own[key] = src_state[key].clone()
+            module.load_state_dict(own)
+            if self.freeze_transferred:
+                module.backbone.freeze_blocks(k)
+            self.n_transferred_blocks_ = k
+
+        extra = [("valid_bacc", _valid_balanced_accuracy_callback())] \
+            if self.validation_fraction > 0 else []
+        return self._fit(
+            X, codes, target_dtype=torch.int64, criterion=torch.nn.CrossEntropyLoss,
+            stratify=True, source_arch=source[0] if source else None,
+            source_name=source[2] if source else None, prepare_module=prepare,
+            extra_callbacks=extra, **net_kwargs,
+        )
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n, n_classes), columns in ``classes_`` order."""
+        check_is_fitted(self, "net_")
+        return self._run(X, lambda m, xb: torch.softmax(m(xb), dim=1), (len(self.classes_),))
+
+    def predict(self, X):
+        """Most probable class per image."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Balanced accuracy of ``predict(X)`` against ``y`` (the paper's metric)."""
+        return float(balanced_accuracy_score(y, self.predict(X), sample_weight=sample_weight))
