@@ -1,0 +1,100 @@
+"""ImagingCNNClassifier: transfer of blocks from the brain-age CNN to working-memory groups."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import balanced_accuracy_score
+
+from sklearn_cgni.datasets import make_cohort
+from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier
+
+SHAPE = (24, 28, 24)
+TINY = dict(channels=(4, 4, 8, 8, 8), padding=1, pool_blocks=4, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data():
+    c = make_cohort(n_participants=80, n_snps=60, shape=SHAPE, n_bad_images=0, random_state=1)
+    wm = c.phenotypes["wm_group"].to_numpy()
+    keep = ~np.isnan(wm)
+    X, age, y = c.images[keep], c.phenotypes["age"].to_numpy()[keep], wm[keep].astype(int)
+    source = BrainAgeCNNTransformer(**TINY, max_epochs=2, random_state=0).fit(X, age)
+    return X, y, source
+
+
+def _block_state(module, b):
+    return {k: v.clone() for k, v in module.state_dict().items()
+            if k.startswith(f"backbone.blocks.{b}.")}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_first_k_blocks_are_transferred_rest_reinitialised(data):
+    X, y, source = data
+    clf = ImagingCNNClassifier(source, n_transfer_blocks=2, max_epochs=0, random_state=0).fit(X, y)
+    assert clf.n_transferred_blocks_ == 2
+    for b in (0, 1):
+        assert _same(_block_state(clf.module_, b), _block_state(source.module_, b))
+    assert not _same(_block_state(clf.module_, 2), _block_state(source.module_, 2))
+    assert clf.arch_["channels"] == (4, 4, 8, 8, 8)  # architecture inherited from the source
+
+
+def test_frozen_transferred_blocks_stay_fixed_while_rest_trains(data):
+    X, y, source = data
+    clf = ImagingCNNClassifier(source, n_transfer_blocks=2, freeze_transferred=True,
+                               max_epochs=2, random_state=0).fit(X, y)
+    for b in (0, 1):  # weights and BatchNorm running statistics unchanged
+        assert _same(_block_state(clf.module_, b), _block_state(source.module_, b))
+    tuned = ImagingCNNClassifier(source, n_transfer_blocks=2, max_epochs=2,
+                                 random_state=0).fit(X, y)
+    assert not _same(_block_state(tuned.module_, 0), _block_state(source.module_, 0))
+
+
+def test_probabilities_classes_and_balanced_accuracy(data):
+    X, y, source = data
+    labels = np.where(y == 1, "high", "low")
+    clf = ImagingCNNClassifier(source, max_epochs=3, class_weight="balanced",
+                               random_state=0).fit(X, labels)
+    assert clf.classes_.tolist() == ["high", "low"]
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(y), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    pred = clf.predict(X)
+    assert set(pred) <= {"high", "low"}
+    assert clf.score(X, labels) == pytest.approx(balanced_accuracy_score(labels, pred))
+    bacc = clf.net_.history[:, "valid_bacc"]
+    assert len(bacc) == 3 and all(0.0 <= v <= 1.0 for v in bacc)
+    assert clf.transform(X).shape == (len(y), clf.n_features_out_)
+
+
+def test_source_as_path_or_frozen_estimator_survives_clone(data, tmp_path):
+    X, y, source = data
+    path = source.save_weights(tmp_path / "age.pt")
+    ref = ImagingCNNClassifier(path, max_epochs=0, random_state=0).fit(X, y)
+    frozen = clone(ImagingCNNClassifier(FrozenEstimator(source), max_epochs=0, random_state=0))
+    np.testing.assert_allclose(frozen.fit(X, y).predict_proba(X), ref.predict_proba(X), rtol=1e-6)
+    with pytest.raises(ValueError, match="FrozenEstimator"):
+        clone(ImagingCNNClassifier(source, max_epochs=0)).fit(X, y)
+
+
+def test_save_load_and_bad_labels(data, tmp_path):
+    X, y, source = data
+    clf = ImagingCNNClassifier(source, max_epochs=1, random_state=0).fit(X, y)
+    path = clf.save_weights(tmp_path / "wm.pt")
+    loaded = ImagingCNNClassifier.from_weights(path, X=X, device="cpu")
+    np.testing.assert_array_equal(loaded.classes_, clf.classes_)
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    y_nan = y.astype(float)
+    y_nan[4] = np.nan
+    with pytest.raises(ValueError, match="index 4"):
+        ImagingCNNClassifier(source, max_epochs=1).fit(X, y_nan)
+    with pytest.raises(ValueError, match="two classes"):
+        ImagingCNNClassifier(source, max_epochs=1).fit(X, np.zeros(len(y)))
+    with pytest.raises(ValueError, match="n_transfer_blocks"):
+        ImagingCNNClassifier(source, n_transfer_blocks=6, max_epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="channels"):
+        ImagingCNNClassifier(source, channels=(8, 8, 8, 8, 8), max_epochs=1).fit(X, y)
