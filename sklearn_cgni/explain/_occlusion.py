@@ -454,9 +454,9 @@ class OcclusionExplainer(BaseEstimator):
         # captum feature ids: 0 = outside the atlas, r+1 = region r of the label table
         lut = np.zeros(int(max(data.max(), label_values.max())) + 1, dtype=np.int64)
         lut[label_values] = np.arange(1, len(label_values) + 1)
-        ids = lut[data]
-        flat = ids.ravel()
-        first_voxel = np.array([np.flatnonzero(flat == r + 1)[0] for r in range(len(label_values))])
+        ids = np.ascontiguousarray(lut[data])
+        present, first = np.unique(ids.ravel(), return_index=True)
+        first_voxel = first[np.searchsorted(present, np.arange(1, len(label_values) + 1))]
         device = _device_of(f_v)
         mask = torch.as_tensor(ids, device=device).reshape(1, 1, *shape)
         nodes = torch.as_tensor(self.image_nodes_, device=device)
@@ -467,7 +467,7 @@ class OcclusionExplainer(BaseEstimator):
             return e_v(f_v(x))[:, nodes].sum(dim=0)
 
         ablator = FeatureAblation(forward)
-        n_features = int(np.unique(flat).size)
+        n_features = int(present.size)
         total = np.zeros((len(label_values), self.n_components_))
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
