@@ -173,7 +173,7 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
             col = self.feature_names_in_[c] if hasattr(self, "feature_names_in_") else f"column {c}"
             who = f"participant {row_ids[r]!r}" if row_ids is not None else f"row {r}"
             raise ValueError(
-                f"Genotype value {X[r, c]!r} for {who}, SNP {col!r} is not {allowed} "
+                f"Genotype value {float(X[r, c])!r} for {who}, SNP {col!r} is not {allowed} "
                 f"({int(bad.sum())} such value(s) in all)."
             )
 

@@ -79,7 +79,7 @@ def check_genotypes(genotypes, *, source="genotypes", allow_dosage=False):
     if bad.any():
         rows, cols = np.nonzero(bad)
         raise ValueError(
-            f"Genotype code {values[rows[0], cols[0]]!r} for participant {genotypes.index[rows[0]]!r}, "
+            f"Genotype code {float(values[rows[0], cols[0]])!r} for participant {genotypes.index[rows[0]]!r}, "
             f"SNP {genotypes.columns[cols[0]]!r} in {source} is not {allowed} "
             f"({bad.sum()} such value(s) in all)."
         )
