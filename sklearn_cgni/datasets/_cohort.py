@@ -334,7 +334,7 @@ def make_cohort(
     missing_mask = g.random((n, n_snps)) < missing_rate
     for j, kind in zip(fail_idx, fail_kinds):
         if kind == "rare":
-            maf_j = g.uniform(0.001, 0.006)
+            maf_j = g.uniform(0.0005, 0.004)
             G[:, j] = (g.random(n) < maf_j).astype(np.int8) + (g.random(n) < maf_j)
             maf[j] = maf_j
         elif kind == "missing":
