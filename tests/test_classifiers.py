@@ -68,6 +68,17 @@ def test_cgni_classifier_learns_and_exposes_sklearn_api():
     assert clf.net_.batch_size == 75  # the paper's stage-3 batch size
 
 
+def test_class_weight_balanced_helps_the_minority_class():
+    X, y = make_classification(
+        n_samples=200, n_features=8, n_informative=2, weights=[0.85], class_sep=0.6, random_state=0
+    )
+    kw = dict(hidden_layer_sizes=(16,), lr=1e-2, max_epochs=10, device="cpu", random_state=0)
+    plain = CGNIClassifier(**kw).fit(X, y)
+    balanced = CGNIClassifier(class_weight="balanced", **kw).fit(X, y)
+    assert np.mean(balanced.predict(X) == 1) > np.mean(plain.predict(X) == 1)
+    assert ImagingGeneticSVM(image_features=4, class_weight="balanced", genetic_encoder=TINY_GENETIC).fit(X, y)
+
+
 def test_default_architectures_match_the_paper():
     from sklearn_cgni.nn._mlp import (
         CGNI_CLASSIFIER_SIZES,

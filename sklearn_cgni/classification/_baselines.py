@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, _fit_
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..utils._skorch import SkorchClassifierBase, forward64, resolve_feature_split
@@ -50,6 +50,9 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
     lr : float, default=1e-3
     max_epochs : int, default=50
     batch_size : int, default=75
+    class_weight : "balanced", dict or None, default=None
+        Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
+        unequal working-memory groups; the paper does not say it weighted).
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
@@ -84,6 +87,7 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
         lr=1e-3,
         max_epochs=50,
         batch_size=75,
+        class_weight=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -94,6 +98,7 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.class_weight = class_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -181,6 +186,8 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
     C : float, default=1.0
     standardize : bool, default=True
         Standardise ``h_v ⊕ h_g`` before the SVM.
+    class_weight : "balanced", dict or None, default=None
+        Passed to :class:`~sklearn.svm.LinearSVC`.
     max_iter : int, default=10000
     random_state : int, RandomState instance or None, default=None
         Seeds the genetic net (when its own ``random_state`` is None) and the SVM.
@@ -207,6 +214,7 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
         **_SPLIT_CONSTRAINTS,
         "C": [Interval(numbers.Real, 0, None, closed="neither")],
         "standardize": ["boolean"],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
@@ -217,6 +225,7 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
         genetic_encoder=None,
         C=1.0,
         standardize=True,
+        class_weight=None,
         max_iter=10000,
         random_state=None,
     ):
@@ -224,6 +233,7 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
         self.genetic_encoder = genetic_encoder
         self.C = C
         self.standardize = standardize
+        self.class_weight = class_weight
         self.max_iter = max_iter
         self.random_state = random_state
 
@@ -253,7 +263,9 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
         self.scaler_ = StandardScaler().fit(F) if self.standardize else None
         if self.scaler_ is not None:
             F = self.scaler_.transform(F)
-        self.svm_ = LinearSVC(C=self.C, max_iter=self.max_iter, random_state=self.random_state).fit(F, y)
+        self.svm_ = LinearSVC(
+            C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, random_state=self.random_state
+        ).fit(F, y)
         self.classes_ = self.svm_.classes_
         self.n_iter_ = self.svm_.n_iter_
         return self
@@ -316,6 +328,9 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
     lr : float, default=1e-3
     max_epochs : int, default=50
     batch_size : int, default=75
+    class_weight : "balanced", dict or None, default=None
+        Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
+        unequal working-memory groups; the paper does not say it weighted).
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
@@ -356,6 +371,7 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
         lr=1e-3,
         max_epochs=50,
         batch_size=75,
+        class_weight=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -368,6 +384,7 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.class_weight = class_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -28,6 +28,9 @@ class CGNIClassifier(SkorchClassifierBase):
     max_epochs : int, default=50
     batch_size : int, default=75
         Clipped, with a warning, to the number of samples.
+    class_weight : "balanced", dict or None, default=None
+        Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
+        unequal working-memory groups; the paper does not say it weighted).
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
@@ -66,6 +69,7 @@ class CGNIClassifier(SkorchClassifierBase):
         weight_decay=0.0,
         max_epochs=50,
         batch_size=75,
+        class_weight=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -76,6 +80,7 @@ class CGNIClassifier(SkorchClassifierBase):
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.batch_size = batch_size
+        self.class_weight = class_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
@@ -160,8 +161,9 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
     Subclasses define ``__init__`` (explicit parameters, stored unchanged) and
     ``_build_module(n_features, n_classes)``; they must have the parameters ``lr``,
     ``max_epochs``, ``batch_size``, ``weight_decay``, ``device``, ``random_state`` and
-    ``verbose``. Labels are encoded with a ``LabelEncoder``; the module outputs one logit per
-    class and is trained with cross-entropy and Adam. Missing values are refused.
+    ``verbose`` and ``class_weight``. Labels are encoded with a ``LabelEncoder``; the module
+    outputs one logit per class and is trained with cross-entropy and Adam. Missing values
+    are refused.
     """
 
     _parameter_constraints = {
@@ -172,6 +174,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         "device": [StrOptions({"auto", "cpu", "cuda"}), str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
     }
 
     def _build_module(self, n_features, n_classes):  # pragma: no cover - abstract
@@ -195,10 +198,15 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         device = resolve_device(self.device)
         torch_seed(self.random_state)
         module = self._build_module(X.shape[1], len(self.classes_))
+        criterion_kwargs = {}
+        if self.class_weight is not None:
+            weight = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_[y_enc])
+            criterion_kwargs["criterion__weight"] = torch.as_tensor(weight, dtype=torch.float32)
         batch_size = clip_batch_size(self.batch_size, X.shape[0], type(self).__name__)
         self.net_ = SkorchNet(
             module=module,
             criterion=torch.nn.CrossEntropyLoss,
+            **criterion_kwargs,
             optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.lr,
