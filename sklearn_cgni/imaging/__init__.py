@@ -13,3 +13,10 @@ __all__ = [
     "make_loader",
     "image_quality_control",
 ]
+
+from ._genotype_scorer import BrainGenotypeScorer, cross_fit_scores  # noqa: E402
+
+__all__ += ["BrainGenotypeScorer", "cross_fit_scores"]
+from ._idp import IDPGenotypeScorer, RegionalMeans, make_idp_scorer  # noqa: E402
+
+__all__ += ["IDPGenotypeScorer", "RegionalMeans", "make_idp_scorer"]

@@ -1,0 +1,616 @@
+"""Brain-genotype scores: a multi-task 3D CNN predicting many SNPs from one gray-matter image.
+
+The second seed paper ("An Explainable Deep Learning Framework for Imaging Genetics: Deriving
+Brain-Genotype Scores From MRI"): a 3D CNN of the stage-1 family is trained on gray-matter
+images to predict the genotypes of many SNPs at once (one output per SNP, or three class
+logits per SNP). Its *held-out* predictions, obtained by cross-fitting
+(:func:`cross_fit_scores`), are continuous brain-genotype scores that are then tested against
+cognition (:func:`sklearn_cgni.explain.association_table`) and explained with gradient
+saliency (:class:`sklearn_cgni.explain.SaliencyExplainer`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import TransformerMixin, _fit_context, clone
+from sklearn.model_selection import check_cv
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
+from ._base import WEIGHTS_FORMAT, _BaseImageCNN
+from ._dataset import check_image_input
+
+__all__ = ["BrainGenotypeScorer", "cross_fit_scores", "check_genotype_targets"]
+
+_MISSING_CLASS = -100  # torch's CrossEntropyLoss ignore_index
+
+
+# ---------------------------------------------------------------------- targets
+def check_genotype_targets(G, participant_ids=None, *, task="classes", caller="estimator"):
+    """Validate a genotype matrix: ``(values float64 (n, S) with NaN = missing, snp names)``.
+
+    Parameters
+    ----------
+    G : DataFrame, array-like of shape (n, n_snps) or (n,)
+        Genotypes: minor-allele counts 0/1/2 (``task="classes"``) or dosages (any real
+        values, e.g. imputed dosages in [0, 2], for ``task="dosage"``). NaN marks a missing
+        call; it is masked out of the training loss.
+    participant_ids : list of str, optional
+        For error messages (row ``i`` is participant ``participant_ids[i]``).
+    task : {"classes", "dosage"}
+
+    Raises
+    ------
+    ValueError
+        Infinite values; values other than 0/1/2 in class mode; SNPs with no observed call;
+        SNPs with no variation among their observed calls (all named).
+    """
+    if G is None:
+        raise ValueError(f"{caller}.fit needs the genotypes G (n_participants, n_snps).")
+    if isinstance(G, pd.Series):
+        G = G.to_frame()
+    if isinstance(G, pd.DataFrame):
+        names = np.asarray([str(c) for c in G.columns], dtype=object)
+        try:
+            values = G.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{caller}: genotypes must be numeric; {exc}") from exc
+    else:
+        values = np.asarray(G, dtype=np.float64)
+        if values.ndim == 1:
+            values = values[:, None]
+        names = np.asarray([f"snp{i}" for i in range(values.shape[1])], dtype=object)
+    if values.ndim != 2:
+        raise ValueError(f"{caller}: genotypes must be 2-D (n_participants, n_snps); got shape {values.shape}.")
+    if values.shape[1] == 0:
+        raise ValueError(f"{caller}: genotypes have no SNP column.")
+    n = values.shape[0]
+    ids = list(participant_ids) if participant_ids is not None else [f"index {i}" for i in range(n)]
+    if np.isinf(values).any():
+        r, c = np.argwhere(np.isinf(values))[0]
+        raise ValueError(f"{caller}: genotype of participant {ids[r]!r} for SNP {names[c]!r} is infinite.")
+    observed = ~np.isnan(values)
+    if task == "classes":
+        bad = observed & ~np.isin(values, (0.0, 1.0, 2.0))
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{caller}(task='classes') needs genotype classes 0, 1 or 2 (NaN = missing); "
+                f"participant {ids[r]!r} has {values[r, c]!r} for SNP {names[c]!r} "
+                f"({int(bad.sum())} such value(s)). Use task='dosage' for imputed dosages."
+            )
+    empty = ~observed.any(axis=0)
+    if empty.any():
+        raise ValueError(f"{caller}: SNP(s) with no observed call (all NaN): "
+                         f"{names[empty].tolist()[:20]}. Remove them before fitting.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    flat = span == 0
+    if flat.any():
+        raise ValueError(
+            f"{caller}: {int(flat.sum())} SNP(s) have no variation among the observed calls "
+            f"(monomorphic here, nothing to predict): {names[flat].tolist()[:20]}"
+            f"{' ...' if flat.sum() > 20 else ''}. Remove them (e.g. with SNPQualityFilter's "
+            f"MAF filter) before fitting."
+        )
+    return values, names
+
+
+# ---------------------------------------------------------------------- torch parts
+class _MaskedMultiSNPLoss(torch.nn.Module):
+    """Mean loss over the observed (participant, SNP) calls of a batch.
+
+    ``task="classes"``: cross-entropy of ``(B, S, 3)`` logits against ``(B, S)`` int64 classes,
+    missing calls = -100 (ignored). ``task="dosage"``: squared error of ``(B, S)`` outputs
+    against standardised dosages, NaN = missing (ignored).
+    """
+
+    def __init__(self, task="classes"):
+        super().__init__()
+        self.task = task
+
+    def forward(self, y_pred, y_true):
+        if self.task == "classes":
+            n_obs = (y_true != _MISSING_CLASS).sum().clamp_min(1)
+            loss = torch.nn.functional.cross_entropy(
+                y_pred.reshape(-1, y_pred.shape[-1]), y_true.reshape(-1),
+                ignore_index=_MISSING_CLASS, reduction="sum")
+            return loss / n_obs
+        mask = ~torch.isnan(y_true)
+        diff = torch.where(mask, y_pred - torch.nan_to_num(y_true), torch.zeros_like(y_pred))
+        return (diff ** 2).sum() / mask.sum().clamp_min(1)
+
+
+class GenotypeScoreModule(torch.nn.Module):
+    """``image -> (batch, n_snps)`` brain-genotype scores of a fitted multi-task CNN.
+
+    The expected minor-allele count ``sum_k k * softmax(logits)_k`` per SNP in class mode, or
+    the predicted dosage (on the dosage scale) in dosage mode. Differentiable, for captum.
+    """
+
+    def __init__(self, cnn, task, y_mean=None, y_scale=None):
+        super().__init__()
+        self.cnn = cnn
+        self.task = task
+        if task == "dosage":
+            self.register_buffer("y_mean", torch.as_tensor(y_mean, dtype=torch.float32))
+            self.register_buffer("y_scale", torch.as_tensor(y_scale, dtype=torch.float32))
+        self.register_buffer("levels", torch.tensor([0.0, 1.0, 2.0]))
+
+    def forward(self, x):
+        out = self.cnn(x)
+        if self.task == "classes":
+            return torch.softmax(out, dim=-1) @ self.levels
+        return out * self.y_scale + self.y_mean
+
+
+# ---------------------------------------------------------------------- estimator
+class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
+    """Multi-task 3D CNN predicting many SNPs from a gray-matter image: brain-genotype scores.
+
+    The backbone is the stage-1 network family (:class:`sklearn_cgni.nn.CNNBackbone3d`, same
+    architecture parameters as :class:`BrainAgeCNNTransformer`) with a
+    :class:`sklearn_cgni.nn.MultiOutputHead` giving, per SNP, either three class logits
+    (genotype 0/1/2, cross-entropy per SNP) or one value (additive dosage, mean squared
+    error of the standardised dosage). Missing calls (NaN) are masked out of the loss. The
+    backbone can be initialised from a fitted brain-age CNN.
+
+    ``transform`` returns one brain-genotype score per SNP: the expected minor-allele count
+    (``sum_k k p_k``) in class mode, the predicted dosage in dosage mode. Scores of the
+    training participants are optimistic: use :func:`cross_fit_scores` for held-out scores.
+
+    Parameters
+    ----------
+    task : {"classes", "dosage"}, default="classes"
+        Per-SNP genotype classes with cross-entropy, or additive dosage with MSE.
+    brain_age_model : BrainAgeCNNTransformer, FrozenEstimator, str or path-like, default=None
+        Source of the initial backbone weights: a fitted stage-1 model, a
+        ``sklearn.frozen.FrozenEstimator`` of one, or its ``save_weights`` file. ``None``:
+        random initialisation. ``clone`` (used by :func:`cross_fit_scores`) keeps a
+        FrozenEstimator or a path usable; a plain fitted estimator is cloned unfitted, which
+        raises a clear error.
+    n_transfer_blocks : int or None, default=None
+        Leading backbone blocks copied from ``brain_age_model`` (``None``: all).
+    freeze_transferred : bool, default=False
+        Keep the copied blocks fixed (no gradient, BatchNorm statistics frozen).
+    hidden : int or None, default=None
+        Width of an optional shared hidden layer of the head (Linear + ReLU).
+    channels, padding, pool_blocks, global_pool : default=None
+        Architecture (see :class:`BrainAgeCNNTransformer`). ``None`` takes it from
+        ``weights``, else from ``brain_age_model``, else the paper's (32, 64, 128, 256, 256),
+        unpadded, pooled in every block.
+    dropout : float, default=0.2
+    max_epochs : int, default=20
+    batch_size : int, default=25
+    lr : float, default=1e-3
+    weight_decay : float, default=0.0
+    validation_fraction : float, default=0.1
+        Held-out fraction for skorch's ``valid_loss`` (0 trains on everything).
+    callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, verbose
+        As in :class:`BrainAgeCNNTransformer`.
+    weights : str or path-like, default=None
+        A file written by this class's :meth:`save_weights` (warm start, or ``frozen=True``
+        to only load it). Its head must have as many SNPs as ``G`` has columns.
+    frozen : bool, default=False
+        ``fit`` only loads ``weights`` (``G`` may be None).
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    snp_names_ : ndarray of str of shape (n_snps_,)
+        SNP ids (``G``'s columns, or ``snp0 ...``); the score columns.
+    n_snps_ : int
+        SNPs the head was fitted for.
+    y_mean_, y_scale_ : ndarray of shape (n_snps_,)
+        Standardisation of the dosages (dosage mode; mean 0, scale 1 in class mode).
+    class_counts_ : ndarray of shape (n_snps_, 3)
+        Observed genotype counts per SNP in training (class mode; zeros otherwise).
+    n_missing_ : int
+        Missing calls masked out of the training loss.
+    n_transferred_blocks_ : int
+    net_, module_, image_shape_, n_features_out_, arch_, device_
+        As in :class:`BrainAgeCNNTransformer`.
+
+    See Also
+    --------
+    cross_fit_scores : held-out scores for every participant.
+    sklearn_cgni.imaging.IDPGenotypeScorer : the regional-mean (IDP) baseline.
+    sklearn_cgni.explain.SaliencyExplainer : gradient saliency of each score.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.imaging import BrainGenotypeScorer
+    >>> rng = np.random.default_rng(0)
+    >>> G = rng.integers(0, 3, size=(24, 5)).astype(float)
+    >>> X = rng.normal(size=(24, 12, 12, 12)).astype("float32")
+    >>> X[:, 2:6, 2:6, 2:6] += G[:, :1, None, None]           # SNP 0 changes one block
+    >>> scorer = BrainGenotypeScorer(channels=(4, 8), padding=1, global_pool="avg",
+    ...                              max_epochs=2, device="cpu", random_state=0).fit(X, G)
+    >>> scorer.transform(X).shape
+    (24, 5)
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseImageCNN._parameter_constraints,
+        "task": [StrOptions({"classes", "dosage"})],
+        "brain_age_model": "no_validation",
+        "n_transfer_blocks": [Interval(Integral, 0, None, closed="left"), None],
+        "freeze_transferred": ["boolean"],
+        "hidden": [Interval(Integral, 1, None, closed="left"), None],
+    }
+    _kind = "genotype_scores"
+
+    def __init__(self, task="classes", *, brain_age_model=None, n_transfer_blocks=None,
+                 freeze_transferred=False, hidden=None, channels=None, padding=None,
+                 pool_blocks=None, global_pool=None, dropout=0.2, max_epochs=20, batch_size=25,
+                 lr=1e-3, weight_decay=0.0, validation_fraction=0.1, callbacks=None,
+                 num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
+                 transform_batch_size=None, channels_last=False, random_state=None, verbose=0):
+        self.task = task
+        self.brain_age_model = brain_age_model
+        self.n_transfer_blocks = n_transfer_blocks
+        self.freeze_transferred = freeze_transferred
+        self.hidden = hidden
+        self.channels = channels
+        self.padding = padding
+        self.pool_blocks = pool_blocks
+        self.global_pool = global_pool
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.device = device
+        self.weights = weights
+        self.frozen = frozen
+        self.transform_batch_size = transform_batch_size
+        self.channels_last = channels_last
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ base hooks
+    def _n_classes(self):
+        return 3 if self.task == "classes" else 1
+
+    def _build_module(self, image_shape, arch):
+        backbone = CNNBackbone3d(1, arch["channels"], arch["padding"], arch["pool_blocks"],
+                                 arch["global_pool"])
+        head = MultiOutputHead(backbone.n_features(image_shape), self.n_snps_,
+                               n_classes=self._n_classes(), hidden=self.hidden,
+                               dropout=self.dropout)
+        return BrainCNN(backbone, head)
+
+    def _extra_state(self):
+        return {"task": self.task, "snp_names": [str(s) for s in self.snp_names_],
+                "y_mean": [float(v) for v in self.y_mean_],
+                "y_scale": [float(v) for v in self.y_scale_],
+                "hidden": 0 if self.hidden is None else int(self.hidden)}
+
+    def _set_extra_state(self, state):
+        if state["task"] != self.task:
+            raise ValueError(f"{type(self).__name__}(task={self.task!r}): the weights file "
+                             f"{os.fspath(self.weights)!r} holds a task={state['task']!r} network.")
+        saved_hidden = int(state.get("hidden", 0)) or None
+        if saved_hidden != self.hidden:
+            raise ValueError(f"{type(self).__name__}(hidden={self.hidden!r}): the weights file "
+                             f"{os.fspath(self.weights)!r} has hidden={saved_hidden!r}.")
+        self.snp_names_ = np.asarray(state["snp_names"], dtype=object)
+        self.n_snps_ = len(self.snp_names_)
+        self.y_mean_ = np.asarray(state["y_mean"], dtype=np.float64)
+        self.y_scale_ = np.asarray(state["y_scale"], dtype=np.float64)
+        self.class_counts_ = np.zeros((self.n_snps_, 3), dtype=np.int64)
+        self.n_missing_ = 0
+        self.n_transferred_blocks_ = 0
+
+    # ------------------------------------------------------------------ transfer source
+    def _source(self):
+        """``(arch, state_dict, description)`` of the brain-age source, or None."""
+        src = self.brain_age_model
+        if src is None:
+            return None
+        if isinstance(src, (str, os.PathLike)):
+            path = os.fspath(src)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"brain_age_model file {path!r} does not exist.")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+                raise ValueError(f"brain_age_model {path!r} is not a file written by save_weights.")
+            return state["config"], state["state_dict"], repr(path)
+        if type(src).__name__ == "FrozenEstimator" and hasattr(src, "estimator"):
+            src = src.estimator
+        if not isinstance(src, _BaseImageCNN):
+            raise TypeError(f"brain_age_model must be a fitted BrainAgeCNNTransformer, a "
+                            f"FrozenEstimator of one, or a weights path; got {type(src).__name__}.")
+        if not hasattr(src, "net_"):
+            raise ValueError(
+                "brain_age_model is not fitted. clone() (used by cross_fit_scores, "
+                "GridSearchCV, cross_validate) returns unfitted copies of estimator "
+                "parameters: pass the path of its save_weights() file or "
+                "sklearn.frozen.FrozenEstimator(model).")
+        state = {k: v.detach().cpu() for k, v in src.module_.state_dict().items()}
+        return src.arch_, state, f"brain_age_model ({type(src).__name__})"
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, G=None):
+        """Train the multi-task CNN on images and genotypes.
+
+        Parameters
+        ----------
+        X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
+        G : DataFrame or array-like of shape (n, n_snps)
+            Genotypes (0/1/2 for ``task="classes"``, dosages for ``task="dosage"``); NaN =
+            missing call, masked out of the loss. SNPs with no variation raise an error.
+            Ignored when ``frozen=True``.
+
+        Returns
+        -------
+        self
+        """
+        if self.frozen:
+            return self._fit(X, None, target_dtype=torch.float32, criterion=None,
+                             stratify=False)
+        _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        values, names = check_genotype_targets(G, ids, task=self.task, caller=type(self).__name__)
+        if values.shape[0] != len(ids):
+            raise ValueError(f"Got {len(ids)} images but genotypes for {values.shape[0]} participants.")
+        if isinstance(G, pd.DataFrame) and isinstance(X, (pd.Series, pd.DataFrame)):
+            if not X.index.equals(G.index):
+                raise ValueError("The participant IDs (index) of X and G differ; align them first "
+                                 "(sklearn_cgni.io.align_cohort).")
+        self.snp_names_ = names
+        self.n_snps_ = len(names)
+        observed = ~np.isnan(values)
+        self.n_missing_ = int((~observed).sum())
+        if self.task == "classes":
+            target = np.where(observed, np.nan_to_num(values), _MISSING_CLASS).astype(np.int64)
+            self.class_counts_ = np.stack([(values == k).sum(axis=0) for k in range(3)], axis=1)
+            self.y_mean_ = np.zeros(self.n_snps_)
+            self.y_scale_ = np.ones(self.n_snps_)
+            target_dtype = torch.int64
+        else:
+            self.y_mean_ = np.nanmean(values, axis=0)
+            self.y_scale_ = np.nanstd(values, axis=0)
+            target = ((values - self.y_mean_) / self.y_scale_).astype(np.float32)
+            self.class_counts_ = np.zeros((self.n_snps_, 3), dtype=np.int64)
+            target_dtype = torch.float32
+
+        if self.weights is not None:
+            saved = self._load_weights_file()
+            n_saved = len(saved["extra"]["snp_names"])
+            if n_saved != self.n_snps_:
+                raise ValueError(
+                    f"{type(self).__name__}: the weights file {os.fspath(self.weights)!r} has a "
+                    f"head for {n_saved} SNPs but G has {self.n_snps_} columns.")
+        source = self._source() if self.weights is None else None
+        self.n_transferred_blocks_ = 0
+
+        def prepare(module, arch):
+            if source is None:
+                if self.freeze_transferred:
+                    raise ValueError("freeze_transferred=True needs a brain_age_model.")
+                return
+            n_blocks = len(arch["channels"])
+            k = n_blocks if self.n_transfer_blocks is None else self.n_transfer_blocks
+            if k > n_blocks:
+                raise ValueError(f"n_transfer_blocks={k} but the network has only {n_blocks} blocks.")
+            own = module.state_dict()
+            for key in own:
+                if any(key.startswith(f"backbone.blocks.{b}.") for b in range(k)):
+                    own[key] = source[1][key].clone()
+            module.load_state_dict(own)
+            if self.freeze_transferred:
+                module.backbone.freeze_blocks(k)
+            self.n_transferred_blocks_ = k
+
+        return self._fit(X, target, target_dtype=target_dtype,
+                         criterion=_MaskedMultiSNPLoss, criterion__task=self.task,
+                         stratify=False, source_arch=source[0] if source else None,
+                         source_name=source[2] if source else None, prepare_module=prepare)
+
+    # ------------------------------------------------------------------ inference
+    def score_module(self):
+        """The fitted network as a torch module ``image -> (batch, n_snps_)`` scores (eval mode).
+
+        Shares parameters with :attr:`module_`; used by
+        :class:`~sklearn_cgni.explain.SaliencyExplainer`.
+        """
+        check_is_fitted(self, "net_")
+        mod = GenotypeScoreModule(self.module_, self.task, self.y_mean_, self.y_scale_)
+        return mod.to(self.device_).eval()
+
+    def _snp_index(self, snps):
+        if snps is None:
+            return np.arange(self.n_snps_)
+        if isinstance(snps, (str, Integral)):
+            snps = [snps]
+        snps = list(snps)
+        if all(isinstance(s, (Integral, np.integer)) for s in snps):
+            bad = [int(s) for s in snps if not 0 <= int(s) < self.n_snps_]
+            if bad:
+                raise ValueError(f"SNP indices {bad[:10]} are out of range: the head was fitted "
+                                 f"for {self.n_snps_} SNPs.")
+            return np.asarray(snps, dtype=int)
+        lookup = {str(s): i for i, s in enumerate(self.snp_names_)}
+        missing = [s for s in snps if str(s) not in lookup]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} requested SNP(s) are not among the {self.n_snps_} SNPs the "
+                f"head was fitted for: {missing[:10]}{' ...' if len(missing) > 10 else ''}. "
+                f"Refit with these SNPs in G.")
+        return np.asarray([lookup[str(s)] for s in snps], dtype=int)
+
+    def transform(self, X, snps=None):
+        """Brain-genotype scores: one per SNP (expected dosage in class mode).
+
+        Parameters
+        ----------
+        X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
+        snps : sequence of str or int, optional
+            Subset of the fitted SNPs (ids or column indices). SNPs the head was not fitted
+            for raise ``ValueError``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n, n_snps_) (or ``len(snps)``), float64
+        """
+        check_is_fitted(self, "net_")
+        idx = self._snp_index(snps)
+        if self.task == "classes":
+            proba = self.predict_proba(X)
+            out = proba @ np.array([0.0, 1.0, 2.0])
+        else:
+            out = self._run(X, lambda m, xb: m(xb), (self.n_snps_,)).astype(np.float64)
+            out = out * self.y_scale_ + self.y_mean_
+        return out[:, idx]
+
+    def predict_proba(self, X):
+        """Genotype class probabilities, shape (n, n_snps_, 3) (``task="classes"`` only)."""
+        check_is_fitted(self, "net_")
+        if self.task != "classes":
+            raise AttributeError("predict_proba is only available with task='classes'.")
+        out = self._run(X, lambda m, xb: torch.softmax(m(xb), dim=-1), (self.n_snps_, 3))
+        return out.astype(np.float64)
+
+    def predict(self, X):
+        """Most probable genotype (class mode) or predicted dosage (dosage mode), (n, n_snps_)."""
+        if self.task == "classes":
+            return self.predict_proba(X).argmax(axis=-1).astype(np.float64)
+        return self.transform(X)
+
+    def score(self, X, G, sample_weight=None):
+        """Mean over SNPs of the Pearson correlation between scores and observed genotypes."""
+        scores = self.transform(X)
+        values, _ = check_genotype_targets(G, task="dosage", caller=type(self).__name__)
+        if values.shape[1] != self.n_snps_:
+            raise ValueError(f"G has {values.shape[1]} SNPs; the head was fitted for {self.n_snps_}.")
+        return float(np.nanmean(per_snp_correlation(scores, values)))
+
+    def get_feature_names_out(self, input_features=None):
+        """The SNP ids: one brain-genotype score per SNP."""
+        check_is_fitted(self, "net_")
+        return np.asarray(self.snp_names_, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def per_snp_correlation(scores, genotypes):
+    """Pearson r per column between scores and genotypes, over rows where both are observed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    G = np.asarray(genotypes, dtype=np.float64)
+    r = np.full(scores.shape[1], np.nan)
+    for j in range(scores.shape[1]):
+        ok = np.isfinite(G[:, j]) & np.isfinite(scores[:, j])
+        a, b = scores[ok, j], G[ok, j]
+        if ok.sum() > 2 and a.std() > 0 and b.std() > 0:
+            r[j] = float(np.corrcoef(a, b)[0, 1])
+    return r
+
+
+# ---------------------------------------------------------------------- cross-fitting
+def _take(X, idx):
+    if isinstance(X, (pd.Series, pd.DataFrame)):
+        return X.iloc[idx]
+    if isinstance(X, np.ndarray):
+        return X[idx]
+    if hasattr(X, "paths") and hasattr(X, "participant_ids"):
+        return pd.Series([os.fspath(X.paths[i]) for i in idx],
+                         index=[str(X.participant_ids[i]) for i in idx])
+    return [X[i] for i in idx]
+
+
+def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_estimators=False,
+                     verbose=0):
+    """Held-out brain-genotype scores: each participant scored by a model not trained on them.
+
+    Like :func:`sklearn.model_selection.cross_val_predict` (which cannot pass a
+    genotype matrix with missing calls through a skorch estimator): for every fold, a clone
+    of ``estimator`` is fitted on the other folds and ``transform``-s the fold.
+
+    Parameters
+    ----------
+    estimator : estimator with ``fit(X, G)`` and ``transform(X)`` returning one column per SNP
+        E.g. :class:`BrainGenotypeScorer` or the IDP baseline pipeline
+        (:func:`sklearn_cgni.imaging.make_idp_scorer`).
+    X : images (array or paths) or 2-D features, as the estimator accepts
+    G : DataFrame or array-like of shape (n, n_snps)
+    cv : int, cross-validation generator or iterable, default=5
+        An int gives ``KFold(cv, shuffle=True, random_state=0)``. The test folds must
+        partition the participants (each exactly once).
+    groups : array-like, optional
+        Group labels for group-aware splitters (e.g. families, sites).
+    snps : list, optional
+        Passed to ``transform`` when the estimator supports it.
+    return_estimators : bool, default=False
+    verbose : int, default=0
+        Print one line per fold.
+
+    Returns
+    -------
+    scores : DataFrame of shape (n, n_snps)
+        Index: participant IDs (from ``G``'s index if a DataFrame, else ``X``'s, else
+        ``0..n-1``); columns: SNP ids.
+    estimators : list, only if ``return_estimators``
+    """
+    from sklearn.model_selection import KFold
+
+    n = len(X)
+    ids = None
+    values, names = check_genotype_targets(G, task="dosage", caller="cross_fit_scores")
+    if values.shape[0] != n:
+        raise ValueError(f"cross_fit_scores: got {n} images but genotypes for {values.shape[0]} participants.")
+    if isinstance(G, pd.DataFrame):
+        ids = G.index
+    elif isinstance(X, (pd.Series, pd.DataFrame)):
+        ids = X.index
+    if isinstance(cv, Integral):
+        cv = KFold(int(cv), shuffle=True, random_state=0)
+    cv = check_cv(cv)
+    folds = list(cv.split(np.zeros((n, 1)), None, groups))
+    seen = np.zeros(n, dtype=int)
+    for _, test in folds:
+        seen[test] += 1
+    if (seen != 1).any():
+        raise ValueError(
+            f"cross_fit_scores: the cv test folds must cover every participant exactly once; "
+            f"{int((seen == 0).sum())} never and {int((seen > 1).sum())} several times "
+            f"(use KFold/GroupKFold-like splitters, not ShuffleSplit).")
+    G_rows = G if isinstance(G, pd.DataFrame) else values
+    out = None
+    estimators = []
+    for k, (train, test) in enumerate(folds):
+        est = clone(estimator)
+        Gk = G_rows.iloc[train] if isinstance(G_rows, pd.DataFrame) else G_rows[train]
+        est.fit(_take(X, train), Gk)
+        scores = est.transform(_take(X, test), snps=snps) if snps is not None else \
+            est.transform(_take(X, test))
+        scores = np.asarray(scores, dtype=np.float64)
+        if out is None:
+            out = np.full((n, scores.shape[1]), np.nan)
+        out[test] = scores
+        if verbose:
+            print(f"cross_fit_scores: fold {k + 1}/{len(folds)} done ({len(test)} scored)")
+        if return_estimators:
+            estimators.append(est)
+    cols = names if snps is None else [str(s) for s in snps]
+    if snps is None and out.shape[1] != len(names):
+        cols = [f"score{j}" for j in range(out.shape[1])]
+    result = pd.DataFrame(out, index=ids if ids is not None else pd.RangeIndex(n), columns=cols)
+    return (result, estimators) if return_estimators else result
