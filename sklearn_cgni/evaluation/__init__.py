@@ -17,3 +17,9 @@ answers "how much of a model's accuracy is age?" for any scikit-learn model:
 from ._covariates import CovariateRegressor
 
 __all__ = ["CovariateRegressor"]
+from ._matching import match_groups, standardized_mean_difference  # noqa: E402
+
+__all__ += ["match_groups", "standardized_mean_difference"]
+from ._stats import corrected_resampled_ttest, paired_permutation_test  # noqa: E402
+
+__all__ += ["corrected_resampled_ttest", "paired_permutation_test"]
