@@ -10,6 +10,8 @@ from ._genes import (
     regions_per_component,
 )
 from ._occlusion import OcclusionExplainer
+from ._association import association_table
+from ._saliency import SaliencyExplainer
 from ._plots import (
     plot_canonical_correlations,
     plot_region_effects,
@@ -31,6 +33,8 @@ __all__ = [
     "region_effect_map",
     "regions_per_component",
     "OcclusionExplainer",
+    "SaliencyExplainer",
+    "association_table",
     "SparseCCA",
     "canonical_correlations",
 ]

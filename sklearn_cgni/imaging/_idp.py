@@ -137,7 +137,8 @@ class RegionalMeans(TransformerMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np, nibabel as nib, pandas as pd
-    >>>     >>> from sklearn_cgni.imaging import RegionalMeans
+    >>> from sklearn.utils import Bunch
+    >>> from sklearn_cgni.imaging import RegionalMeans
     >>> lab = np.zeros((4, 4, 4), dtype=np.int16); lab[:2] = 1; lab[2:] = 2
     >>> atlas = Bunch(img=nib.Nifti1Image(lab, np.eye(4)),
     ...               labels=pd.DataFrame({"index": [1, 2], "name": ["A", "B"]}))
