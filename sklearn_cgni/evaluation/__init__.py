@@ -23,3 +23,6 @@ __all__ += ["match_groups", "standardized_mean_difference"]
 from ._stats import corrected_resampled_ttest, paired_permutation_test  # noqa: E402
 
 __all__ += ["corrected_resampled_ttest", "paired_permutation_test"]
+from ._confounds import adjusted_model, covariate_baselines, evaluate_confounds  # noqa: E402
+
+__all__ += ["adjusted_model", "covariate_baselines", "evaluate_confounds"]
