@@ -27,10 +27,10 @@ Rows:
 
 CPU budget: reduced images (default 24x28x24 instead of 128x141x128), a reduced CNN
 (channels 8-16-32-32-32, padding 1, 4 pools, global average pool: h_v has 32 values
-instead of 512), a reduced cohort (default 1500 simulated participants, ~1350 in a WM
-group, 300 SNPs instead of 4995 / 1060) and few epochs. Everything is stated in the output.
+instead of 512), a reduced cohort (default 1000 simulated participants, ~900 in a WM
+group, 200 SNPs instead of 4995 / 1060) and few epochs. Everything is stated in the output.
 
-Run (about 20-40 min on one shared CPU core)::
+Run (about 30-60 min on one busy shared CPU core; results are rewritten after every fold)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_table1.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_table1.py --quick   # smoke test
@@ -104,13 +104,13 @@ COMBOS = list(PAPER_TABLE2)
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n-participants", type=int, default=1500)
-    p.add_argument("--n-snps", type=int, default=300)
+    p.add_argument("--n-participants", type=int, default=1000)
+    p.add_argument("--n-snps", type=int, default=200)
     p.add_argument("--shape", type=int, nargs=3, default=(24, 28, 24))
-    p.add_argument("--n-pretrain", type=int, default=1500, help="participants of the brain-age cohort")
-    p.add_argument("--cnn-epochs", type=int, default=15)
-    p.add_argument("--pretrain-epochs", type=int, default=15)
-    p.add_argument("--epochs", type=int, default=40, help="epochs of the MLP models")
+    p.add_argument("--n-pretrain", type=int, default=800, help="participants of the brain-age cohort")
+    p.add_argument("--cnn-epochs", type=int, default=10)
+    p.add_argument("--pretrain-epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the MLP models")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="cohort files and joblib cache (default: a temp dir)")
@@ -216,6 +216,15 @@ def main():
     }
     table2 = {} if args.only_table1 else {c: cgni(**combo_params(c)) for c in COMBOS}
 
+    setup = dict(
+        n_participants_simulated=args.n_participants, n_in_wm_groups=len(y), n_low=int((y == 0).sum()),
+        n_high=int((y == 1).sum()), n_snps=args.n_snps, image_shape=list(shape), cnn=arch,
+        h_v_width=k, pretrain_participants=args.n_pretrain, pretrain_epochs=args.pretrain_epochs,
+        brain_age_test_mae=round(mae, 2), brain_age_mae_of_mean=round(mae_base, 2),
+        cnn_finetune_epochs=args.cnn_epochs, mlp_epochs=args.epochs, folds=args.folds,
+        holdout=len(idx_hold), seed=args.seed, torch=torch.__version__, python=sys.version.split()[0],
+        machine=platform.machine(),
+    )
     records = []
     for f, (tr, va) in enumerate(folds):
         Xf, yf, Xv, yv = X_tr.iloc[tr], y_tr[tr], X_tr.iloc[va], y_tr[va]
@@ -227,17 +236,26 @@ def main():
                 t0 = time.perf_counter()
                 est = clone(model).fit(Xf, yf)
                 if "features" in est.named_steps and fitted_features is None:
+                    # the CNN fine-tuned in this fold (cached): the "Imaging CNN" row
                     fitted_features = est.named_steps["features"]
                     image_model = fitted_features.named_transformers_["image"]
                     for split, Xs, ys in (("train", Xf, yf), ("validation", Xv, yv), ("holdout", X_ho, y_ho)):
+                        bacc = balanced_accuracy_score(ys, image_model.predict(Xs[["image"]]))
                         records.append(dict(table="Table 1", model="Imaging CNN", fold=f, split=split,
-                                            balanced_accuracy=balanced_accuracy_score(ys, image_model.predict(Xs[["image"]]))))
+                                            balanced_accuracy=bacc))
                 for split, Xs, ys in (("train", Xf, yf), ("validation", Xv, yv), ("holdout", X_ho, y_ho)):
                     records.append(dict(table=table, model=name, fold=f, split=split,
                                         balanced_accuracy=balanced_accuracy_score(ys, est.predict(Xs))))
                 log(f"fold {f} {table} {name}: val {records[-2]['balanced_accuracy']:.3f} "
                     f"holdout {records[-1]['balanced_accuracy']:.3f} ({time.perf_counter() - t0:.1f}s)")
+        setup["wall_time_s"] = round(time.perf_counter() - t_start)
+        text = write_results(records, setup, args, folds_done=f + 1, with_table2=bool(table2))
+    print(text)
+    log("done")
 
+
+def write_results(records, setup, args, folds_done, with_table2):
+    """Write the summary CSV, the per-fold CSV and the markdown; return the markdown."""
     df = pd.DataFrame(records)
     summary = (
         df.groupby(["table", "model", "split"], sort=False)["balanced_accuracy"]
@@ -253,20 +271,12 @@ def main():
         r = summary[(summary.model == model) & (summary.table == table) & (summary.split == split)]
         return f"{r['mean'].iloc[0]:.2f} ± {r['std'].iloc[0]:.2f}" if len(r) else "n/a"
 
-    setup = dict(
-        n_participants_simulated=args.n_participants, n_in_wm_groups=len(y), n_low=int((y == 0).sum()),
-        n_high=int((y == 1).sum()), n_snps=args.n_snps, image_shape=list(shape), cnn=arch,
-        h_v_width=k, pretrain_participants=args.n_pretrain, pretrain_epochs=args.pretrain_epochs,
-        brain_age_test_mae=round(mae, 2), brain_age_mae_of_mean=round(mae_base, 2),
-        cnn_finetune_epochs=args.cnn_epochs, mlp_epochs=args.epochs, folds=args.folds,
-        holdout=len(idx_hold), seed=args.seed, torch=torch.__version__, python=sys.version.split()[0],
-        machine=platform.machine(), wall_time_s=round(time.perf_counter() - t_start),
-    )
+    status = "" if folds_done == args.folds else f" **PARTIAL: {folds_done} of {args.folds} folds done.**"
     lines = [
         "# Tables 1 and 2 of the CGNI paper on a simulated cohort",
         "",
         "Balanced accuracy (%), mean ± sd over the folds: each fold's model is scored on its training "
-        "part, its validation part and the common 10 % holdout. Paper values in brackets.",
+        "part, its validation part and the common 10 % holdout. Paper values in brackets." + status,
         "",
         f"Setup (reduced for a CPU): `{json.dumps(setup)}`",
         "",
@@ -280,16 +290,21 @@ def main():
     for name, paper in PAPER_TABLE1.items():
         ours = [fmt(name, "Table 1", s) for s in ("train", "validation", "holdout")]
         lines.append(f"| {name} | " + " | ".join(f"{o} [{p}]" for o, p in zip(ours, paper)) + " |")
-    if table2:
-        lines += ["", "## Table 2 (loss-term combinations; included terms weighted lambda=.7, sigma=.3, gamma=.4, theta=.4)", "",
-                  "| terms | train | validation | holdout |", "|---|---|---|---|"]
+    if with_table2:
+        lines += [
+            "",
+            "## Table 2 (loss-term combinations; included terms weighted lambda=.7, sigma=.3, "
+            "gamma=.4, theta=.4)",
+            "",
+            "| terms | train | validation | holdout |",
+            "|---|---|---|---|",
+        ]
         for combo, paper in PAPER_TABLE2.items():
             ours = [fmt(combo, "Table 2", s) for s in ("train", "validation", "holdout")]
             lines.append(f"| {combo} | " + " | ".join(f"{o} [{p}]" for o, p in zip(ours, paper)) + " |")
     text = "\n".join(lines) + "\n"
     (out_dir / f"table1_table2{suffix}.md").write_text(text)
-    print(text)
-    log("done")
+    return text
 
 
 if __name__ == "__main__":

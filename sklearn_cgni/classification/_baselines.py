@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..utils._skorch import SkorchClassifierBase, forward64, resolve_feature_split
@@ -251,13 +252,12 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
         self
         """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-        from sklearn.utils.multiclass import check_classification_targets
-
         check_classification_targets(y)
         classes = np.unique(y)
         if classes.size < 2:
             raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes; y holds only one class: {classes[0]!r}."
+                f"{type(self).__name__} needs samples of at least 2 classes; y holds only "
+                f"one class: {classes[0]!r}."
             )
         F = self._fit_features(X, y)
         self.scaler_ = StandardScaler().fit(F) if self.standardize else None
