@@ -69,6 +69,10 @@ def test_predict_transform_score_shapes(cohort, small_fit):
     pred = small_fit.predict(X)
     assert pred.shape == (10,)
     assert small_fit.score(X, age) == pytest.approx(r2_score(age, pred))
+    eager = clone(small_fit).set_params(inference_backend="eager")
+    eager.net_, eager.image_shape_ = small_fit.net_, small_fit.image_shape_
+    eager.n_features_out_, eager.device_ = small_fit.n_features_out_, small_fit.device_
+    np.testing.assert_allclose(eager.transform(X), h, rtol=1e-4, atol=1e-5)
     names = small_fit.get_feature_names_out()
     assert list(names[:2]) == ["h_v0", "h_v1"] and len(names) == 8
     # the feature extractor shares the fitted weights and is in eval mode

@@ -100,3 +100,24 @@ def test_freeze_blocks_stops_gradients_and_bn_updates():
 def test_nn_module_does_not_import_sklearn():
     src = inspect.getsource(_cnn)
     assert "import sklearn" not in src and "from sklearn" not in src
+
+
+@pytest.mark.parametrize("backend", ["eager", "mkldnn"])
+def test_folded_inference_copy_matches_eval_forward(backend):
+    from sklearn_cgni.nn import FoldedInferenceCNN
+
+    if backend == "mkldnn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN not available")
+    torch.manual_seed(0)
+    net = BrainCNN.build((24, 28, 24), channels=TINY, padding=1, pool_blocks=4, squeeze=True)
+    for m in net.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    net.eval()
+    fast = FoldedInferenceCNN(net, backend=backend)
+    x = torch.randn(3, 24, 28, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.features(x), net.features(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-5)

@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..nn._cnn import PAPER_CHANNELS, BrainCNN, backbone_output_shape
+from ..nn._cnn import PAPER_CHANNELS, BrainCNN, FoldedInferenceCNN, backbone_output_shape
 from ..utils import resolve_device, torch_seed
 from ._dataset import (
     ImageDataset,
@@ -94,7 +94,8 @@ class _BaseImageCNN(BaseEstimator):
         "weights": [str, os.PathLike, None],
         "frozen": ["boolean"],
         "transform_batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "channels_last": ["boolean"],
+        "inference_backend": [StrOptions({"auto", "eager", "mkldnn"})],
+        "channels_last": ["boolean"],  # used by subclasses that predate inference_backend
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -321,10 +322,10 @@ class _BaseImageCNN(BaseEstimator):
         dataset = ImageDataset(images, None, ids, expected_shape=tuple(self.image_shape_))
         loader = make_loader(dataset, self.transform_batch_size or self.batch_size,
                              num_workers=self.num_workers)
-        module = self.module_
-        module.eval()
-        memory_format = torch.channels_last_3d if self.channels_last else torch.contiguous_format
-        if self.channels_last:
+        module = self._inference_module()
+        channels_last = getattr(self, "channels_last", False) and isinstance(module, BrainCNN)
+        memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        if channels_last:
             module.to(memory_format=memory_format)
         out = np.empty((len(dataset), *n_out), dtype=np.float32)
         start = 0
@@ -336,9 +337,25 @@ class _BaseImageCNN(BaseEstimator):
                     out[start:start + len(res)] = res
                     start += len(res)
         finally:
-            if self.channels_last:
+            if channels_last:
                 module.to(memory_format=torch.contiguous_format)
         return out
+
+    def _inference_module(self):
+        """The fitted module in eval mode, or its BN-folded oneDNN copy on CPU."""
+        module = self.module_.eval()
+        backend = getattr(self, "inference_backend", "auto")
+        if getattr(self, "channels_last", False):
+            backend = "eager"
+        on_cpu = str(self.device_).startswith("cpu")
+        if backend == "auto":
+            backend = "mkldnn" if on_cpu and torch.backends.mkldnn.is_available() else "eager"
+        if backend == "mkldnn":
+            if not on_cpu:
+                raise ValueError("inference_backend='mkldnn' runs on the CPU only; "
+                                 f"device_ is {self.device_!r}.")
+            return FoldedInferenceCNN(module, backend="mkldnn")
+        return module
 
     def transform(self, X):
         """Image features h_v: the flattened output of the last convolutional block.

@@ -14,6 +14,7 @@ from ._cnn import (  # noqa: E402,F401
     BrainCNN,
     CNNBackbone3d,
     ConvBlock3d,
+    FoldedInferenceCNN,
     MultiOutputHead,
     RegressionHead,
     backbone_output_shape,
