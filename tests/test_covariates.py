@@ -14,14 +14,25 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn_cgni.evaluation import CovariateRegressor
 
 
-# No expected failures: the generic checks feed 2-D arrays, and covariates given by position
-# ([0]) make the first column the covariate. The second instance exercises an inner
-# transformer and passthrough of the covariate column.
+# The generic checks feed 2-D arrays; covariates given by position ([0]) make the first column
+# the covariate. The second instance exercises an inner transformer and passthrough.
+# One expected failure: the estimator allows NaN in *features* (missing genotype calls) but
+# refuses it in *covariates* (an adjustment needs every participant's age); because of the
+# allow_nan tag, check_estimators_pickle injects NaN into every column, the covariate
+# included. Pickling is tested on valid data in test_pickle_roundtrip, the NaN-covariate
+# error in test_clear_errors.
+_EXPECTED_FAILED = {
+    "check_estimators_pickle": "injects NaN into the covariate column too; NaN covariates are refused by design "
+    "(pickling is tested in test_pickle_roundtrip)",
+}
+
+
 @parametrize_with_checks(
     [
         CovariateRegressor(covariates=[0]),
         CovariateRegressor(covariates=[0], transformer=StandardScaler(), passthrough=True),
-    ]
+    ],
+    expected_failed_checks=lambda est: _EXPECTED_FAILED,
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -193,3 +204,28 @@ def test_inner_transformer_sees_no_covariates_and_is_adjusted():
     # passthrough lets a second adjustment follow (here on the position of the covariates)
     second = CovariateRegressor([2, 3]).fit(Xt[:, :4])
     assert second.transform(Xt[:, :4]).shape == (150, 2)
+
+
+def test_missing_feature_values_fitted_on_observed_rows_and_kept_missing():
+    X = _frame(200, seed=8)
+    Xm = X.copy()
+    Xm.iloc[[3, 10, 50], 0] = np.nan  # e.g. missing genotype calls
+    adj = CovariateRegressor(["age", "sex"]).fit(Xm)
+    ref = CovariateRegressor(["age", "sex"]).fit(X.drop(index=X.index[[3, 10, 50]]))
+    np.testing.assert_allclose(adj.coef_[0], ref.coef_[0], rtol=1e-10)
+    Xt = adj.transform(Xm)
+    assert np.isnan(Xt[[3, 10, 50], 0]).all() and not np.isnan(np.delete(Xt, [3, 10, 50], axis=0)).any()
+    Xi = Xm.copy()
+    Xi.iloc[0, 1] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        adj.transform(Xi)
+
+
+def test_pickle_roundtrip():
+    import pickle
+
+    X = _frame(80, seed=9)
+    X.iloc[5, 2] = np.nan
+    adj = CovariateRegressor(["age", "sex", "site"], categorical=["site"]).fit(X)
+    again = pickle.loads(pickle.dumps(adj))
+    np.testing.assert_array_equal(again.transform(X), adj.transform(X))

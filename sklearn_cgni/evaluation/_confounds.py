@@ -111,6 +111,8 @@ def adjusted_model(model, covariates, *, at="first", categorical=None):
     Returns
     -------
     adjusted : Pipeline
+        Its ``CovariateRegressor`` outputs a DataFrame (``set_output(transform="pandas")``)
+        so that later steps can still select columns by name.
     """
     if isinstance(model, Pipeline):
         steps = list(model.steps)
@@ -121,12 +123,13 @@ def adjusted_model(model, covariates, *, at="first", categorical=None):
                              f"Pipeline of {n} steps; got {at!r}.")
         prefix = None if k == 0 else clone(Pipeline(steps[:k]))
         adj = CovariateRegressor(list(covariates), categorical=categorical, transformer=prefix)
+        adj.set_output(transform="pandas")  # later steps may select columns by name
         return Pipeline([("covariate_adjustment", adj)] + [(name, clone(est)) for name, est in steps[k:]],
                         memory=model.memory)
     if at not in ("first", "last", 0):
         raise ValueError(f"adjusted_model: a model that is not a Pipeline takes at='first' or 'last'; got {at!r}.")
-    return Pipeline([("covariate_adjustment", CovariateRegressor(list(covariates), categorical=categorical)),
-                     ("model", clone(model))])
+    adj = CovariateRegressor(list(covariates), categorical=categorical).set_output(transform="pandas")
+    return Pipeline([("covariate_adjustment", adj), ("model", clone(model))])
 
 
 def _fit_and_score(estimator, X, y, train, evals, scorer):

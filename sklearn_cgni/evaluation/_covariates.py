@@ -112,6 +112,10 @@ class CovariateRegressor(TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    Missing feature values (NaN, e.g. missing genotype calls) are allowed: each such
+    feature's coefficients are fitted on the rows where it is observed, and missing
+    values stay missing in the output (for a later imputer). Covariates must be complete.
+
     The adjustment is linear. Add columns such as ``age**2`` to ``X`` for curved effects.
     With categorical covariates and no intercept problem, the design can still be rank
     deficient inside a fold (e.g. a site missing from it); the minimum-norm least-squares
@@ -279,7 +283,8 @@ class CovariateRegressor(TransformerMixin, BaseEstimator):
     def _check_features(self, T, X):
         what = f"the output of {type(self.transformer_).__name__}" if self.transformer_ is not None else "X"
         try:
-            return check_array(T, dtype=[np.float64, np.float32], accept_sparse=False, input_name="X")
+            return check_array(T, dtype=[np.float64, np.float32], accept_sparse=False, input_name="X",
+                               ensure_all_finite="allow-nan")
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"CovariateRegressor: the features to adjust ({what}) must be numeric and finite: {exc}")
 
@@ -295,11 +300,25 @@ class CovariateRegressor(TransformerMixin, BaseEstimator):
         T = self._check_features(T, X)
         D, self.design_names_ = self._design(X, C, fit=True)
         self.covariate_mean_ = D.mean(axis=0)
-        T_mean = T.mean(axis=0, dtype=np.float64)
         Dc = D - self.covariate_mean_
-        beta = np.linalg.lstsq(Dc, T - T_mean, rcond=None)[0] if D.shape[1] else np.zeros((0, T.shape[1]))
+        beta = np.zeros((D.shape[1], T.shape[1]))
+        b0 = np.zeros(T.shape[1])
+        missing = np.isnan(T)
+        complete = ~missing.any(axis=0)
+        if complete.any():  # one least-squares solve for all fully observed features
+            T_mean = T[:, complete].mean(axis=0, dtype=np.float64)
+            if D.shape[1]:
+                beta[:, complete] = np.linalg.lstsq(Dc, T[:, complete] - T_mean, rcond=None)[0]
+            b0[complete] = T_mean
+        A = np.column_stack([np.ones(len(D)), Dc])
+        for j in np.flatnonzero(~complete):  # features with missing values: fit on observed rows
+            obs = ~missing[:, j]
+            if obs.sum() == 0:
+                raise ValueError(f"CovariateRegressor: feature {j} is missing (NaN) for every training row.")
+            sol = np.linalg.lstsq(A[obs], T[obs, j].astype(np.float64), rcond=None)[0]
+            b0[j], beta[:, j] = sol[0], sol[1:]
         self.coef_ = beta.T
-        self.intercept_ = T_mean - self.covariate_mean_ @ beta
+        self.intercept_ = b0 - self.covariate_mean_ @ beta
         self._n_features_out = T.shape[1]
         self._feature_positions = keep
         return X, T, D, C
@@ -423,4 +442,5 @@ class CovariateRegressor(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.allow_nan = True  # in features, not in covariates
         return tags
