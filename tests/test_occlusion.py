@@ -280,3 +280,31 @@ def test_construction_checks(check_name):
 
     est = OcclusionExplainer((np.eye(2), np.eye(2)), genetic_encoder=torch.nn.Linear(3, 2))
     getattr(estimator_checks, check_name)("OcclusionExplainer", est)
+
+
+def test_genotype_columns_must_match_the_encoder():
+    e_g = torch.nn.Linear(5, 3)
+    with pytest.raises(ValueError, match="does it expect 4 SNPs"):
+        OcclusionExplainer((np.eye(3), np.eye(3)), genetic_encoder=e_g).fit(genotypes=np.ones((4, 4)))
+    with pytest.raises(ValueError, match="select node 5"):
+        OcclusionExplainer((np.eye(6), np.eye(6)), genetic_encoder=e_g).fit(genotypes=np.ones((4, 5)))
+
+    class Stage2:
+        genetic_encoder_ = e_g
+        feature_names_in_ = np.array(["h0", "a", "b", "c", "d", "e"])
+        genetic_indices_ = np.arange(1, 6)
+
+    X = pd.DataFrame(np.ones((4, 5)), columns=list("abcdx"))
+    with pytest.raises(ValueError, match=r"genotype columns differ.*missing here: \['e'\]"):
+        OcclusionExplainer((np.eye(3), np.eye(3)), genetic_encoder=Stage2()).fit(genotypes=X)
+    ok = OcclusionExplainer((np.eye(3), np.eye(3)), genetic_encoder=Stage2()).fit(
+        genotypes=X.rename(columns={"x": "e"}))
+    assert list(ok.snp_contributions_.index) == list("abcde")
+
+
+def test_image_shape_the_cnn_cannot_take():
+    atlas = _atlas()
+    f_v = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(99, 2))
+    with pytest.raises(ValueError, match=r"failed on an image of shape \(12, 14, 12\)"):
+        OcclusionExplainer((np.eye(2), np.eye(2)), feature_extractor=f_v, image_encoder=torch.nn.Identity(),
+                           atlas=atlas).fit(_images(2))

@@ -139,6 +139,15 @@ def _image_grid_and_loader(images, affine):
     return shape, file_affine, load, len(items)
 
 
+def _expected_snp_names(encoder):
+    """SNP names a fitted ContrastiveSNPEncoder-like estimator was trained on, else None."""
+    names = getattr(encoder, "feature_names_in_", None)
+    idx = getattr(encoder, "genetic_indices_", None)
+    if names is None or idx is None:
+        return None
+    return [str(n) for n in np.asarray(names)[np.asarray(idx)]]
+
+
 def _check_genotypes(genotypes):
     if isinstance(genotypes, pd.DataFrame):
         names = [str(c) for c in genotypes.columns]
@@ -377,6 +386,15 @@ class OcclusionExplainer(BaseEstimator):
             if e_g is None:
                 raise ValueError("OcclusionExplainer: genotypes were given but genetic_encoder is None.")
             X, names = _check_genotypes(genotypes)
+            expected = _expected_snp_names(self.genetic_encoder)
+            if expected is not None and isinstance(genotypes, pd.DataFrame) and list(expected) != names:
+                missing = [s for s in expected if s not in set(names)]
+                raise ValueError(
+                    "OcclusionExplainer: the genotype columns differ from the SNPs the genetic "
+                    f"encoder was fitted on ({len(expected)} SNPs; missing here: {missing[:10]}"
+                    f"{' ...' if len(missing) > 10 else ''}). Pass the columns in the encoder's order: "
+                    "genotypes[list(names)]."
+                )
             contrib = self._occlude_snps(e_g, X)
             self.snp_contributions_ = pd.DataFrame(contrib, index=pd.Index(names, name="snp"), columns=cols)
 
@@ -466,6 +484,20 @@ class OcclusionExplainer(BaseEstimator):
         def forward(x):
             return e_v(f_v(x))[:, nodes].sum(dim=0)
 
+        with torch.no_grad():
+            probe = torch.as_tensor(load(0, 1), device=device).unsqueeze(1)
+            try:
+                z_probe = e_v(f_v(probe))
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"OcclusionExplainer: the feature extractor and image encoder failed on an image "
+                    f"of shape {tuple(shape)}: {exc}"
+                ) from exc
+            if z_probe.ndim != 2 or z_probe.shape[1] <= int(self.image_nodes_.max()):
+                raise ValueError(
+                    f"OcclusionExplainer: the image encoder outputs shape {tuple(z_probe.shape)}, but "
+                    f"the canonical weights select node {int(self.image_nodes_.max())}."
+                )
         ablator = FeatureAblation(forward)
         n_features = int(present.size)
         total = np.zeros((len(label_values), self.n_components_))
@@ -494,7 +526,19 @@ class OcclusionExplainer(BaseEstimator):
         self.n_snp_pairs_ = int(rows.size)
         total = torch.zeros((p, self.n_components_), dtype=torch.float64, device=device)
         with torch.no_grad():
-            z = torch.cat([e_g(Xt[s:s + 4096]) for s in range(0, n, 4096)])[:, nodes]
+            try:
+                z = torch.cat([e_g(Xt[s:s + 4096]) for s in range(0, n, 4096)])
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"OcclusionExplainer: the genetic encoder failed on genotypes of shape {X.shape} "
+                    f"(does it expect {p} SNPs?): {exc}"
+                ) from exc
+            if z.ndim != 2 or z.shape[1] <= int(self.genetic_nodes_.max()):
+                raise ValueError(
+                    f"OcclusionExplainer: the genetic encoder outputs shape {tuple(z.shape)}, but the "
+                    f"canonical weights select node {int(self.genetic_nodes_.max())}."
+                )
+            z = z[:, nodes]
             split = _split_first_linear(e_g, p)
             if split is not None:
                 clone, inj, W, bias = split
