@@ -117,6 +117,15 @@ def test_gain_adjusted_and_matched_separate_signal_from_age():
     assert s.loc["signal", "matched_mean"] > 0.65
     assert s.loc["signal", "matched_gain_mean"] > 0.1
     assert s.loc["signal", "matched_gain_p"] < 0.05
+    # a precomputed match_groups result or a list of IDs gives the same matched scores
+    from sklearn_cgni.evaluation import match_groups
+
+    m = match_groups(cov, y, random_state=0)
+    for given in (m, list(m.ids)):
+        again = evaluate_confounds(models, X, y, cov, cv=5, adjust=None, match=given, random_state=0)
+        np.testing.assert_allclose(again.summary.set_index("model")["matched_mean"], s["matched_mean"])
+    with pytest.raises(ValueError, match="not participants"):
+        evaluate_confounds(models, X, y, cov, cv=5, adjust=None, match=["nobody"])
     # refitting on matched participants only: fewer training rows, still a valid score
     res_m = evaluate_confounds(models, X, y, cov, cv=5, matched_training="matched", adjust=None, random_state=0)
     matched = res_m.scores.query("evaluation == 'matched'")

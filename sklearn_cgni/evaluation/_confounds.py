@@ -152,11 +152,11 @@ def _resolve_match(match, covariates, y, random_state):
         return None
     if match is True:
         match = {}
+    if isinstance(match, Bunch) and "ids" in match:  # a match_groups result (Bunch is a dict: test first)
+        return match
     if isinstance(match, dict):
         kwargs = {"random_state": random_state, **match}
         return match_groups(covariates, y, **kwargs)
-    if isinstance(match, Bunch) and "ids" in match:
-        return match
     return Bunch(ids=pd.Index(match), balance=None, counts=None)
 
 
