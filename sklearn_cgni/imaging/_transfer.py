@@ -119,7 +119,7 @@ random_state, verbose
                  global_pool=None, dropout=0.2, max_epochs=20, batch_size=25, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
-                 transform_batch_size=None, inference_backend="auto", random_state=None, verbose=0):
+                 transform_batch_size=4, inference_backend="auto", random_state=None, verbose=0):
         self.brain_age_model = brain_age_model
         self.n_transfer_blocks = n_transfer_blocks
         self.freeze_transferred = freeze_transferred
