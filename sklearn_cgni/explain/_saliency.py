@@ -31,7 +31,7 @@ __all__ = ["SaliencyExplainer"]
 _METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 
 
-def _score_module(model):
+def _score_module(model, input_space):
     """``(module, snp names)`` from a fitted BrainGenotypeScorer or a torch module."""
     import torch
 
@@ -40,7 +40,7 @@ def _score_module(model):
         return model.eval(), (None if names is None else [str(s) for s in names])
     if hasattr(model, "score_module"):
         check_is_fitted(model, "net_")
-        return model.score_module(), [str(s) for s in model.snp_names_]
+        return model.score_module(input_space=input_space), [str(s) for s in model.snp_names_]
     raise TypeError(
         "SaliencyExplainer: model must be a fitted BrainGenotypeScorer (anything with "
         "score_module()) or a torch.nn.Module mapping images to (batch, n_scores); got "
@@ -70,8 +70,15 @@ class SaliencyExplainer(BaseEstimator):
         Average the absolute attributions (magnitude maps). ``False`` averages signed
         attributions (for ``input_x_gradient`` / ``integrated_gradients``: positive where
         more gray matter raises the score).
+    input_space : {"standardized", "raw"}, default="standardized"
+        For a scorer that z-scores voxels (``standardize_voxels=True``): attribute with
+        respect to the standardised image the network sees (per SD of each voxel, deviations
+        from the training mean image; comparable across voxels whatever their variance), or
+        with respect to raw gray-matter values (gradients are then divided by each voxel's
+        SD, which favours low-variance voxels). No effect for other models.
     baseline : float, default=0.0
-        Baseline image value of integrated gradients.
+        Baseline image value of integrated gradients (in ``input_space``: with
+        ``"standardized"``, 0 is the training mean image).
     n_steps : int, default=32
         Integration steps of integrated gradients.
     batch_size : int, default=4
@@ -120,6 +127,7 @@ class SaliencyExplainer(BaseEstimator):
         "atlas": "no_validation",
         "atlas_labels": [str, os.PathLike, pd.DataFrame, None],
         "absolute": ["boolean"],
+        "input_space": [StrOptions({"standardized", "raw"})],
         "baseline": [Real],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -127,13 +135,14 @@ class SaliencyExplainer(BaseEstimator):
     }
 
     def __init__(self, model, *, method="saliency", snps=None, atlas=None, atlas_labels=None,
-                 absolute=True, baseline=0.0, n_steps=32, batch_size=4, top_k=5):
+                 absolute=True, input_space="standardized", baseline=0.0, n_steps=32, batch_size=4, top_k=5):
         self.model = model
         self.method = method
         self.snps = snps
         self.atlas = atlas
         self.atlas_labels = atlas_labels
         self.absolute = absolute
+        self.input_space = input_space
         self.baseline = baseline
         self.n_steps = n_steps
         self.batch_size = batch_size
@@ -200,7 +209,8 @@ class SaliencyExplainer(BaseEstimator):
         from ..imaging._dataset import ImageDataset, check_image_input, make_loader
         from ..imaging._idp import _region_index, atlas_on_grid
 
-        module, names = _score_module(self.model)
+        module, names = _score_module(self.model, self.input_space)
+        to_input = getattr(module, "to_model_input", None) or (lambda x: x)
         imgs, ids, kind = check_image_input(images, caller=type(self).__name__)
         dataset = ImageDataset(imgs, participant_ids=ids)
         first = dataset.load(0)
@@ -219,12 +229,14 @@ class SaliencyExplainer(BaseEstimator):
 
         device = next(module.parameters()).device
         with torch.no_grad():
-            n_out = module(torch.as_tensor(first[None, None], device=device)).shape[1]
+            n_out = module(to_input(torch.as_tensor(first[None, None], device=device))).shape[1]
         targets, self.score_names_ = self._targets(names, n_out)
         attribute = self._attributor(module)
         sums = np.zeros((len(targets), *shape), dtype=np.float64)
         for xb, _ in make_loader(dataset, self.batch_size):
-            xb = xb.to(device).requires_grad_(True)
+            with torch.no_grad():
+                xb = to_input(xb.to(device))
+            xb = xb.detach().requires_grad_(True)
             for k, t in enumerate(targets):
                 a = attribute(xb, t).detach()
                 if self.absolute:

@@ -53,11 +53,14 @@ def check_genotype_targets(G, participant_ids=None, *, task="classes", caller="e
         SNPs with no variation among their observed calls (all named).
     """
     if G is None:
-        raise ValueError(f"{caller}.fit needs the genotypes G (n_participants, n_snps).")
+        raise ValueError(f"{caller} requires y to be passed, but the target y is None: fit needs "
+                         f"the genotypes G (n_participants, n_snps) as y.")
     if isinstance(G, pd.Series):
         G = G.to_frame()
     if isinstance(G, pd.DataFrame):
         names = np.asarray([str(c) for c in G.columns], dtype=object)
+        if participant_ids is None or all(str(i).startswith("index ") for i in participant_ids):
+            participant_ids = [str(i) for i in G.index]
         try:
             values = G.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as exc:
@@ -83,7 +86,7 @@ def check_genotype_targets(G, participant_ids=None, *, task="classes", caller="e
             r, c = np.argwhere(bad)[0]
             raise ValueError(
                 f"{caller}(task='classes') needs genotype classes 0, 1 or 2 (NaN = missing); "
-                f"participant {ids[r]!r} has {values[r, c]!r} for SNP {names[c]!r} "
+                f"participant {ids[r]!r} has {float(values[r, c])!r} for SNP {names[c]!r} "
                 f"({int(bad.sum())} such value(s)). Use task='dosage' for imputed dosages."
             )
     empty = ~observed.any(axis=0)
@@ -129,27 +132,82 @@ class _MaskedMultiSNPLoss(torch.nn.Module):
         return (diff ** 2).sum() / mask.sum().clamp_min(1)
 
 
+class _StandardizedBrainCNN(BrainCNN):
+    """:class:`BrainCNN` whose input is first z-scored voxel by voxel with fixed buffers.
+
+    ``voxel_mean`` / ``voxel_scale`` (shape ``(1, 1, X, Y, Z)``) are computed on the training
+    images and saved with the weights, so ``features``, ``forward`` and gradients all take
+    raw gray-matter images.
+    """
+
+    def __init__(self, backbone, head, image_shape):
+        super().__init__(backbone, head)
+        self.register_buffer("voxel_mean", torch.zeros(1, 1, *image_shape))
+        self.register_buffer("voxel_scale", torch.ones(1, 1, *image_shape))
+
+    def features(self, x):
+        x = (self._as_5d(x) - self.voxel_mean) / self.voxel_scale
+        return self.backbone(x)
+
+
 class GenotypeScoreModule(torch.nn.Module):
     """``image -> (batch, n_snps)`` brain-genotype scores of a fitted multi-task CNN.
 
     The expected minor-allele count ``sum_k k * softmax(logits)_k`` per SNP in class mode, or
     the predicted dosage (on the dosage scale) in dosage mode. Differentiable, for captum.
+
+    ``input_space="standardized"`` (networks with voxel standardisation only): the module
+    takes voxel-wise z-scored images, as the network's first layer sees them; convert raw
+    images with :meth:`to_model_input`. Attributions are then per SD of each voxel, and a
+    zero baseline is the training mean image.
     """
 
-    def __init__(self, cnn, task, y_mean=None, y_scale=None):
+    def __init__(self, cnn, task, y_mean=None, y_scale=None, input_space="raw"):
         super().__init__()
         self.cnn = cnn
         self.task = task
+        self.standardized_input = input_space == "standardized" and hasattr(cnn, "voxel_mean")
         if task == "dosage":
             self.register_buffer("y_mean", torch.as_tensor(y_mean, dtype=torch.float32))
             self.register_buffer("y_scale", torch.as_tensor(y_scale, dtype=torch.float32))
         self.register_buffer("levels", torch.tensor([0.0, 1.0, 2.0]))
 
+    def to_model_input(self, x):
+        """Raw images ``(batch, [1,] X, Y, Z)`` -> this module's input space."""
+        x = self.cnn._as_5d(x)
+        if self.standardized_input:
+            return (x - self.cnn.voxel_mean) / self.cnn.voxel_scale
+        return x
+
     def forward(self, x):
-        out = self.cnn(x)
+        if self.standardized_input:
+            out = self.cnn.head(self.cnn.backbone(self.cnn._as_5d(x)))
+        else:
+            out = self.cnn(x)
         if self.task == "classes":
             return torch.softmax(out, dim=-1) @ self.levels
         return out * self.y_scale + self.y_mean
+
+
+def _voxel_stats(X, ids):
+    """Voxel-wise mean and SD over the images (one streamed pass, float64 sums)."""
+    from ._dataset import ImageDataset
+
+    images, ids, _ = check_image_input(X, caller="BrainGenotypeScorer")
+    dataset = ImageDataset(images, participant_ids=ids)
+    total = sq = None
+    for i in range(len(dataset)):
+        img = dataset.load(i).astype(np.float64)
+        if total is None:
+            total, sq = np.zeros_like(img), np.zeros_like(img)
+        total += img
+        sq += img * img
+    n = len(dataset)
+    mean = total / n
+    sd = np.sqrt(np.maximum(sq / n - mean ** 2, 0.0))
+    positive = sd[sd > 0]
+    floor = 0.1 * (np.median(positive) if positive.size else 1.0)
+    return mean.astype(np.float32), np.maximum(sd, floor).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- estimator
@@ -183,6 +241,12 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         Keep the copied blocks fixed (no gradient, BatchNorm statistics frozen).
     hidden : int or None, default=None
         Width of an optional shared hidden layer of the head (Linear + ReLU).
+    standardize_voxels : bool, default=True
+        z-score every voxel with the training images' voxel mean and SD (computed in one
+        streamed pass, stored as buffers of the network, so ``transform`` and saliency take
+        raw images). Genotype effects are small modulations of a shared anatomy; without
+        this the network mostly sees the template. Set False to feed raw images (e.g. to
+        keep a transferred brain-age first block on its own input scale).
     channels, padding, pool_blocks, global_pool : default=None
         Architecture (see :class:`BrainAgeCNNTransformer`). ``None`` takes it from
         ``weights``, else from ``brain_age_model``, else the paper's (32, 64, 128, 256, 256),
@@ -246,11 +310,12 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         "n_transfer_blocks": [Interval(Integral, 0, None, closed="left"), None],
         "freeze_transferred": ["boolean"],
         "hidden": [Interval(Integral, 1, None, closed="left"), None],
+        "standardize_voxels": ["boolean"],
     }
     _kind = "genotype_scores"
 
     def __init__(self, task="classes", *, brain_age_model=None, n_transfer_blocks=None,
-                 freeze_transferred=False, hidden=None, channels=None, padding=None,
+                 freeze_transferred=False, hidden=None, standardize_voxels=True, channels=None, padding=None,
                  pool_blocks=None, global_pool=None, dropout=0.2, max_epochs=20, batch_size=25,
                  lr=1e-3, weight_decay=0.0, validation_fraction=0.1, callbacks=None,
                  num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
@@ -260,6 +325,7 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.n_transfer_blocks = n_transfer_blocks
         self.freeze_transferred = freeze_transferred
         self.hidden = hidden
+        self.standardize_voxels = standardize_voxels
         self.channels = channels
         self.padding = padding
         self.pool_blocks = pool_blocks
@@ -291,6 +357,8 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         head = MultiOutputHead(backbone.n_features(image_shape), self.n_snps_,
                                n_classes=self._n_classes(), hidden=self.hidden,
                                dropout=self.dropout)
+        if self.standardize_voxels:
+            return _StandardizedBrainCNN(backbone, head, image_shape)
         return BrainCNN(backbone, head)
 
     def _extra_state(self):
@@ -345,14 +413,14 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, G=None):
+    def fit(self, X, y=None):
         """Train the multi-task CNN on images and genotypes.
 
         Parameters
         ----------
         X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
-        G : DataFrame or array-like of shape (n, n_snps)
-            Genotypes (0/1/2 for ``task="classes"``, dosages for ``task="dosage"``); NaN =
+        y : DataFrame or array-like of shape (n, n_snps)
+            Genotypes G (0/1/2 for ``task="classes"``, dosages for ``task="dosage"``); NaN =
             missing call, masked out of the loss. SNPs with no variation raise an error.
             Ignored when ``frozen=True``.
 
@@ -364,6 +432,7 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
             return self._fit(X, None, target_dtype=torch.float32, criterion=None,
                              stratify=False)
         _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        G = y
         values, names = check_genotype_targets(G, ids, task=self.task, caller=type(self).__name__)
         if values.shape[0] != len(ids):
             raise ValueError(f"Got {len(ids)} images but genotypes for {values.shape[0]} participants.")
@@ -399,6 +468,10 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.n_transferred_blocks_ = 0
 
         def prepare(module, arch):
+            if self.standardize_voxels:
+                mean, scale = _voxel_stats(X, ids)
+                module.voxel_mean.copy_(torch.as_tensor(mean)[None, None])
+                module.voxel_scale.copy_(torch.as_tensor(scale)[None, None])
             if source is None:
                 if self.freeze_transferred:
                     raise ValueError("freeze_transferred=True needs a brain_age_model.")
@@ -422,14 +495,18 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
                          source_name=source[2] if source else None, prepare_module=prepare)
 
     # ------------------------------------------------------------------ inference
-    def score_module(self):
+    def score_module(self, input_space="raw"):
         """The fitted network as a torch module ``image -> (batch, n_snps_)`` scores (eval mode).
 
         Shares parameters with :attr:`module_`; used by
-        :class:`~sklearn_cgni.explain.SaliencyExplainer`.
+        :class:`~sklearn_cgni.explain.SaliencyExplainer`. ``input_space="standardized"``:
+        the module takes voxel-wise z-scored images (see :class:`GenotypeScoreModule`).
         """
         check_is_fitted(self, "net_")
-        mod = GenotypeScoreModule(self.module_, self.task, self.y_mean_, self.y_scale_)
+        if input_space not in ("raw", "standardized"):
+            raise ValueError(f"input_space must be 'raw' or 'standardized'; got {input_space!r}.")
+        mod = GenotypeScoreModule(self.module_, self.task, self.y_mean_, self.y_scale_,
+                                  input_space=input_space)
         return mod.to(self.device_).eval()
 
     def _snp_index(self, snps):

@@ -225,6 +225,8 @@ class IDPGenotypeScorer(TransformerMixin, BaseEstimator):
     snp_names_ : ndarray of str
     n_snps_ : int
     estimators_ : list of fitted Ridge or LogisticRegression, one per SNP
+    n_iter_ : int
+        Most solver iterations over the per-SNP logistic regressions (1 for ridge).
     n_features_in_ : int
 
     Examples
@@ -253,27 +255,28 @@ class IDPGenotypeScorer(TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, G):
+    def fit(self, X, y):
         """Fit one model per SNP on the participants with an observed call.
 
         Parameters
         ----------
         X : array-like of shape (n, n_features)
             IDPs (e.g. :class:`RegionalMeans` output, standardised).
-        G : DataFrame or array-like of shape (n, n_snps) or (n,)
-            Genotypes; NaN = missing call. SNPs with no variation raise an error.
+        y : DataFrame or array-like of shape (n, n_snps) or (n,)
+            Genotypes G; NaN = missing call. SNPs with no variation raise an error.
 
         Returns
         -------
         self
         """
         X = validate_data(self, X, dtype=np.float64)
-        values, names = check_genotype_targets(G, None, task=self.task, caller=type(self).__name__)
+        values, names = check_genotype_targets(y, None, task=self.task, caller=type(self).__name__)
         if values.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but G has {values.shape[0]}.")
         self.snp_names_ = names
         self.n_snps_ = len(names)
         self.estimators_ = []
+        n_iter = [1]
         for j in range(self.n_snps_):
             ok = ~np.isnan(values[:, j])
             if self.task == "dosage":
@@ -282,7 +285,9 @@ class IDPGenotypeScorer(TransformerMixin, BaseEstimator):
             else:
                 est = LogisticRegression(C=self.C, max_iter=self.max_iter)
                 est.fit(X[ok], values[ok, j].astype(int))
+                n_iter.append(int(np.max(est.n_iter_)))
             self.estimators_.append(est)
+        self.n_iter_ = max(n_iter)
         return self
 
     def transform(self, X):

@@ -1,0 +1,89 @@
+"""association_table: OLS of cognition on scores with covariates, corrections, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from statsmodels.stats.multitest import multipletests
+
+from sklearn_cgni.explain import association_table
+
+
+@pytest.fixture
+def cohort():
+    rng = np.random.default_rng(0)
+    n = 300
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    ph = pd.DataFrame({"age": rng.uniform(40, 75, n), "sex": rng.integers(0, 2, n),
+                       "site": rng.choice(["A", "B", "C"], n)}, index=ids)
+    scores = pd.DataFrame(rng.normal(size=(n, 3)), index=ids, columns=["rs_causal", "rs_null1", "rs_null2"])
+    ph["fluid_intelligence"] = 0.4 * scores["rs_causal"] - 0.03 * ph["age"] + rng.normal(size=n)
+    ph["digit_span"] = np.round(7 + 0.5 * scores["rs_causal"] + rng.normal(size=n))
+    return scores, ph
+
+
+def test_matches_statsmodels_and_corrections(cohort):
+    scores, ph = cohort
+    tab = association_table(scores, ph, ["fluid_intelligence", "digit_span"],
+                            covariates=["age", "sex", "site"])
+    assert list(tab.columns) == ["score", "measure", "n", "n_missing", "beta", "se", "t", "p",
+                                 "p_bonferroni", "p_fdr", "significant_bonferroni",
+                                 "significant_fdr"]
+    assert len(tab) == 6 and (tab["n"] == 300).all() and (tab["n_missing"] == 0).all()
+    # reference fit for one row, by hand
+    z = lambda v: (v - v.mean()) / v.std()  # noqa: E731
+    design = pd.concat([z(scores["rs_causal"]), ph[["age", "sex"]],
+                        pd.get_dummies(ph["site"], drop_first=True, dtype=float)], axis=1)
+    ref = sm.OLS(z(ph["fluid_intelligence"]).to_numpy(), sm.add_constant(design.to_numpy())).fit()
+    row = tab.query("score == 'rs_causal' and measure == 'fluid_intelligence'").iloc[0]
+    assert row["beta"] == pytest.approx(ref.params[1]) and row["se"] == pytest.approx(ref.bse[1])
+    assert row["p"] == pytest.approx(ref.pvalues[1])
+    np.testing.assert_allclose(tab["p_bonferroni"], np.minimum(tab["p"] * 6, 1))
+    np.testing.assert_allclose(tab["p_fdr"], multipletests(tab["p"], method="fdr_bh")[1])
+    sig = tab.set_index(["score", "measure"])["significant_bonferroni"]
+    assert sig[("rs_causal", "fluid_intelligence")] and sig[("rs_causal", "digit_span")]
+    assert not sig[("rs_null1", "fluid_intelligence")] and not sig[("rs_null2", "digit_span")]
+
+
+def test_missing_measure_dropped_per_test_and_counted(cohort):
+    scores, ph = cohort
+    ph = ph.copy()
+    ph.iloc[:7, ph.columns.get_loc("digit_span")] = np.nan
+    with pytest.warns(UserWarning, match=r"'digit_span' is missing for 7 participant\(s\).*n=293"):
+        tab = association_table(scores, ph, ["fluid_intelligence", "digit_span"])
+    by = tab.set_index("measure")
+    assert (by.loc["digit_span", "n"] == 293).all() and (by.loc["digit_span", "n_missing"] == 7).all()
+    assert (by.loc["fluid_intelligence", "n"] == 300).all()
+
+
+def test_covariate_with_nan_names_column_and_participants(cohort):
+    scores, ph = cohort
+    ph = ph.copy()
+    ph.loc[["sub-004", "sub-010"], "age"] = np.nan
+    with pytest.raises(ValueError, match=r"covariate 'age' is missing.*2 participant.*sub-004.*sub-010"):
+        association_table(scores, ph, ["fluid_intelligence"])
+
+
+def test_score_without_variation_warns_and_gets_nan(cohort):
+    scores, ph = cohort
+    scores = scores.assign(rs_flat=1.0)
+    with pytest.warns(UserWarning, match=r"no variation.*rs_flat"):
+        tab = association_table(scores, ph, ["fluid_intelligence"])
+    row = tab.set_index("score").loc["rs_flat"]
+    assert np.isnan(row["p"]) and np.isnan(row["p_bonferroni"]) and not row["significant_bonferroni"]
+    # corrections count only the 3 testable scores
+    np.testing.assert_allclose(tab["p_bonferroni"].dropna(), np.minimum(tab["p"].dropna() * 3, 1))
+
+
+def test_alignment_and_column_errors(cohort):
+    scores, ph = cohort
+    shuffled = ph.sample(frac=1, random_state=0)
+    a = association_table(scores, ph, ["fluid_intelligence"])
+    b = association_table(scores, shuffled, ["fluid_intelligence"])
+    np.testing.assert_allclose(a["p"], b["p"])          # matched by participant ID
+    with pytest.raises(ValueError, match=r"\['memory'\] not in phenotypes"):
+        association_table(scores, ph, ["memory"])
+    with pytest.raises(ValueError, match="rows of scores"):
+        association_table(scores.iloc[:10], ph, ["fluid_intelligence"])
+    with pytest.raises(ValueError, match="NaN"):
+        association_table(scores.assign(rs_null1=np.nan), ph, ["fluid_intelligence"])

@@ -1,0 +1,195 @@
+"""BrainGenotypeScorer: multi-task CNN on images -> SNPs, masking, cross-fitting, bad input."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+
+from sklearn_cgni.imaging import BrainAgeCNNTransformer, BrainGenotypeScorer, cross_fit_scores
+from sklearn_cgni.imaging._genotype_scorer import _MaskedMultiSNPLoss, per_snp_correlation
+
+SHAPE = (12, 14, 12)
+TINY = dict(channels=(4, 8), padding=1, pool_blocks=2, device="cpu", validation_fraction=0)
+
+
+def _data(n=48, n_snps=4, seed=0):
+    """SNP 0 adds gray matter to one corner block (a planted, learnable effect)."""
+    rng = np.random.default_rng(seed)
+    G = rng.integers(0, 3, size=(n, n_snps)).astype(float)
+    G[:, 0] = np.repeat([0.0, 1.0, 2.0], n // 3 + 1)[:n]
+    rng.shuffle(G[:, 0])
+    X = rng.normal(0.0, 0.3, size=(n, *SHAPE)).astype(np.float32)
+    X[:, 1:6, 1:6, 1:6] += G[:, 0, None, None, None]
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    return X, pd.DataFrame(G, index=ids, columns=[f"rs{j}" for j in range(n_snps)])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _data()
+
+
+@pytest.mark.parametrize("task", ["classes", "dosage"])
+def test_learns_planted_snp_and_shapes(data, task):
+    X, G = data
+    s = BrainGenotypeScorer(task, **TINY, max_epochs=15, lr=3e-3, random_state=0).fit(X[:36], G[:36])
+    scores = s.transform(X[36:])
+    assert scores.shape == (12, 4)
+    assert list(s.get_feature_names_out()) == list(G.columns)
+    r = per_snp_correlation(scores, G.to_numpy()[36:])
+    assert r[0] > 0.8, r           # the planted SNP is predicted on held-out images
+    if task == "classes":
+        proba = s.predict_proba(X[36:])
+        assert proba.shape == (12, 4, 3)
+        np.testing.assert_allclose(proba.sum(-1), 1, atol=1e-5)
+        np.testing.assert_allclose(scores, proba @ [0, 1, 2], atol=1e-6)
+        assert set(np.unique(s.predict(X[36:]))) <= {0.0, 1.0, 2.0}
+    else:
+        with pytest.raises(AttributeError, match="task='classes'"):
+            s.predict_proba(X[:2])
+
+
+def test_missing_calls_are_masked_out_of_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 3)
+    y = torch.randint(0, 3, (5, 3))
+    y_missing = y.clone()
+    y_missing[0, 1] = -100
+    keep = torch.ones(5, 3, dtype=bool)
+    keep[0, 1] = False
+    expected = torch.nn.functional.cross_entropy(logits[keep], y[keep])
+    assert torch.allclose(_MaskedMultiSNPLoss("classes")(logits, y_missing), expected)
+    pred, target = torch.randn(5, 3), torch.randn(5, 3)
+    target_nan = target.clone()
+    target_nan[2, 0] = float("nan")
+    keep = ~torch.isnan(target_nan)
+    got = _MaskedMultiSNPLoss("dosage")(pred, target_nan)
+    assert torch.allclose(got, ((pred - target)[keep] ** 2).mean())
+
+
+def test_fit_with_nan_calls_and_counts_them(data):
+    X, G = data
+    G = G.copy()
+    G.iloc[:5, 1] = np.nan
+    s = BrainGenotypeScorer(**TINY, max_epochs=1, random_state=0).fit(X, G)
+    assert s.n_missing_ == 5
+    assert s.class_counts_[1].sum() == len(G) - 5
+    assert np.isfinite(s.net_.history[-1, "train_loss"])
+
+
+def test_dosage_mode_accepts_imputed_dosages_classes_mode_refuses(data):
+    X, G = data
+    Gd = G.copy()
+    Gd.iloc[0, 2] = 0.37
+    BrainGenotypeScorer("dosage", **TINY, max_epochs=1, random_state=0).fit(X, Gd)
+    with pytest.raises(ValueError, match=r"sub-000.*0.37.*rs2.*task='dosage'"):
+        BrainGenotypeScorer("classes", **TINY, max_epochs=1).fit(X, Gd)
+
+
+def test_snp_without_variation_is_an_error_naming_it(data):
+    X, G = data
+    G = G.copy()
+    G["rs_flat"] = 1.0
+    G.iloc[3, -1] = np.nan                      # monomorphic among observed calls
+    with pytest.raises(ValueError, match=r"no variation.*rs_flat"):
+        BrainGenotypeScorer(**TINY, max_epochs=1).fit(X, G)
+    G2 = G.drop(columns="rs_flat")
+    G2["rs_empty"] = np.nan
+    with pytest.raises(ValueError, match=r"no observed call.*rs_empty"):
+        BrainGenotypeScorer(**TINY, max_epochs=1).fit(X, G2)
+
+
+def test_more_snps_than_the_head_was_fitted_for(data, tmp_path):
+    X, G = data
+    s = BrainGenotypeScorer(**TINY, max_epochs=1, random_state=0).fit(X, G)
+    assert s.transform(X[:3], snps=["rs2", "rs0"]).shape == (3, 2)
+    np.testing.assert_allclose(s.transform(X[:3], snps=[2]), s.transform(X[:3])[:, [2]])
+    with pytest.raises(ValueError, match=r"not among the 4 SNPs the head was fitted for.*rs9"):
+        s.transform(X[:3], snps=["rs0", "rs9"])
+    with pytest.raises(ValueError, match="fitted for 4 SNPs"):
+        s.transform(X[:3], snps=[7])
+    path = s.save_weights(tmp_path / "scorer.pt")
+    G_more = G.assign(rs4=G["rs1"], rs5=G["rs2"])
+    with pytest.raises(ValueError, match=r"head for 4 SNPs but G has 6"):
+        BrainGenotypeScorer(**TINY, weights=path, max_epochs=1).fit(X, G_more)
+    # frozen reload gives identical scores
+    frozen = BrainGenotypeScorer(weights=path, frozen=True, device="cpu").fit(X[:3])
+    np.testing.assert_allclose(frozen.transform(X[:3]), s.transform(X[:3]), atol=1e-6)
+    assert list(frozen.snp_names_) == list(G.columns)
+
+
+def test_bad_shapes_and_lengths(data):
+    X, G = data
+    with pytest.raises(ValueError, match="48 images but genotypes for 47"):
+        BrainGenotypeScorer(**TINY, max_epochs=1).fit(X, G.iloc[:47])
+    with pytest.raises(ValueError, match="genotypes G"):
+        BrainGenotypeScorer(**TINY, max_epochs=1).fit(X, None)
+    s = BrainGenotypeScorer(**TINY, max_epochs=1, random_state=0).fit(X, G)
+    with pytest.raises(ValueError, match="shape"):
+        s.transform(np.zeros((2, 10, 10, 10), np.float32))
+
+
+def test_initialised_from_brain_age_model(data, tmp_path):
+    X, G = data
+    age = np.random.default_rng(1).uniform(45, 80, len(X))
+    src = BrainAgeCNNTransformer(**TINY, max_epochs=1, random_state=0).fit(X, age)
+    s = BrainGenotypeScorer(brain_age_model=FrozenEstimator(src), freeze_transferred=True,
+                            max_epochs=1, device="cpu", validation_fraction=0,
+                            random_state=0).fit(X, G)
+    assert s.n_transferred_blocks_ == 2 and s.arch_["channels"] == (4, 8)
+    for k, v in src.module_.backbone.state_dict().items():
+        torch.testing.assert_close(s.module_.backbone.state_dict()[k], v)
+    # path source, one block; clone of a plain fitted model raises a clear error
+    path = src.save_weights(tmp_path / "age.pt")
+    s1 = BrainGenotypeScorer(brain_age_model=path, n_transfer_blocks=1, max_epochs=1,
+                             device="cpu", validation_fraction=0).fit(X, G)
+    assert s1.n_transferred_blocks_ == 1
+    with pytest.raises(ValueError, match="not fitted"):
+        clone(BrainGenotypeScorer(brain_age_model=src, max_epochs=1)).fit(X, G)
+
+
+def test_cross_fit_scores_are_held_out(data):
+    X, G = data
+    est = BrainGenotypeScorer("dosage", **TINY, max_epochs=8, lr=3e-3, random_state=0)
+    scores, models = cross_fit_scores(est, X, G, cv=3, return_estimators=True)
+    assert scores.shape == G.shape and list(scores.index) == list(G.index)
+    assert not scores.isna().any().any()
+    r = per_snp_correlation(scores.to_numpy(), G.to_numpy())
+    assert r[0] > 0.7, r
+    # each participant's score equals its own fold's model on it, not a model trained on it
+    from sklearn.model_selection import KFold
+
+    folds = list(KFold(3, shuffle=True, random_state=0).split(X))
+    train0, test0 = folds[0]
+    np.testing.assert_allclose(scores.to_numpy()[test0], models[0].transform(X[test0]), atol=1e-5)
+    with pytest.raises(ValueError, match="exactly once"):
+        from sklearn.model_selection import ShuffleSplit
+
+        cross_fit_scores(est, X, G, cv=ShuffleSplit(2, test_size=0.2, random_state=0))
+
+
+def test_paths_input(data, tmp_path):
+    X, G = data
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"{G.index[i]}.nii.gz"
+        nib.save(nib.Nifti1Image(X[i], np.eye(4)), p)
+        paths.append(str(p))
+    series = pd.Series(paths, index=G.index[:12])
+    s = BrainGenotypeScorer(**TINY, max_epochs=1, random_state=0).fit(series, G.iloc[:12])
+    np.testing.assert_allclose(s.transform(series), s.transform(X[:12]), atol=1e-5)
+
+
+@pytest.mark.parametrize("check", [check_no_attributes_set_in_init, check_get_params_invariance,
+                                   check_set_params, check_parameters_default_constructible])
+def test_construction_checks(check):
+    check("BrainGenotypeScorer", BrainGenotypeScorer())
