@@ -193,3 +193,12 @@ def test_paths_input(data, tmp_path):
                                    check_set_params, check_parameters_default_constructible])
 def test_construction_checks(check):
     check("BrainGenotypeScorer", BrainGenotypeScorer())
+
+
+def test_cross_fit_refuses_snp_monomorphic_in_a_training_fold(data):
+    X, G = data
+    G = G.copy()
+    G["rs_rare"] = 0.0
+    G.iloc[0, -1] = 1.0                          # one carrier: flat in the folds without it
+    with pytest.raises(ValueError, match=r"rs_rare.*no variation in the training participants of fold"):
+        cross_fit_scores(BrainGenotypeScorer(**TINY, max_epochs=1), X, G, cv=3)

@@ -669,6 +669,16 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_es
             f"cross_fit_scores: the cv test folds must cover every participant exactly once; "
             f"{int((seen == 0).sum())} never and {int((seen > 1).sum())} several times "
             f"(use KFold/GroupKFold-like splitters, not ShuffleSplit).")
+    for k, (train, _) in enumerate(folds):   # fail before training anything
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            span = np.nanmax(values[train], axis=0) - np.nanmin(values[train], axis=0)
+        flat = ~(span > 0)
+        if flat.any():
+            raise ValueError(
+                f"cross_fit_scores: SNP(s) {list(names[flat][:10])} have no variation in the "
+                f"training participants of fold {k + 1} (rare variants). Raise the MAF "
+                f"threshold (SNPQualityFilter(min_maf=...)) or use fewer folds.")
     G_rows = G if isinstance(G, pd.DataFrame) else values
     out = None
     estimators = []
