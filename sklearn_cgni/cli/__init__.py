@@ -1,0 +1,49 @@
+"""The ``sklearn-cgni`` command line: ``simulate``, ``run`` (the whole method, resumable) and ``report``.
+
+Python access to the same machinery:
+
+``main(argv)``
+    The console entry point (``python -m sklearn_cgni.cli``).
+``load_config(path, preset=..., overrides=...)``
+    The checked configuration (defaults in ``default_config.toml``).
+``run_pipeline(output, config, inputs)``, ``resolve_inputs(...)``
+    The stage runner.
+``paper_splits``, ``paper_models``, ``combo_params``, ``summarise_scores``, ``table_markdown``
+    The paper's protocol for Tables 1-2 (also used by ``benchmarks/bench_table1.py``).
+"""
+
+from ._config import ConfigError, load_config
+from ._main import main
+from ._protocol import (
+    COMBOS,
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    TERM_WEIGHTS,
+    combo_params,
+    paper_models,
+    paper_splits,
+    summarise_scores,
+    table_markdown,
+)
+from ._run import InputError, Inputs, resolve_inputs, run_pipeline
+from ._stages import OutputFolderError
+
+__all__ = [
+    "COMBOS",
+    "ConfigError",
+    "InputError",
+    "Inputs",
+    "OutputFolderError",
+    "PAPER_TABLE1",
+    "PAPER_TABLE2",
+    "TERM_WEIGHTS",
+    "combo_params",
+    "load_config",
+    "main",
+    "paper_models",
+    "paper_splits",
+    "resolve_inputs",
+    "run_pipeline",
+    "summarise_scores",
+    "table_markdown",
+]

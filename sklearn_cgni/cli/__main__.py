@@ -1,0 +1,7 @@
+"""``python -m sklearn_cgni.cli``: the same as the ``sklearn-cgni`` command."""
+
+import sys
+
+from ._main import main
+
+sys.exit(main())

@@ -1,0 +1,243 @@
+"""Configuration of ``sklearn-cgni run``: TOML files, presets and overrides, strictly checked.
+
+The shipped ``default_config.toml`` lists every key with the reference paper's value; it is
+the schema. A user file, a preset (``preset_<name>.toml`` next to this module) and
+``--set section.key=value`` overrides are merged on top of it in that order:
+``defaults < preset < user file < --set / named flags``. A key that is not in the defaults
+is refused with the nearest valid key (``difflib``); a value whose type differs from the
+default's is refused naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "PRESETS",
+    "EXECUTION_KEYS",
+    "config_fingerprint",
+    "default_config",
+    "dotted_keys",
+    "load_config",
+    "parse_override",
+]
+
+_HERE = Path(__file__).parent
+DEFAULT_CONFIG = _HERE / "default_config.toml"
+PRESETS = ("paper", "cpu")
+# keys that choose *how* to compute, not *what*: changing them never invalidates outputs
+EXECUTION_KEYS = frozenset({"run.device", "run.threads"})
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used (unknown key, wrong type...)."""
+
+
+def _read_toml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} does not exist.")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}") from exc
+
+
+def default_config():
+    """The shipped defaults (the paper's values) as a nested dict."""
+    return _read_toml(DEFAULT_CONFIG)
+
+
+def dotted_keys(config):
+    """``["run.seed", "run.device", ...]`` for a nested config."""
+    return [f"{section}.{key}" for section, values in config.items() for key in values]
+
+
+def _nearest(name, candidates):
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    if not match:  # compare the last part alone (a key put in the wrong section)
+        tail = name.rsplit(".", 1)[-1]
+        tails = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        close = difflib.get_close_matches(tail, list(tails), n=1, cutoff=0.6)
+        match = [tails[close[0]]] if close else []
+    return match[0] if match else None
+
+
+def _unknown(name, candidates, source):
+    near = _nearest(name, candidates)
+    hint = f"; did you mean {near!r}?" if near else f". Valid keys: {', '.join(candidates)}"
+    return ConfigError(f"Unknown config key {name!r} in {source}{hint}")
+
+
+def _check_value(key, value, default, source):
+    """The value's type must be the default's (int accepted for float, lists element-wise)."""
+
+    def kind(v):
+        if isinstance(v, bool):
+            return "bool"
+        if isinstance(v, (int, float)):
+            return "number"
+        if isinstance(v, str):
+            return "str"
+        if isinstance(v, list):
+            return "list"
+        return type(v).__name__
+
+    if kind(value) != kind(default):
+        raise ConfigError(
+            f"Config key {key!r} in {source} must be a {kind(default)} like the default "
+            f"{default!r}; got {value!r}."
+        )
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"Config key {key!r} in {source} must be an integer; got {value!r}.")
+        value = int(value)
+    if isinstance(default, list) and default and value:
+        items = []
+        for item in value:
+            if kind(item) != kind(default[0]):
+                raise ConfigError(
+                    f"Config key {key!r} in {source} must be a list of {kind(default[0])}s like the "
+                    f"default {default!r}; got {value!r}."
+                )
+            items.append(_check_value(key, item, default[0], source))
+        value = items
+    return value
+
+
+def merge(base, overlay, source):
+    """Copy of ``base`` with ``overlay`` applied; unknown sections/keys raise ConfigError."""
+    out = copy.deepcopy(base)
+    candidates = dotted_keys(base)
+    for section, values in overlay.items():
+        if section not in base:
+            raise _unknown(section if not isinstance(values, dict) else
+                           f"{section}.{next(iter(values), '')}".rstrip("."), candidates, source)
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section!r} in {source} must be a [section] of keys; got {values!r}.")
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if key not in base[section]:
+                raise _unknown(name, candidates, source)
+            out[section][key] = _check_value(name, value, base[section][key], source)
+    return out
+
+
+def parse_override(text):
+    """``"section.key=value"`` -> ``{"section": {"key": value}}``; the value is read as TOML
+    (``5``, ``0.7``, ``true``, ``[1, 2]``, ``"cpu"``), or taken as a bare string."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value; got {text!r}.")
+    name, raw = (part.strip() for part in text.split("=", 1))
+    if "." not in name:
+        raise ConfigError(f"--set expects section.key=value (e.g. contrastive.max_epochs=20); got {text!r}.")
+    section, key = name.split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return {section: {key: value}}
+
+
+def load_config(path=None, *, preset="paper", overrides=()):
+    """Merge defaults, a preset, a user TOML file and overrides into a checked config.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        User TOML file (only the keys to change).
+    preset : {"paper", "cpu"}, default="paper"
+        ``"paper"``: the defaults as they are; ``"cpu"``: overlay ``preset_cpu.toml``.
+    overrides : sequence of str or dict
+        ``"section.key=value"`` strings or nested dicts, applied last, in order.
+
+    Returns
+    -------
+    config : dict
+        Nested dict with every key of the defaults.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"Unknown preset {preset!r}; choose one of {list(PRESETS)}.")
+    config = default_config()
+    if preset != "paper":
+        config = merge(config, _read_toml(_HERE / f"preset_{preset}.toml"), f"preset {preset!r}")
+    if path is not None:
+        config = merge(config, _read_toml(path), repr(str(path)))
+    for item in overrides:
+        item = parse_override(item) if isinstance(item, str) else item
+        config = merge(config, item, "the command-line overrides")
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config):
+    p = config["protocol"]
+    if not 0 < p["holdout"] < 1:
+        raise ConfigError(f"protocol.holdout must be in (0, 1); got {p['holdout']!r}.")
+    if p["folds"] < 2:
+        raise ConfigError(f"protocol.folds must be at least 2; got {p['folds']!r}.")
+    if p["class_weight"] not in ("balanced", "none"):
+        raise ConfigError(f"protocol.class_weight must be 'balanced' or 'none'; got {p['class_weight']!r}.")
+    if config["stage1"]["global_pool"] not in ("none", "avg", "max"):
+        raise ConfigError(f"stage1.global_pool must be 'none', 'avg' or 'max'; got {config['stage1']['global_pool']!r}.")
+    if len(config["cohort"]["shape"]) != 3:
+        raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
+    if config["scores"]["task"] not in ("classes", "dosage"):
+        raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {config['scores']['task']!r}.")
+    known = {"CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM", "Sparse Genetic NN"}
+    for name in config["confounds"]["models"]:
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=1)
+            raise ConfigError(f"confounds.models: unknown model {name!r}"
+                              + (f"; did you mean {near[0]!r}?" if near else f"; choose from {sorted(known)}."))
+
+
+def config_slice(config, *sections, exclude=EXECUTION_KEYS):
+    """The given sections without the execution-only keys (what a stage's outputs depend on)."""
+    return {s: {k: v for k, v in config[s].items() if f"{s}.{k}" not in exclude} for s in sections}
+
+
+def config_fingerprint(obj):
+    """A short, stable hash of any JSON-able object."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def diff_configs(old, new):
+    """``["contrastive.max_epochs: 50 -> 20", ...]`` (execution keys left out)."""
+    out = []
+    for key in sorted(set(dotted_keys(old)) | set(dotted_keys(new))):
+        if key in EXECUTION_KEYS:
+            continue
+        s, k = key.split(".", 1)
+        a, b = old.get(s, {}).get(k, "<absent>"), new.get(s, {}).get(k, "<absent>")
+        if a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def to_toml(config):
+    """Write a nested config back as TOML text (for the output folder's ``config.toml``)."""
+
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {fmt(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""The ``sklearn-cgni`` command: ``simulate``, ``run`` and ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("sklearn_cgni.cli")
+
+_DESCRIPTION = """\
+sklearn-cgni: imaging genetics from cohort files to a report, in one command.
+
+  sklearn-cgni run                         the whole method on the embedded default cohort
+                                           (simulated on the fly, reduced size on a CPU)
+  sklearn-cgni run --cohort DIR            on a folder laid out like `simulate` writes it
+  sklearn-cgni run --images DIR --genotypes PREFIX --phenotypes FILE.csv
+                                           on your own files
+  sklearn-cgni simulate DIR                write a simulated cohort with known ground truth
+  sklearn-cgni report OUTPUT               rebuild report.html from a finished run
+
+`sklearn-cgni run --help` lists the inputs, the configuration and the output folder.
+"""
+
+_RUN_DESCRIPTION = """\
+Run the whole CGNI method on a cohort and write a report:
+
+  quality control -> stage 1 (3D CNN: brain age, then working memory) -> stage 2 (contrastive
+  SNP encoder) -> stage 3 (classifier) and the paper's baselines (Tables 1-2) -> sparse CCA
+  (Table 3) -> occlusion of atlas regions and SNPs (Fig. 3) -> genes and enrichment (Tables 4-5)
+  -> brain-genotype scores and their associations with cognition -> confound table (age, sex).
+
+Inputs (pick one):
+  nothing                  the embedded default cohort, simulated into OUTPUT/cohort
+  --cohort DIR             a folder with images/, genotypes.bed (or .csv), phenotypes.csv and
+                           optionally snp_info.csv, snp_genes.csv, gene_sets.gmt, atlas.nii.gz +
+                           atlas_labels.csv, ground_truth.json (what `sklearn-cgni simulate` writes)
+  --images --genotypes --phenotypes  (+ optional --snp-info --snp-genes --gene-sets --atlas)
+
+Images: one gray-matter NIfTI per participant named <participant_id>.nii.gz, or a CSV with
+columns participant_id,image. Genotypes: PLINK prefix (.bed/.bim/.fam) or a CSV with a
+participant_id column and one 0/1/2 column per SNP. Phenotypes: a CSV with participant_id,
+digit_span (backward digit span: low group 2-5, high 9-12), age and sex.
+
+Configuration: every hyperparameter has a default (the paper's, in default_config.toml; print it
+with --print-config). --preset cpu (the default without a GPU) uses a small CNN, few epochs and
+a small embedded cohort; --preset paper uses the paper's settings. --config FILE changes any key,
+--set section.key=value and the named flags change one key; later wins. Unknown keys are refused.
+
+Output folder (--output, default ./cgni_output):
+  report.html   the report, self-contained (open it in a browser)
+  results.json  every table and the run's metadata, machine-readable
+  tables/       each table as CSV and markdown      figures/  PNG figures
+  stages/       each stage's outputs with a fingerprint of what it depended on
+  run.json, config.toml, run.log
+
+Re-running the same command resumes: finished stages whose configuration and inputs are
+unchanged are skipped, an interrupted stage is recomputed. A folder holding another
+configuration's run is refused unless --force (then still-valid stages are reused and the
+others recomputed); a non-empty folder that is not an sklearn-cgni output is refused too.
+"""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="sklearn-cgni", description=_DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="{run,simulate,report}")
+
+    r = sub.add_parser("run", help="the whole method on a cohort, with a report", description=_RUN_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = r.add_argument_group("inputs (none: the embedded default cohort)")
+    g.add_argument("--cohort", metavar="DIR", help="a cohort folder (layout of `sklearn-cgni simulate`)")
+    g.add_argument("--images", metavar="DIR|CSV", help="folder of <participant_id>.nii[.gz], or CSV participant_id,image")
+    g.add_argument("--genotypes", metavar="PREFIX|CSV", help="PLINK prefix or .bed, or CSV of 0/1/2 per SNP")
+    g.add_argument("--phenotypes", metavar="CSV", help="participant_id, digit_span, age, sex (+ other measures)")
+    g.add_argument("--snp-info", metavar="CSV", help="optional: snp, info_r2 (imputation quality), gene ...")
+    g.add_argument("--snp-genes", metavar="CSV", help="optional: SNP -> gene table (snp, gene[, ensembl_id])")
+    g.add_argument("--gene-sets", metavar="GMT", help="optional: gene sets for the enrichment test")
+    g.add_argument("--atlas", metavar="NIFTI", help="optional: labelled atlas (default: AAL2, 120 regions)")
+    g.add_argument("--atlas-labels", metavar="CSV", help="label table of --atlas (columns index, name)")
+    c = r.add_argument_group("configuration")
+    c.add_argument("--config", metavar="TOML", help="a TOML file with the keys to change")
+    c.add_argument("--preset", choices=("auto", "cpu", "paper"), default="auto",
+                   help="cpu: small and fast; paper: the paper's settings; auto (default): paper with a GPU, else cpu")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one key, e.g. --set contrastive.max_epochs=20 (repeatable)")
+    c.add_argument("--seed", type=int, help="run.seed")
+    c.add_argument("--device", help="run.device: auto, cpu, cuda, cuda:1 ...")
+    c.add_argument("--threads", type=int, help="run.threads (torch CPU threads; 0 = default)")
+    c.add_argument("--folds", type=int, help="protocol.folds")
+    c.add_argument("--print-config", action="store_true", help="print the resolved configuration (TOML) and exit")
+    o = r.add_argument_group("output")
+    o.add_argument("--output", "-o", default="cgni_output", metavar="DIR", help="output folder (default: %(default)s)")
+    o.add_argument("--force", action="store_true",
+                   help="use a folder holding another configuration's run (valid stages kept, others recomputed)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--quiet", "-q", action="store_true", help="log warnings only")
+
+    s = sub.add_parser("simulate", help="write a simulated cohort (make_cohort) with known ground truth",
+                       description="Write a simulated UK-Biobank-style cohort (images, PLINK and CSV genotypes, "
+                                   "phenotypes, SNP and gene tables, atlas, ground_truth.json) to DIR.")
+    s.add_argument("output", metavar="DIR")
+    s.add_argument("--n-participants", type=int, default=600, help="(default: %(default)s; the paper: 4995)")
+    s.add_argument("--n-snps", type=int, default=1060, help="(default: %(default)s, as in the paper)")
+    s.add_argument("--shape", type=int, nargs=3, default=(48, 56, 48), metavar=("X", "Y", "Z"),
+                   help="image shape (default: 48 56 48; the paper: 128 141 128)")
+    s.add_argument("--demographics", choices=("reference", "independent"), default="reference",
+                   help="reference: age and sex differ between WM groups as in UK Biobank")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="write into a non-empty folder")
+
+    rep = sub.add_parser("report", help="rebuild report.html, results.json and tables/ from a run's output folder")
+    rep.add_argument("output", metavar="OUTPUT")
+    return p
+
+
+def _setup_logging(quiet):
+    from tqdm.auto import tqdm
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record):
+            try:
+                tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:  # pragma: no cover
+                self.handleError(record)
+
+    if not any(isinstance(h, TqdmHandler) for h in log.handlers):
+        h = TqdmHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+    log.handlers[0].setLevel(logging.WARNING if quiet else logging.INFO)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").propagate = False
+
+
+def _resolve_preset(preset):
+    if preset != "auto":
+        return preset
+    try:
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+def _cmd_run(args):
+    from ._config import load_config, to_toml
+    from ._run import resolve_inputs, run_pipeline
+
+    preset = _resolve_preset(args.preset)
+    overrides = list(args.overrides)
+    for flag, key in (("seed", "run.seed"), ("device", "run.device"), ("threads", "run.threads"),
+                      ("folds", "protocol.folds")):
+        value = getattr(args, flag)
+        if value is not None:
+            section, name = key.split(".")
+            overrides.append({section: {name: value}})
+    config = load_config(args.config, preset=preset, overrides=overrides)
+    if args.print_config:
+        print(f"# preset: {preset}\n" + to_toml(config))
+        return 0
+    inputs = resolve_inputs(cohort=args.cohort, images=args.images, genotypes=args.genotypes,
+                            phenotypes=args.phenotypes, snp_info=args.snp_info, snp_genes=args.snp_genes,
+                            gene_sets=args.gene_sets, atlas=args.atlas, atlas_labels=args.atlas_labels)
+    report = run_pipeline(args.output, config, inputs, force=args.force, progress=not args.no_progress,
+                          preset=preset, argv=["sklearn-cgni", *sys.argv[1:]])
+    print(f"Report: {os.fspath(report)}")
+    return 0
+
+
+def _cmd_simulate(args):
+    from ..datasets import make_cohort
+    from ._run import InputError
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise InputError(f"{os.fspath(out)!r} is not empty; choose another folder or pass --force.")
+    log.info("simulating %d participants, %d SNPs, images %s into %s", args.n_participants, args.n_snps,
+             tuple(args.shape), out)
+    make_cohort(args.n_participants, args.n_snps, shape=tuple(args.shape), demographics=args.demographics,
+                output_dir=out, random_state=args.seed)
+    print(f"Cohort written to {os.fspath(out)}; run it with: sklearn-cgni run --cohort {os.fspath(out)}")
+    return 0
+
+
+def _cmd_report(args):
+    from ._report import write_outputs
+    from ._run import InputError
+
+    out = Path(args.output)
+    if not (out / "run.json").exists():
+        raise InputError(f"{os.fspath(out)!r} is not an sklearn-cgni output folder (no run.json).")
+    print(f"Report: {os.fspath(write_outputs(out))}")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of the ``sklearn-cgni`` console script; returns the exit status."""
+    from ._config import ConfigError
+    from ._run import InputError
+    from ._stages import OutputFolderError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(version("sklearn-cgni"))
+        except PackageNotFoundError:  # pragma: no cover
+            print("unknown")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 0
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files; no display needed
+    _setup_logging(getattr(args, "quiet", False))
+    commands = {"run": _cmd_run, "simulate": _cmd_simulate, "report": _cmd_report}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, InputError, OutputFolderError, FileNotFoundError, ValueError) as exc:
+        msg = str(exc)
+        print("sklearn-cgni: error: " + textwrap.indent(msg, "  ").lstrip(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nsklearn-cgni: interrupted. Run the same command again to resume: finished stages are kept.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

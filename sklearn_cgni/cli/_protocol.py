@@ -1,0 +1,204 @@
+"""The CGNI paper's evaluation protocol (Tables 1 and 2), reusable outside the command line.
+
+Suresh et al., section II.G: a stratified 90 % / 10 % split into a training part and a
+holdout; stratified 5-fold cross-validation on the training part; each model fitted on a
+fold's training part and scored (balanced accuracy) on that training part, on the fold's
+validation part and on the common holdout; mean ± sd over the folds.
+
+The models of Table 1 and the 14 loss-term combinations of Table 2 take one array
+``[h_v ⊕ SNPs]`` whose first ``n_image_features`` columns are the stage-1 CNN features.
+``benchmarks/bench_table1.py`` and ``sklearn-cgni run`` share these definitions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+
+__all__ = [
+    "COMBOS",
+    "PAPER_TABLE1",
+    "PAPER_TABLE2",
+    "TABLE1_CGNI",
+    "TERM_WEIGHTS",
+    "combo_params",
+    "paper_models",
+    "paper_splits",
+    "score_model",
+    "summarise_scores",
+    "table_markdown",
+]
+
+PAPER_TABLE1 = {
+    "Imaging CNN": ("81.34 ± 2.34", "75.32 ± 0.49", "87.02 ± 1.31"),
+    "Sparse Genetic NN": ("59.80 ± 0.42", "59.35 ± 0.45", "59.28 ± 0.57"),
+    "Imaging-Genetic SVM (linear)": ("95.5 ± 2.59", "65.08 ± 1.56", "65.23 ± 2.38"),
+    "Imaging-Genetic NN (non-linear)": ("87.47 ± 0.45", "87.08 ± 0.80", "87.02 ± 0.67"),
+    "CGNI contrastive (terms 1+2+4)": ("91.37 ± 0.30", "90.39 ± 0.11", "88.91 ± 0.66"),
+}
+TABLE1_CGNI = "CGNI contrastive (terms 1+2+4)"
+PAPER_TABLE2 = {
+    "L1": ("89.96 ± 0.80", "88.55 ± 1.10", "88.31 ± 0.31"),
+    "L2": ("89.81 ± 0.95", "87.97 ± 0.91", "87.51 ± 0.20"),
+    "L3": ("88.99 ± 0.74", "87.45 ± 1.60", "86.80 ± 0.34"),
+    "L4": ("90.03 ± 0.87", "88.04 ± 0.76", "88.1 ± 0.41"),
+    "L1+L2": ("88.98 ± 1.13", "88.03 ± 1.26", "87.76 ± 0.94"),
+    "L1+L3": ("90.09 ± 1.1", "88.14 ± 0.98", "88.19 ± 0.67"),
+    "L1+L4": ("89.75 ± 1.21", "89.33 ± 0.11", "88.01 ± 0.08"),
+    "L2+L3": ("90.45 ± 0.37", "87.89 ± 0.87", "89.66 ± 0.31"),
+    "L2+L4": ("90.49 ± 0.84", "88.27 ± 1.31", "88.07 ± 0.83"),
+    "L3+L4": ("88.95 ± 1.71", "87.96 ± 0.86", "87.74 ± 0.43"),
+    "L1+L2+L3": ("89.60 ± 0.98", "88.22 ± 1.03", "88.18 ± 0.34"),
+    "L2+L3+L4": ("90.00 ± 1.09", "88.14 ± 1.01", "87.79 ± 0.33"),
+    "L1+L2+L4": ("91.37 ± 0.30", "90.39 ± 0.11", "88.91 ± 0.66"),
+    "L1+L2+L3+L4": ("89.81 ± 0.73", "88.38 ± 0.99", "88.61 ± 0.56"),
+}
+# weight of each term when included (paper: lambda .7, sigma .3, theta .4; gamma not reported)
+TERM_WEIGHTS = {"L1": ("lambda_vg", 0.7), "L2": ("sigma_gv", 0.3), "L3": ("gamma_vv", 0.4),
+                "L4": ("theta_gg", 0.4)}
+COMBOS = list(PAPER_TABLE2)  # the 15 non-empty subsets minus L1+L3+L4, absent in the paper
+SPLITS = ("train", "validation", "holdout")
+
+
+def combo_params(combo, weights=None):
+    """Loss weights of a Table-2 combination, e.g. ``"L1+L4"`` -> lambda 0.7, theta 0.4, others 0.
+
+    ``weights`` maps a term's parameter name to the weight it takes when included (default:
+    the paper's, :data:`TERM_WEIGHTS`).
+    """
+    weights = weights or {name: w for name, w in TERM_WEIGHTS.values()}
+    params = {name: 0.0 for name, _ in TERM_WEIGHTS.values()}
+    for term in combo.split("+"):
+        if term not in TERM_WEIGHTS:
+            raise ValueError(f"Unknown loss term {term!r} in {combo!r}; terms are {list(TERM_WEIGHTS)}.")
+        name = TERM_WEIGHTS[term][0]
+        params[name] = weights[name]
+    return params
+
+
+def paper_splits(y, *, holdout=0.1, folds=5, random_state=0):
+    """Stratified holdout and stratified K folds on the rest.
+
+    Returns
+    -------
+    train : ndarray of int
+        Positions (into ``y``) of the training part.
+    holdout : ndarray of int
+        Positions of the holdout.
+    cv : list of (ndarray, ndarray)
+        Per fold, positions *into y* of the fold's training and validation participants.
+    """
+    y = np.asarray(y)
+    idx = np.arange(len(y))
+    train, hold = train_test_split(idx, test_size=holdout, stratify=y, random_state=random_state)
+    train, hold = np.sort(train), np.sort(hold)
+    skf = StratifiedKFold(folds, shuffle=True, random_state=random_state)
+    cv = [(train[tr], train[va]) for tr, va in skf.split(train, y[train])]
+    return train, hold, cv
+
+
+def _snp_columns(n_image_features):
+    return ColumnTransformer([("snp", "passthrough", slice(n_image_features, None))])
+
+
+def paper_models(n_image_features, *, contrastive=None, classifier=None, baselines=None,
+                 class_weight="balanced", device="auto", random_state=0, table2=False,
+                 term_weights=None):
+    """The models of Table 1 (and optionally Table 2) on ``[h_v ⊕ SNPs]`` arrays.
+
+    Parameters
+    ----------
+    n_image_features : int
+        Width of ``h_v`` (the first columns of X).
+    contrastive, classifier : dict, optional
+        Keyword arguments of :class:`~sklearn_cgni.genetics.ContrastiveSNPEncoder` and
+        :class:`~sklearn_cgni.classification.CGNIClassifier`.
+    baselines : dict, optional
+        ``sparse_hidden``, ``sparse_l1``, ``sparse_weight_decay``, ``ig_hidden``, ``svm_C``,
+        ``lr``, ``max_epochs``, ``batch_size``.
+    class_weight : "balanced" or None
+        For every classifier (the WM groups are ~36/64 %, the metric is balanced accuracy).
+    table2 : bool, default=False
+        Add one CGNI pipeline per loss-term combination (names ``"L1"``, ``"L1+L2"``...).
+
+    Returns
+    -------
+    models : dict of (table, name) -> estimator
+        The "Imaging CNN" row is not here: it is the fine-tuned stage-1 CNN itself.
+    """
+    from ..classification import CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM, SparseGeneticNN
+    from ..genetics import ContrastiveSNPEncoder
+
+    k = int(n_image_features)
+    contrastive = dict(contrastive or {})
+    classifier = dict(classifier or {})
+    b = dict(baselines or {})
+    common = dict(device=device, random_state=random_state)
+    mlp = dict(lr=b.get("lr", 1e-3), max_epochs=b.get("max_epochs", 50), batch_size=b.get("batch_size", 75),
+               class_weight=class_weight, **common)
+
+    def sparse():
+        return SparseGeneticNN(hidden_layer_sizes=tuple(b.get("sparse_hidden", (800, 600, 400))),
+                               l1=b.get("sparse_l1", 1e-5), weight_decay=b.get("sparse_weight_decay", 1e-4), **mlp)
+
+    def cgni(**weights):
+        enc_kw = {**contrastive, **weights}
+        return Pipeline([
+            ("contrastive", ContrastiveSNPEncoder(image_features=k, **enc_kw, **common)),
+            ("classifier", CGNIClassifier(class_weight=class_weight, **classifier, **common)),
+        ])
+
+    models = {
+        ("Table 1", "Sparse Genetic NN"): Pipeline([("snps", _snp_columns(k)), ("model", sparse())]),
+        ("Table 1", "Imaging-Genetic SVM (linear)"): ImagingGeneticSVM(
+            image_features=k, genetic_encoder=sparse(), C=b.get("svm_C", 1.0), class_weight=class_weight,
+            random_state=random_state),
+        ("Table 1", "Imaging-Genetic NN (non-linear)"): ImagingGeneticNN(
+            image_features=k, genetic_encoder=sparse(), hidden_layer_sizes=tuple(b.get("ig_hidden", (500, 200))),
+            **mlp),
+        ("Table 1", TABLE1_CGNI): cgni(),
+    }
+    if table2:
+        for combo in COMBOS:
+            models[("Table 2", combo)] = cgni(**combo_params(combo, term_weights))
+    return models
+
+
+def score_model(predict, splits, *, table, model, fold):
+    """Balanced accuracy of ``predict(X)`` on named ``splits`` (``{name: (X, y)}``) as records."""
+    return [dict(table=table, model=model, fold=fold, split=name,
+                 balanced_accuracy=float(balanced_accuracy_score(y, predict(X))))
+            for name, (X, y) in splits.items()]
+
+
+def summarise_scores(records):
+    """Per table, model and split: mean and sd (over folds) of the balanced accuracy, in %."""
+    df = pd.DataFrame(records)
+    return (df.groupby(["table", "model", "split"], sort=False)["balanced_accuracy"]
+            .agg(["mean", "std"]).mul(100).reset_index())
+
+
+def _fmt(summary, table, model, split):
+    r = summary[(summary.table == table) & (summary.model == model) & (summary.split == split)]
+    if not len(r):
+        return "n/a"
+    sd = r["std"].iloc[0]
+    return f"{r['mean'].iloc[0]:.2f} ± {0.0 if np.isnan(sd) else sd:.2f}"
+
+
+def table_markdown(summary, table="Table 1", paper=None, *, label="model"):
+    """A markdown table ``model | train | validation | holdout`` with paper values in brackets."""
+    paper = (PAPER_TABLE1 if table == "Table 1" else PAPER_TABLE2) if paper is None else paper
+    models = list(dict.fromkeys(summary.loc[summary.table == table, "model"]))
+    order = [m for m in paper if m in models] + [m for m in models if m not in paper]
+    lines = [f"| {label} | train | validation | holdout |", "|---|---|---|---|"]
+    for name in order:
+        ours = [_fmt(summary, table, name, s) for s in SPLITS]
+        ref = paper.get(name)
+        cells = [f"{o} [{p}]" for o, p in zip(ours, ref)] if ref else ours
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,380 @@
+"""The output folder of ``sklearn-cgni run``: results.json, tables (CSV and markdown), figures, report.html.
+
+:func:`write_outputs` reads what the stages left in ``<output>/stages`` and ``run.json`` and
+writes:
+
+* ``results.json``: every table as a list of records, plus the run's metadata;
+* ``tables/<name>.csv`` and ``tables/<name>.md``;
+* ``figures/<name>.png``;
+* ``report.html``: one self-contained page (figures embedded as base64 PNG).
+
+``sklearn-cgni report OUTPUT`` calls it again without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._protocol import PAPER_TABLE1, PAPER_TABLE2, SPLITS, summarise_scores, table_markdown
+from ._stages import _clean, write_json
+
+__all__ = ["write_outputs", "SECTIONS", "markdown_table"]
+
+SECTIONS = [
+    ("cohort", "Cohort and quality control"),
+    ("brain_age", "Stage 1: brain-age CNN"),
+    ("table1", "Table 1: working-memory classification"),
+    ("table2", "Table 2: loss-term combinations"),
+    ("table3", "Table 3: sparse CCA"),
+    ("table4", "Table 4: genes per component"),
+    ("table5", "Table 5: regions per component"),
+    ("fig3", "Fig. 3: regions and SNPs"),
+    ("enrichment", "Gene-set enrichment"),
+    ("scores", "Brain-genotype scores"),
+    ("confounds", "Confounds: how much is age and sex?"),
+    ("recovery", "Ground-truth recovery (simulated cohort)"),
+    ("metadata", "Run metadata"),
+]
+
+
+def _fmt_cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3g}"
+        return f"{v:.4g}" if abs(v) < 1 else f"{v:.2f}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v).replace("|", "/").replace("\n", " ")
+
+
+def markdown_table(df, index=False):
+    """A GitHub markdown table (no extra dependency)."""
+    if index:
+        df = df.reset_index()
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt_cell(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _read(path, **kw):
+    path = Path(path)
+    return pd.read_csv(path, **kw) if path.exists() else None
+
+
+def _done(out, stage):
+    p = Path(out) / "stages" / stage / "_done.json"
+    return json.loads(p.read_text())["result"] if p.exists() else None
+
+
+def collect(out):
+    """Tables (DataFrames), notes and figures from the stage folders."""
+    out = Path(out)
+    st = out / "stages"
+    tables, notes, figures = {}, {}, []
+    records = []
+    for d in sorted(st.glob("finetune_f*")) + sorted(st.glob("models_f*")):
+        r = _done(out, d.name)
+        if r:
+            records += r["records"]
+    if records:
+        per_fold = pd.DataFrame(records)
+        tables["per_fold_scores"] = per_fold
+        summary = summarise_scores(records)
+        for table, key in (("Table 1", "table1"), ("Table 2", "table2")):
+            s = summary[summary.table == table]
+            if len(s):
+                wide = s.pivot_table(index="model", columns="split", values=["mean", "std"], sort=False)
+                rows = []
+                for model in dict.fromkeys(s["model"]):
+                    row = {"model": model}
+                    for split in SPLITS:
+                        row[f"{split}_mean"] = wide.loc[model, ("mean", split)] if ("mean", split) in wide else None
+                        row[f"{split}_sd"] = wide.loc[model, ("std", split)] if ("std", split) in wide else None
+                    paper = (PAPER_TABLE1 if key == "table1" else PAPER_TABLE2).get(model)
+                    for split, ref in zip(SPLITS, paper or (None,) * 3):
+                        row[f"paper_{split}"] = ref
+                    rows.append(row)
+                tables[key] = pd.DataFrame(rows)
+                notes[key + "_md"] = table_markdown(summary, table, label="model" if key == "table1" else "terms")
+    ba = _done(out, "brain_age")
+    if ba:
+        tables["brain_age"] = pd.DataFrame([{k: ba[k] for k in ("mae_holdout", "mae_of_mean_predictor", "n_fit",
+                                                                 "n_test", "h_v_width")}])
+    t3 = _read(st / "scca" / "table3.csv")
+    if t3 is not None:
+        tables["table3"] = t3
+    for name, file in (("table4", "genes/table4.csv"), ("table5", "genes/table5.csv"),
+                       ("enrichment", "genes/enrichment.csv"),
+                       ("significant_regions", "occlusion/significant_regions.csv"),
+                       ("significant_snps", "occlusion/significant_snps.csv"),
+                       ("score_accuracy", "scores/score_accuracy.csv"),
+                       ("associations", "scores/associations.csv"),
+                       ("saliency_top_regions", "scores/saliency_top_regions.csv"),
+                       ("confounds", "confounds/confounds.csv"),
+                       ("matching_balance", "confounds/matching_balance.csv")):
+        df = _read(st / file)
+        if df is not None:
+            tables[name] = df
+    rec = _done(out, "recovery")
+    if rec:
+        rows = []
+        for what in ("causal_snps", "affected_regions", "image_qc", "snp_qc"):
+            if what in rec:
+                rows.append({"what": what, **{k: v for k, v in rec[what].items()}})
+        tables["recovery"] = pd.DataFrame(rows)
+        if rec.get("brain_genotype_scores"):
+            tables["recovery_scores"] = pd.DataFrame(rec["brain_genotype_scores"])
+    for stage in ("scca", "occlusion"):
+        r = _done(out, stage)
+        if r:
+            figures += [dict(f, file=os.fspath(Path("stages") / f["file"])) for f in r.get("figures", [])]
+    return tables, notes, figures
+
+
+def write_outputs(out):
+    """Write results.json, tables/, figures/ and report.html; return the report's path."""
+    out = Path(out)
+    meta = json.loads((out / "run.json").read_text())
+    tables, notes, figures = collect(out)
+    tdir, fdir = out / "tables", out / "figures"
+    tdir.mkdir(exist_ok=True)
+    fdir.mkdir(exist_ok=True)
+    for name, df in tables.items():
+        df.to_csv(tdir / f"{name}.csv", index=False)
+        md = notes.get(name + "_md") or markdown_table(df)
+        (tdir / f"{name}.md").write_text(md + "\n")
+    fig_out = []
+    for f in figures:
+        src = out / f["file"]
+        if src.exists():
+            shutil.copyfile(src, fdir / src.name)
+            fig_out.append(dict(f, file=os.fspath(Path("figures") / src.name)))
+    stages = {}
+    for d in sorted((out / "stages").iterdir()) if (out / "stages").exists() else []:
+        r = _done(out, d.name)
+        if r is not None:
+            stages[d.name] = r
+    results = {
+        "metadata": {k: meta.get(k) for k in ("preset", "started", "finished", "wall_time_s", "device", "threads",
+                                              "machine", "versions", "stage_seconds", "stage_status", "argv",
+                                              "fingerprint", "inputs", "config")},
+        "seed": meta.get("config", {}).get("run", {}).get("seed"),
+        "stages": stages,
+        "tables": {name: _clean(df.replace({np.nan: None}).to_dict("records")) for name, df in tables.items()},
+        "figures": fig_out,
+    }
+    write_json(out / "results.json", results)
+    path = out / "report.html"
+    path.write_text(render_html(out, results, tables, notes))
+    return path
+
+
+# ---------------------------------------------------------------------------- HTML
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{border-bottom:2px solid #345}h2{margin-top:2em;border-bottom:1px solid #ccc;color:#234}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#eef2f6}td:first-child,th:first-child{text-align:left}
+.note{background:#f7f7e8;border-left:4px solid #cc9;padding:.4em .8em;margin:.6em 0}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
+nav a{margin-right:.8em}code,pre{background:#f4f4f4;font-size:.85em}pre{padding:.6em;overflow-x:auto}
+"""
+
+
+def _html_table(df, max_rows=60):
+    df = df.copy()
+    more = ""
+    if len(df) > max_rows:
+        more = f"<p class='note'>First {max_rows} of {len(df)} rows; all rows are in the CSV.</p>"
+        df = df.head(max_rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+def _img(out, fig):
+    path = Path(out) / fig["file"]
+    if not path.exists():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"<figure><img alt='{html.escape(fig['title'])}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>{html.escape(fig['title'])}.</b> {html.escape(fig.get('caption', ''))}</figcaption>"
+            "</figure>")
+
+
+def _note(text):
+    return f"<p class='note'>{html.escape(text)}</p>"
+
+
+def _table1_html(df):
+    rows = []
+    for r in df.to_dict("records"):
+        cells = []
+        for s in SPLITS:
+            m, sd = r.get(f"{s}_mean"), r.get(f"{s}_sd")
+            ours = "" if m is None or (isinstance(m, float) and math.isnan(m)) else \
+                f"{m:.2f} ± {0.0 if sd is None or (isinstance(sd, float) and math.isnan(sd)) else sd:.2f}"
+            ref = r.get(f"paper_{s}")
+            cells.append(ours + (f" <small>[{html.escape(ref)}]</small>" if ref else ""))
+        rows.append(f"<tr><td>{html.escape(r['model'])}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<table><thead><tr><th>model</th><th>train</th><th>validation</th><th>holdout</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def render_html(out, results, tables, notes):
+    meta = results["metadata"]
+    cfg = meta.get("config") or {}
+    stages = results["stages"]
+    figs = {Path(f["file"]).name: f for f in results["figures"]}
+    data = stages.get("data", {})
+    parts = {}
+
+    # cohort
+    c = []
+    if data:
+        c.append(_html_table(pd.DataFrame([{
+            "participants (aligned)": data.get("n_aligned"), "dropped (missing a source)": data.get("n_dropped_by_alignment"),
+            "image QC failed": data.get("n_image_qc_failed"), "WM low": data.get("n_low"), "WM high": data.get("n_high"),
+            "train": data.get("n_train"), "holdout": data.get("n_holdout"), "folds": data.get("n_folds"),
+            "SNPs": data.get("n_snps"), "SNPs after QC": data.get("n_snps_kept"),
+            "image shape": "×".join(map(str, data.get("image_shape", []))),
+        }])))
+        if data.get("snp_qc_removed"):
+            c.append(_note("SNP QC (fitted on the training part) removed: " + ", ".join(
+                f"{k}: {v}" for k, v in data["snp_qc_removed"].items())))
+        if data.get("image_qc_failed"):
+            c.append(_note("Images excluded by QC: " + ", ".join(data["image_qc_failed"][:40])))
+    sim = stages.get("simulate")
+    if sim:
+        c.append(_note(f"Embedded default cohort simulated with make_cohort: {sim['n_participants']} participants, "
+                       f"{sim['n_snps']} SNPs, images {'×'.join(map(str, sim['shape']))} (the paper's are "
+                       "128×141×128), demographics " + str(sim.get("demographics"))))
+    parts["cohort"] = "".join(c)
+
+    ba = stages.get("brain_age")
+    if ba:
+        parts["brain_age"] = (_html_table(tables["brain_age"]) + _note(
+            f"Mean absolute error of the predicted age on the holdout (years); the paper reports 2.47 years on "
+            f"its test set. CNN: {json.dumps(ba.get('arch'))}."))
+    if "table1" in tables:
+        parts["table1"] = _table1_html(tables["table1"]) + _note(
+            "Balanced accuracy (%), mean ± sd over the folds: each fold's model scored on its training part, its "
+            "validation part and the common holdout. Paper values in brackets. The Imaging CNN is stage 1 "
+            "fine-tuned on each fold; every other model takes that fold's h_v and the QC'd SNPs.")
+    if "table2" in tables:
+        parts["table2"] = _table1_html(tables["table2"]) + _note(
+            "CGNI with one or more contrastive terms (L1 = L(v,g), L2 = L(g,v), L3 = L(v,v), L4 = L(g,g)); "
+            "included terms take the configured weights, no per-combination tuning.")
+    elif cfg.get("protocol", {}).get("table2") is False:
+        parts["table2"] = _note("Not computed: protocol.table2 = false in this run's configuration.")
+    if "table3" in tables:
+        best = stages.get("scca", {}).get("best_params")
+        parts["table3"] = _html_table(tables["table3"]) + _note(
+            f"Canonical correlation per component of z_v and z_g (fold 0's CGNI model): fold 0's training and "
+            f"validation parts and the holdout. Chosen by {cfg.get('scca', {}).get('cv')}-fold CV: {best}. "
+            "The paper reports 0.52-0.68.") + (_img(out, figs["canonical_correlations.png"])
+                                               if "canonical_correlations.png" in figs else "")
+    if "table4" in tables:
+        parts["table4"] = _html_table(tables["table4"])
+    for n in stages.get("genes", {}).get("notes", []):
+        parts["table4"] = parts.get("table4", "") + _note(n)
+    if "table5" in tables:
+        parts["table5"] = _html_table(tables["table5"])
+    else:
+        parts["table5"] = _note("No significant region.")
+    f3 = "".join(_img(out, figs[n]) for n in ("fig3_regions.png", "snp_contributions.png") if n in figs)
+    occ = stages.get("occlusion", {})
+    if occ:
+        f3 += _note(f"Occlusion (eq. 6) with atlas {occ.get('atlas')} ({occ.get('n_regions')} regions on the grid), "
+                    f"{occ.get('n_image_participants')} training participants' images, "
+                    f"{occ.get('n_snp_participants')} participants' genotypes.")
+        for key, title in (("significant_regions", "Significant regions"), ("significant_snps", "Significant SNPs")):
+            if key in tables:
+                f3 += f"<h3>{title}</h3>" + _html_table(tables[key], max_rows=40)
+    parts["fig3"] = f3
+    if "enrichment" in tables:
+        parts["enrichment"] = _html_table(tables["enrichment"], max_rows=15)
+    sc = stages.get("scores")
+    if sc:
+        s = _note(f"Multi-task 3D CNN (initialised from the brain-age CNN) predicting {len(sc['snps'])} SNPs "
+                  f"(chosen from {sc['source_of_snps']}) from gray matter; held-out scores by "
+                  f"{cfg.get('scores', {}).get('cv')}-fold cross-fitting on {sc['n_participants']} participants; "
+                  "IDP baseline: ridge on regional means. r = correlation of the held-out score with the genotype.")
+        for key, title in (("score_accuracy", "Held-out accuracy"), ("associations", "Associations with cognition "
+                                                                                     "(OLS with covariates)"),
+                           ("saliency_top_regions", "Saliency: top regions per score")):
+            if key in tables:
+                s += f"<h3>{title}</h3>" + _html_table(tables[key], max_rows=40)
+        parts["scores"] = s
+    elif cfg.get("scores", {}).get("enabled") is False:
+        parts["scores"] = _note("Not computed: scores.enabled = false.")
+    if "confounds" in tables:
+        cf = stages.get("confounds", {})
+        cols = [c_ for c_ in ("model", "kind", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean",
+                              "baseline_raw_mean", "gain_mean", "gain_p", "gain_p_permutation", "matched_gain_mean",
+                              "n_folds") if c_ in tables["confounds"].columns]
+        parts["confounds"] = _html_table(tables["confounds"][cols]) + _note(
+            f"Balanced accuracy on the training part with the protocol's folds. Features: {cf.get('features')}. "
+            "raw: the model; covariates: logistic regression on covariates only; adjusted: covariates regressed "
+            "out of the features inside each fold; matched: scored on age- and sex-matched participants; gain: "
+            "raw minus the covariate-only model on the same folds (corrected resampled t-test, sign-flip test). "
+            "All columns are in tables/confounds.csv.")
+    elif cfg.get("confounds", {}).get("enabled") is False:
+        parts["confounds"] = _note("Not computed: confounds.enabled = false.")
+    if "recovery" in tables:
+        r = _html_table(tables["recovery"])
+        rec = stages.get("recovery", {})
+        if rec.get("planted_gene_set"):
+            p = rec["planted_gene_set"]
+            r += _note(f"Planted gene set {p['name']}: rank {p['rank']} of {p['n_sets']} in the enrichment.")
+        if "recovery_scores" in tables:
+            r += "<h3>Brain-genotype scores of causal vs other SNPs (mean held-out r)</h3>" + _html_table(
+                tables["recovery_scores"])
+        parts["recovery"] = r + _note("Compared with ground_truth.json; nothing was tuned on it.")
+    timing = pd.DataFrame([{"stage": k, "seconds": round(v, 1), "status": (meta.get("stage_status") or {}).get(k)}
+                           for k, v in (meta.get("stage_seconds") or {}).items()])
+    md = [("preset", meta.get("preset")), ("seed", results.get("seed")), ("device", meta.get("device")),
+          ("torch threads", meta.get("threads")), ("machine", meta.get("machine")),
+          ("started", meta.get("started")), ("finished", meta.get("finished")),
+          ("wall time (s)", None if meta.get("wall_time_s") is None else round(meta["wall_time_s"], 1)),
+          ("fingerprint", meta.get("fingerprint")), ("command", " ".join(meta.get("argv") or []))]
+    parts["metadata"] = (_html_table(pd.DataFrame(md, columns=["item", "value"]))
+                         + "<h3>Versions</h3>" + _html_table(pd.DataFrame(list((meta.get("versions") or {}).items()),
+                                                                          columns=["package", "version"]))
+                         + ("<h3>Stage timings</h3>" + _html_table(timing) if len(timing) else "")
+                         + "<h3>Configuration</h3><pre>" + html.escape(_toml(cfg)) + "</pre>")
+
+    nav = " ".join(f"<a href='#{k}'>{html.escape(t.split(':')[0])}</a>" for k, t in SECTIONS if k in parts)
+    body = "".join(f"<h2 id='{k}'>{html.escape(t)}</h2>{parts[k]}" for k, t in SECTIONS if k in parts)
+    title = "sklearn-cgni report"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{title}</h1><p>Contrastive neuroimaging-genetics integration "
+            "(CGNI) and brain-genotype scores on this cohort: the equivalents of the paper's Tables 1-5 and Fig. 3. "
+            "Every table is also in <code>tables/</code> (CSV, markdown) and <code>results.json</code>.</p>"
+            f"<nav>{nav}</nav>{body}</body></html>")
+
+
+def _toml(cfg):
+    from ._config import to_toml
+
+    try:
+        return to_toml(cfg)
+    except Exception:  # pragma: no cover
+        return json.dumps(cfg, indent=1)

@@ -1,0 +1,938 @@
+"""``sklearn-cgni run``: the whole method on a cohort, stage by stage, resumable.
+
+Stages (each one's outputs in ``<output>/stages/<name>/``, see :mod:`._stages`):
+
+``simulate``      the embedded default cohort (only when no input is given)
+``data``          align by participant ID, WM groups, image QC, splits, SNP QC
+``brain_age``     stage 1: 3D CNN pre-trained on brain age (training participants)
+``finetune_f<k>`` stage 1: CNN transferred to WM and fine-tuned on fold k; h_v
+``models_f<k>``   stages 2-3 and the baselines on fold k (Tables 1 and 2)
+``scca``          sparse CCA of (z_v, z_g) of fold 0's CGNI model (Table 3)
+``occlusion``     regions and SNPs per component (eq. 6, Fig. 3)
+``genes``         genes per component, regions per component, enrichment (Tables 4-5)
+``scores``        brain-genotype scores (cross-fitted), IDP baseline, saliency, associations
+``confounds``     covariate-only baselines, adjusted and matched scores
+``recovery``      ground-truth recovery (simulated cohorts only)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._config import EXECUTION_KEYS, config_fingerprint, config_slice, diff_configs, to_toml
+from ._protocol import TABLE1_CGNI, paper_models, paper_splits, score_model
+from ._stages import OutputFolderError, StageStore, epoch_bar_callback, progress_bar, write_json
+
+__all__ = ["Inputs", "InputError", "resolve_inputs", "run_pipeline"]
+
+log = logging.getLogger("sklearn_cgni.cli")
+
+
+class InputError(ValueError):
+    """Cohort inputs that cannot be used (missing files, no images...)."""
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass
+class Inputs:
+    """Where the cohort's files are. ``simulated``: the embedded default cohort."""
+
+    images: str | None = None
+    genotypes: str | None = None
+    phenotypes: str | None = None
+    snp_info: str | None = None
+    snp_genes: str | None = None
+    gene_sets: str | None = None
+    atlas: str | None = None
+    atlas_labels: str | None = None
+    ground_truth: str | None = None
+    embedded: bool = False
+    notes: list = field(default_factory=list)
+
+
+def _first_existing(folder, names):
+    for name in names:
+        p = folder / name
+        if p.exists():
+            return os.fspath(p.resolve())
+    return None
+
+
+def cohort_folder_inputs(folder):
+    """Inputs of a folder laid out like :func:`sklearn_cgni.datasets.make_cohort` writes it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"Cohort folder {os.fspath(folder)!r} does not exist.")
+    inputs = Inputs(
+        images=_first_existing(folder, ["images", "images.csv"]),
+        genotypes=_first_existing(folder, ["genotypes.bed", "genotypes.csv"]),
+        phenotypes=_first_existing(folder, ["phenotypes.csv"]),
+        snp_info=_first_existing(folder, ["snp_info.csv"]),
+        snp_genes=_first_existing(folder, ["snp_genes.csv"]),
+        gene_sets=_first_existing(folder, ["gene_sets.gmt"]),
+        atlas=_first_existing(folder, ["atlas.nii.gz", "atlas.nii"]),
+        atlas_labels=_first_existing(folder, ["atlas_labels.csv"]),
+        ground_truth=_first_existing(folder, ["ground_truth.json"]),
+    )
+    missing = [n for n, v in (("images/ (or images.csv)", inputs.images),
+                              ("genotypes.bed (or genotypes.csv)", inputs.genotypes),
+                              ("phenotypes.csv", inputs.phenotypes)) if v is None]
+    if missing:
+        raise InputError(f"Cohort folder {os.fspath(folder)!r} lacks {', '.join(missing)}.")
+    return inputs
+
+
+def resolve_inputs(*, cohort=None, images=None, genotypes=None, phenotypes=None, snp_info=None,
+                   snp_genes=None, gene_sets=None, atlas=None, atlas_labels=None):
+    """Combine ``--cohort`` and the per-file options; nothing at all means the embedded cohort."""
+    given = dict(images=images, genotypes=genotypes, phenotypes=phenotypes, snp_info=snp_info,
+                 snp_genes=snp_genes, gene_sets=gene_sets, atlas=atlas, atlas_labels=atlas_labels)
+    if cohort is not None:
+        inputs = cohort_folder_inputs(cohort)
+    elif not any(given.values()):
+        return Inputs(embedded=True)
+    else:
+        inputs = Inputs()
+    for key, value in given.items():
+        if value is not None:
+            path = Path(value)
+            if key == "genotypes" and not path.exists() and Path(f"{value}.bed").exists():
+                path = Path(f"{value}.bed")  # a PLINK prefix
+            if not path.exists():
+                raise InputError(f"--{key.replace('_', '-')} {value!r} does not exist.")
+            setattr(inputs, key, os.fspath(path.resolve()))
+    missing = [f"--{k}" for k in ("images", "genotypes", "phenotypes") if getattr(inputs, k) is None]
+    if missing:
+        raise InputError(
+            f"Missing {', '.join(missing)}: give all three of --images, --genotypes and --phenotypes, "
+            "or --cohort DIR, or no input at all for the embedded default cohort."
+        )
+    if (inputs.atlas is None) != (inputs.atlas_labels is None):
+        raise InputError("--atlas and --atlas-labels go together (a labelled NIfTI and its table "
+                         "with columns index,name); give both or neither (AAL2 is the default).")
+    images_path = Path(inputs.images)
+    if images_path.is_dir():
+        if not any(p.name.endswith((".nii", ".nii.gz")) for p in images_path.iterdir()):
+            raise InputError(
+                f"No NIfTI images (*.nii, *.nii.gz) found in {os.fspath(images_path)!r}. The image folder "
+                "must hold one gray-matter image per participant named <participant_id>.nii.gz, or give "
+                "a CSV with columns participant_id,image."
+            )
+    return inputs
+
+
+def _stat(path):
+    p = Path(path)
+    if p.is_dir():
+        return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+    if p.suffix == ".bed":
+        return [(q.name, q.stat().st_size, q.stat().st_mtime_ns)
+                for q in (p, p.with_suffix(".bim"), p.with_suffix(".fam")) if q.exists()]
+    st = p.stat()
+    return [(p.name, st.st_size, st.st_mtime_ns)]
+
+
+def inputs_fingerprint(inputs):
+    """Paths, sizes and modification times of every input file (contents are not read)."""
+    parts = {}
+    for key, value in asdict(inputs).items():
+        if key in ("notes", "embedded") or value is None:
+            continue
+        parts[key] = [os.fspath(value), _stat(value)]
+    if inputs.images and Path(inputs.images).suffix == ".csv":  # the images a CSV lists
+        try:
+            from ..io import read_image_paths
+
+            parts["listed_images"] = [_stat(p) for p in read_image_paths(inputs.images)]
+        except Exception as exc:  # reported properly by the data stage
+            parts["listed_images"] = str(exc)
+    return config_fingerprint(parts)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _versions():
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("sklearn-cgni", "torch", "scikit-learn", "skorch", "nibabel", "nilearn", "cca-zoo",
+                 "captum", "numpy", "pandas", "statsmodels"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _arch(cfg):
+    s = cfg["stage1"]
+    return dict(channels=tuple(s["channels"]), padding=s["padding"], pool_blocks=s["pool_blocks"],
+                global_pool=None if s["global_pool"] == "none" else s["global_pool"])
+
+
+def _class_weight(cfg):
+    return None if cfg["protocol"]["class_weight"] == "none" else "balanced"
+
+
+def _caught(records):
+    for w in records:
+        log.warning("%s", str(w.message)[:1000])
+
+
+def _savefig(fig, path):
+    """Save a matplotlib Figure or a nilearn display as PNG and close it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    if isinstance(fig, Figure):
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    else:  # nilearn display
+        fig.savefig(path, dpi=110)
+        fig.close()
+
+
+def _figure(stage_dir, name, title, caption):
+    return {"file": os.fspath(Path(stage_dir.name) / name), "title": title, "caption": caption}
+
+
+class _Run:
+    """State shared by the stages of one ``run``."""
+
+    def __init__(self, out, config, inputs, *, progress, device):
+        self.out = Path(out)
+        self.cfg = config
+        self.inputs = inputs
+        self.progress = progress
+        self.device = device
+        self.store = StageStore(self.out / "stages")
+        self.seed = int(config["run"]["seed"])
+        self.input_fp = None
+
+    # ---------------------------------------------------------------- loaded outputs
+    def data(self):
+        d = self.store.path("data")
+        parts = pd.read_csv(d / "participants.csv", dtype={"participant_id": str}).set_index("participant_id")
+        snps = pd.read_csv(d / "snps.csv", dtype={"snp": str})["snp"].tolist()
+        G = np.load(d / "genotypes_qc.npy")
+        return parts, snps, G
+
+    def wm(self):
+        parts, snps, G = self.data()
+        mask = parts["wm_group"].notna().to_numpy() & parts["image_qc_passed"].to_numpy()
+        wm = parts[mask]
+        y = wm["wm_group"].astype(int).to_numpy()
+        return wm, y, G[mask], snps
+
+    def splits(self):
+        split = json.loads((self.store.path("data") / "splits.json").read_text())
+        train = np.asarray(split["train"])
+        hold = np.asarray(split["holdout"])
+        cv = [(np.asarray(a), np.asarray(b)) for a, b in split["folds"]]
+        return train, hold, cv
+
+
+# ---------------------------------------------------------------------------- stages
+def _stage_simulate(run, folder):
+    from ..datasets import make_cohort
+
+    c = run.cfg["cohort"]
+    target = run.out / "cohort"
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    log.info("simulating the embedded default cohort: %d participants, %d SNPs, images %s",
+             c["n_participants"], c["n_snps"], tuple(c["shape"]))
+    make_cohort(c["n_participants"], c["n_snps"], shape=tuple(c["shape"]), demographics=c["demographics"],
+                output_dir=target, random_state=run.seed)
+    return {"folder": os.fspath(target), **c}
+
+
+def _stage_data(run, folder):
+    from ..genetics import SNPQualityFilter
+    from ..imaging import image_quality_control
+    from ..io import align_cohort, check_image_headers, list_images, read_genotypes, read_image_paths, \
+        read_phenotypes, working_memory_groups
+
+    cfg, inp = run.cfg, run.inputs
+    covariates = list(cfg["data"]["covariates"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        images = list_images(inp.images) if Path(inp.images).is_dir() else read_image_paths(inp.images)
+        geno = read_genotypes(inp.genotypes)
+        pheno = read_phenotypes(inp.phenotypes, required=("digit_span", *covariates))
+        cohort = align_cohort(images, geno, pheno)
+    _caught([w for w in caught if issubclass(w.category, UserWarning)])
+    images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
+    shape, affine = check_image_headers(images.tolist(), list(images.index))
+    log.info("cohort: %d participants with an image, genotypes and phenotypes (%d dropped), %d SNPs, images %s",
+             len(images), len(cohort.dropped), geno.shape[1], shape)
+
+    t = cfg["qc"]
+    qc = image_quality_control(images, threshold=t["image_threshold"])
+    qc.to_csv(folder / "image_qc.csv")
+    failed = qc.index[~qc["passed"].astype(bool)].tolist()
+    if failed:
+        log.warning("image QC: %d image(s) correlate below %.2f with the mean image and are excluded: %s",
+                    len(failed), t["image_threshold"], failed[:50])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        groups = working_memory_groups(pheno["digit_span"], low=tuple(cfg["data"]["wm_low"]),
+                                       high=tuple(cfg["data"]["wm_high"]))
+    n_between = len(pheno) - len(groups)
+    missing_cov = pheno[covariates].isna().any(axis=1)
+    if missing_cov.any():
+        log.warning("%d participant(s) miss a covariate %s and are left out of the WM analysis: %s",
+                    int(missing_cov.sum()), covariates, pheno.index[missing_cov].tolist()[:50])
+    parts = pd.DataFrame(index=pheno.index)
+    parts["image"] = images
+    for c in dict.fromkeys(["age", "sex", *covariates]):
+        if c in pheno:
+            parts[c] = pheno[c]
+    parts["image_qc_r"] = qc["correlation"].reindex(parts.index)
+    parts["image_qc_passed"] = qc["passed"].reindex(parts.index).astype(bool)
+    wm = groups.reindex(parts.index)
+    wm[missing_cov.reindex(parts.index).to_numpy()] = np.nan
+    parts["wm_group"] = wm
+    in_wm = parts["wm_group"].notna() & parts["image_qc_passed"]
+    y = parts.loc[in_wm, "wm_group"].astype(int).to_numpy()
+    if (np.bincount(y, minlength=2) < cfg["protocol"]["folds"] + 1).any():
+        raise InputError(f"Too few participants in a WM group for {cfg['protocol']['folds']}-fold CV: "
+                         f"{int((y == 0).sum())} low, {int((y == 1).sum())} high.")
+    p = cfg["protocol"]
+    train, hold, cv = paper_splits(y, holdout=p["holdout"], folds=p["folds"], random_state=run.seed)
+    wm_ids = parts.index[in_wm]
+    parts["split"] = ""
+    parts.loc[wm_ids[train], "split"] = "train"
+    parts.loc[wm_ids[hold], "split"] = "holdout"
+    parts["fold"] = -1
+    for k, (_, va) in enumerate(cv):
+        parts.loc[wm_ids[va], "fold"] = k
+    write_json(folder / "splits.json", {"train": train, "holdout": hold,
+                                        "folds": [[a.tolist(), b.tolist()] for a, b in cv]})
+
+    info_r2 = None
+    if inp.snp_info:
+        info = pd.read_csv(inp.snp_info, dtype={"snp": str}).set_index("snp")
+        if "info_r2" in info:
+            info_r2 = info["info_r2"]
+    snp_qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
+                              min_hwe_p=t["min_hwe_p"], info_r2=info_r2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        snp_qc.fit(geno.loc[wm_ids[train]])
+    _caught([w for w in caught if issubclass(w.category, UserWarning)])
+    kept = list(np.asarray(geno.columns)[snp_qc.get_support()])
+    G = np.asarray(snp_qc.transform(geno), dtype=np.float32)
+    np.save(folder / "genotypes_qc.npy", G)
+    np.save(folder / "genotypes_raw.npy", geno[kept].to_numpy(dtype=np.float32))
+    pd.DataFrame({"snp": kept}).to_csv(folder / "snps.csv", index=False)
+    snp_qc.exclusions_.to_csv(folder / "snp_qc.csv", index=False)
+    parts.to_csv(folder / "participants.csv")
+    np.save(folder / "affine.npy", affine)
+    reasons = snp_qc.exclusions_["reason"].value_counts().to_dict() if len(snp_qc.exclusions_) else {}
+    log.info("WM groups: %d low, %d high (%d between the groups or missing); train %d, holdout %d; "
+             "SNP QC keeps %d of %d", int((y == 0).sum()), int((y == 1).sum()), n_between, len(train),
+             len(hold), len(kept), geno.shape[1])
+    return {
+        "n_aligned": len(parts), "n_dropped_by_alignment": len(cohort.dropped),
+        "dropped_by_alignment": cohort.dropped.head(50).to_dict("records"),
+        "image_shape": list(shape), "n_image_qc_failed": len(failed), "image_qc_failed": failed,
+        "n_wm": int(in_wm.sum()), "n_low": int((y == 0).sum()), "n_high": int((y == 1).sum()),
+        "n_between_groups_or_missing": int(n_between), "n_train": len(train), "n_holdout": len(hold),
+        "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
+        "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
+        "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
+    }
+
+
+def _cnn_kwargs(run):
+    s = run.cfg["stage1"]
+    return dict(dropout=s["dropout"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
+                validation_fraction=0.0, num_workers=s["num_workers"], device=run.device, random_state=run.seed)
+
+
+def _stage_brain_age(run, folder):
+    from ..imaging import BrainAgeCNNTransformer
+
+    parts, _, _ = run.data()
+    s = run.cfg["stage1"]
+    ok = parts["image_qc_passed"] & parts["age"].notna()
+    fit_ids = parts.index[ok & (parts["split"] != "holdout")]
+    test_ids = parts.index[ok & (parts["split"] == "holdout")]
+    model = BrainAgeCNNTransformer(
+        **_arch(run.cfg), max_epochs=s["pretrain_epochs"], **_cnn_kwargs(run),
+        callbacks=[epoch_bar_callback("brain-age CNN", s["pretrain_epochs"], run.progress)])
+    model.fit(parts.loc[fit_ids, "image"].tolist(), parts.loc[fit_ids, "age"].to_numpy())
+    model.save_weights(folder / "brain_age.pt")
+    pred = model.predict(parts.loc[test_ids, "image"].tolist())
+    age_test = parts.loc[test_ids, "age"].to_numpy()
+    mae = float(np.mean(np.abs(pred - age_test)))
+    mae_mean = float(np.mean(np.abs(age_test - parts.loc[fit_ids, "age"].mean())))
+    wm, _, _, _ = run.wm()
+    np.save(folder / "hv_wm.npy", model.transform(wm["image"].tolist()))
+    losses = [float(v) for v in model.net_.history[:, "train_loss"]] if s["pretrain_epochs"] else []
+    log.info("brain-age CNN: holdout MAE %.2f years (predicting the training mean: %.2f)", mae, mae_mean)
+    return {"mae_holdout": mae, "mae_of_mean_predictor": mae_mean, "n_fit": len(fit_ids), "n_test": len(test_ids),
+            "h_v_width": int(model.n_features_out_), "arch": {k: (list(v) if isinstance(v, tuple) else v)
+                                                                for k, v in model.arch_.items()},
+            "train_loss": losses}
+
+
+def _stage_finetune(run, folder, k):
+    from ..imaging import ImagingCNNClassifier
+
+    s = run.cfg["stage1"]
+    wm, y, _, _ = run.wm()
+    train, hold, cv = run.splits()
+    tr, va = cv[k]
+    paths = wm["image"].to_numpy()
+    cnn = ImagingCNNClassifier(
+        brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
+        n_transfer_blocks=s["n_transfer_blocks"], freeze_transferred=s["freeze_transferred"],
+        class_weight=_class_weight(run.cfg), max_epochs=s["finetune_epochs"], **_cnn_kwargs(run),
+        callbacks=[epoch_bar_callback(f"WM CNN fold {k}", s["finetune_epochs"], run.progress)])
+    cnn.fit(paths[tr].tolist(), y[tr])
+    cnn.save_weights(folder / "cnn.pt")
+    proba = cnn.predict_proba(paths.tolist())
+    np.save(folder / "cnn_proba.npy", proba)
+    np.save(folder / "hv.npy", cnn.transform(paths.tolist()))
+    pred = cnn.classes_[proba.argmax(1)]
+    idx = {"train": tr, "validation": va, "holdout": hold}
+    records = score_model(lambda ix: pred[ix], {n: (ix, y[ix]) for n, ix in idx.items()},
+                          table="Table 1", model="Imaging CNN", fold=k)
+    log.info("fold %d imaging CNN: validation %.3f, holdout %.3f", k, records[1]["balanced_accuracy"],
+             records[2]["balanced_accuracy"])
+    return {"records": records}
+
+
+def _model_configs(run):
+    c = dict(run.cfg["contrastive"])
+    c["image_hidden"] = tuple(c["image_hidden"])
+    c["genetic_hidden"] = tuple(c["genetic_hidden"])
+    cl = dict(run.cfg["classifier"])
+    cl["hidden_layer_sizes"] = tuple(cl["hidden_layer_sizes"])
+    return c, cl, dict(run.cfg["baselines"])
+
+
+def _stage_models(run, folder, k):
+    import torch
+    from sklearn.base import clone
+
+    wm, y, G, snps = run.wm()
+    train, hold, cv = run.splits()
+    tr, va = cv[k]
+    hv = np.load(run.store.path(f"finetune_f{k}") / "hv.npy")
+    X = np.hstack([hv, G]).astype(np.float32)
+    n_img = hv.shape[1]
+    contrastive, classifier, baselines = _model_configs(run)
+    weights = {n: contrastive[n] for n in ("lambda_vg", "sigma_gv", "gamma_vv", "theta_gg")}
+    weights["gamma_vv"] = weights["gamma_vv"] or 0.4  # gamma's weight when Table 2 includes L3
+    models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
+                          class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
+                          table2=run.cfg["protocol"]["table2"], term_weights=weights)
+    splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
+    records = []
+    bar = progress_bar(list(models.items()), enabled=run.progress, desc=f"models fold {k}", leave=False,
+                       position=1, unit="model")
+    for (table, name), model in bar:
+        bar.set_postfix_str(name[:30])
+        t0 = time.perf_counter()
+        est = clone(model).fit(X[tr], y[tr])
+        recs = score_model(est.predict, splits, table=table, model=name, fold=k)
+        for r in recs:
+            r["seconds"] = time.perf_counter() - t0
+        records += recs
+        log.info("fold %d %s %s: validation %.3f, holdout %.3f (%.1f s)", k, table, name,
+                 recs[1]["balanced_accuracy"], recs[2]["balanced_accuracy"], time.perf_counter() - t0)
+        if k == 0 and table == "Table 1" and name == TABLE1_CGNI:
+            enc = est.named_steps["contrastive"]
+            torch.save({k2: v.detach().cpu() for k2, v in enc.net_.module_.state_dict().items()},
+                       folder / "encoders.pt")
+            np.save(folder / "z_v.npy", enc.transform_image(X))
+            np.save(folder / "z_g.npy", enc.transform_genetic(X))
+            write_json(folder / "encoders.json", {
+                "n_image_features": n_img, "n_genetic_features": G.shape[1],
+                "image_hidden": list(enc.image_hidden), "genetic_hidden": list(enc.genetic_hidden),
+                "n_components": enc.n_components, "loss_curve": enc.loss_curve_})
+    return {"records": records}
+
+
+def _stage_scca(run, folder):
+    from ..explain import SparseCCA, plot_canonical_correlations
+
+    c = run.cfg["scca"]
+    d = run.store.path("models_f0")
+    z_v, z_g = np.load(d / "z_v.npy"), np.load(d / "z_g.npy")
+    _, hold, cv = run.splits()
+    tr, va = cv[0]
+    scca = SparseCCA(n_components=list(c["n_components"]), alpha_x=list(c["alpha_x"]), alpha_y=list(c["alpha_y"]),
+                     cv=c["cv"], n_permutations=c["n_permutations"], random_state=run.seed, n_jobs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scca.fit(z_v[tr], z_g[tr])
+    table3 = scca.correlation_table(train=(z_v[tr], z_g[tr]), validation=(z_v[va], z_g[va]),
+                                    holdout=(z_v[hold], z_g[hold]))
+    table3.to_csv(folder / "table3.csv")
+    np.savez(folder / "weights.npz", x=scca.x_weights_, y=scca.y_weights_)
+    figures = []
+    try:
+        _savefig(plot_canonical_correlations(table3), folder / "canonical_correlations.png")
+        figures.append(_figure(folder, "canonical_correlations.png", "Canonical correlations (Table 3)",
+                               "Sparse CCA of z_v and z_g of fold 0's CGNI model, per component and split."))
+    except Exception as exc:  # plotting is optional (matplotlib)
+        log.warning("canonical-correlation figure skipped: %s", exc)
+    log.info("sparse CCA: %s; holdout correlations %s", scca.best_params_,
+             np.round(table3["holdout"].to_numpy(), 3).tolist())
+    return {"best_params": scca.best_params_, "n_components": int(scca.n_components_), "figures": figures}
+
+
+def _load_atlas(run):
+    from ..io import load_atlas
+
+    if run.inputs.atlas:
+        return load_atlas(run.inputs.atlas, run.inputs.atlas_labels)
+    return None  # AAL2 resampled onto the images by the explainers
+
+
+def _stage_occlusion(run, folder):
+    import torch
+
+    from ..explain import OcclusionExplainer, plot_region_effects, plot_snp_contributions
+    from ..imaging import ImagingCNNClassifier
+    from ..nn import ContrastiveEncoders
+
+    c = run.cfg["occlusion"]
+    wm, y, G, snps = run.wm()
+    _, _, cv = run.splits()
+    tr = cv[0][0]
+    occ_idx = tr if not c["n_participants"] else tr[: c["n_participants"]]
+    paths = wm["image"].to_numpy()
+    cnn = ImagingCNNClassifier.from_weights(os.fspath(run.store.path("finetune_f0") / "cnn.pt"),
+                                            paths[occ_idx[:2]].tolist(), device=run.device)
+    d = run.store.path("models_f0")
+    meta = json.loads((d / "encoders.json").read_text())
+    enc = ContrastiveEncoders(meta["n_image_features"], meta["n_genetic_features"], tuple(meta["image_hidden"]),
+                              tuple(meta["genetic_hidden"]), n_components=meta["n_components"])
+    enc.load_state_dict(torch.load(d / "encoders.pt", map_location="cpu", weights_only=True))
+    enc.eval().to(cnn.device_)
+    w = np.load(run.store.path("scca") / "weights.npz")
+    occ = OcclusionExplainer((w["x"], w["y"]), feature_extractor=cnn, image_encoder=enc.image_encoder,
+                             genetic_encoder=enc.genetic_encoder, atlas=_load_atlas(run),
+                             region_threshold=c["region_threshold"], snp_threshold=c["snp_threshold"],
+                             batch_size=c["batch_size"])
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        occ.fit(paths[occ_idx].tolist(), pd.DataFrame(G[tr], columns=snps))
+    _caught(caught)
+    occ.region_contributions_.to_csv(folder / "region_contributions.csv")
+    occ.snp_contributions_.to_csv(folder / "snp_contributions.csv")
+    occ.significant_regions_.to_csv(folder / "significant_regions.csv", index=False)
+    occ.significant_snps_.to_csv(folder / "significant_snps.csv", index=False)
+    import nibabel as nib
+
+    nib.save(occ.atlas_.img, folder / "atlas_on_grid.nii.gz")
+    occ.atlas_.labels.to_csv(folder / "atlas_labels.csv", index=False)
+    figures = []
+    try:
+        if len(occ.significant_regions_):
+            fig = plot_region_effects(occ.significant_regions_, occ.atlas_,
+                                      title="Significant regions across components (red +, blue -)")
+            _savefig(fig, folder / "fig3_regions.png")
+            figures.append(_figure(folder, "fig3_regions.png", "Fig. 3: regions by component sign",
+                                   "Atlas regions whose occlusion changes the imaging canonical variate beyond "
+                                   f"{c['region_threshold']} SD, coloured by the sign of their effect, averaged "
+                                   "over the sparse-CCA components."))
+        _savefig(plot_snp_contributions(occ.snp_contributions_, threshold=c["snp_threshold"]),
+                 folder / "snp_contributions.png")
+        figures.append(_figure(folder, "snp_contributions.png", "SNP contributions per component",
+                               f"z-scored occlusion contributions; dashed lines at ±{c['snp_threshold']} SD."))
+    except Exception as exc:
+        log.warning("occlusion figures skipped: %s", exc)
+    log.info("occlusion: %d significant region rows, %d significant SNP rows (%d participants' images)",
+             len(occ.significant_regions_), len(occ.significant_snps_), len(occ_idx))
+    return {"atlas": occ.atlas_.name, "n_regions": int(len(occ.region_contributions_)),
+            "n_image_participants": len(occ_idx), "n_snp_participants": len(tr),
+            "n_image_forwards": int(occ.n_image_forwards_), "figures": figures,
+            "component_orientation": occ.component_orientation_}
+
+
+def _gene_table(run):
+    if run.inputs.snp_genes:
+        return pd.read_csv(run.inputs.snp_genes, dtype=str)
+    if run.inputs.snp_info:
+        info = pd.read_csv(run.inputs.snp_info, dtype=str)
+        if "gene" in info:
+            return info[[c for c in ("snp", "gene", "ensembl_id") if c in info]]
+    return None
+
+
+def _stage_genes(run, folder):
+    from ..explain import enrichment_test, genes_per_component, read_gmt, regions_per_component
+
+    occ = run.store.path("occlusion")
+    sig_snps = pd.read_csv(occ / "significant_snps.csv", dtype={"snp": str})
+    sig_regions = pd.read_csv(occ / "significant_regions.csv")
+    notes = []
+    table = _gene_table(run)
+    if len(sig_regions):
+        regions_per_component(sig_regions).to_csv(folder / "table5.csv", index=False)
+    if table is None:
+        notes.append("No SNP -> gene table given (--snp-genes, or a 'gene' column in --snp-info): Table 4 "
+                     "and the enrichment are skipped.")
+    elif len(sig_snps):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            genes_per_component(sig_snps, table).to_csv(folder / "table4.csv", index=False)
+        _caught(caught)
+        if run.inputs.gene_sets:
+            _, snps, _ = run.data()
+            gcol = table.set_index("snp")["gene"]
+            genes = sorted(set(gcol.reindex(sig_snps["snp"].unique()).dropna()))
+            background = sorted(set(gcol.reindex(snps).dropna()))
+            sets = {k: [g for g in v if g in set(background)] for k, v in read_gmt(run.inputs.gene_sets).items()}
+            sets = {k: v for k, v in sets.items() if v}
+            g = run.cfg["genes"]
+            res = enrichment_test(genes, sets, background=background, method=g["enrichment_method"],
+                                  min_set_size=g["min_set_size"])
+            res.to_csv(folder / "enrichment.csv", index=False)
+        else:
+            notes.append("No GMT gene sets given (--gene-sets): enrichment skipped.")
+    else:
+        notes.append("No significant SNP: Table 4 and the enrichment are empty.")
+    for n in notes:
+        log.info("%s", n)
+    return {"notes": notes}
+
+
+def _choose_score_snps(run, snps):
+    c = run.cfg["scores"]
+    if c["snps"]:
+        unknown = [s for s in c["snps"] if s not in set(snps)]
+        if unknown:
+            raise InputError(f"scores.snps lists SNP(s) not in the cohort after QC: {unknown[:10]}.")
+        return list(c["snps"])
+    occ = run.store.path("occlusion")
+    sig = pd.read_csv(occ / "significant_snps.csv", dtype={"snp": str})
+    contrib = pd.read_csv(occ / "snp_contributions.csv", dtype={"snp": str}).set_index("snp")
+    z = (contrib - contrib.mean()) / contrib.std(ddof=0).replace(0, 1)
+    strongest = z.abs().max(axis=1).sort_values(ascending=False).index.tolist()
+    order = list(dict.fromkeys(sig.reindex(sig["zscore"].abs().sort_values(ascending=False).index)["snp"].tolist()
+                               + strongest))
+    return order[: c["max_snps"]]
+
+
+def _stage_scores(run, folder):
+    from sklearn.model_selection import KFold
+
+    from ..explain import SaliencyExplainer, association_table
+    from ..imaging import BrainGenotypeScorer, cross_fit_scores, make_idp_scorer
+
+    c = run.cfg["scores"]
+    s = run.cfg["stage1"]
+    parts, snps, _ = run.data()
+    raw = np.load(run.store.path("data") / "genotypes_raw.npy")
+    ok = parts["image_qc_passed"].to_numpy()
+    ids = parts.index[ok]
+    chosen = _choose_score_snps(run, snps)
+    col = [snps.index(x) for x in chosen]
+    G = pd.DataFrame(raw[ok][:, col], index=ids, columns=chosen)
+    images = parts.loc[ids, "image"]
+    cv = KFold(c["cv"], shuffle=True, random_state=run.seed)
+    scorer = BrainGenotypeScorer(
+        task=c["task"], brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
+        n_transfer_blocks=c["n_transfer_blocks"], max_epochs=c["max_epochs"], **_cnn_kwargs(run),
+        callbacks=[epoch_bar_callback("genotype-score CNN", c["max_epochs"], run.progress)])
+    log.info("brain-genotype scores for %d SNPs, %d-fold cross-fitting on %d participants", len(chosen), c["cv"],
+             len(ids))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        cnn_scores, estimators = cross_fit_scores(scorer, images.tolist(), G, cv=cv, return_estimators=True)
+        affine = np.load(run.store.path("data") / "affine.npy")
+        idp_scores = cross_fit_scores(make_idp_scorer(_load_atlas(run), affine=affine, alpha=c["idp_alpha"]),
+                                      images.tolist(), G, cv=cv)
+    _caught(caught)
+    cnn_scores.index, idp_scores.index = ids, ids
+    cnn_scores.to_csv(folder / "scores_cnn.csv")
+    idp_scores.to_csv(folder / "scores_idp.csv")
+    rows = []
+    for snp in chosen:
+        obs = G[snp].to_numpy(dtype=float)
+        m = np.isfinite(obs)
+        for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
+            v = sc[snp].to_numpy(dtype=float)[m]
+            r = float(np.corrcoef(v, obs[m])[0, 1]) if v.std() > 0 and obs[m].std() > 0 else float("nan")
+            rows.append({"snp": snp, "model": name, "r_held_out": r, "n": int(m.sum())})
+    acc = pd.DataFrame(rows)
+    acc.to_csv(folder / "score_accuracy.csv", index=False)
+    measures = [m for m in run.cfg["data"]["measures"] if m in pd.read_csv(run.inputs.phenotypes, nrows=0).columns]
+    from ..io import read_phenotypes
+
+    pheno = read_phenotypes(run.inputs.phenotypes).reindex(ids)
+    covs = [cv_ for cv_ in run.cfg["data"]["covariates"] if cv_ in pheno]
+    keep = pheno[covs].notna().all(axis=1).to_numpy()
+    assoc = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
+            if measures:
+                t = association_table(sc[keep], pheno[keep], measures, covariates=covs, categorical=())
+                t.insert(0, "model", name)
+                assoc.append(t)
+    _caught(caught)
+    if assoc:
+        pd.concat(assoc).to_csv(folder / "associations.csv", index=False)
+    # saliency of fold 0's scorer on its own held-out participants
+    test0 = next(iter(cv.split(np.zeros(len(ids)))))[1][: c["saliency_participants"]]
+    sal = SaliencyExplainer(estimators[0], atlas=_load_atlas(run), top_k=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        sal.fit(images.iloc[test0].tolist())
+    _caught(caught)
+    if sal.top_regions_ is not None:
+        sal.top_regions_.to_csv(folder / "saliency_top_regions.csv", index=False)
+    summary = acc.groupby("model")["r_held_out"].mean().to_dict()
+    log.info("brain-genotype scores: mean held-out r with the genotype: %s", {k: round(v, 3) for k, v in summary.items()})
+    return {"snps": chosen, "n_participants": len(ids), "mean_r": summary, "measures": measures, "covariates": covs,
+            "source_of_snps": "config" if c["snps"] else "occlusion"}
+
+
+def _stage_confounds(run, folder):
+    from ..evaluation import evaluate_confounds
+
+    c = run.cfg["confounds"]
+    wm, y, G, snps = run.wm()
+    train, _, cv = run.splits()
+    hv = np.load(run.store.path("brain_age") / "hv_wm.npy")
+    n_img = hv.shape[1]
+    pos = {p: i for i, p in enumerate(train)}
+    folds = [(np.array([pos[i] for i in tr]), np.array([pos[i] for i in va])) for tr, va in cv]
+    X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
+                     columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
+    covs = wm.iloc[train][run.cfg["data"]["covariates"]].astype(float)
+    contrastive, classifier, baselines = _model_configs(run)
+    all_models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
+                              class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed)
+    names = {"CGNI": TABLE1_CGNI, "Imaging-Genetic NN": "Imaging-Genetic NN (non-linear)",
+             "Imaging-Genetic SVM": "Imaging-Genetic SVM (linear)", "Sparse Genetic NN": "Sparse Genetic NN"}
+    models = {m: all_models[("Table 1", names[m])] for m in c["models"]}
+    log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(models), len(X),
+             len(folds))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        res = evaluate_confounds(models, X, y[train], covs, cv=folds, adjust="first", match=c["match"],
+                                 n_permutations=c["n_permutations"], alternative="greater", random_state=run.seed)
+    _caught(caught)
+    res.summary.to_csv(folder / "confounds.csv", index=False)
+    res.scores.to_csv(folder / "confound_scores.csv", index=False)
+    if getattr(res, "balance", None) is not None:
+        pd.DataFrame(res.balance).to_csv(folder / "matching_balance.csv")
+    return {"models": list(models), "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs",
+            "n_matched": len(res.matched_ids) if getattr(res, "matched_ids", None) is not None else None}
+
+
+def _precision_recall(found, truth):
+    found, truth = set(found), set(truth)
+    hit = len(found & truth)
+    return {"found": len(found), "true": len(truth), "hits": hit,
+            "precision": hit / len(found) if found else None, "recall": hit / len(truth) if truth else None}
+
+
+def _stage_recovery(run, folder):
+    gt = json.loads(Path(run.inputs.ground_truth).read_text())
+    data = run.store.done_info("data")["result"]
+    _, snps, _ = run.data()
+    occ = run.store.path("occlusion")
+    sig_snps = pd.read_csv(occ / "significant_snps.csv", dtype={"snp": str})
+    sig_regions = pd.read_csv(occ / "significant_regions.csv")
+    causal = [s for s in gt.get("causal_snps", []) if s in set(snps)]
+    out = {
+        "image_qc": _precision_recall(data["image_qc_failed"], gt.get("bad_images", [])),
+        "snp_qc": _precision_recall(data["snp_qc_removed_snps"], gt.get("qc_fail_snps", [])),
+        "causal_snps": _precision_recall(sig_snps["snp"].unique(), causal),
+        "affected_regions": _precision_recall(sig_regions["region"].unique() if len(sig_regions) else [],
+                                              gt.get("affected_regions", {})),
+        "n_causal_snps_planted": len(gt.get("causal_snps", [])), "n_causal_snps_after_qc": len(causal),
+    }
+    if run.inputs.snp_info:
+        info = pd.read_csv(run.inputs.snp_info, dtype={"snp": str}).set_index("snp")
+        if "ld_block" in info and len(sig_snps):
+            blocks = set(info.loc[causal, "ld_block"])
+            found = sig_snps["snp"].unique()
+            out["causal_snps"]["ld_tolerant_precision"] = float(np.mean([info.loc[s, "ld_block"] in blocks
+                                                                         for s in found]))
+    if len(sig_regions):
+        signs = sig_regions.groupby("region")["sign"].agg(lambda s: int(np.sign(s.sum())))
+        truth = gt.get("affected_regions", {})
+        agree = [int(signs[r] == truth[r]) for r in signs.index if r in truth]
+        out["affected_regions"]["sign_agreement"] = f"{sum(agree)} of {len(agree)}"
+    enr = run.store.path("genes") / "enrichment.csv"
+    if enr.exists() and gt.get("planted_gene_set"):
+        e = pd.read_csv(enr)
+        terms = e["term"].tolist()
+        planted = gt["planted_gene_set"]
+        out["planted_gene_set"] = {"name": planted, "rank": terms.index(planted) + 1 if planted in terms else None,
+                                   "n_sets": len(terms)}
+    acc = run.store.path("scores") / "score_accuracy.csv"
+    if acc.exists():
+        a = pd.read_csv(acc, dtype={"snp": str})
+        a["causal"] = a["snp"].isin(set(gt.get("causal_snps", [])))
+        out["brain_genotype_scores"] = (a.groupby(["model", "causal"])["r_held_out"].mean().reset_index()
+                                        .to_dict("records"))
+    write_json(folder / "recovery.json", out)
+    log.info("ground truth: causal SNPs %s; regions %s", out["causal_snps"], out["affected_regions"])
+    return out
+
+
+# ---------------------------------------------------------------------------- output folder
+def check_output_folder(out, fingerprint, config, inputs_fp, *, force):
+    """Refuse a folder that is not ours or holds another configuration's run, unless ``force``."""
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    run_json = out / "run.json"
+    if not run_json.exists():
+        if force:
+            log.warning("%s is not an sklearn-cgni output folder; writing into it anyway (--force)", out)
+            return "forced"
+        raise OutputFolderError(
+            f"Output folder {os.fspath(out)!r} is not empty and holds no run.json: it is not an sklearn-cgni output "
+            "folder. Choose a new folder with --output, or pass --force to write into it (files of the same "
+            "names would be overwritten)."
+        )
+    old = json.loads(run_json.read_text())
+    if old.get("fingerprint") == fingerprint:
+        return "resume"
+    changes = diff_configs(old.get("config", {}), config)
+    if old.get("inputs_fingerprint") != inputs_fp:
+        changes.append("the input files (paths, sizes or modification times) changed")
+    if force:
+        log.warning("--force: %s holds a run with another configuration (%s); stages still valid are kept, "
+                    "the others recomputed and overwritten", out, "; ".join(changes) or "other inputs")
+        return "forced"
+    raise OutputFolderError(
+        f"Output folder {os.fspath(out)!r} holds a run with a different configuration or inputs:\n  - "
+        + "\n  - ".join(changes or ["(unknown difference)"])
+        + "\nNothing was changed. Use another --output, or --force to reuse the stages that are still valid "
+          "and recompute (overwrite) the others."
+    )
+
+
+def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="paper", argv=None,
+                 only=None):
+    """Run every stage into ``out`` (resuming), then write results.json and report.html.
+
+    Returns the path of ``report.html``.
+    """
+    import torch
+
+    from ..utils import resolve_device
+    from ._report import write_outputs
+
+    out = Path(out)
+    t_start = time.perf_counter()
+    if config["run"]["threads"]:
+        torch.set_num_threads(int(config["run"]["threads"]))
+    device = resolve_device(config["run"]["device"])
+    if inputs.embedded:
+        inputs_fp = config_fingerprint({"embedded": config_slice(config, "cohort"), "seed": config["run"]["seed"]})
+    else:
+        inputs_fp = inputs_fingerprint(inputs)
+    full = config_slice(config, *config)
+    fingerprint = config_fingerprint({"config": full, "inputs": inputs_fp})
+    state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    _attach_file_log(out)
+    log.info("sklearn-cgni run -> %s (%s), device %s, preset %s", out, state, device, preset)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    (out / "config.toml").write_text(to_toml(config))
+    meta = {"fingerprint": fingerprint, "inputs_fingerprint": inputs_fp, "config": config, "preset": preset,
+            "inputs": asdict(inputs), "started": started, "argv": list(argv or sys.argv), "state": state}
+    write_json(out / "run.json", meta)
+
+    run = _Run(out, config, inputs, progress=progress, device=device)
+    run.input_fp = inputs_fp
+    store = run.store
+    cfg = config
+    sec = lambda *s: config_slice(cfg, *s)  # noqa: E731
+
+    folds = cfg["protocol"]["folds"]
+    plan = []
+    if inputs.embedded:
+        plan.append(("simulate", lambda d: _stage_simulate(run, d), dict(config=sec("cohort", "run"), inputs=inputs_fp),
+                     ()))
+    plan.append(("data", lambda d: _stage_data(run, d), dict(config=sec("data", "qc", "protocol", "run"),
+                                                                 inputs=inputs_fp),
+                 ("simulate",) if inputs.embedded else ()))
+    plan.append(("brain_age", lambda d: _stage_brain_age(run, d), dict(config=sec("stage1")), ("data",)))
+    for k in range(folds):
+        plan.append((f"finetune_f{k}", lambda d, k=k: _stage_finetune(run, d, k), dict(config=sec("stage1")),
+                     ("data", "brain_age")))
+        plan.append((f"models_f{k}", lambda d, k=k: _stage_models(run, d, k),
+                     dict(config=sec("contrastive", "classifier", "baselines", "protocol")),
+                     ("data", f"finetune_f{k}")))
+    plan.append(("scca", lambda d: _stage_scca(run, d), dict(config=sec("scca")), ("data", "models_f0")))
+    plan.append(("occlusion", lambda d: _stage_occlusion(run, d), dict(config=sec("occlusion"), inputs=inputs_fp),
+                 ("data", "finetune_f0", "models_f0", "scca")))
+    plan.append(("genes", lambda d: _stage_genes(run, d), dict(config=sec("genes"), inputs=inputs_fp),
+                 ("data", "occlusion")))
+    if cfg["scores"]["enabled"]:
+        plan.append(("scores", lambda d: _stage_scores(run, d), dict(config=sec("scores", "stage1", "data"),
+                                                                     inputs=inputs_fp),
+                     ("data", "brain_age", "occlusion")))
+    if cfg["confounds"]["enabled"]:
+        plan.append(("confounds", lambda d: _stage_confounds(run, d),
+                     dict(config=sec("confounds", "contrastive", "classifier", "baselines", "data")),
+                     ("data", "brain_age")))
+    if inputs.embedded:
+        gt = out / "cohort" / "ground_truth.json"
+        inputs.ground_truth = os.fspath(gt)
+    if inputs.ground_truth:
+        after = ("data", "occlusion", "genes") + (("scores",) if cfg["scores"]["enabled"] else ())
+        plan.append(("recovery", lambda d: _stage_recovery(run, d), dict(inputs=inputs_fp), after))
+
+    bar = progress_bar(plan, enabled=progress, desc="stages", unit="stage", position=0)
+    for name, func, kw, after in bar:
+        bar.set_postfix_str(name)
+        if name == "data" and inputs.embedded:
+            _use_embedded_cohort(inputs, out / "cohort")
+        store.run(name, func, after=after, **kw)
+        if only and name == only:
+            break
+    bar.close()
+    meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=time.perf_counter() - t_start,
+                device=device, versions=_versions(), stage_seconds=dict(store.timings),
+                stage_status=dict(store.status), inputs=asdict(inputs), threads=torch.get_num_threads(),
+                machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    write_json(out / "run.json", meta)
+    return write_outputs(out)
+
+
+def _use_embedded_cohort(inputs, folder):
+    found = cohort_folder_inputs(folder)
+    for key, value in asdict(found).items():
+        if key not in ("embedded", "notes"):
+            setattr(inputs, key, value)
+
+
+def _attach_file_log(out):
+    handler_path = os.fspath(Path(out) / "run.log")
+    for h in log.handlers:
+        if isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(handler_path):
+            return
+    fh = logging.FileHandler(handler_path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(fh)
+    logging.getLogger("py.warnings").addHandler(fh)
