@@ -50,7 +50,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
@@ -72,6 +72,7 @@ def parse_args():
     p.add_argument("--pretrain-epochs", type=int, default=10)
     p.add_argument("--epochs", type=int, default=30, help="epochs of the CGNI encoder and classifier")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=2, help="repetitions of the k-fold split (different shuffles)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cnn", action="store_true", help="skip the stage-1 CNN and CGNI rows")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
@@ -100,17 +101,52 @@ def fmt_p(p):
     return "" if not np.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
 
 
+def notes(s, setup):
+    """Observations computed from this run's summary (no number is typed in by hand)."""
+    m = s.set_index("model")
+    base = m.loc["covariates: age + sex"]
+    models = m[m["kind"] == "model"]
+    beat_raw = [n for n, r in models.iterrows() if r["gain_mean"] > 0 and r["gain_p"] < 0.05]
+    beat_matched = [n for n, r in models.iterrows() if r["matched_gain_mean"] > 0 and r["matched_gain_p"] < 0.05]
+    out = [
+        "",
+        "## Observations (computed from the table)",
+        "",
+        f"* Age alone: {100 * m.loc['covariates: age', 'raw_mean']:.1f} %, age + sex: {100 * base['raw_mean']:.1f} % "
+        f"(on the matched subset: {100 * base['matched_mean']:.1f} %).",
+        f"* Models that beat age + sex on the raw folds (gain > 0, corrected p < 0.05): "
+        f"{', '.join(beat_raw) if beat_raw else 'none'}.",
+        f"* Models that beat age + sex on the matched subset (corrected p < 0.05): "
+        f"{', '.join(beat_matched) if beat_matched else 'none'}.",
+        "* Drop from raw to adjusted per model (points): "
+        + "; ".join(f"{n}: {100 * (r['raw_mean'] - r['adjusted_mean']):+.1f}" for n, r in models.iterrows()) + ".",
+        "* Regressing age out of features also removes the part of the *label* that is collinear with age "
+        "(in make_cohort age is drawn given the WM group), so adjusted scores can understate what a model "
+        "knows beyond age. The matched scores do not have this bias but rest on fewer test participants.",
+    ]
+    snp = [n for n in models.index if n.startswith("SNPs")]
+    if snp:
+        r = models.loc[snp[0]]
+        out.append(f"* SNP features cannot encode age, yet the SNP-only model goes from {100 * r['raw_mean']:.1f} % "
+                   f"raw to {100 * r['adjusted_mean']:.1f} % adjusted ({100 * r['matched_mean']:.1f} % matched).")
+    if "brain_age_test_mae" in setup:
+        out.append(f"* The stage-1 brain-age CNN reached a test MAE of {setup['brain_age_test_mae']} y against "
+                   f"{setup['brain_age_mae_of_mean']} y for predicting the mean age: its h_v is whatever the "
+                   "pre-training produced at this size, not a good brain-age model.")
+    return out
+
+
 def main():
     args = parse_args()
     if args.quick:
         args.n_participants, args.n_snps, args.n_pretrain = 300, 60, 200
-        args.pretrain_epochs, args.epochs, args.folds = 2, 3, 3
+        args.pretrain_epochs, args.epochs, args.folds, args.repeats = 2, 3, 3, 1
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)  # noqa: E731
     shape = tuple(args.shape)
     arch = dict(channels=(8, 16, 32, 32, 32), padding=1, pool_blocks=4, global_pool="avg")
     setup = dict(n_participants_simulated=args.n_participants, n_snps=args.n_snps, image_shape=list(shape),
-                 folds=args.folds, seed=args.seed, demographics="reference (make_cohort default)")
+                 folds=args.folds, repeats=args.repeats, seed=args.seed, demographics="reference (make_cohort default)")
 
     # ---------------------------------------------------------------- WM cohort
     log(f"WM cohort: {args.n_participants} participants, {args.n_snps} SNPs, images {shape}")
@@ -179,8 +215,10 @@ def main():
 
     # adjustment right after column selection / SNP QC: on the model's input features
     adjust = {name: adjusted_model(m, ["age", "sex"], at=1) for name, m in models.items()}
-    log(f"evaluating {len(models)} models + 3 covariate-only baselines, {args.folds} folds")
-    res = evaluate_confounds(models, X, y, cov, cv=args.folds, adjust=adjust, random_state=args.seed)
+    cv = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats, random_state=args.seed)
+    n_splits = args.folds * args.repeats
+    log(f"evaluating {len(models)} models + 3 covariate-only baselines, {args.repeats} x {args.folds} folds")
+    res = evaluate_confounds(models, X, y, cov, cv=cv, adjust=adjust, random_state=args.seed)
     setup["wall_time_s"] = round(time.perf_counter() - t0)
     setup.update(torch=torch.__version__, python=sys.version.split()[0], machine=platform.machine(),
                  note="2 CPU cores shared with other jobs; timings not meaningful")
@@ -197,13 +235,14 @@ def main():
         "",
         f"Setup (reduced for a CPU): `{json.dumps(setup)}`",
         "",
-        "Balanced accuracy (%), mean ± sd over the folds of one stratified "
-        f"{args.folds}-fold split shared by every row. **adjusted**: age and sex regressed out of "
+        "Balanced accuracy (%), mean ± sd over the folds of a stratified "
+        f"{args.repeats} x {args.folds}-fold split shared by every row. **adjusted**: age and sex regressed out of "
         "the model's input features inside each training fold (CovariateRegressor after "
         "column selection / SNP QC). **matched**: the same fitted models scored on the age- and "
         "sex-matched participants of each test fold. **gain**: raw minus the age + sex logistic "
         "model on the same folds; p: corrected resampled t-test (Nadeau & Bengio), perm: exact "
-        f"sign-flip test over {args.folds} folds (smallest possible two-sided p = {2 / 2 ** args.folds:.3f}).",
+        f"sign-flip test over the {n_splits} folds (smallest possible two-sided p = {2 / 2 ** n_splits:.3g}; "
+        "it treats folds as independent, so it is optimistic; trust the corrected t-test).",
         "",
         "| model | raw | adjusted | matched | gain over age+sex (p / perm) | matched gain (p / perm) |",
         "|---|---|---|---|---|---|",
@@ -217,6 +256,7 @@ def main():
         lines.append(f"| {r['model']} | {fmt(r['raw_mean'], r['raw_sd'])} | {fmt(r['adjusted_mean'], r['adjusted_sd'])}"
                      f" | {fmt(r['matched_mean'], r['matched_sd'])} | {gain} | {mgain} |")
     n_matched_test = res.scores.query("evaluation == 'matched'").drop_duplicates("fold")["n_test"]
+    lines += notes(s, setup)
     lines += [
         "",
         "## Matching (optimal 1:1 on age within sex, caliper 0.2 pooled SD)",
