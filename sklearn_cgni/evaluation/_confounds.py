@@ -13,7 +13,6 @@ For each named model, under the same cross-validation splits and metric:
 """
 
 import numbers
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -135,9 +134,7 @@ def adjusted_model(model, covariates, *, at="first", categorical=None):
 def _fit_and_score(estimator, X, y, train, evals, scorer):
     """Fit on ``train``; score on each named index set of ``evals`` (None when too few classes)."""
     est = clone(estimator)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # e.g. convergence chatter per fold
-        est.fit(_safe_indexing(X, train), _safe_indexing(y, train))
+    est.fit(_safe_indexing(X, train), _safe_indexing(y, train))
     out = {}
     for name, idx in evals.items():
         if len(idx) == 0 or len(np.unique(_safe_indexing(y, idx))) < 2:
