@@ -168,6 +168,8 @@ def test_bad_input_names_participant_or_file(cohort, small_fit, tmp_path):
     df = pd.DataFrame({"image": paths}, index=ids)
     with pytest.raises(ValueError, match=ids[5]):
         est.fit(df, age_nan)
+    with pytest.raises(ValueError, match="index of X and of y differ"):
+        est.fit(df, pd.Series(age, index=ids[::-1]))
     missing = df.copy()
     missing.iloc[2, 0] = str(tmp_path / "nope.nii.gz")
     with pytest.raises(FileNotFoundError, match=ids[2]):

@@ -62,6 +62,19 @@ def _train_loader(dataset, batch_size=25, **kwargs):
     return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **kwargs)
 
 
+def _check_aligned(X, y, caller):
+    """If both X and y carry a pandas index, they must list the same participants in order."""
+    xi, yi = getattr(X, "index", None), getattr(y, "index", None)
+    if xi is None or yi is None or not hasattr(y, "to_numpy"):
+        return
+    if len(xi) == len(yi) and not xi.equals(yi):
+        diff = [(a, b) for a, b in zip(xi, yi) if a != b][:3]
+        raise ValueError(
+            f"{caller}: the index of X and of y differ (first mismatches, X vs y: {diff}). "
+            f"Align images and targets by participant ID first (e.g. y.loc[X.index])."
+        )
+
+
 class _FeatureExtractor(torch.nn.Module):
     """``x -> h_v`` sharing the parameters of a fitted :class:`BrainCNN`."""
 

@@ -8,7 +8,7 @@ from sklearn.base import RegressorMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import _BaseImageCNN
+from ._base import _BaseImageCNN, _check_aligned
 
 __all__ = ["BrainAgeCNNTransformer"]
 
@@ -204,6 +204,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         from ._dataset import check_image_input
 
         _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        _check_aligned(X, y, type(self).__name__)
         ages = _check_ages(y, ids)
         self.y_mean_ = float(ages.mean())
         self.y_scale_ = float(ages.std()) or 1.0

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import WEIGHTS_FORMAT, _BaseImageCNN
+from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _check_aligned
 
 __all__ = ["ImagingCNNClassifier"]
 
@@ -203,6 +203,7 @@ random_state, verbose
         _, ids, _ = check_image_input(X, caller=type(self).__name__)
         if y is None:
             raise ValueError("fit needs y (class labels) unless frozen=True.")
+        _check_aligned(X, y, type(self).__name__)
         y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y).reshape(-1)
         if len(y) != len(ids):
             raise ValueError(f"Got {len(ids)} images but {len(y)} labels.")
