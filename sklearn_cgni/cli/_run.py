@@ -631,7 +631,7 @@ def _choose_score_snps(run, snps):
     strongest = z.abs().max(axis=1).sort_values(ascending=False).index.tolist()
     order = list(dict.fromkeys(sig.reindex(sig["zscore"].abs().sort_values(ascending=False).index)["snp"].tolist()
                                + strongest))
-    return order[: c["max_snps"]]
+    return order
 
 
 def _stage_scores(run, folder):
@@ -646,11 +646,21 @@ def _stage_scores(run, folder):
     raw = np.load(run.store.path("data") / "genotypes_raw.npy")
     ok = parts["image_qc_passed"].to_numpy()
     ids = parts.index[ok]
-    chosen = _choose_score_snps(run, snps)
-    col = [snps.index(x) for x in chosen]
-    G = pd.DataFrame(raw[ok][:, col], index=ids, columns=chosen)
-    images = parts.loc[ids, "image"]
     cv = KFold(c["cv"], shuffle=True, random_state=run.seed)
+    folds = list(cv.split(np.zeros(len(ids))))
+    candidates = _choose_score_snps(run, snps)
+    G_all = pd.DataFrame(raw[ok][:, [snps.index(x) for x in candidates]], index=ids, columns=candidates)
+    # a SNP without variation in a training fold cannot be learned there (rare SNPs, small cohorts)
+    varies = [s_ for s_ in candidates if all(np.nanstd(G_all[s_].to_numpy()[tr]) > 0 for tr, _ in folds)]
+    flat = [s_ for s_ in candidates if s_ not in set(varies)]
+    if c["snps"] and flat:
+        raise InputError(f"scores.snps: SNP(s) {flat[:10]} do not vary within a cross-fitting training fold.")
+    chosen = varies[: c["max_snps"]]
+    if not chosen:
+        raise InputError("No SNP varies within every cross-fitting training fold; brain-genotype scores need "
+                         "polymorphic SNPs (or set scores.enabled = false).")
+    G = G_all[chosen]
+    images = parts.loc[ids, "image"]
     scorer = BrainGenotypeScorer(
         task=c["task"], brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
         n_transfer_blocks=c["n_transfer_blocks"], max_epochs=c["max_epochs"], **_cnn_kwargs(run),
@@ -695,7 +705,7 @@ def _stage_scores(run, folder):
     if assoc:
         pd.concat(assoc).to_csv(folder / "associations.csv", index=False)
     # saliency of fold 0's scorer on its own held-out participants
-    test0 = next(iter(cv.split(np.zeros(len(ids)))))[1][: c["saliency_participants"]]
+    test0 = folds[0][1][: c["saliency_participants"]]
     sal = SaliencyExplainer(estimators[0], atlas=_load_atlas(run), top_k=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)

@@ -1,0 +1,254 @@
+"""The ``sklearn-cgni`` command: config checks, bad inputs, output-folder safety and resume.
+
+One tiny run (80 participants, 60 SNPs, 24x28x24 images, 1-2 epochs) is shared by the tests
+here and in test_report.py (session fixture ``finished_run``); tests that change a run work
+on a copy of its output folder.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sklearn_cgni.cli import ConfigError, load_config, main
+from sklearn_cgni.cli._config import diff_configs, parse_override
+
+TINY_CONFIG = """
+[run]
+threads = 1
+[protocol]
+folds = 2
+table2 = false
+[stage1]
+channels = [4, 8, 8]
+padding = 1
+pool_blocks = 3
+global_pool = "avg"
+pretrain_epochs = 1
+finetune_epochs = 1
+[contrastive]
+n_components = 8
+image_hidden = [16]
+genetic_hidden = [16]
+max_epochs = 2
+[classifier]
+hidden_layer_sizes = [16]
+max_epochs = 2
+[baselines]
+sparse_hidden = [16]
+ig_hidden = [16]
+max_epochs = 2
+[scca]
+n_components = [1, 2]
+alpha_x = [0.05]
+alpha_y = [0.05]
+cv = 2
+[occlusion]
+n_participants = 8
+batch_size = 8
+[scores]
+max_snps = 2
+cv = 2
+max_epochs = 1
+saliency_participants = 4
+[confounds]
+models = ["Sparse Genetic NN"]
+n_permutations = 50
+"""
+
+_CACHE = {}
+
+
+def _run(args, capsys=None):
+    code = main(args)
+    return code
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    if "cohort" not in _CACHE:
+        from sklearn_cgni.datasets import make_cohort
+
+        root = tmp_path_factory.mktemp("cli")
+        make_cohort(80, 60, shape=(24, 28, 24), output_dir=root / "cohort", random_state=0, n_jobs=1)
+        (root / "tiny.toml").write_text(TINY_CONFIG)
+        _CACHE["cohort"] = (root / "cohort", root / "tiny.toml")
+    return _CACHE["cohort"]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_cohort, tmp_path_factory):
+    """A complete run of the tiny cohort: (cohort folder, config file, output folder)."""
+    if "run" not in _CACHE:
+        cohort, cfg = tiny_cohort
+        out = tmp_path_factory.mktemp("run") / "out"
+        code = main(["run", "--cohort", str(cohort), "--config", str(cfg), "--preset", "cpu", "-o", str(out),
+                     "--no-progress", "--device", "cpu"])
+        assert code == 0
+        _CACHE["run"] = (cohort, cfg, out)
+    return _CACHE["run"]
+
+
+def _copy(out, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(out, dst)
+    return dst
+
+
+def _base_args(cohort, cfg, out):
+    return ["run", "--cohort", str(cohort), "--config", str(cfg), "--preset", "cpu", "-o", str(out),
+            "--no-progress", "--device", "cpu"]
+
+
+# ---------------------------------------------------------------------------- config
+def test_help_explains_inputs_config_and_output(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--cohort", "--images", "--genotypes", "--phenotypes", "--config", "--set", "report.html",
+                   "results.json", "resumes", "--force", "digit_span"):
+        assert needle in text, needle
+
+
+def test_unknown_config_key_names_the_nearest(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[contrastive]\nlamda_vg = 0.5\n")
+    assert main(["run", "--config", str(bad), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "lamda_vg" in err and "did you mean 'contrastive.lambda_vg'" in err
+    with pytest.raises(ConfigError, match="did you mean 'occlusion.snp_threshold'"):
+        load_config(overrides=["occlusoin.snp_threshold=2"])
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(overrides=["run.seed=abc"])
+    with pytest.raises(ConfigError, match="integer"):
+        load_config(overrides=["stage1.channels=[4.5, 8]"])
+
+
+def test_config_layers_and_flags(capsys):
+    cfg = load_config(preset="cpu", overrides=["contrastive.max_epochs=3", {"run": {"seed": 7}}])
+    assert cfg["contrastive"]["max_epochs"] == 3 and cfg["run"]["seed"] == 7
+    assert cfg["stage1"]["global_pool"] == "avg"  # from the cpu preset
+    paper = load_config(preset="paper")
+    assert paper["stage1"]["channels"] == [32, 64, 128, 256, 256] and paper["contrastive"]["lambda_vg"] == 0.7
+    assert parse_override("scca.alpha_x=[0.1, 0.2]") == {"scca": {"alpha_x": [0.1, 0.2]}}
+    assert diff_configs(paper, cfg)  # differences are listed
+    assert main(["run", "--preset", "paper", "--seed", "3", "--print-config"]) == 0
+    assert "seed = 3" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- bad inputs
+def test_folder_with_no_images(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "notes.txt").write_text("no images here")
+    (tmp_path / "g.csv").write_text("participant_id,rs1\na,0\n")
+    (tmp_path / "p.csv").write_text("participant_id,digit_span,age,sex\na,3,50,1\n")
+    code = main(["run", "--images", str(tmp_path / "imgs"), "--genotypes", str(tmp_path / "g.csv"),
+                 "--phenotypes", str(tmp_path / "p.csv"), "-o", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "No NIfTI images" in err and "imgs" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_incomplete_inputs(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    assert main(["run", "--images", str(tmp_path / "imgs"), "-o", str(tmp_path / "out")]) == 2
+    assert "Missing --genotypes, --phenotypes" in capsys.readouterr().err
+    assert main(["run", "--cohort", str(tmp_path / "nope"), "-o", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_non_empty_foreign_folder_is_refused(tiny_cohort, tmp_path, capsys):
+    cohort, cfg = tiny_cohort
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert main(_base_args(cohort, cfg, out)) == 2
+    assert "not an sklearn-cgni output folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+# ---------------------------------------------------------------------------- the run
+def test_run_writes_the_output_folder(finished_run):
+    _, _, out = finished_run
+    for name in ("report.html", "results.json", "run.json", "config.toml", "run.log"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "run.json").read_text())
+    assert set(meta["stage_status"].values()) == {"computed"}
+    expected = {"data", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1", "scca", "occlusion",
+                "genes", "scores", "confounds", "recovery"}
+    assert expected <= set(meta["stage_status"])
+    for stage in expected:
+        assert (out / "stages" / stage / "_done.json").is_file()
+    assert meta["device"] == "cpu" and meta["versions"]["torch"]
+
+
+def test_rerun_resumes_without_recomputing(finished_run, tmp_path):
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    weights = out / "stages" / "brain_age" / "brain_age.pt"
+    before = weights.stat().st_mtime_ns
+    assert main(_base_args(cohort, cfg, out)) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert set(meta["stage_status"].values()) == {"reused"}
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_interrupted_stage_is_recomputed(finished_run, tmp_path):
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    # an interruption leaves a stage folder without its _done.json
+    (out / "stages" / "genes" / "_done.json").unlink()
+    shutil.rmtree(out / "stages" / "recovery")
+    assert main(_base_args(cohort, cfg, out)) == 0
+    status = json.loads((out / "run.json").read_text())["stage_status"]
+    assert status["genes"] == "computed" and status["recovery"] == "computed"
+    assert status["brain_age"] == "reused" and status["occlusion"] == "reused"
+
+
+def test_other_config_is_refused_then_forced(finished_run, tmp_path, capsys):
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    results = out / "results.json"
+    before = results.read_bytes()
+    args = _base_args(cohort, cfg, out) + ["--set", "occlusion.region_threshold=2.0", "--set", "scores.enabled=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "occlusion.region_threshold: 2.5 -> 2.0" in err and "--force" in err
+    assert results.read_bytes() == before  # nothing overwritten
+    assert main(args + ["--force"]) == 0
+    status = json.loads((out / "run.json").read_text())["stage_status"]
+    assert status["occlusion"] == "computed" and status["genes"] == "computed"
+    assert status["brain_age"] == "reused" and status["models_f1"] == "reused" and "scores" not in status
+
+
+def test_report_command_rebuilds(finished_run, tmp_path, capsys):
+    _, _, out = finished_run
+    out = _copy(out, tmp_path)
+    (out / "report.html").unlink()
+    shutil.rmtree(out / "tables")
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").is_file() and (out / "tables" / "table1.csv").is_file()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no run.json" in capsys.readouterr().err
+
+
+def test_simulate_command(tmp_path, capsys):
+    dst = tmp_path / "sim"
+    assert main(["simulate", str(dst), "--n-participants", "30", "--n-snps", "40", "--shape", "12", "14", "12"]) == 0
+    assert (dst / "ground_truth.json").is_file() and len(list((dst / "images").iterdir())) == 30
+    assert "sklearn-cgni run --cohort" in capsys.readouterr().out
+    assert main(["simulate", str(dst), "--n-participants", "30"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "sklearn_cgni.cli", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).parent, timeout=120)
+    assert res.returncode == 0 and "sklearn-cgni run" in res.stdout

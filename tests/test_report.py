@@ -1,0 +1,94 @@
+"""The report of ``sklearn-cgni run``: results.json, tables, figures and report.html.
+
+Uses the tiny run of test_cli.py (session fixture ``finished_run``).
+"""
+
+import base64
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from sklearn_cgni.cli._protocol import COMBOS, combo_params, paper_splits, summarise_scores, table_markdown
+from sklearn_cgni.cli._report import SECTIONS, markdown_table
+from test_cli import finished_run, tiny_cohort  # noqa: F401  (shared session fixtures)
+
+
+def test_report_html_has_every_section(finished_run):  # noqa: F811
+    _, _, out = finished_run
+    text = (out / "report.html").read_text()
+    for key, title in SECTIONS:
+        if key == "table2":  # switched off in the tiny config: the report says so
+            assert "protocol.table2 = false" in text
+            continue
+        assert f"id='{key}'" in text, f"section {key!r} missing"
+    for needle in ("Table 1", "Table 3", "Table 4", "Table 5", "Fig. 3", "Brain-genotype scores",
+                   "Confounds", "Ground-truth recovery", "covariates: age + sex", "CGNI contrastive"):
+        assert needle in text, needle
+    # self-contained: figures embedded, nothing loaded from elsewhere
+    images = re.findall(r"src='([^']+)'", text)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    png = base64.b64decode(images[0].split(",", 1)[1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in text and "https://" not in text
+
+
+def test_results_json_is_machine_readable(finished_run):  # noqa: F811
+    _, _, out = finished_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["seed"] == 0
+    assert {"table1", "table3", "confounds", "score_accuracy", "recovery", "per_fold_scores"} <= set(res["tables"])
+    t1 = pd.DataFrame(res["tables"]["table1"])
+    assert list(t1["model"]) == ["Imaging CNN", "Sparse Genetic NN", "Imaging-Genetic SVM (linear)",
+                                 "Imaging-Genetic NN (non-linear)", "CGNI contrastive (terms 1+2+4)"]
+    assert t1["holdout_mean"].between(0, 100).all() and t1["paper_holdout"].notna().all()
+    per_fold = pd.DataFrame(res["tables"]["per_fold_scores"])
+    assert sorted(per_fold["fold"].unique()) == [0, 1]
+    assert set(per_fold["split"]) == {"train", "validation", "holdout"}
+    meta = res["metadata"]
+    assert meta["versions"]["scikit-learn"] and meta["config"]["protocol"]["folds"] == 2
+    assert set(meta["stage_seconds"]) >= {"data", "brain_age", "occlusion"}
+    confounds = pd.DataFrame(res["tables"]["confounds"])
+    assert {"raw_mean", "adjusted_mean", "matched_mean", "gain_mean", "gain_p"} <= set(confounds.columns)
+    recovery = pd.DataFrame(res["tables"]["recovery"]).set_index("what")
+    assert recovery.loc["causal_snps", "true"] > 0  # compared against the planted causal SNPs
+
+
+def test_tables_as_csv_and_markdown(finished_run):  # noqa: F811
+    _, _, out = finished_run
+    for name in ("table1", "table3", "table5", "confounds", "score_accuracy"):
+        csv = pd.read_csv(out / "tables" / f"{name}.csv")
+        md = (out / "tables" / f"{name}.md").read_text()
+        assert len(csv) and md.startswith("|") and md.count("\n") >= len(csv) + 2, name
+    assert "[88.91 ± 0.66]" in (out / "tables" / "table1.md").read_text()
+    figs = sorted(p.name for p in (out / "figures").iterdir())
+    assert "canonical_correlations.png" in figs and "snp_contributions.png" in figs
+
+
+def test_protocol_splits_are_stratified_and_disjoint():
+    import numpy as np
+
+    y = np.r_[np.zeros(64), np.ones(36)].astype(int)
+    train, hold, cv = paper_splits(y, holdout=0.1, folds=5, random_state=0)
+    assert len(hold) == 10 and set(train).isdisjoint(hold) and len(train) + len(hold) == 100
+    vals = np.concatenate([va for _, va in cv])
+    assert sorted(vals) == sorted(train)  # every training participant validates once
+    assert abs(y[hold].mean() - 0.36) < 0.11
+    for tr, va in cv:
+        assert set(tr).isdisjoint(va) and set(tr) | set(va) == set(train)
+
+
+def test_protocol_tables():
+    assert len(COMBOS) == 14
+    assert combo_params("L1+L4") == {"lambda_vg": 0.7, "sigma_gv": 0.0, "gamma_vv": 0.0, "theta_gg": 0.4}
+    with pytest.raises(ValueError, match="L5"):
+        combo_params("L1+L5")
+    recs = [dict(table="Table 1", model="Imaging CNN", fold=f, split=s, balanced_accuracy=b)
+            for f, b in ((0, 0.6), (1, 0.8)) for s in ("train", "validation", "holdout")]
+    summary = summarise_scores(recs)
+    row = summary[(summary.split == "holdout")].iloc[0]
+    assert row["mean"] == pytest.approx(70.0) and row["std"] == pytest.approx(14.142, abs=1e-3)
+    md = table_markdown(summary, "Table 1")
+    assert "| Imaging CNN | 70.00 ± 14.14 [81.34 ± 2.34]" in md
+    assert markdown_table(pd.DataFrame({"a": [1.23456, None], "b": ["x|y", "z"]})).splitlines()[2] == "| 1.23 | x/y |"
