@@ -252,3 +252,30 @@ def test_module_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "sklearn_cgni.cli", "--help"], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).parent, timeout=120)
     assert res.returncode == 0 and "sklearn-cgni run" in res.stdout
+
+
+def test_explicit_files_csv_of_paths_and_plink_prefix(tiny_cohort, tmp_path):
+    """--images CSV, --genotypes PLINK prefix, --phenotypes: a participant missing from the
+    phenotypes is dropped and reported, the others are aligned (data stage only)."""
+    import pandas as pd
+
+    from sklearn_cgni.cli import load_config, resolve_inputs, run_pipeline
+
+    cohort, cfg = tiny_cohort
+    images = sorted((cohort / "images").glob("*.nii.gz"))
+    ids = [p.name[: -len(".nii.gz")] for p in images]
+    pd.DataFrame({"participant_id": ids, "image": [str(p) for p in images]}).to_csv(tmp_path / "images.csv",
+                                                                                   index=False)
+    pheno = pd.read_csv(cohort / "phenotypes.csv")
+    pheno[pheno.participant_id != ids[0]].to_csv(tmp_path / "pheno.csv", index=False)
+    inputs = resolve_inputs(images=str(tmp_path / "images.csv"), genotypes=str(cohort / "genotypes"),
+                            phenotypes=str(tmp_path / "pheno.csv"))
+    assert inputs.genotypes.endswith("genotypes.bed") and not inputs.embedded
+    config = load_config(cfg, preset="cpu", overrides=["run.device=cpu"])
+    run_pipeline(tmp_path / "out", config, inputs, progress=False, only="data")
+    result = json.loads((tmp_path / "out" / "stages" / "data" / "_done.json").read_text())["result"]
+    assert result["n_aligned"] == 79 and result["n_dropped_by_alignment"] == 1
+    assert result["dropped_by_alignment"][0]["participant_id"] == ids[0]
+    assert result["n_low"] > 0 and result["n_high"] > 0 and result["n_folds"] == 2
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert ids[0] in log  # the dropped participant is named in the log

@@ -310,7 +310,12 @@ def render_html(out, results, tables, notes):
                 f3 += f"<h3>{title}</h3>" + _html_table(tables[key], max_rows=40)
     parts["fig3"] = f3
     if "enrichment" in tables:
-        parts["enrichment"] = _html_table(tables["enrichment"], max_rows=15)
+        parts["enrichment"] = _html_table(tables["enrichment"], max_rows=15) + _note(
+            "Hypergeometric over-representation of the genes of the significant SNPs among the gene sets, "
+            "against the genes of all SNPs kept by QC.")
+    else:
+        parts["enrichment"] = _note("Not computed: it needs significant SNPs, a SNP -> gene table and a GMT file "
+                                    "(see Table 4).")
     sc = stages.get("scores")
     if sc:
         s = _note(f"Multi-task 3D CNN (initialised from the brain-age CNN) predicting {len(sc['snps'])} SNPs "
@@ -353,7 +358,8 @@ def render_html(out, results, tables, notes):
     md = [("preset", meta.get("preset")), ("seed", results.get("seed")), ("device", meta.get("device")),
           ("torch threads", meta.get("threads")), ("machine", meta.get("machine")),
           ("started", meta.get("started")), ("finished", meta.get("finished")),
-          ("wall time (s)", None if meta.get("wall_time_s") is None else round(meta["wall_time_s"], 1)),
+          ("wall time of this invocation (s)", None if meta.get("wall_time_s") is None else round(meta["wall_time_s"], 1)),
+          ("compute time of all stages (s)", round(sum((meta.get("stage_seconds") or {}).values()), 1)),
           ("fingerprint", meta.get("fingerprint")), ("command", " ".join(meta.get("argv") or []))]
     parts["metadata"] = (_html_table(pd.DataFrame(md, columns=["item", "value"]))
                          + "<h3>Versions</h3>" + _html_table(pd.DataFrame(list((meta.get("versions") or {}).items()),

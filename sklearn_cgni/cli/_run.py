@@ -580,7 +580,7 @@ def _gene_table(run):
 
 
 def _stage_genes(run, folder):
-    from ..explain import enrichment_test, genes_per_component, read_gmt, regions_per_component
+    from ..explain import enrichment_test, genes_per_component, map_snps_to_genes, read_gmt, regions_per_component
 
     occ = run.store.path("occlusion")
     sig_snps = pd.read_csv(occ / "significant_snps.csv", dtype={"snp": str})
@@ -599,9 +599,11 @@ def _stage_genes(run, folder):
         _caught(caught)
         if run.inputs.gene_sets:
             _, snps, _ = run.data()
-            gcol = table.set_index("snp")["gene"]
-            genes = sorted(set(gcol.reindex(sig_snps["snp"].unique()).dropna()))
-            background = sorted(set(gcol.reindex(snps).dropna()))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # unmapped SNPs: listed in Table 4
+                mapping = map_snps_to_genes(list(snps), table)
+            genes = sorted(set(mapping.loc[mapping["snp"].isin(set(sig_snps["snp"])), "gene"].dropna()))
+            background = sorted(set(mapping["gene"].dropna()))
             sets = {k: [g for g in v if g in set(background)] for k, v in read_gmt(run.inputs.gene_sets).items()}
             sets = {k: v for k, v in sets.items() if v}
             g = run.cfg["genes"]
@@ -849,7 +851,6 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     import torch
 
     from ..utils import resolve_device
-    from ._report import write_outputs
 
     out = Path(out)
     t_start = time.perf_counter()
@@ -864,7 +865,23 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     fingerprint = config_fingerprint({"config": full, "inputs": inputs_fp})
     state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)
     out.mkdir(parents=True, exist_ok=True)
-    _attach_file_log(out)
+    handler = _attach_file_log(out)
+    try:
+        return _run_stages(out, config, inputs, force=force, progress=progress, preset=preset, argv=argv,
+                           only=only, device=device, inputs_fp=inputs_fp, fingerprint=fingerprint,
+                           state=state, t_start=t_start)
+    finally:
+        log.removeHandler(handler)
+        logging.getLogger("py.warnings").removeHandler(handler)
+        handler.close()
+
+
+def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, device, inputs_fp, fingerprint,
+                state, t_start):
+    import torch
+
+    from ._report import write_outputs
+
     log.info("sklearn-cgni run -> %s (%s), device %s, preset %s", out, state, device, preset)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     (out / "config.toml").write_text(to_toml(config))
@@ -938,11 +955,11 @@ def _use_embedded_cohort(inputs, folder):
 
 
 def _attach_file_log(out):
-    handler_path = os.fspath(Path(out) / "run.log")
-    for h in log.handlers:
-        if isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(handler_path):
-            return
-    fh = logging.FileHandler(handler_path)
+    fh = logging.FileHandler(os.fspath(Path(out) / "run.log"))
+    fh.setLevel(logging.INFO)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
     log.addHandler(fh)
     logging.getLogger("py.warnings").addHandler(fh)
+    return fh
