@@ -116,6 +116,9 @@ def parse_args():
     p.add_argument("--workdir", default=None, help="cohort files and joblib cache (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--only-table1", action="store_true")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="after a main run with the same --workdir: extra rows (h_v-only models) that "
+                        "reuse the cached stage-1 features; written to *_diagnostics.*")
     return p.parse_args()
 
 
@@ -147,13 +150,17 @@ def main():
     pre_paths = pd.Series(pre.images, index=pre.participant_ids)[pre_ids]
     age = pre.phenotypes.loc[pre_ids, "age"].to_numpy()
     p_tr, p_te = train_test_split(np.arange(len(pre_ids)), test_size=0.1, random_state=args.seed)
-    brain_age = BrainAgeCNNTransformer(**arch, max_epochs=args.pretrain_epochs, validation_fraction=0.0,
-                                       device="cpu", random_state=args.seed)
-    brain_age.fit(pre_paths.iloc[p_tr].tolist(), age[p_tr])
+    weights_path = work / "brain_age_cnn.pt"
+    if args.diagnostics and weights_path.exists():  # reuse the main run's stage-1 weights
+        brain_age = BrainAgeCNNTransformer(weights=str(weights_path), frozen=True, device="cpu")
+        brain_age.fit(pre_paths.iloc[p_tr].tolist())
+    else:
+        brain_age = BrainAgeCNNTransformer(**arch, max_epochs=args.pretrain_epochs, validation_fraction=0.0,
+                                           device="cpu", random_state=args.seed)
+        brain_age.fit(pre_paths.iloc[p_tr].tolist(), age[p_tr])
+        brain_age.save_weights(weights_path)
     mae = float(np.mean(np.abs(brain_age.predict(pre_paths.iloc[p_te].tolist()) - age[p_te])))
     mae_base = float(np.mean(np.abs(age[p_te] - age[p_tr].mean())))
-    weights_path = work / "brain_age_cnn.pt"
-    brain_age.save_weights(weights_path)
     log(f"brain-age CNN: test MAE {mae:.2f} y (predicting the mean: {mae_base:.2f} y)")
 
     # ---------------------------------------------------------------- WM cohort
@@ -215,6 +222,22 @@ def main():
         "CGNI contrastive (terms 1+2+4)": cgni(lambda_vg=0.7, sigma_gv=0.3, gamma_vv=0.0, theta_gg=0.4),
     }
     table2 = {} if args.only_table1 else {c: cgni(**combo_params(c)) for c in COMBOS}
+    if args.diagnostics:
+        # Is h_v informative on its own? Same cached features step, then keep the h_v columns.
+        def hv_only(model):
+            keep_hv = ColumnTransformer([("h_v", "passthrough", list(range(k)))])
+            return Pipeline([("features", features), ("h_v", keep_hv), ("model", model)], memory=memory)
+
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+
+        table1 = {"Imaging CNN": None}
+        table2 = {
+            "NN on h_v only (CGNIClassifier)": hv_only(CGNIClassifier(**clf_kw)),
+            "linear SVM on h_v only": hv_only(Pipeline([("scale", StandardScaler()),
+                                                        ("svm", LinearSVC(class_weight="balanced"))])),
+            "CGNI 1+2+4, theta=0.1": cgni(lambda_vg=0.7, sigma_gv=0.3, gamma_vv=0.0, theta_gg=0.1),
+        }
 
     setup = dict(
         n_participants_simulated=args.n_participants, n_in_wm_groups=len(y), n_low=int((y == 0).sum()),
@@ -261,7 +284,7 @@ def write_results(records, setup, args, folds_done, with_table2):
         df.groupby(["table", "model", "split"], sort=False)["balanced_accuracy"]
         .agg(["mean", "std"]).mul(100).reset_index()
     )
-    suffix = "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else "_diagnostics" if args.diagnostics else ""
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
     summary.to_csv(out_dir / f"table1_table2{suffix}.csv", index=False, float_format="%.2f")
@@ -291,15 +314,22 @@ def write_results(records, setup, args, folds_done, with_table2):
         ours = [fmt(name, "Table 1", s) for s in ("train", "validation", "holdout")]
         lines.append(f"| {name} | " + " | ".join(f"{o} [{p}]" for o, p in zip(ours, paper)) + " |")
     if with_table2:
+        title = (
+            "## Diagnostics (same cached stage-1 features per fold)" if args.diagnostics else
+            "## Table 2 (loss-term combinations; included terms weighted lambda=.7, sigma=.3, "
+            "gamma=.4, theta=.4)"
+        )
         lines += [
             "",
-            "## Table 2 (loss-term combinations; included terms weighted lambda=.7, sigma=.3, "
-            "gamma=.4, theta=.4)",
+            title,
             "",
             "| terms | train | validation | holdout |",
             "|---|---|---|---|",
         ]
-        for combo, paper in PAPER_TABLE2.items():
+        names = list(PAPER_TABLE2) if not args.diagnostics else list(dict.fromkeys(
+            df.loc[df.table == "Table 2", "model"]))
+        for combo in names:
+            paper = PAPER_TABLE2.get(combo, ("-", "-", "-"))
             ours = [fmt(combo, "Table 2", s) for s in ("train", "validation", "holdout")]
             lines.append(f"| {combo} | " + " | ".join(f"{o} [{p}]" for o, p in zip(ours, paper)) + " |")
     text = "\n".join(lines) + "\n"
