@@ -104,7 +104,7 @@ def run_setting(args, snp_effect, log):
     results = {}
     cnn = BrainGenotypeScorer(
         "dosage", channels=tuple(args.channels), padding=1, pool_blocks=args.pool_blocks,
-        max_epochs=args.epochs, batch_size=16, lr=2e-3, weight_decay=1e-4,
+        max_epochs=args.epochs, batch_size=16, lr=2e-3, weight_decay=args.weight_decay,
         validation_fraction=0, device="cpu", random_state=0)
     t = time.time()
     cnn_scores, cnn_models = cross_fit_scores(cnn, X, G, cv=args.folds, return_estimators=True)
@@ -198,6 +198,7 @@ def main():
     p.add_argument("--effects", type=float, nargs="+", default=(0.03, 0.10))
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--channels", type=int, nargs="+", default=(8, 16, 16))
     p.add_argument("--pool-blocks", type=int, default=3)
     p.add_argument("--saliency-n", type=int, default=100)
