@@ -308,3 +308,39 @@ def test_image_shape_the_cnn_cannot_take():
     with pytest.raises(ValueError, match=r"failed on an image of shape \(12, 14, 12\)"):
         OcclusionExplainer((np.eye(2), np.eye(2)), feature_extractor=f_v, image_encoder=torch.nn.Identity(),
                            atlas=atlas).fit(_images(2))
+
+
+def test_variate_target_explains_the_whole_canonical_variate():
+    torch.manual_seed(3)
+    rng = np.random.default_rng(3)
+    X = rng.binomial(2, 0.3, (40, 12)).astype(float)
+    e_g = Encoder(12, (10,), 5)
+    wx = rng.standard_normal((5, 2))
+    wy = rng.standard_normal((5, 2))
+    occ = OcclusionExplainer((wx, wy), genetic_encoder=e_g, target="variate").fit(genotypes=X)
+    full = _brute_force_snps(e_g, X, list(range(5)))  # every node
+    np.testing.assert_allclose(occ.snp_variate_contributions_.to_numpy(), full @ wy, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(occ.snp_contributions_.to_numpy(), full[:, occ.genetic_nodes_],
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(occ.contributions_zscores("snp").to_numpy().mean(axis=0), 0, atol=1e-9)
+
+    # regions, through a linear f_v and e_v, with SparseCCA's standardisation of z_v
+    atlas = _atlas()
+    e_v = torch.nn.Linear(6, 4)
+    images = _images(6)
+
+    class Scaled:
+        x_weights_ = rng.standard_normal((4, 2))
+        y_weights_ = rng.standard_normal((4, 2))
+        x_std_ = np.array([1.0, 2.0, 0.5, 4.0])
+        y_std_ = np.ones(4)
+
+    occ = OcclusionExplainer(Scaled(), feature_extractor=RegionMeans(atlas), image_encoder=e_v,
+                             atlas=atlas, target="variate").fit(images)
+    data = np.asarray(atlas.img.dataobj)
+    means = np.stack([images[:, data == v].mean(axis=1) for v in atlas.labels["index"]], axis=1).mean(0)
+    per_node = e_v.weight.detach().numpy().T * means[:, None]  # (regions, nodes)
+    expected = per_node @ (Scaled.x_weights_ / Scaled.x_std_[:, None])
+    np.testing.assert_allclose(occ.region_variate_contributions_.to_numpy(), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="target"):
+        OcclusionExplainer(Scaled(), genetic_encoder=e_g, target="nodes").fit(genotypes=X)

@@ -32,7 +32,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 __all__ = ["OcclusionExplainer"]
@@ -68,11 +68,17 @@ def _device_of(module):
 
 
 def _canonical_weights(cca):
-    """(imaging weights, genetic weights) of a fitted SCCA, each (n_latent, n_components)."""
+    """Imaging and genetic weights, each (n_latent, n_components), and the latent scales.
+
+    The canonical variate of a view is ``((z - mean) / scale) @ weights``; ``scale`` is the
+    standardisation of :class:`SparseCCA` (``x_std_``, ``y_std_``) and 1 otherwise.
+    """
+    sx = sy = None
     if isinstance(cca, (tuple, list)) and len(cca) == 2 and all(np.ndim(w) in (1, 2) for w in cca):
         wx, wy = (np.asarray(w, dtype=float) for w in cca)
     elif hasattr(cca, "x_weights_") and hasattr(cca, "y_weights_"):
         wx, wy = np.asarray(cca.x_weights_, dtype=float), np.asarray(cca.y_weights_, dtype=float)
+        sx, sy = getattr(cca, "x_std_", None), getattr(cca, "y_std_", None)
     elif hasattr(cca, "weights_") and len(cca.weights_) == 2:
         wx, wy = (np.asarray(w, dtype=float) for w in cca.weights_)
     else:
@@ -88,7 +94,9 @@ def _canonical_weights(cca):
             f"The imaging and genetic canonical weights have {wx.shape[1]} and {wy.shape[1]} "
             "components; they must match."
         )
-    return wx, wy
+    sx = np.ones(wx.shape[0]) if sx is None else np.asarray(sx, dtype=float)
+    sy = np.ones(wy.shape[0]) if sy is None else np.asarray(sy, dtype=float)
+    return wx, wy, sx, sy
 
 
 # ---------------------------------------------------------------------- inputs
@@ -242,6 +250,13 @@ class OcclusionExplainer(BaseEstimator):
         Value an occluded region's voxels are set to.
     snp_baseline : float, default=0.0
         Dosage an occluded SNP is set to (0: no minor allele).
+    target : {"node", "variate"}, default="node"
+        What the significance tables explain. ``"node"``: the paper's eq. (6) on each
+        component's top latent node. ``"variate"``: the same mean difference for the whole
+        canonical variate ``((z - mean) / scale) @ weights`` of the component, i.e. every
+        latent node weighted by its canonical weight (an extension: a component spread over
+        several nodes is then explained as a whole). Both are always computed (one pass);
+        ``target`` only picks the one behind ``significant_*`` and ``contributions_zscores``.
     region_threshold : float, default=2.5
         Regions whose contribution is more than this many standard deviations from the
         mean contribution (over regions) are significant.
@@ -263,6 +278,9 @@ class OcclusionExplainer(BaseEstimator):
         Eq. (6) per atlas region (index: region name) and component (columns 1..K).
     snp_contributions_ : DataFrame of shape (n_snps, n_components_) or None
         Eq. (6) per SNP.
+    region_variate_contributions_, snp_variate_contributions_ : DataFrame or None
+        The same for the canonical variates (see ``target``); already signed by the
+        canonical weights.
     component_orientation_ : ndarray of shape (n_components_,)
         +1 or -1 per component, chosen so that the significant SNPs raise the genetic
         canonical variate on balance (more minor alleles -> higher variate); +1 without any
@@ -308,6 +326,7 @@ class OcclusionExplainer(BaseEstimator):
         "atlas_labels": [str, os.PathLike, pd.DataFrame, None],
         "baseline": [Real],
         "snp_baseline": [Real],
+        "target": [StrOptions({"node", "variate"})],
         "region_threshold": [Interval(Real, 0, None, closed="neither")],
         "snp_threshold": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -325,6 +344,7 @@ class OcclusionExplainer(BaseEstimator):
         atlas_labels=None,
         baseline=0.0,
         snp_baseline=0.0,
+        target="node",
         region_threshold=2.5,
         snp_threshold=3.0,
         batch_size=8,
@@ -338,6 +358,7 @@ class OcclusionExplainer(BaseEstimator):
         self.atlas_labels = atlas_labels
         self.baseline = baseline
         self.snp_baseline = snp_baseline
+        self.target = target
         self.region_threshold = region_threshold
         self.snp_threshold = snp_threshold
         self.batch_size = batch_size
@@ -365,7 +386,8 @@ class OcclusionExplainer(BaseEstimator):
         """
         if images is None and genotypes is None:
             raise ValueError("OcclusionExplainer.fit needs images, genotypes or both.")
-        wx, wy = _canonical_weights(self.cca)
+        wx, wy, sx, sy = _canonical_weights(self.cca)
+        self._proj = (wx / sx[:, None], wy / sy[:, None])
         self.n_components_ = wx.shape[1]
         self.image_nodes_ = np.abs(wx).argmax(axis=0)
         self.genetic_nodes_ = np.abs(wy).argmax(axis=0)
@@ -374,6 +396,7 @@ class OcclusionExplainer(BaseEstimator):
             np.sign(wy[self.genetic_nodes_, np.arange(self.n_components_)]),
         )
         self.region_contributions_ = self.snp_contributions_ = None
+        self.region_variate_contributions_ = self.snp_variate_contributions_ = None
         self.significant_regions_ = self.significant_snps_ = None
         self.atlas_ = None
         self.n_image_forwards_ = 0
@@ -395,8 +418,10 @@ class OcclusionExplainer(BaseEstimator):
                     f"{' ...' if len(missing) > 10 else ''}). Pass the columns in the encoder's order: "
                     "genotypes[list(names)]."
                 )
-            contrib = self._occlude_snps(e_g, X)
-            self.snp_contributions_ = pd.DataFrame(contrib, index=pd.Index(names, name="snp"), columns=cols)
+            node, variate = self._occlude_snps(e_g, X)
+            index = pd.Index(names, name="snp")
+            self.snp_contributions_ = pd.DataFrame(node, index=index, columns=cols)
+            self.snp_variate_contributions_ = pd.DataFrame(variate, index=index, columns=cols)
 
         if images is not None:
             f_v = _as_module(self.feature_extractor, "feature_extractor", "feature_extractor")
@@ -407,10 +432,10 @@ class OcclusionExplainer(BaseEstimator):
                 )
             shape, img_affine, load, n = _image_grid_and_loader(images, affine)
             self.atlas_ = self._atlas_on_grid(shape, img_affine)
-            contrib = self._occlude_regions(f_v, e_v, load, n, shape)
-            self.region_contributions_ = pd.DataFrame(
-                contrib, index=pd.Index(self.atlas_.labels["name"].astype(str), name="region"), columns=cols
-            )
+            node, variate = self._occlude_regions(f_v, e_v, load, n, shape)
+            index = pd.Index(self.atlas_.labels["name"].astype(str), name="region")
+            self.region_contributions_ = pd.DataFrame(node, index=index, columns=cols)
+            self.region_variate_contributions_ = pd.DataFrame(variate, index=index, columns=cols)
 
         self._summarise()
         return self
@@ -445,8 +470,11 @@ class OcclusionExplainer(BaseEstimator):
             raise TypeError(f"OcclusionExplainer: atlas must be a labelled NIfTI image; got {type(img).__name__}.")
         same_shape = tuple(img.shape[:3]) == tuple(shape)
         same_affine = affine is None or np.allclose(img.affine, affine, atol=1e-3)
+        name = getattr(atlas, "name", None) if hasattr(atlas, "labels") else None
         if same_shape and same_affine:
-            return load_atlas(img=img, labels=labels)
+            result = load_atlas(img=img, labels=labels)
+            result.name = name or result.name
+            return result
         if affine is None:
             raise ValueError(
                 f"OcclusionExplainer: the atlas grid {tuple(img.shape[:3])} differs from the images' "
@@ -460,7 +488,9 @@ class OcclusionExplainer(BaseEstimator):
             UserWarning,
             stacklevel=3,
         )
-        return load_atlas(img=img, labels=labels, target_img=(shape, affine))
+        result = load_atlas(img=img, labels=labels, target_img=(shape, affine))
+        result.name = name or result.name
+        return result
 
     # ------------------------------------------------------------------ regions
     def _occlude_regions(self, f_v, e_v, load, n, shape):
@@ -481,8 +511,12 @@ class OcclusionExplainer(BaseEstimator):
         f_v.eval()
         e_v.eval()
 
+        proj = torch.as_tensor(self._proj[0], dtype=torch.float32, device=device)
+
         def forward(x):
-            return e_v(f_v(x))[:, nodes].sum(dim=0)
+            z = e_v(f_v(x))
+            # the selected nodes (eq. 6) and the canonical variates, summed over the batch
+            return torch.cat([z[:, nodes].sum(dim=0), (z @ proj).sum(dim=0)])
 
         with torch.no_grad():
             probe = torch.as_tensor(load(0, 1), device=device).unsqueeze(1)
@@ -493,24 +527,27 @@ class OcclusionExplainer(BaseEstimator):
                     f"OcclusionExplainer: the feature extractor and image encoder failed on an image "
                     f"of shape {tuple(shape)}: {exc}"
                 ) from exc
-            if z_probe.ndim != 2 or z_probe.shape[1] <= int(self.image_nodes_.max()):
+            if z_probe.ndim != 2 or z_probe.shape[1] != self._proj[0].shape[0]:
                 raise ValueError(
                     f"OcclusionExplainer: the image encoder outputs shape {tuple(z_probe.shape)}, but "
-                    f"the canonical weights select node {int(self.image_nodes_.max())}."
+                    f"the imaging canonical weights have {self._proj[0].shape[0]} rows (select node "
+                    f"{int(self.image_nodes_.max())})."
                 )
         ablator = FeatureAblation(forward)
         n_features = int(present.size)
-        total = np.zeros((len(label_values), self.n_components_))
+        k = self.n_components_
+        total = np.zeros((len(label_values), 2 * k))
         with torch.no_grad():
             for start in range(0, n, self.batch_size):
                 xb = torch.as_tensor(load(start, min(start + self.batch_size, n)), device=device)
                 xb = xb.unsqueeze(1)
                 attr = ablator.attribute(xb, baselines=float(self.baseline), feature_mask=mask,
                                          perturbations_per_eval=1)
-                attr = attr.reshape(self.n_components_, -1)[:, torch.as_tensor(first_voxel, device=device)]
+                attr = attr.reshape(2 * k, -1)[:, torch.as_tensor(first_voxel, device=device)]
                 total += attr.T.double().cpu().numpy()
                 self.n_image_forwards_ += xb.shape[0] * (n_features + 1)
-        return total / n
+        total /= n
+        return total[:, :k], total[:, k:]
 
     # ------------------------------------------------------------------ SNPs
     def _occlude_snps(self, e_g, X):
@@ -524,7 +561,9 @@ class OcclusionExplainer(BaseEstimator):
         Xt = torch.as_tensor(X, device=device)
         rows, cols = np.nonzero(X != b)
         self.n_snp_pairs_ = int(rows.size)
-        total = torch.zeros((p, self.n_components_), dtype=torch.float64, device=device)
+        k = self.n_components_
+        total = torch.zeros((p, 2 * k), dtype=torch.float64, device=device)
+        proj = torch.as_tensor(self._proj[1], dtype=torch.float32, device=device)
         with torch.no_grad():
             try:
                 z = torch.cat([e_g(Xt[s:s + 4096]) for s in range(0, n, 4096)])
@@ -533,12 +572,12 @@ class OcclusionExplainer(BaseEstimator):
                     f"OcclusionExplainer: the genetic encoder failed on genotypes of shape {X.shape} "
                     f"(does it expect {p} SNPs?): {exc}"
                 ) from exc
-            if z.ndim != 2 or z.shape[1] <= int(self.genetic_nodes_.max()):
+            if z.ndim != 2 or z.shape[1] != self._proj[1].shape[0]:
                 raise ValueError(
                     f"OcclusionExplainer: the genetic encoder outputs shape {tuple(z.shape)}, but the "
-                    f"canonical weights select node {int(self.genetic_nodes_.max())}."
+                    f"genetic canonical weights have {self._proj[1].shape[0]} rows (select node "
+                    f"{int(self.genetic_nodes_.max())})."
                 )
-            z = z[:, nodes]
             split = _split_first_linear(e_g, p)
             if split is not None:
                 clone, inj, W, bias = split
@@ -565,11 +604,12 @@ class OcclusionExplainer(BaseEstimator):
                     xo = Xt[r].clone()
                     xo[torch.arange(len(r), device=device), c] = b
                     out = e_g(xo)
-                diff = (z[r] - out[:, nodes]).double()
-                total.index_add_(0, c, diff)
+                diff = z[r] - out
+                total.index_add_(0, c, torch.cat([diff[:, nodes], diff @ proj], dim=1).double())
             if split is not None:
                 inj.value = None
-        return (total / n).cpu().numpy()
+        total = (total / n).cpu().numpy()
+        return total[:, :k], total[:, k:]
 
     @staticmethod
     def _fast_path_matches(e_g, clone, inj, W, pre, Xt, b):
@@ -591,31 +631,37 @@ class OcclusionExplainer(BaseEstimator):
         return bool(torch.allclose(fast, ref, rtol=1e-4, atol=1e-5))
 
     # ------------------------------------------------------------------ summary
+    def _tables(self):
+        if self.target == "node":
+            return self.snp_contributions_, self.region_contributions_, self._weight_signs
+        ones = np.ones(self.n_components_)
+        return self.snp_variate_contributions_, self.region_variate_contributions_, (ones, ones)
+
     def _summarise(self):
-        sign_v, sign_g = self._weight_signs
+        snp_table, region_table, (sign_v, sign_g) = self._tables()
         orientation = np.ones(self.n_components_)
         snp_z = None
-        if self.snp_contributions_ is not None:
-            snp_z = _zscores(self.snp_contributions_.to_numpy())
+        if snp_table is not None:
+            snp_z = _zscores(snp_table.to_numpy())
             sig = np.abs(snp_z) > self.snp_threshold
             for j in range(self.n_components_):
-                tot = (self.snp_contributions_.to_numpy()[sig[:, j], j] * sign_g[j]).sum()
+                tot = (snp_table.to_numpy()[sig[:, j], j] * sign_g[j]).sum()
                 orientation[j] = -1.0 if tot < 0 else 1.0
         self.component_orientation_ = orientation
         if snp_z is not None:
             self.significant_snps_ = _significant(
-                self.snp_contributions_, snp_z, self.snp_threshold, sign_g * orientation, "snp"
+                snp_table, snp_z, self.snp_threshold, sign_g * orientation, "snp"
             )
-        if self.region_contributions_ is not None:
-            z = _zscores(self.region_contributions_.to_numpy())
-            table = _significant(self.region_contributions_, z, self.region_threshold,
+        if region_table is not None:
+            z = _zscores(region_table.to_numpy())
+            table = _significant(region_table, z, self.region_threshold,
                                  sign_v * orientation, "region")
             lab = dict(zip(self.atlas_.labels["name"].astype(str), self.atlas_.labels["index"]))
             table.insert(2, "label", [int(lab[r]) for r in table["region"]])
             self.significant_regions_ = table
 
     def contributions_zscores(self, kind="snp"):
-        """Contributions standardised per component ((c - mean) / sd over features).
+        """Contributions (of ``target``) standardised per component ((c - mean) / sd over features).
 
         Parameters
         ----------
@@ -626,7 +672,8 @@ class OcclusionExplainer(BaseEstimator):
         DataFrame
         """
         check_is_fitted(self, "n_components_")
-        table = self.snp_contributions_ if kind == "snp" else self.region_contributions_
+        snp_table, region_table, _ = self._tables()
+        table = snp_table if kind == "snp" else region_table
         if table is None:
             raise ValueError(f"No {kind} contributions: fit was called without the {kind} data.")
         return pd.DataFrame(_zscores(table.to_numpy()), index=table.index, columns=table.columns)
