@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -69,8 +70,11 @@ def main(argv=None):
     print(f"\n| WM group (held-out, {len(te)} participants, {int(y[te].sum())} high) | "
           f"balanced accuracy | fit s |\n|---|---|---|")
     t = time.perf_counter()
-    lr = LogisticRegressionCV(Cs=8, class_weight="balanced", max_iter=2000)
-    lr.fit(X[tr].reshape(len(tr), -1), y[tr])
+    lr = LogisticRegressionCV(Cs=8, class_weight="balanced", max_iter=2000,
+                              scoring="balanced_accuracy")
+    with warnings.catch_warnings():  # scikit-learn 1.9 announces LogisticRegressionCV changes
+        warnings.simplefilter("ignore", FutureWarning)
+        lr.fit(X[tr].reshape(len(tr), -1), y[tr])
     b = balanced_accuracy_score(y[te], lr.predict(X[te].reshape(len(te), -1)))
     print(f"| logistic regression on voxels (reference) | {b:.3f} | {time.perf_counter() - t:.0f} |")
     for name, kw in [("ImagingCNNClassifier, 2 blocks transferred (paper)",

@@ -73,7 +73,7 @@ def read_image(path, participant=None, expected_shape=None):
     Uses :func:`sklearn_cgni.io.load_image` (the package's one NIfTI reader) when available.
     """
     try:
-        from ..io._images import load_image
+        from ..io import load_image
     except ImportError:  # pragma: no cover - io not importable in a partial checkout
         load_image = _fallback_load_image
     return load_image(path, participant, expected_shape=expected_shape, dtype=np.float32)
