@@ -5,6 +5,9 @@
 refuses every type that is not trusted, so opening a file never executes code that the
 file names (a tampered file holding ``os.system`` raises instead of running it).
 
+pandas DataFrames and Series held by fitted estimators (QC exclusion lists, result
+tables), which skops cannot write, are stored as plain lists and numeric arrays.
+
 Torch state never goes through pickle either. Before the object is handed to skops, every
 skorch net and torch module found in it (``net_`` of the CNN, encoder and classifier
 estimators) is replaced by a plain description: the module tree as class names and
@@ -52,6 +55,7 @@ _FORMAT = "sklearn_cgni.torch/1"
 _NET_KEY = "__sklearn_cgni_net__"
 _MODULE_KEY = "__sklearn_cgni_module__"
 _TENSOR_KEY = "__sklearn_cgni_tensor__"
+_FRAME_KEY = "__sklearn_cgni_pandas__"
 _PLAIN = (bool, int, float, str, type(None), np.integer, np.floating, np.bool_)
 
 
@@ -90,6 +94,80 @@ def _tensor_from_state(state):
     if data.dtype == object:
         raise ValueError("sklearn_cgni.persistence: tensor data of dtype object in file.")
     return torch.from_numpy(data.copy()).to(getattr(torch, dtype[len("torch."):]))
+
+
+def _array_to_state(values):
+    """1-D values as a numeric ndarray, or a list of plain Python objects."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biufcmM":
+        return arr.copy()
+    return [v.item() if isinstance(v, np.generic) else v for v in arr.tolist()]
+
+
+def _index_to_state(index):
+    import pandas as pd
+
+    if isinstance(index, pd.MultiIndex):
+        return {"multi": True, "values": [list(t) for t in index.tolist()], "names": list(index.names)}
+    return {"multi": False, "values": _array_to_state(index), "name": index.name, "dtype": str(index.dtype)}
+
+
+def _index_from_state(state):
+    import pandas as pd
+
+    if state["multi"]:
+        return pd.MultiIndex.from_tuples([tuple(v) for v in state["values"]], names=state["names"])
+    return pd.Index(state["values"], name=state["name"]).astype(_dtype_from_state(state["dtype"]))
+
+
+def _dtype_to_state(dtype):
+    import pandas as pd
+
+    if isinstance(dtype, pd.CategoricalDtype):
+        return {"categories": _array_to_state(dtype.categories), "ordered": bool(dtype.ordered),
+                "categories_dtype": str(dtype.categories.dtype)}
+    return str(dtype)
+
+
+def _dtype_from_state(state):
+    import pandas as pd
+
+    if isinstance(state, dict):
+        categories = pd.Index(state["categories"]).astype(state["categories_dtype"])
+        return pd.CategoricalDtype(categories, ordered=state["ordered"])
+    return state
+
+
+def _frame_to_state(obj):
+    """A pandas DataFrame / Series as plain lists and numeric arrays (skops has no handler)."""
+    import pandas as pd
+
+    if isinstance(obj, pd.Series):
+        return {_FRAME_KEY: _FORMAT, "kind": "Series", "name": obj.name, "index": _index_to_state(obj.index),
+                "data": _array_to_state(obj.to_numpy()), "dtype": _dtype_to_state(obj.dtype)}
+    return {
+        _FRAME_KEY: _FORMAT, "kind": "DataFrame", "index": _index_to_state(obj.index),
+        "columns": _index_to_state(obj.columns),
+        "data": [_array_to_state(obj.iloc[:, i].to_numpy()) for i in range(obj.shape[1])],
+        "dtypes": [_dtype_to_state(d) for d in obj.dtypes],
+        "attrs": dict(obj.attrs),
+    }
+
+
+def _frame_from_state(state):
+    import pandas as pd
+
+    index = _index_from_state(state["index"])
+    if state["kind"] == "Series":
+        return pd.Series(state["data"], index=index, name=state["name"]).astype(_dtype_from_state(state["dtype"]))
+    columns = _index_from_state(state["columns"])
+    frame = pd.DataFrame({i: pd.Series(col, index=index, dtype=object if isinstance(col, list) else None).astype(_dtype_from_state(dtype))
+                          for i, (col, dtype) in enumerate(zip(state["data"], state["dtypes"]))})
+    if frame.shape[1] == 0:
+        frame = pd.DataFrame(index=index)
+    frame.columns = columns
+    frame.attrs.update(state.get("attrs", {}))
+    return frame
 
 
 def _module_internal_keys():
@@ -280,6 +358,7 @@ def _export(obj, memo):
 
     Only the path from the root to each net is copied (shallow); ``obj`` is not modified.
     """
+    import pandas as pd
     import torch
     from skorch import NeuralNet
     from sklearn.base import BaseEstimator
@@ -295,6 +374,8 @@ def _export(obj, memo):
         out = _module_to_state(obj, memo.setdefault("__modules__", {}))
     elif isinstance(obj, torch.Tensor):
         out = _tensor_to_state(obj)
+    elif isinstance(obj, (pd.DataFrame, pd.Series)):
+        out = _frame_to_state(obj)
     elif isinstance(obj, BaseEstimator):
         changed = {}
         for name, value in vars(obj).items():
@@ -347,6 +428,8 @@ def _import(obj, trusted, memo, device):
         out = _module_from_state(obj, trusted, memo.setdefault("__modules__", {}))
     elif isinstance(obj, dict) and _TENSOR_KEY in obj:
         out = _tensor_from_state(obj)
+    elif isinstance(obj, dict) and _FRAME_KEY in obj:
+        out = _frame_from_state(obj)
     elif isinstance(obj, BaseEstimator):
         memo[key] = obj
         for name, value in list(vars(obj).items()):

@@ -224,3 +224,30 @@ def test_every_torch_load_in_the_package_is_weights_only():
                 calls.append((file.name, node.lineno, False))
     assert calls, "expected the CNN weight loaders to call torch.load"
     assert all(ok for _, _, ok in calls), [c for c in calls if not c[2]]
+
+
+def test_pandas_tables_held_by_estimators_round_trip(tmp_path):
+    import pandas as pd
+    from sklearn.base import BaseEstimator
+
+    class _Holder(BaseEstimator):
+        pass
+
+    frame = pd.DataFrame(
+        {"snp": ["rs1", "rs2", "rs3"], "n": [1, 2, 3], "p": [0.1, np.nan, 0.3],
+         "kept": [True, False, True], "reason": pd.Categorical(["maf", "hwe", "maf"])},
+        index=pd.Index(["a", "b", "c"], name="participant_id"),
+    )
+    holder = _Holder()
+    holder.table_ = frame
+    holder.series_ = frame["p"]
+    holder.nested_ = {"tables": [frame.iloc[:0]]}
+    # a local class is not importable: persist an importable estimator holding the same state
+    from sklearn_cgni.genetics import SNPQualityFilter
+
+    est = SNPQualityFilter()
+    est.__dict__.update(vars(holder))
+    loaded = load(save(est, tmp_path / "tables.skops"))
+    pd.testing.assert_frame_equal(loaded.table_, frame)
+    pd.testing.assert_series_equal(loaded.series_, frame["p"])
+    pd.testing.assert_frame_equal(loaded.nested_["tables"][0], frame.iloc[:0])
