@@ -365,9 +365,18 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         return {"task": self.task, "snp_names": [str(s) for s in self.snp_names_],
                 "y_mean": [float(v) for v in self.y_mean_],
                 "y_scale": [float(v) for v in self.y_scale_],
-                "hidden": 0 if self.hidden is None else int(self.hidden)}
+                "hidden": 0 if self.hidden is None else int(self.hidden),
+                "standardize_voxels": bool(self.standardize_voxels)}
+
+    def _check_saved_config(self, state):
+        for name in ("task", "standardize_voxels"):
+            if name in state and state[name] != getattr(self, name):
+                raise ValueError(f"{type(self).__name__}({name}={getattr(self, name)!r}): the "
+                                 f"weights file {os.fspath(self.weights)!r} was saved with "
+                                 f"{name}={state[name]!r}.")
 
     def _set_extra_state(self, state):
+        self._check_saved_config(state)
         if state["task"] != self.task:
             raise ValueError(f"{type(self).__name__}(task={self.task!r}): the weights file "
                              f"{os.fspath(self.weights)!r} holds a task={state['task']!r} network.")
@@ -459,6 +468,7 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
 
         if self.weights is not None:
             saved = self._load_weights_file()
+            self._check_saved_config(saved["extra"])
             n_saved = len(saved["extra"]["snp_names"])
             if n_saved != self.n_snps_:
                 raise ValueError(
