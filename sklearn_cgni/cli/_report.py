@@ -274,7 +274,11 @@ def render_html(out, results, tables, notes):
             f"Mean absolute error of the predicted age on the holdout (years); the paper reports 2.47 years on "
             f"its test set. CNN: {json.dumps(ba.get('arch'))}."))
     if "table1" in tables:
-        parts["table1"] = _table1_html(tables["table1"]) + _note(
+        t1 = tables["table1"].dropna(subset=["holdout_mean"])
+        best = t1.loc[t1["holdout_mean"].idxmax()] if len(t1) else None
+        parts["table1"] = _table1_html(tables["table1"]) + (_note(
+            f"Best holdout balanced accuracy on this cohort: {best['model']} ({best['holdout_mean']:.2f} %). "
+            "Compare with the covariate-only models of the confound table below.") if best is not None else "") + _note(
             "Balanced accuracy (%), mean ± sd over the folds: each fold's model scored on its training part, its "
             "validation part and the common holdout. Paper values in brackets. The Imaging CNN is stage 1 "
             "fine-tuned on each fold; every other model takes that fold's h_v and the QC'd SNPs.")
@@ -335,7 +339,17 @@ def render_html(out, results, tables, notes):
         cols = [c_ for c_ in ("model", "kind", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean",
                               "baseline_raw_mean", "gain_mean", "gain_p", "gain_p_permutation", "matched_gain_mean",
                               "n_folds") if c_ in tables["confounds"].columns]
-        parts["confounds"] = _html_table(tables["confounds"][cols]) + _note(
+        summary = []
+        for r in tables["confounds"].to_dict("records"):
+            if r.get("kind") != "model":
+                continue
+            g, pv = r.get("gain_mean"), r.get("gain_p")
+            verdict = ("beats" if g is not None and g > 0 and pv is not None and pv < 0.05 else "does not beat")
+            summary.append(f"{r['model']}: {r['raw_mean']:.3f} vs {r.get('baseline_raw_mean', float('nan')):.3f} for "
+                           f"{r.get('baseline')} alone (gain {g:+.3f}, p = {pv if pv is None else round(pv, 3)}): it "
+                           f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}, "
+                           f"on matched participants {r.get('matched_mean', float('nan')):.3f}.")
+        parts["confounds"] = "".join(_note(t) for t in summary) + _html_table(tables["confounds"][cols]) + _note(
             f"Balanced accuracy on the training part with the protocol's folds. Features: {cf.get('features')}. "
             "raw: the model; covariates: logistic regression on covariates only; adjusted: covariates regressed "
             "out of the features inside each fold; matched: scored on age- and sex-matched participants; gain: "
