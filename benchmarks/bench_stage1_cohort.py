@@ -81,7 +81,9 @@ def main(argv=None):
                       dict(brain_age_model=cnn, n_transfer_blocks=2)),
                      ("same, 2 blocks transferred and frozen",
                       dict(brain_age_model=cnn, n_transfer_blocks=2, freeze_transferred=True)),
-                     ("same network from scratch", dict(n_transfer_blocks=0, **arch))]:
+                     ("same network from scratch",
+                      dict(n_transfer_blocks=0, channels=arch["channels"], padding=1,
+                           pool_blocks=4))]:
         t = time.perf_counter()
         clf = ImagingCNNClassifier(**kw, max_epochs=args.epochs, lr=3e-4, weight_decay=1e-4,
                                    class_weight="balanced", validation_fraction=0,
