@@ -13,6 +13,7 @@ written. Run it again and finished stages are skipped.
 """
 
 # %%
+import os
 import sys
 
 from sklearn_cgni.cli import main
@@ -20,6 +21,8 @@ from sklearn_cgni.cli import main
 
 def run(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("SKLEARN_CGNI_EXAMPLE_SIZE") == "tiny" and not any(a.startswith("--preset") for a in argv):
+        argv = ["--preset", "tiny", *argv]  # CI: every stage in about a minute
     if "--help" not in argv and "-h" not in argv and not any(a in ("-o", "--output") or a.startswith("--output=")
                                                              for a in argv):
         argv = ["--output", "cgni_demo", *argv]

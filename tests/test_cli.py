@@ -127,6 +127,15 @@ def test_unknown_config_key_names_the_nearest(tmp_path, capsys):
         load_config(overrides=["stage1.channels=[4.5, 8]"])
 
 
+def test_tiny_preset_matches_the_test_config():
+    """preset_tiny.toml (CI smoke test) and this file's config describe the same run."""
+    import tomllib
+
+    tiny = load_config(preset="tiny")
+    ours = load_config(overrides=[tomllib.loads(TINY_CONFIG)])
+    assert {d.split(".")[0] for d in diff_configs(ours, tiny)} == {"cohort"}  # run.threads is not compared
+
+
 def test_config_layers_and_flags(capsys):
     cfg = load_config(preset="cpu", overrides=["contrastive.max_epochs=3", {"run": {"seed": 7}}])
     assert cfg["contrastive"]["max_epochs"] == 3 and cfg["run"]["seed"] == 7

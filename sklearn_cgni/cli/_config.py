@@ -30,7 +30,7 @@ __all__ = [
 
 _HERE = Path(__file__).parent
 DEFAULT_CONFIG = _HERE / "default_config.toml"
-PRESETS = ("paper", "cpu")
+PRESETS = ("paper", "cpu", "tiny")
 # keys that choose *how* to compute, not *what*: changing them never invalidates outputs
 EXECUTION_KEYS = frozenset({"run.device", "run.threads"})
 
@@ -153,8 +153,9 @@ def load_config(path=None, *, preset="paper", overrides=()):
     ----------
     path : path-like, optional
         User TOML file (only the keys to change).
-    preset : {"paper", "cpu"}, default="paper"
-        ``"paper"``: the defaults as they are; ``"cpu"``: overlay ``preset_cpu.toml``.
+    preset : {"paper", "cpu", "tiny"}, default="paper"
+        ``"paper"``: the defaults as they are; ``"cpu"``/``"tiny"``: overlay
+        ``preset_cpu.toml`` / ``preset_tiny.toml`` (a smoke test in about a minute).
     overrides : sequence of str or dict
         ``"section.key=value"`` strings or nested dicts, applied last, in order.
 

@@ -49,7 +49,8 @@ digit_span (backward digit span: low group 2-5, high 9-12), age and sex.
 
 Configuration: every hyperparameter has a default (the paper's, in default_config.toml; print it
 with --print-config). --preset cpu (the default without a GPU) uses a small CNN, few epochs and
-a small embedded cohort; --preset paper uses the paper's settings. --config FILE changes any key,
+a small embedded cohort; --preset paper uses the paper's settings; --preset tiny checks every
+stage in about a minute (meaningless numbers). --config FILE changes any key,
 --set section.key=value and the named flags change one key; later wins. Unknown keys are refused.
 
 Output folder (--output, default ./cgni_output):
@@ -86,8 +87,9 @@ def build_parser():
     g.add_argument("--atlas-labels", metavar="CSV", help="label table of --atlas (columns index, name)")
     c = r.add_argument_group("configuration")
     c.add_argument("--config", metavar="TOML", help="a TOML file with the keys to change")
-    c.add_argument("--preset", choices=("auto", "cpu", "paper"), default="auto",
-                   help="cpu: small and fast; paper: the paper's settings; auto (default): paper with a GPU, else cpu")
+    c.add_argument("--preset", choices=("auto", "cpu", "paper", "tiny"), default="auto",
+                   help="cpu: small and fast; paper: the paper's settings; tiny: a one-minute smoke test; "
+                        "auto (default): paper with a GPU, else cpu")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="change one key, e.g. --set contrastive.max_epochs=20 (repeatable)")
     c.add_argument("--seed", type=int, help="run.seed")
