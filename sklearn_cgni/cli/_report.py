@@ -126,6 +126,9 @@ def collect(out):
                        ("associations", "scores/associations.csv"),
                        ("saliency_top_regions", "scores/saliency_top_regions.csv"),
                        ("confounds", "confounds/confounds.csv"),
+                       ("confound_scores", "confounds/confound_scores.csv"),
+                       ("image_qc", "data/image_qc.csv"),
+                       ("snp_qc", "data/snp_qc.csv"),
                        ("matching_balance", "confounds/matching_balance.csv")):
         df = _read(st / file)
         if df is not None:
