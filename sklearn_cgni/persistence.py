@@ -56,6 +56,7 @@ _NET_KEY = "__sklearn_cgni_net__"
 _MODULE_KEY = "__sklearn_cgni_module__"
 _TENSOR_KEY = "__sklearn_cgni_tensor__"
 _FRAME_KEY = "__sklearn_cgni_pandas__"
+_TORCH_OBJ_KEY = "__sklearn_cgni_torch_obj__"
 _PLAIN = (bool, int, float, str, type(None), np.integer, np.floating, np.bool_)
 
 
@@ -77,6 +78,8 @@ def _tensor_to_state(t):
     import torch
 
     t = t.detach().cpu()
+    if t.layout != torch.strided:  # oneDNN / sparse copies
+        t = t.to_dense()
     dtype = str(t.dtype)
     if t.dtype == torch.bfloat16:
         t = t.float()
@@ -170,6 +173,19 @@ def _frame_from_state(state):
     return frame
 
 
+def _torch_obj_from_state(state):
+    import torch
+
+    kind, value = state[_TORCH_OBJ_KEY], state["value"]
+    if kind == "device":
+        return torch.device(_resolve_load_device(str(value)))
+    if kind == "dtype" and isinstance(value, str) and value.startswith("torch."):
+        dtype = getattr(torch, value[len("torch."):], None)
+        if isinstance(dtype, torch.dtype):
+            return dtype
+    raise ValueError(f"sklearn_cgni.persistence: invalid torch {kind} {value!r} in file.")
+
+
 def _module_internal_keys():
     import torch
 
@@ -191,6 +207,8 @@ def _module_to_state(module, memo):
             continue
         if isinstance(value, torch.Tensor):
             attrs[key] = _tensor_to_state(value)
+        elif isinstance(value, (torch.dtype, torch.device)):
+            attrs[key] = {_TORCH_OBJ_KEY: type(value).__name__, "value": str(value)}
         elif isinstance(value, torch.nn.Module):  # pragma: no cover - torch keeps these in _modules
             attrs[key] = _module_to_state(value, memo)
         else:
@@ -251,6 +269,8 @@ def _module_from_state(state, trusted, memo):
     for name, value in state["attrs"].items():
         if isinstance(value, dict) and _TENSOR_KEY in value:
             value = _tensor_from_state(value)
+        elif isinstance(value, dict) and _TORCH_OBJ_KEY in value:
+            value = _torch_obj_from_state(value)
         elif isinstance(value, dict) and _MODULE_KEY in value:  # pragma: no cover
             value = _module_from_state(value, trusted, memo)
         object.__setattr__(module, name, value)
