@@ -604,10 +604,9 @@ def _stage_genes(run, folder):
                 mapping = map_snps_to_genes(list(snps), table)
             genes = sorted(set(mapping.loc[mapping["snp"].isin(set(sig_snps["snp"])), "gene"].dropna()))
             background = sorted(set(mapping["gene"].dropna()))
-            sets = {k: [g for g in v if g in set(background)] for k, v in read_gmt(run.inputs.gene_sets).items()}
-            sets = {k: v for k, v in sets.items() if v}
-            g = run.cfg["genes"]
-            res = enrichment_test(genes, sets, background=background, method=g["enrichment_method"],
+            g = run.cfg["genes"]  # sets are restricted to the background by enrichment_test
+            res = enrichment_test(genes, read_gmt(run.inputs.gene_sets), background=background,
+                                  method=g["enrichment_method"],
                                   min_set_size=g["min_set_size"])
             res.to_csv(folder / "enrichment.csv", index=False)
         else:

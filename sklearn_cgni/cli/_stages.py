@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 from ._config import config_fingerprint
@@ -161,7 +162,9 @@ class StageStore:
         folder = self.root / name
         if info is not None and info.get("fingerprint") == fp:
             log.info("stage %-14s up to date (computed in %.1f s), skipped", name, info.get("seconds", 0))
-            self.fingerprints[name] = fp
+            # downstream fingerprints chain on this computation's token: recomputing a stage
+            # (even with the same configuration) invalidates the stages that read its outputs
+            self.fingerprints[name] = f"{fp}:{info.get('token', '')}"
             self.timings[name] = info.get("seconds", 0.0)
             self.status[name] = "reused"
             return info["result"]
@@ -174,11 +177,12 @@ class StageStore:
         log.info("stage %-14s running", name)
         result = func(folder) or {}
         seconds = time.perf_counter() - t0
-        write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "seconds": seconds,
+        token = uuid.uuid4().hex[:12]
+        write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "token": token, "seconds": seconds,
                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                            "result": _clean(result)})
         log.info("stage %-14s done in %.1f s", name, seconds)
-        self.fingerprints[name] = fp
+        self.fingerprints[name] = f"{fp}:{token}"
         self.timings[name] = seconds
         self.status[name] = "computed"
         return json.loads((folder / "_done.json").read_text())["result"]
