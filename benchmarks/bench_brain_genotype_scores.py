@@ -20,6 +20,8 @@ Run (about 20 minutes on 2 shared CPU cores at the default sizes):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py --quick
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py \
+        --effects 0.1 --idp-permutations 50     # null calibration of held-out r (IDP only)
 """
 
 import argparse
@@ -81,6 +83,30 @@ def region_ranks(region_values, planted):
     return [order.index(r) + 1 if r in order else np.nan for r in planted]
 
 
+def idp_permutation_check(X, G, atlas, classes, folds, n_perm, log):
+    """Null calibration of held-out r: permute genotype rows, redo the IDP cross-fitting."""
+    rng = np.random.default_rng(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        obs = recovery(cross_fit_scores(make_idp_scorer(atlas, "dosage", alpha=10.0), X, G,
+                                        cv=folds), G, classes)
+        null_r = []
+        for _ in range(n_perm):
+            Gp = G.iloc[rng.permutation(len(G))].set_axis(G.index)
+            sc = cross_fit_scores(make_idp_scorer(atlas, "dosage", alpha=10.0), X, Gp, cv=folds)
+            null_r.append(recovery(sc, Gp, classes)["r"].to_numpy())
+    null_r = np.abs(np.concatenate(null_r))
+    obs["p_perm"] = [(1 + (null_r >= abs(r)).sum()) / (1 + len(null_r)) for r in obs["r"]]
+    obs["significant_perm"] = obs["p_perm"] < 0.05 / len(obs)
+    log(f"  IDP permutation null ({n_perm} permutations, {len(null_r)} null r): RMS of null r "
+        f"{np.sqrt((null_r ** 2).mean()):.4f} vs 1/sqrt(n) {1 / np.sqrt(len(G)):.4f}; "
+        f"significant (nominal Pearson p) by class: "
+        f"{obs.groupby('class')['significant'].sum().to_dict()}; with permutation p: "
+        f"{obs.groupby('class')['significant_perm'].sum().to_dict()} (smallest attainable "
+        f"permutation p {1 / (1 + len(null_r)):.1e}, Bonferroni level {0.05 / len(obs):.1e})")
+    return obs
+
+
 def run_setting(args, snp_effect, log):
     t0 = time.time()
     cohort = make_cohort(n_participants=args.n, n_snps=args.snps, shape=tuple(args.shape),
@@ -102,6 +128,9 @@ def run_setting(args, snp_effect, log):
         f"[{time.time() - t0:.0f} s]")
 
     results = {}
+    if args.idp_permutations:
+        idp_permutation_check(X, G, cohort.atlas, classes, args.folds, args.idp_permutations, log)
+        return None
     cnn = BrainGenotypeScorer(
         "dosage", channels=tuple(args.channels), padding=1, pool_blocks=args.pool_blocks,
         max_epochs=args.epochs, batch_size=16, lr=2e-3, weight_decay=args.weight_decay,
@@ -205,6 +234,8 @@ def main():
     p.add_argument("--ig-n", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument("--idp-permutations", type=int, default=0,
+                   help="only run the IDP permutation-null check with this many permutations")
     p.add_argument("--json", default=None, help="write all summary tables to this JSON file")
     args = p.parse_args()
     if args.quick:
@@ -220,6 +251,8 @@ def main():
     for eff in args.effects:
         log(f"\n## snp_effect = {eff}")
         res = run_setting(args, eff, log)
+        if res is None:
+            continue
         for key in ("recovery", "localisation", "association"):
             log(f"\n### {key}\n" + res[key].to_markdown(index=False, floatfmt=".3f"))
         out[str(eff)] = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
