@@ -288,3 +288,26 @@ def test_explicit_files_csv_of_paths_and_plink_prefix(tiny_cohort, tmp_path):
     assert result["n_low"] > 0 and result["n_high"] > 0 and result["n_folds"] == 2
     log = (tmp_path / "out" / "run.log").read_text()
     assert ids[0] in log  # the dropped participant is named in the log
+
+
+def test_keyboard_interrupt_then_resume(finished_run, tmp_path, monkeypatch, capsys):
+    from sklearn_cgni.cli import _run
+
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    (out / "stages" / "genes" / "_done.json").unlink()
+
+    def interrupted(run, folder):
+        (folder / "partial.csv").write_text("half-written")
+        raise KeyboardInterrupt
+
+    original = _run._stage_genes
+    monkeypatch.setattr(_run, "_stage_genes", interrupted)
+    assert main(_base_args(cohort, cfg, out)) == 130
+    assert "Run the same command again to resume" in capsys.readouterr().err
+    assert not (out / "stages" / "genes" / "_done.json").exists()
+    monkeypatch.setattr(_run, "_stage_genes", original)
+    assert main(_base_args(cohort, cfg, out)) == 0
+    status = json.loads((out / "run.json").read_text())["stage_status"]
+    assert status["genes"] == "computed" and status["occlusion"] == "reused"
+    assert not (out / "stages" / "genes" / "partial.csv").exists()  # the half-written stage was cleared
