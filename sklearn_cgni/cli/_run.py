@@ -845,7 +845,29 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
                  only=None):
     """Run every stage into ``out`` (resuming), then write results.json and report.html.
 
-    Returns the path of ``report.html``.
+    Parameters
+    ----------
+    out : path-like
+        Output folder (see :func:`check_output_folder` for what is refused).
+    config : dict
+        From :func:`sklearn_cgni.cli.load_config`.
+    inputs : Inputs
+        From :func:`resolve_inputs`.
+    force : bool, default=False
+        Use a folder holding another configuration's run (valid stages kept).
+    progress : bool, default=True
+        tqdm bars for the stages, the models of a fold and the epochs of each CNN.
+    preset : str
+        Recorded in the metadata.
+    argv : list of str, optional
+        The command line, recorded in the metadata.
+    only : str, optional
+        Stop after this stage (e.g. ``"data"``), then write the report of what exists.
+
+    Returns
+    -------
+    report : pathlib.Path
+        ``out / "report.html"``.
     """
     import torch
 
