@@ -13,7 +13,7 @@ import pytest
 
 API = pathlib.Path(__file__).resolve().parents[1] / "docs" / "api.rst"
 SUBPACKAGES = ["io", "datasets", "imaging", "genetics", "classification", "explain", "evaluation",
-               "persistence", "nn", "utils"]
+               "persistence", "nn", "utils", "cli"]
 
 
 def _public(sub):
