@@ -267,6 +267,9 @@ def _module_from_state(state, trusted, memo):
     module = cls.__new__(cls)
     torch.nn.Module.__init__(module)
     for name, value in state["attrs"].items():
+        if not isinstance(name, str) or name.startswith("__") or callable(getattr(cls, name, None)):
+            raise ValueError(f"sklearn_cgni.persistence: attribute {name!r} of {state['class']} in the "
+                             "file would replace a method; refusing it.")
         if isinstance(value, dict) and _TENSOR_KEY in value:
             value = _tensor_from_state(value)
         elif isinstance(value, dict) and _TORCH_OBJ_KEY in value:
@@ -351,6 +354,11 @@ def _net_from_state(state, trusted, memo, device):
 
     cls = _check_class_name(state["class"], trusted, NeuralNet, "skorch NeuralNet")
     params = dict(state["params"])
+    for key, value in params.items():
+        bad_key = (not isinstance(key, str) or key in ("module", "criterion")
+                   or key.startswith(_DROP_PARAM_PREFIXES))
+        if bad_key or not (_is_plain(value) or (key == "optimizer" and isinstance(value, dict))):
+            raise ValueError(f"sklearn_cgni.persistence: unexpected net parameter {key!r} in the file.")
     if isinstance(params.get("optimizer"), dict):
         params["optimizer"] = _check_class_name(
             params["optimizer"]["__class__"], trusted, torch.optim.Optimizer, "torch optimizer")
@@ -509,7 +517,9 @@ def _untrusted_error(names):
 
 
 def _own_types(names):
-    """Untrusted type names that are classes of this package (trusted by default)."""
+    """Untrusted type names that are estimator classes of this package (trusted by default)."""
+    from sklearn.base import BaseEstimator
+
     own = []
     for name in names:
         if not name.startswith("sklearn_cgni."):
@@ -519,7 +529,7 @@ def _own_types(names):
             obj = getattr(importlib.import_module(module_name), attr, None)
         except ImportError:
             continue
-        if isinstance(obj, type):
+        if isinstance(obj, type) and issubclass(obj, BaseEstimator):
             own.append(name)
     return own
 
@@ -594,7 +604,7 @@ def load(path, trusted=None, *, device=None):
 
     Nothing named in the file is imported or called before it is checked: skops refuses
     types outside its default trusted set (scikit-learn, numpy, scipy and builtins), the
-    classes of ``sklearn_cgni`` and anything in ``trusted``; torch module and skorch net
+    estimator classes of ``sklearn_cgni`` and anything in ``trusted``; torch module and skorch net
     classes must come from :data:`TRUSTED_MODULE_PREFIXES` or be in ``trusted``.
 
     Parameters

@@ -251,3 +251,16 @@ def test_pandas_tables_held_by_estimators_round_trip(tmp_path):
     pd.testing.assert_frame_equal(loaded.table_, frame)
     pd.testing.assert_series_equal(loaded.series_, frame["p"])
     pd.testing.assert_frame_equal(loaded.nested_["tables"][0], frame.iloc[:0])
+
+
+def test_rebuilt_modules_and_nets_refuse_method_overrides_and_odd_parameters():
+    from sklearn_cgni.persistence import _module_from_state, _module_to_state, _net_from_state
+
+    state = _module_to_state(torch.nn.Linear(3, 2), {})
+    state["attrs"]["forward"] = 0
+    with pytest.raises(ValueError, match="would replace a method"):
+        _module_from_state(state, set(), {})
+    net_state = {"class": "skorch.net.NeuralNet", "params": {"callbacks__print_log__sink": "x"},
+                 "module": _module_to_state(torch.nn.Linear(3, 2), {}), "criterion": None, "history": []}
+    with pytest.raises(ValueError, match="unexpected net parameter"):
+        _net_from_state(net_state, set(), {}, None)
