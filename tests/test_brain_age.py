@@ -72,14 +72,14 @@ def test_predict_transform_score_shapes(cohort, small_fit):
     eager = clone(small_fit).set_params(inference_backend="eager")
     eager.net_, eager.image_shape_ = small_fit.net_, small_fit.image_shape_
     eager.n_features_out_, eager.device_ = small_fit.n_features_out_, small_fit.device_
-    np.testing.assert_allclose(eager.transform(X), h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(eager.transform(X), h, rtol=1e-4, atol=1e-4)
     names = small_fit.get_feature_names_out()
     assert list(names[:2]) == ["h_v0", "h_v1"] and len(names) == 8
     # the feature extractor shares the fitted weights and is in eval mode
     fx = small_fit.feature_extractor()
     assert not fx.training
     with torch.no_grad():
-        np.testing.assert_allclose(fx(torch.from_numpy(X[:3])).numpy(), h[:3], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fx(torch.from_numpy(X[:3])).numpy(), h[:3], rtol=1e-4, atol=1e-4)
 
 
 def test_reproducible_on_cpu(cohort):

@@ -121,3 +121,23 @@ def test_folded_inference_copy_matches_eval_forward(backend):
     with torch.no_grad():
         torch.testing.assert_close(fast.features(x), net.features(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(fast(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_recalibrate_batchnorm_uses_final_weights_and_skips_frozen_blocks():
+    from sklearn_cgni.nn import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = BrainCNN.build((24, 28, 24), channels=TINY, padding=1, pool_blocks=4)
+    net.backbone.freeze_blocks(1)
+    frozen_before = net.backbone.blocks[0][1].running_mean.clone()
+    bn1 = net.backbone.blocks[1][1]
+    bn1.running_mean.fill_(5.0)
+    x = torch.randn(6, 1, 24, 28, 24)
+    recalibrate_batchnorm(net, [(x[:3], 0), (x[3:], 0)])
+    net.eval()
+    with torch.no_grad():
+        h0 = net.backbone.blocks[0](x)
+        expected = net.backbone.blocks[1][0](h0).mean(dim=(0, 2, 3, 4))
+    torch.testing.assert_close(bn1.running_mean, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net.backbone.blocks[0][1].running_mean, frozen_before)
+    assert bn1.momentum == 0.1 and not net.training

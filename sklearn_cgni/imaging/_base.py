@@ -16,7 +16,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..nn._cnn import PAPER_CHANNELS, BrainCNN, FoldedInferenceCNN, backbone_output_shape
+from ..nn._cnn import (
+    PAPER_CHANNELS,
+    BrainCNN,
+    FoldedInferenceCNN,
+    backbone_output_shape,
+    recalibrate_batchnorm,
+)
 from ..utils import resolve_device, torch_seed
 from ._dataset import (
     ImageDataset,
@@ -108,6 +114,7 @@ class _BaseImageCNN(BaseEstimator):
         "frozen": ["boolean"],
         "transform_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "inference_backend": [StrOptions({"auto", "eager", "mkldnn"})],
+        "recalibrate_bn": ["boolean"],
         "channels_last": ["boolean"],  # used by subclasses that predate inference_backend
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -284,6 +291,9 @@ class _BaseImageCNN(BaseEstimator):
         self.net_.initialize()
         if self.max_epochs > 0:
             self.net_.partial_fit(dataset, y)
+            if getattr(self, "recalibrate_bn", False):
+                loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
+                recalibrate_batchnorm(self.module_, loader, self.device_)
         self.module_.eval()
         return self
 

@@ -92,6 +92,12 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         than eager at 128x141x128, same outputs up to ~1e-6 relative; see
         ``benchmarks/results/stage1_cnn_throughput.md``). ``"eager"``: the fitted module
         as is. ``"auto"``: ``"mkldnn"`` on CPU when available, else ``"eager"``.
+    recalibrate_bn : bool, default=True
+        After training, re-estimate every trainable BatchNorm's running statistics with
+        the final weights in one pass over the training images
+        (:func:`sklearn_cgni.nn.recalibrate_batchnorm`). Without it, the exponential
+        running averages lag behind the weights, which at small image shapes (a 1x1x1
+        last block) can push eval-mode outputs to a constant prediction.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation split. On CPU
         with a fixed number of threads two fits give identical weights.
@@ -151,7 +157,8 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
                  dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
-                 transform_batch_size=4, inference_backend="auto", random_state=None, verbose=0):
+                 transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
+                 random_state=None, verbose=0):
         self.channels = channels
         self.padding = padding
         self.pool_blocks = pool_blocks
@@ -171,6 +178,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         self.frozen = frozen
         self.transform_batch_size = transform_batch_size
         self.inference_backend = inference_backend
+        self.recalibrate_bn = recalibrate_bn
         self.random_state = random_state
         self.verbose = verbose
 

@@ -69,7 +69,7 @@ class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
         else the paper's. An explicit value that differs from the source raises an error.
     dropout, max_epochs, batch_size, lr, weight_decay, validation_fraction, callbacks, \
 num_workers, cache_dir, device, weights, frozen, transform_batch_size, inference_backend, \
-random_state, verbose
+recalibrate_bn, random_state, verbose
         As in :class:`BrainAgeCNNTransformer`. ``validation_fraction`` here gives a
         stratified split and ``net_.history[:, "valid_bacc"]``. ``weights`` is this
         classifier's own saved file (warm start, or ``frozen=True`` to only load it).
@@ -119,7 +119,8 @@ random_state, verbose
                  global_pool=None, dropout=0.2, max_epochs=20, batch_size=25, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
-                 transform_batch_size=4, inference_backend="auto", random_state=None, verbose=0):
+                 transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
+                 random_state=None, verbose=0):
         self.brain_age_model = brain_age_model
         self.n_transfer_blocks = n_transfer_blocks
         self.freeze_transferred = freeze_transferred
@@ -142,6 +143,7 @@ random_state, verbose
         self.frozen = frozen
         self.transform_batch_size = transform_batch_size
         self.inference_backend = inference_backend
+        self.recalibrate_bn = recalibrate_bn
         self.random_state = random_state
         self.verbose = verbose
 

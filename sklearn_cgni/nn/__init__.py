@@ -19,4 +19,5 @@ from ._cnn import (  # noqa: E402,F401
     RegressionHead,
     backbone_output_shape,
     conv_forward_flops,
+    recalibrate_batchnorm,
 )

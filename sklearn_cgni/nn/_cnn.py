@@ -46,6 +46,7 @@ __all__ = [
     "FoldedInferenceCNN",
     "backbone_output_shape",
     "conv_forward_flops",
+    "recalibrate_batchnorm",
 ]
 
 #: Channels of the five convolutional blocks in the paper.
@@ -397,3 +398,45 @@ class FoldedInferenceCNN(nn.Module):
         if self.squeeze and out.dim() == 2 and out.shape[1] == 1:
             out = out[:, 0]
         return out
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module, loader, device="cpu"):
+    """Re-estimate BatchNorm running statistics for the final weights (exact averages).
+
+    During training the running statistics are exponential averages over batches seen
+    with *earlier* weights; when a block's output varies little between images (e.g. a
+    1x1x1 last block at small shapes) that lag shifts eval-mode outputs by several standard
+    deviations. This pass resets the statistics of every BatchNorm that is in training use
+    and averages them over ``loader`` with the final weights (cumulative average,
+    ``momentum=None``), as ``torch.optim.swa_utils.update_bn`` does, but leaves BatchNorms
+    that stay in eval mode (blocks frozen with :meth:`CNNBackbone3d.freeze_blocks`)
+    untouched.
+
+    Parameters
+    ----------
+    module : nn.Module
+    loader : iterable of tensors or (tensor, target) pairs
+    device : str or torch.device
+    """
+    was_training = module.training
+    module.train()
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.training and m.track_running_stats]
+    if not bns:
+        module.train(was_training)
+        return module
+    momenta = {}
+    for bn in bns:
+        momenta[bn] = bn.momentum
+        bn.reset_running_stats()
+        bn.momentum = None
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if len(x) < 2:
+            continue
+        module(x.to(device))
+    for bn in bns:
+        bn.momentum = momenta[bn]
+    module.train(was_training)
+    return module
