@@ -315,7 +315,7 @@ def write_results(records, setup, args, folds_done, with_table2):
         lines.append(f"| {name} | " + " | ".join(f"{o} [{p}]" for o, p in zip(ours, paper)) + " |")
     if with_table2:
         title = (
-            "## Diagnostics (same cached stage-1 features per fold)" if args.diagnostics else
+            "## Diagnostics (same stage-1 CNN per fold, from the cache or a seeded refit)" if args.diagnostics else
             "## Table 2 (loss-term combinations; included terms weighted lambda=.7, sigma=.3, "
             "gamma=.4, theta=.4)"
         )
