@@ -62,6 +62,7 @@ class StratifiedBatchSampler:
         classes, inverse = np.unique(labels, return_inverse=True)
         self._members = [np.flatnonzero(inverse == k) for k in range(classes.size)]
         for cls, members in zip(classes, self._members):
+            cls = cls.item() if hasattr(cls, "item") else cls
             if members.size < min_per_class * self.n_batches:
                 largest_ok = members.size // min_per_class
                 raise ValueError(
@@ -322,7 +323,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         batch_size = clip_batch_size(self.batch_size, X.shape[0], owner)
         seed = torch_seed(self.random_state)
         sampler = StratifiedBatchSampler(
-            y_enc, batch_size, min_per_class=self.min_per_class, random_state=seed
+            y, batch_size, min_per_class=self.min_per_class, random_state=seed
         )
         h_v, x_g = self._split(X)
         self.net_ = _ContrastiveNet(
