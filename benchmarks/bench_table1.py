@@ -284,7 +284,8 @@ def write_results(records, setup, args, folds_done, with_table2):
         df.groupby(["table", "model", "split"], sort=False)["balanced_accuracy"]
         .agg(["mean", "std"]).mul(100).reset_index()
     )
-    suffix = "_quick" if args.quick else "_diagnostics" if args.diagnostics else ""
+    suffix = "_quick" if args.quick else "_diagnostics" if args.diagnostics else (
+        "_table1_only" if args.only_table1 else "")
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
     summary.to_csv(out_dir / f"table1_table2{suffix}.csv", index=False, float_format="%.2f")
