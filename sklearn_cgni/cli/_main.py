@@ -233,6 +233,11 @@ def main(argv=None):
         msg = str(exc)
         print("sklearn-cgni: error: " + textwrap.indent(msg, "  ").lstrip(), file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        print(f"sklearn-cgni: error: the optional package {exc.name!r} is needed for this step; install "
+              "everything the command uses with: pip install 'sklearn-cgni[all]'. Finished stages are kept: "
+              "run the same command again afterwards to resume.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nsklearn-cgni: interrupted. Run the same command again to resume: finished stages are kept.",
               file=sys.stderr)
