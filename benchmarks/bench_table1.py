@@ -237,6 +237,7 @@ def main():
             "linear SVM on h_v only": hv_only(Pipeline([("scale", StandardScaler()),
                                                         ("svm", LinearSVC(class_weight="balanced"))])),
             "CGNI 1+2+4, theta=0.1": cgni(lambda_vg=0.7, sigma_gv=0.3, gamma_vv=0.0, theta_gg=0.1),
+            "L1": cgni(**combo_params("L1")),
         }
 
     setup = dict(
