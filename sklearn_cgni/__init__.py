@@ -17,6 +17,13 @@ The package is organised by stage of the method:
     Plain PyTorch modules and losses, free of scikit-learn.
 ``sklearn_cgni.explain``
     Sparse CCA, occlusion, saliency, association and enrichment.
+``sklearn_cgni.evaluation``
+    Confound-aware evaluation: covariate-only baselines, covariate adjustment inside CV,
+    age- and sex-matched subsets, paired tests across folds.
+``sklearn_cgni.persistence``
+    Saving and loading fitted estimators with skops (no pickle; untrusted types refused).
+``sklearn_cgni.cli``
+    The ``sklearn-cgni`` command: ``simulate``, ``run``, ``report``.
 
 Subpackages are imported explicitly, e.g. ``from sklearn_cgni.datasets import make_cohort``,
 so that importing the top level stays cheap.
