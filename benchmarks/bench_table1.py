@@ -69,37 +69,11 @@ from sklearn_cgni.classification import (  # noqa: E402
 )
 from sklearn_cgni.datasets import make_cohort  # noqa: E402
 from sklearn_cgni.genetics import ContrastiveSNPEncoder, SNPQualityFilter  # noqa: E402
+from sklearn_cgni.cli._protocol import COMBOS, PAPER_TABLE1, PAPER_TABLE2, combo_params  # noqa: E402,F401
 from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier  # noqa: E402
 
 torch.set_num_threads(1)
 
-PAPER_TABLE1 = {
-    "Imaging CNN": ("81.34 ± 2.34", "75.32 ± 0.49", "87.02 ± 1.31"),
-    "Sparse Genetic NN": ("59.80 ± 0.42", "59.35 ± 0.45", "59.28 ± 0.57"),
-    "Imaging-Genetic SVM (linear)": ("95.5 ± 2.59", "65.08 ± 1.56", "65.23 ± 2.38"),
-    "Imaging-Genetic NN (non-linear)": ("87.47 ± 0.45", "87.08 ± 0.80", "87.02 ± 0.67"),
-    "CGNI contrastive (terms 1+2+4)": ("91.37 ± 0.30", "90.39 ± 0.11", "88.91 ± 0.66"),
-}
-PAPER_TABLE2 = {
-    "L1": ("89.96 ± 0.80", "88.55 ± 1.10", "88.31 ± 0.31"),
-    "L2": ("89.81 ± 0.95", "87.97 ± 0.91", "87.51 ± 0.20"),
-    "L3": ("88.99 ± 0.74", "87.45 ± 1.60", "86.80 ± 0.34"),
-    "L4": ("90.03 ± 0.87", "88.04 ± 0.76", "88.1 ± 0.41"),
-    "L1+L2": ("88.98 ± 1.13", "88.03 ± 1.26", "87.76 ± 0.94"),
-    "L1+L3": ("90.09 ± 1.1", "88.14 ± 0.98", "88.19 ± 0.67"),
-    "L1+L4": ("89.75 ± 1.21", "89.33 ± 0.11", "88.01 ± 0.08"),
-    "L2+L3": ("90.45 ± 0.37", "87.89 ± 0.87", "89.66 ± 0.31"),
-    "L2+L4": ("90.49 ± 0.84", "88.27 ± 1.31", "88.07 ± 0.83"),
-    "L3+L4": ("88.95 ± 1.71", "87.96 ± 0.86", "87.74 ± 0.43"),
-    "L1+L2+L3": ("89.60 ± 0.98", "88.22 ± 1.03", "88.18 ± 0.34"),
-    "L2+L3+L4": ("90.00 ± 1.09", "88.14 ± 1.01", "87.79 ± 0.33"),
-    "L1+L2+L4": ("91.37 ± 0.30", "90.39 ± 0.11", "88.91 ± 0.66"),
-    "L1+L2+L3+L4": ("89.81 ± 0.73", "88.38 ± 0.99", "88.61 ± 0.56"),
-}
-# weight of each term when it is included (paper: lambda .7, sigma .3, theta .4; gamma n/a)
-TERM_WEIGHTS = {"L1": ("lambda_vg", 0.7), "L2": ("sigma_gv", 0.3), "L3": ("gamma_vv", 0.4), "L4": ("theta_gg", 0.4)}
-# Table 2 lists 14 combinations (the 15 non-empty subsets minus L1+L3+L4, absent in the paper)
-COMBOS = list(PAPER_TABLE2)
 
 
 def parse_args():
@@ -120,14 +94,6 @@ def parse_args():
                    help="after a main run with the same --workdir: extra rows (h_v-only models) that "
                         "reuse the cached stage-1 features; written to *_diagnostics.*")
     return p.parse_args()
-
-
-def combo_params(combo):
-    params = {name: 0.0 for name, _ in TERM_WEIGHTS.values()}
-    for term in combo.split("+"):
-        name, w = TERM_WEIGHTS[term]
-        params[name] = w
-    return params
 
 
 def main():
