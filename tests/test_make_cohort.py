@@ -214,3 +214,12 @@ def test_bad_parameters(kwargs, match):
     params.update(kwargs)
     with pytest.raises(ValueError, match=match):
         make_cohort(**params)
+
+
+def test_qc_failures_are_planted_even_when_every_block_holds_a_causal_snp():
+    # 200 SNPs in ~20 LD blocks with 30 planted causal/direct SNPs: no block is free
+    c = make_cohort(40, 200, shape=SHAPE, random_state=0)
+    planted = c.ground_truth["qc_fail_snps"]
+    assert len(planted) == 4
+    assert not set(planted) & set(c.ground_truth["causal_snps"])
+    assert not set(planted) & set(c.ground_truth["direct_genetic_effects"])

@@ -328,6 +328,9 @@ def make_cohort(
     # QC failures never in a causal or direct SNP's block
     causal_all = np.array(picked, dtype=int)
     eligible = np.setdiff1d(np.flatnonzero(~np.isin(blocks, blocks[causal_all])), causal_all)
+    if len(eligible) < n_fail:
+        # few SNPs for many planted blocks: plant failures beside causal SNPs, never on them
+        eligible = np.setdiff1d(np.arange(n_snps), causal_all)
     fail_idx = g.choice(eligible, size=min(n_fail, len(eligible)), replace=False)
     fail_kinds = np.array(["rare", "missing", "hwe", "info"])[np.arange(len(fail_idx)) % 4]
     info_r2 = g.uniform(0.6, 1.0, size=n_snps)
