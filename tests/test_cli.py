@@ -54,7 +54,7 @@ cv = 2
 max_epochs = 1
 saliency_participants = 4
 [confounds]
-models = ["Sparse Genetic NN"]
+models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN"]
 n_permutations = 50
 """
 

@@ -192,7 +192,8 @@ def _check_semantics(config):
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     if config["scores"]["task"] not in ("classes", "dosage"):
         raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {config['scores']['task']!r}.")
-    known = {"CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM", "Sparse Genetic NN"}
+    known = {"Imaging CNN", "Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM",
+             "Sparse Genetic NN"}
     for name in config["confounds"]["models"]:
         if name not in known:
             near = difflib.get_close_matches(name, sorted(known), n=1)

@@ -391,19 +391,24 @@ def _stage_brain_age(run, folder):
             "train_loss": losses}
 
 
-def _stage_finetune(run, folder, k):
+def _wm_cnn(run, desc):
+    """The stage-1 working-memory CNN of the configuration (brain-age blocks transferred)."""
     from ..imaging import ImagingCNNClassifier
 
     s = run.cfg["stage1"]
+    return ImagingCNNClassifier(
+        brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
+        n_transfer_blocks=s["n_transfer_blocks"], freeze_transferred=s["freeze_transferred"],
+        class_weight=_class_weight(run.cfg), max_epochs=s["finetune_epochs"], **_cnn_kwargs(run),
+        callbacks=[epoch_bar_callback(desc, s["finetune_epochs"], run.progress)])
+
+
+def _stage_finetune(run, folder, k):
     wm, y, _, _ = run.wm()
     train, hold, cv = run.splits()
     tr, va = cv[k]
     paths = wm["image"].to_numpy()
-    cnn = ImagingCNNClassifier(
-        brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
-        n_transfer_blocks=s["n_transfer_blocks"], freeze_transferred=s["freeze_transferred"],
-        class_weight=_class_weight(run.cfg), max_epochs=s["finetune_epochs"], **_cnn_kwargs(run),
-        callbacks=[epoch_bar_callback(f"WM CNN fold {k}", s["finetune_epochs"], run.progress)])
+    cnn = _wm_cnn(run, f"WM CNN fold {k}")
     cnn.fit(paths[tr].tolist(), y[tr])
     cnn.save_weights(folder / "cnn.pt")
     proba = cnn.predict_proba(paths.tolist())
@@ -720,10 +725,75 @@ def _stage_scores(run, folder):
             "source_of_snps": "config" if c["snps"] else "occlusion"}
 
 
+CONFOUND_MODELS = ("Imaging CNN", "Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM",
+                   "Sparse Genetic NN")
+
+
+def _brain_age_feature_model(n_img, class_weight, seed):
+    """Logistic regression on the frozen brain-age CNN features h_v (no WM label ever reached the CNN)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("h_v", ColumnTransformer([("h_v", "passthrough", slice(0, n_img))])),
+                     ("scale", StandardScaler()),
+                     ("logistic", LogisticRegression(class_weight=class_weight, max_iter=2000, random_state=seed))])
+
+
+def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids):
+    """Per-fold confound scores of the fine-tuned imaging CNN (Table 1's "Imaging CNN").
+
+    raw and matched: the fold models of the finetune stages (their saved predictions), scored
+    on each validation fold and on its matched participants; adjusted: the same CNN
+    re-fine-tuned per fold on images whose voxels have the covariates regressed out
+    (:class:`ImageCovariateRegressor`, fitted on the fold's training participants).
+    """
+    import shutil
+
+    import nibabel as nib
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import Pipeline
+
+    from ..evaluation import ImageCovariateRegressor
+
+    rows = []
+    in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
+    frame = wm[["image"] + covariates]
+    for k, (tr, va) in enumerate(cv):
+        proba = np.load(run.store.path(f"finetune_f{k}") / "cnn_proba.npy")
+        pred = proba.argmax(1)  # the classes are 0 (low) and 1 (high) in every fold
+        evals = {"raw": va}
+        if in_match is not None:
+            evals["matched"] = va[in_match[va]]
+        for ev, idx in evals.items():
+            ok = len(idx) and len(np.unique(y[idx])) == 2
+            rows.append({"model": "Imaging CNN", "kind": "model", "evaluation": ev, "fold": k,
+                         "score": float(balanced_accuracy_score(y[idx], pred[idx])) if ok else np.nan,
+                         "n_train": len(tr), "n_test": len(idx)})
+        first = nib.load(wm["image"].iloc[0])
+        n_vox = int(np.prod(first.shape[:3]))
+        tmp = folder / f"residuals_f{k}"  # a memory map when the training images do not fit in 2 GiB
+        adj = ImageCovariateRegressor(covariates, output_dir=tmp if len(tr) * n_vox * 4 > 2 ** 31 else None)
+        model = Pipeline([("covariate_adjustment", adj), ("cnn", _wm_cnn(run, f"adjusted WM CNN fold {k}"))])
+        model.fit(frame.iloc[tr], y[tr])
+        pred_va = model.predict(frame.iloc[va])
+        rows.append({"model": "Imaging CNN", "kind": "model", "evaluation": "adjusted", "fold": k,
+                     "score": float(balanced_accuracy_score(y[va], pred_va)), "n_train": len(tr), "n_test": len(va)})
+        if k == 0:  # what was removed: one coefficient map per covariate (intensity per unit), fold 0
+            fitted = model.named_steps["covariate_adjustment"]
+            for name, coef in zip(fitted.design_names_, fitted.coef_):
+                nib.save(nib.Nifti1Image(coef, first.affine), folder / f"covariate_effect_{name}.nii.gz")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("fold %d imaging CNN: raw %.3f, adjusted %.3f", k, rows[-len(evals) - 1]["score"], rows[-1]["score"])
+    return pd.DataFrame(rows)
+
+
 def _stage_confounds(run, folder):
-    from ..evaluation import evaluate_confounds
+    from ..evaluation import evaluate_confounds, match_groups, summarize_confounds
 
     c = run.cfg["confounds"]
+    covariates = list(run.cfg["data"]["covariates"])
     wm, y, G, snps = run.wm()
     train, _, cv = run.splits()
     hv = np.load(run.store.path("brain_age") / "hv_wm.npy")
@@ -732,26 +802,53 @@ def _stage_confounds(run, folder):
     folds = [(np.array([pos[i] for i in tr]), np.array([pos[i] for i in va])) for tr, va in cv]
     X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
                      columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
-    covs = wm.iloc[train][run.cfg["data"]["covariates"]].astype(float)
+    covs = wm.iloc[train][covariates].astype(float)
+    match = None
+    if c["match"]:
+        match = match_groups(covs, y[train], random_state=run.seed, **(c["match"] if isinstance(c["match"], dict)
+                                                                        else {}))
     contrastive, classifier, baselines = _model_configs(run)
     all_models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
                               class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed)
     names = {"CGNI": TABLE1_CGNI, "Imaging-Genetic NN": "Imaging-Genetic NN (non-linear)",
              "Imaging-Genetic SVM": "Imaging-Genetic SVM (linear)", "Sparse Genetic NN": "Sparse Genetic NN"}
-    models = {m: all_models[("Table 1", names[m])] for m in c["models"]}
-    log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(models), len(X),
+    models = {}
+    for m in c["models"]:
+        if m == "Brain-age CNN features":
+            models[m] = _brain_age_feature_model(n_img, _class_weight(run.cfg), run.seed)
+        elif m in names:
+            models[m] = all_models[("Table 1", names[m])]
+    log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(c["models"]), len(X),
              len(folds))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        res = evaluate_confounds(models, X, y[train], covs, cv=folds, adjust="first", match=c["match"],
-                                 n_permutations=c["n_permutations"], alternative="greater", random_state=run.seed)
+        res = evaluate_confounds(models, X, y[train], covs, cv=folds, adjust="first", match=match if c["match"] else
+                                 False, n_permutations=c["n_permutations"], alternative="greater",
+                                 random_state=run.seed)
+        scores = res.scores
+        if "Imaging CNN" in c["models"]:
+            cnn = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates,
+                                               None if match is None else match.ids)
+            scores = pd.concat([scores, cnn], ignore_index=True)
     _caught(caught)
-    res.summary.to_csv(folder / "confounds.csv", index=False)
-    res.scores.to_csv(folder / "confound_scores.csv", index=False)
-    if getattr(res, "balance", None) is not None:
-        pd.DataFrame(res.balance).to_csv(folder / "matching_balance.csv")
-    return {"models": list(models), "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs",
-            "n_matched": len(res.matched_ids) if getattr(res, "matched_ids", None) is not None else None}
+    rank = {m: i for i, m in enumerate(c["models"])}  # rows in the configuration's order, baselines last
+    scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
+    summary = summarize_confounds(scores, baseline="covariates: " + " + ".join(covariates), alternative="greater",
+                                  n_permutations=c["n_permutations"], random_state=run.seed)
+    summary.to_csv(folder / "confounds.csv", index=False)
+    scores.to_csv(folder / "confound_scores.csv", index=False)
+    if match is not None and match.get("balance") is not None:
+        pd.DataFrame(match.balance).to_csv(folder / "matching_balance.csv")
+    features = {
+        "Imaging CNN": "the fine-tuned stage-1 CNN of each fold on the images (adjusted: covariates regressed out of "
+                       "every voxel inside the fold, then the CNN fine-tuned again)",
+        "Brain-age CNN features": "logistic regression on h_v of the frozen brain-age CNN (never saw WM labels)",
+    }
+    return {"models": list(c["models"]),
+            "features": "the other models: brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates "
+                        "regressed out of these columns for 'adjusted'",
+            "model_features": {m: features[m] for m in c["models"] if m in features},
+            "n_matched": len(match.ids) if match is not None else None}
 
 
 def _precision_recall(found, truth):
@@ -942,8 +1039,9 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
                      ("data", "brain_age", "occlusion")))
     if cfg["confounds"]["enabled"]:
         plan.append(("confounds", lambda d: _stage_confounds(run, d),
-                     dict(config=sec("confounds", "contrastive", "classifier", "baselines", "data")),
-                     ("data", "brain_age")))
+                     dict(config=sec("confounds", "contrastive", "classifier", "baselines", "data", "stage1",
+                                     "protocol")),
+                     ("data", "brain_age") + tuple(f"finetune_f{k}" for k in range(folds))))
     if inputs.embedded:
         gt = out / "cohort" / "ground_truth.json"
         inputs.ground_truth = os.fspath(gt)

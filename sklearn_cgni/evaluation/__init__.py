@@ -6,12 +6,16 @@ answers "how much of a model's accuracy is age?" for any scikit-learn model:
 
 ``CovariateRegressor``
     Regresses covariates out of features with coefficients learned on the training fold.
+``ImageCovariateRegressor``
+    The same for every voxel of NIfTI images, before a CNN that is trained on them.
 ``match_groups``
     Age- and sex-matched subset of the two groups with a balance report.
 ``corrected_resampled_ttest``, ``paired_permutation_test``
     Paired tests on per-fold scores.
 ``covariate_baselines``, ``evaluate_confounds``
     Covariate-only models and the table: raw, covariate-only, adjusted, matched, gain.
+``summarize_confounds``
+    The same table from per-fold scores, to add models scored elsewhere on the same folds.
 """
 
 from ._covariates import CovariateRegressor
@@ -23,6 +27,9 @@ __all__ += ["match_groups", "standardized_mean_difference"]
 from ._stats import corrected_resampled_ttest, paired_permutation_test  # noqa: E402
 
 __all__ += ["corrected_resampled_ttest", "paired_permutation_test"]
-from ._confounds import adjusted_model, covariate_baselines, evaluate_confounds  # noqa: E402
+from ._confounds import adjusted_model, covariate_baselines, evaluate_confounds, summarize_confounds  # noqa: E402
 
-__all__ += ["adjusted_model", "covariate_baselines", "evaluate_confounds"]
+__all__ += ["adjusted_model", "covariate_baselines", "evaluate_confounds", "summarize_confounds"]
+from ._image_covariates import ImageCovariateRegressor  # noqa: E402
+
+__all__ += ["ImageCovariateRegressor"]

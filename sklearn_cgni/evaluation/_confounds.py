@@ -30,7 +30,7 @@ from ._covariates import CovariateRegressor
 from ._matching import match_groups
 from ._stats import corrected_resampled_ttest, paired_permutation_test
 
-__all__ = ["covariate_baselines", "evaluate_confounds", "adjusted_model"]
+__all__ = ["covariate_baselines", "evaluate_confounds", "adjusted_model", "summarize_confounds"]
 
 
 def _covariate_model(columns, categorical, class_weight, random_state):
@@ -157,7 +157,60 @@ def _resolve_match(match, covariates, y, random_state):
     return Bunch(ids=pd.Index(match), balance=None, counts=None)
 
 
-def _summarise(scores, names, kinds, baseline, tests, n_permutations, random_state):
+def summarize_confounds(scores, *, baseline=None, alternative="two-sided", n_permutations=10000,
+                        random_state=None):
+    """Summary table of per-fold confound scores: means, gains over a baseline and paired tests.
+
+    :func:`evaluate_confounds` calls this on the scores it computes. Call it yourself to
+    add rows scored elsewhere on the same folds (e.g. a CNN whose fold predictions already
+    exist) to those of :func:`evaluate_confounds`: concatenate the ``scores`` frames first.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Tidy per-fold scores with columns ``model``, ``kind`` ("model" or
+        "covariate-only"), ``evaluation`` ("raw", "adjusted" or "matched"), ``fold``,
+        ``score``, ``n_train`` and ``n_test`` (the ``scores`` of :func:`evaluate_confounds`).
+        Every model must be scored on the same folds as the baseline.
+    baseline : str, optional
+        The covariate-only model gains are measured against; default: the last
+        covariate-only model in ``scores`` (the one on all covariates for
+        :func:`evaluate_confounds`).
+    alternative : {"two-sided", "greater", "less"}, default="two-sided"
+    n_permutations : int, default=10000
+    random_state : int or None, default=None
+
+    Returns
+    -------
+    summary : DataFrame
+        One row per model, in order of first appearance (models, then covariate-only
+        ones); columns as described in :func:`evaluate_confounds`.
+    """
+    need = {"model", "kind", "evaluation", "fold", "score", "n_train", "n_test"}
+    missing = need - set(scores.columns)
+    if missing:
+        raise ValueError(f"summarize_confounds: `scores` lacks the columns {sorted(missing)}.")
+    kinds = dict(zip(scores["model"], scores["kind"]))
+    names = [m for m in pd.unique(scores["model"]) if kinds[m] != "covariate-only"]
+    names += [m for m in pd.unique(scores["model"]) if kinds[m] == "covariate-only"]
+    covariate_only = [m for m in names if kinds[m] == "covariate-only"]
+    if not covariate_only:
+        raise ValueError("summarize_confounds: `scores` holds no covariate-only model to measure gains against.")
+    baseline = baseline or covariate_only[-1]
+    if baseline not in covariate_only:
+        raise ValueError(f"summarize_confounds: baseline {baseline!r} is not one of the covariate-only models "
+                         f"{covariate_only}.")
+    dup = scores.duplicated(["model", "evaluation", "fold"])
+    if dup.any():
+        first = scores[dup].iloc[0]
+        raise ValueError(f"summarize_confounds: model {first['model']!r} has two {first['evaluation']!r} scores for "
+                         f"fold {first['fold']}.")
+    base_folds = set(scores.loc[(scores["model"] == baseline) & (scores["evaluation"] == "raw"), "fold"])
+    for name in names:
+        folds = set(scores.loc[(scores["model"] == name) & (scores["evaluation"] == "raw"), "fold"])
+        if folds and folds != base_folds:
+            raise ValueError(f"summarize_confounds: model {name!r} is scored on folds {sorted(folds)} but the "
+                             f"baseline {baseline!r} on {sorted(base_folds)}; gains need the same folds.")
     rows = []
     wide = scores.pivot_table(index=["evaluation", "fold"], columns="model", values="score", dropna=False)
     sizes = scores.drop_duplicates(["evaluation", "fold"]).set_index(["evaluation", "fold"])
@@ -182,9 +235,9 @@ def _summarise(scores, names, kinds, baseline, tests, n_permutations, random_sta
                 continue
             sz = sizes.loc[ev].loc[keep[keep].index]
             t = corrected_resampled_ttest(a[keep], b[keep], sz["n_train"].mean(), sz["n_test"].mean(),
-                                          alternative=tests)
+                                          alternative=alternative)
             perm = paired_permutation_test(a[keep], b[keep], n_permutations=n_permutations,
-                                           alternative=tests, random_state=random_state)
+                                           alternative=alternative, random_state=random_state)
             row[f"{prefix}_t"], row[f"{prefix}_p"], row[f"{prefix}_p_permutation"] = t.statistic, t.pvalue, perm.pvalue
         rows.append(row)
     summary = pd.DataFrame(rows)
@@ -203,7 +256,9 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
     Parameters
     ----------
     models : dict of str -> estimator
-        Named scikit-learn estimators or pipelines taking ``X``.
+        Named scikit-learn estimators or pipelines taking ``X``. May be empty: then only
+        the covariate-only models are scored (to combine with rows scored elsewhere in
+        :func:`summarize_confounds`).
     X : DataFrame or array-like of shape (n_samples, n_features)
         Model input, without covariates (a DataFrame may hold path columns, SNPs, ...).
         When a DataFrame, its index (participant IDs) is used to align ``covariates`` and
@@ -278,8 +333,9 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
     >>> bool(row["adjusted_mean"] < 0.65)  # once age is regressed out inside each fold
     True
     """
-    if not isinstance(models, dict) or not models:
-        raise ValueError("evaluate_confounds: `models` must be a non-empty dict of name -> estimator.")
+    if not isinstance(models, dict):
+        raise ValueError("evaluate_confounds: `models` must be a dict of name -> estimator (empty: only the "
+                         "covariate-only models).")
     if not hasattr(covariates, "columns"):
         raise ValueError("evaluate_confounds: `covariates` must be a DataFrame (columns such as 'age', 'sex').")
     if matched_training not in ("full", "matched"):
@@ -355,7 +411,7 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
         if len(unknown):
             raise ValueError(f"evaluate_confounds: matched IDs {list(unknown[:10])} are not participants of X.")
         in_match = ids.isin(m.ids)
-    scorer = check_scoring(next(iter(models.values())), scoring=scoring)
+    scorer = check_scoring(next(iter({**models, **baselines}.values())), scoring=scoring)
 
     kinds = {**{k: "model" for k in models}, **{k: "covariate-only" for k in baselines}}
     jobs = []  # (model, evaluation tag(s), estimator, data, train, evals)
@@ -379,8 +435,8 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
             rows.append({"model": name, "kind": kinds[name], "evaluation": ev, "fold": f, "score": score,
                          "n_train": len(tr), "n_test": len(evals[ev])})
     scores = pd.DataFrame(rows)
-    summary = _summarise(scores, list(models) + list(baselines), kinds, baseline, alternative, n_permutations,
-                         random_state)
+    summary = summarize_confounds(scores, baseline=baseline, alternative=alternative,
+                                  n_permutations=n_permutations, random_state=random_state)
     return Bunch(summary=summary, scores=scores,
                  balance=None if m is None else m.get("balance"),
                  counts=None if m is None else m.get("counts"),
