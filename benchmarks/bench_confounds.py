@@ -17,11 +17,14 @@ balanced accuracy (:func:`sklearn_cgni.evaluation.evaluate_confounds`):
 
 Models: regional gray matter (mean of each AAL2 region) -> logistic; SNPs (SNPQualityFilter)
 -> logistic; both -> logistic; frozen stage-1 features h_v of a BrainAgeCNNTransformer
-pre-trained on brain age on a *separate* simulated cohort -> logistic; and CGNI
-(h_v ⊕ QC'd SNPs -> ContrastiveSNPEncoder, terms 1+2+4 -> CGNIClassifier). Because the CNN
-is frozen and trained on other participants, h_v is computed once for everyone (the same
-as putting the frozen transformer in the pipeline). The per-fold fine-tuned imaging CNN of
-Table 1 is not run here (CPU budget); ``benchmarks/bench_table1.py`` covers it.
+pre-trained on brain age on a *separate* simulated cohort -> logistic; the imaging CNN of
+Table 1 (ImagingCNNClassifier: 2 blocks transferred from that brain-age CNN, fine-tuned on
+the images of each training fold; its adjusted variant fine-tunes on images whose voxels
+have age and sex regressed out inside the fold, ImageCovariateRegressor); the Table 1
+baselines on h_v ⊕ QC'd SNPs (Sparse Genetic NN, Imaging-Genetic SVM, Imaging-Genetic NN);
+and CGNI (h_v ⊕ QC'd SNPs -> ContrastiveSNPEncoder, terms 1+2+4 -> CGNIClassifier). Because
+the brain-age CNN is frozen and trained on other participants, h_v is computed once for
+everyone (the same as putting the frozen transformer in the pipeline).
 
 CPU budget: reduced images (default 24x28x24 instead of 128x141x128), reduced CNN
 (channels 8-16-32-32-32, padding 1, 4 pools, global average pool: h_v has 32 values),
@@ -29,7 +32,7 @@ CPU budget: reduced images (default 24x28x24 instead of 128x141x128), reduced CN
 
 Run::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_confounds.py            # ~10-20 min
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_confounds.py            # ~1 h on 1 shared core
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_confounds.py --quick    # smoke test
 
 Writes ``benchmarks/results/confounds.{md,csv}`` (``--quick``: ``/tmp/confounds_quick.*``).
@@ -40,11 +43,13 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -54,11 +59,12 @@ from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split  #
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from sklearn_cgni.classification import CGNIClassifier  # noqa: E402
+from sklearn_cgni.classification import (CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM,  # noqa: E402
+                                         SparseGeneticNN)
 from sklearn_cgni.datasets import make_cohort  # noqa: E402
-from sklearn_cgni.evaluation import adjusted_model, evaluate_confounds  # noqa: E402
+from sklearn_cgni.evaluation import ImageCovariateRegressor, adjusted_model, evaluate_confounds  # noqa: E402
 from sklearn_cgni.genetics import ContrastiveSNPEncoder, SNPQualityFilter  # noqa: E402
-from sklearn_cgni.imaging import BrainAgeCNNTransformer, image_quality_control  # noqa: E402
+from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier, image_quality_control  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -74,7 +80,8 @@ def parse_args():
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=2, help="repetitions of the k-fold split (different shuffles)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-cnn", action="store_true", help="skip the stage-1 CNN and CGNI rows")
+    p.add_argument("--finetune-epochs", type=int, default=10, help="epochs of the fine-tuned imaging CNN")
+    p.add_argument("--no-cnn", action="store_true", help="skip every row that needs the stage-1 CNN")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     return p.parse_args()
 
@@ -130,9 +137,11 @@ def notes(s, setup):
         out.append(f"* SNP features cannot encode age, yet the SNP-only model goes from {100 * r['raw_mean']:.1f} % "
                    f"raw to {100 * r['adjusted_mean']:.1f} % adjusted ({100 * r['matched_mean']:.1f} % matched).")
     if "brain_age_test_mae" in setup:
+        good = setup["brain_age_test_mae"] < 0.5 * setup["brain_age_mae_of_mean"]
         out.append(f"* The stage-1 brain-age CNN reached a test MAE of {setup['brain_age_test_mae']} y against "
-                   f"{setup['brain_age_mae_of_mean']} y for predicting the mean age: its h_v is whatever the "
-                   "pre-training produced at this size, not a good brain-age model.")
+                   f"{setup['brain_age_mae_of_mean']} y for predicting the mean age"
+                   + (": h_v carries age, which is why adjusting h_v for age costs so much."
+                      if good else ": a weak brain-age model at this size, so h_v is not a good age read-out."))
     return out
 
 
@@ -140,7 +149,7 @@ def main():
     args = parse_args()
     if args.quick:
         args.n_participants, args.n_snps, args.n_pretrain = 300, 60, 200
-        args.pretrain_epochs, args.epochs, args.folds, args.repeats = 2, 3, 3, 1
+        args.pretrain_epochs, args.epochs, args.folds, args.repeats, args.finetune_epochs = 2, 3, 3, 1, 2
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)  # noqa: E731
     shape = tuple(args.shape)
@@ -196,25 +205,57 @@ def main():
         mae = float(np.mean(np.abs(cnn.predict(imgs[te]) - age[te])))
         mae0 = float(np.mean(np.abs(age[te] - age[tr].mean())))
         log(f"brain-age CNN: test MAE {mae:.2f} y (predicting the mean: {mae0:.2f} y)")
+        weights = Path(tempfile.mkdtemp(prefix="bench_confounds_")) / "brain_age.pt"
+        cnn.save_weights(weights)
         h_v = pd.DataFrame(cnn.transform(cohort.images[rows]), index=keep,
                            columns=[f"h_v{i}" for i in range(cnn.n_features_out_)])
-        X = pd.concat([h_v, X], axis=1)
+        image_dir = Path(tempfile.mkdtemp(prefix="bench_confounds_"))  # the fine-tuned CNN reads NIfTI files
+        paths = pd.Series([str(image_dir / f"{pid}.nii") for pid in keep], index=keep, name="image")
+        for path, img in zip(paths, cohort.images[rows]):
+            nib.save(nib.Nifti1Image(img.astype(np.float32), cohort.atlas.img.affine), path)
+        X = pd.concat([h_v, X, paths], axis=1)
         hv_cols = list(h_v.columns)
         setup.update(cnn=arch, h_v_width=len(hv_cols), pretrain_participants=int(ok.sum()),
                      pretrain_epochs=args.pretrain_epochs, brain_age_test_mae=round(mae, 2),
-                     brain_age_mae_of_mean=round(mae0, 2), cgni_epochs=args.epochs)
+                     brain_age_mae_of_mean=round(mae0, 2), cgni_epochs=args.epochs,
+                     finetune_epochs=args.finetune_epochs)
         mlp = dict(max_epochs=args.epochs, device="cpu", random_state=args.seed)
         models["Brain-age CNN features h_v -> logistic"] = Pipeline([
             ("select", ColumnTransformer([("h_v", "passthrough", hv_cols)])),
             ("scale", StandardScaler()), ("clf", logistic(0.1))])
+        finetuned = ImagingCNNClassifier(brain_age_model=str(weights), n_transfer_blocks=2, class_weight="balanced",
+                                         max_epochs=args.finetune_epochs, validation_fraction=0.0, device="cpu",
+                                         random_state=args.seed)
+        models["Imaging CNN (fine-tuned per fold)"] = Pipeline([
+            ("select", ColumnTransformer([("image", "passthrough", ["image"])])), ("cnn", finetuned)])
+        hv_snps = ColumnTransformer([("h_v", "passthrough", hv_cols), ("snp", SNPQualityFilter(), snp_cols)])
+        n_hv = len(hv_cols)
+
+        def sparse():
+            return SparseGeneticNN(hidden_layer_sizes=(128, 64), class_weight="balanced", **mlp)
+
+        models["Sparse Genetic NN (SNPs)"] = Pipeline([
+            ("select", ColumnTransformer([("snp", SNPQualityFilter(), snp_cols)])), ("clf", sparse())])
+        models["Imaging-Genetic SVM (h_v + h_g)"] = Pipeline([
+            ("select", hv_snps), ("clf", ImagingGeneticSVM(image_features=n_hv, genetic_encoder=sparse(),
+                                                           class_weight="balanced", random_state=args.seed))])
+        models["Imaging-Genetic NN (h_v + h_g)"] = Pipeline([
+            ("select", hv_snps), ("clf", ImagingGeneticNN(image_features=n_hv, genetic_encoder=sparse(),
+                                                          hidden_layer_sizes=(64, 32), class_weight="balanced",
+                                                          **mlp))])
         models["CGNI (h_v + SNPs, terms 1+2+4)"] = Pipeline([
             ("select", ColumnTransformer([("h_v", "passthrough", hv_cols), ("snp", SNPQualityFilter(), snp_cols)])),
             ("contrastive", ContrastiveSNPEncoder(image_features=len(hv_cols), lambda_vg=0.7, sigma_gv=0.3,
                                                   gamma_vv=0.0, theta_gg=0.4, **mlp)),
             ("classifier", CGNIClassifier(class_weight="balanced", **mlp))])
 
-    # adjustment right after column selection / SNP QC: on the model's input features
+    # adjustment right after column selection / SNP QC: on the model's input features; for
+    # the fine-tuned CNN, whose input is the image, on every voxel
     adjust = {name: adjusted_model(m, ["age", "sex"], at=1) for name, m in models.items()}
+    for name, m in models.items():
+        if "fine-tuned" in name:
+            adjust[name] = Pipeline([("adjust", ImageCovariateRegressor(["age", "sex"], image_column="image")),
+                                     ("cnn", m.named_steps["cnn"])])
     cv = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats, random_state=args.seed)
     n_splits = args.folds * args.repeats
     log(f"evaluating {len(models)} models + 3 covariate-only baselines, {args.repeats} x {args.folds} folds")
@@ -238,7 +279,8 @@ def main():
         "Balanced accuracy (%), mean ± sd over the folds of a stratified "
         f"{args.repeats} x {args.folds}-fold split shared by every row. **adjusted**: age and sex regressed out of "
         "the model's input features inside each training fold (CovariateRegressor after "
-        "column selection / SNP QC). **matched**: the same fitted models scored on the age- and "
+        "column selection / SNP QC; for the fine-tuned CNN, out of every voxel of its input images with "
+        "ImageCovariateRegressor). **matched**: the same fitted models scored on the age- and "
         "sex-matched participants of each test fold. **gain**: raw minus the age + sex logistic "
         "model on the same folds; p: corrected resampled t-test (Nadeau & Bengio), perm: exact "
         f"sign-flip test over the {n_splits} folds (smallest possible two-sided p = {2 / 2 ** n_splits:.3g}; "

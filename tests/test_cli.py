@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sklearn_cgni.cli import ConfigError, load_config, main
@@ -193,6 +194,34 @@ def test_run_writes_the_output_folder(finished_run):
     for stage in expected:
         assert (out / "stages" / stage / "_done.json").is_file()
     assert meta["device"] == "cpu" and meta["versions"]["torch"]
+
+
+def test_confound_table_covers_every_configured_model(finished_run):
+    import nibabel as nib
+    import pandas as pd
+
+    _, _, out = finished_run
+    summary = pd.read_csv(out / "tables" / "confounds.csv").set_index("model")
+    models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN"]
+    assert list(summary.index) == models + ["covariates: age", "covariates: sex", "covariates: age + sex"]
+    cols = ["raw_mean", "adjusted_mean", "matched_mean", "baseline_raw_mean", "gain_mean", "gain_p"]
+    assert summary.loc[models, cols].notna().all().all()
+    assert (summary.loc[models, "baseline"] == "covariates: age + sex").all()
+    # the imaging CNN's raw scores are those of Table 1's fold models on the same validation folds
+    scores = pd.read_csv(out / "tables" / "confound_scores.csv")
+    cnn_raw = scores.query("model == 'Imaging CNN' and evaluation == 'raw'").set_index("fold")["score"]
+    per_fold = pd.read_csv(out / "tables" / "per_fold_scores.csv")
+    table1 = per_fold.query("model == 'Imaging CNN' and split == 'validation'").set_index("fold")["balanced_accuracy"]
+    pd.testing.assert_series_equal(cnn_raw.sort_index(), table1.sort_index(), check_names=False)
+    # every model is scored on the same folds as the covariate-only baseline
+    folds = scores.query("evaluation == 'raw'").groupby("model")["fold"].apply(lambda f: sorted(f))
+    assert all(f == [0, 1] for f in folds)
+    # what the voxel-wise adjustment removed, on the input grid
+    age_map = nib.load(out / "stages" / "confounds" / "covariate_effect_age.nii.gz")
+    assert age_map.shape == (24, 28, 24) and np.isfinite(age_map.get_fdata()).all()
+    assert not list((out / "stages" / "confounds").glob("residuals_f*"))
+    html = (out / "report.html").read_text()
+    assert "Imaging CNN" in html and "every voxel" in html
 
 
 def test_rerun_resumes_without_recomputing(finished_run, tmp_path):

@@ -193,3 +193,45 @@ def test_permutation_test_exact_and_sampled():
     assert not sampled.exact and 0 < sampled.pvalue <= 1
     full = paired_permutation_test(a12, b12, n_permutations=5000)
     assert full.exact and abs(full.pvalue - sampled.pvalue) < 0.05
+
+
+def test_summarize_confounds_combines_rows_scored_elsewhere():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from sklearn_cgni.evaluation import summarize_confounds
+
+    X, y, cov = _synthetic(300)
+    sig = make_pipeline(ColumnTransformer([("s", "passthrough", ["signal"])]), StandardScaler(), _lr())
+    folds = list(StratifiedKFold(4, shuffle=True, random_state=0).split(X, y))
+    full = evaluate_confounds({"signal": sig}, X, y, cov, cv=folds, n_permutations=100, random_state=0)
+    # re-summarising the scores gives the same table
+    again = summarize_confounds(full.scores, n_permutations=100, random_state=0)
+    pd.testing.assert_frame_equal(again, full.summary)
+    # the same model scored "elsewhere" (its own loop on the same folds), added to baselines-only scores
+    only_baselines = evaluate_confounds({}, X, y, cov, cv=folds, n_permutations=100, random_state=0)
+    assert set(only_baselines.scores["kind"]) == {"covariate-only"}
+    m = full.matched_ids
+    rows = []
+    for f, (tr, te) in enumerate(folds):
+        est = sig.fit(X.iloc[tr], y[tr])
+        te_m = te[X.index[te].isin(m)]
+        for ev, idx in (("raw", te), ("matched", te_m)):
+            rows.append({"model": "signal", "kind": "model", "evaluation": ev, "fold": f, "n_train": len(tr),
+                         "n_test": len(idx), "score": balanced_accuracy_score(y[idx], est.predict(X.iloc[idx]))})
+    combined = pd.concat([pd.DataFrame(rows), only_baselines.scores], ignore_index=True)
+    s = summarize_confounds(combined, n_permutations=100, random_state=0).set_index("model")
+    ref = full.summary.set_index("model")
+    for col in ("raw_mean", "matched_mean", "gain_mean", "gain_p", "matched_gain_p"):
+        assert s.loc["signal", col] == pytest.approx(ref.loc["signal", col])
+    assert list(s.index) == ["signal", "covariates: age", "covariates: sex", "covariates: age + sex"]
+    # folds that differ from the baseline's, a duplicated score, no covariate-only model: clear errors
+    with pytest.raises(ValueError, match="'signal' is scored on folds"):
+        summarize_confounds(combined[~((combined["model"] == "signal") & (combined["fold"] == 0))])
+    with pytest.raises(ValueError, match="two 'raw' scores for fold 0"):
+        summarize_confounds(pd.concat([combined, combined.iloc[[0]]]))
+    with pytest.raises(ValueError, match="no covariate-only model"):
+        summarize_confounds(pd.DataFrame(rows))
+    with pytest.raises(ValueError, match="baseline 'covariates: site'"):
+        summarize_confounds(combined, baseline="covariates: site")
+    with pytest.raises(ValueError, match="lacks the columns"):
+        summarize_confounds(combined.drop(columns="n_test"))

@@ -352,12 +352,15 @@ def render_html(out, results, tables, notes):
                            f"{r.get('baseline')} alone (gain {g:+.3f}, p = {pv if pv is None else round(pv, 3)}): it "
                            f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}, "
                            f"on matched participants {r.get('matched_mean', float('nan')):.3f}.")
+        features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
         parts["confounds"] = "".join(_note(t) for t in summary) + _html_table(tables["confounds"][cols]) + _note(
-            f"Balanced accuracy on the training part with the protocol's folds. Features: {cf.get('features')}. "
-            "raw: the model; covariates: logistic regression on covariates only; adjusted: covariates regressed "
-            "out of the features inside each fold; matched: scored on age- and sex-matched participants; gain: "
-            "raw minus the covariate-only model on the same folds (corrected resampled t-test, sign-flip test). "
-            "All columns are in tables/confounds.csv.")
+            f"Balanced accuracy on the training part with the protocol's folds.{features} Other models: "
+            f"{cf.get('features')}. raw: the model; covariates: logistic regression on covariates only; adjusted: "
+            "covariates regressed out of the model's input inside each fold (coefficients from the training "
+            "participants only); matched: the raw fold models scored on the age- and sex-matched participants "
+            f"({cf.get('n_matched')} in all); gain: raw minus the covariate-only model on the same folds, one-sided "
+            "(corrected resampled t-test; sign-flip permutation test). All columns are in tables/confounds.csv, "
+            "per-fold scores in tables/confound_scores.csv.")
     elif cfg.get("confounds", {}).get("enabled") is False:
         parts["confounds"] = _note("Not computed: confounds.enabled = false.")
     if "recovery" in tables:
