@@ -351,7 +351,10 @@ def render_html(out, results, tables, notes):
             summary.append(f"{r['model']}: {r['raw_mean']:.3f} vs {r.get('baseline_raw_mean', float('nan')):.3f} for "
                            f"{r.get('baseline')} alone (gain {g:+.3f}, p = {pv if pv is None else round(pv, 3)}): it "
                            f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}, "
-                           f"on matched participants {r.get('matched_mean', float('nan')):.3f}.")
+                           f"on matched participants {r.get('matched_mean', float('nan')):.3f}"
+                           + (f" (gain over the covariates there {mg:+.3f}, p = {round(mp, 3)})."
+                              if (mg := r.get("matched_gain_mean")) is not None and mg == mg
+                              and (mp := r.get("matched_gain_p")) is not None and mp == mp else "."))
         features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
         parts["confounds"] = "".join(_note(t) for t in summary) + _html_table(tables["confounds"][cols]) + _note(
             f"Balanced accuracy on the training part with the protocol's folds.{features} Other models: "

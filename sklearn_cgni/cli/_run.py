@@ -845,8 +845,8 @@ def _stage_confounds(run, folder):
         "Brain-age CNN features": "logistic regression on h_v of the frozen brain-age CNN (never saw WM labels)",
     }
     return {"models": list(c["models"]),
-            "features": "the other models: brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates "
-                        "regressed out of these columns for 'adjusted'",
+            "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates regressed out of "
+                        "these columns for 'adjusted'",
             "model_features": {m: features[m] for m in c["models"] if m in features},
             "n_matched": len(match.ids) if match is not None else None}
 
