@@ -213,6 +213,10 @@ def test_confound_table_covers_every_configured_model(finished_run):
     per_fold = pd.read_csv(out / "tables" / "per_fold_scores.csv")
     table1 = per_fold.query("model == 'Imaging CNN' and split == 'validation'").set_index("fold")["balanced_accuracy"]
     pd.testing.assert_series_equal(cnn_raw.sort_index(), table1.sort_index(), check_names=False)
+    # Table 1's covariate-only rows are the confound table's baselines: same folds, same model, same scores
+    base = scores.query("model == 'covariates: age + sex' and evaluation == 'raw'").set_index("fold")["score"]
+    t1_base = per_fold.query("model == 'covariates: age + sex' and split == 'validation'").set_index("fold")
+    np.testing.assert_allclose(base.sort_index(), t1_base["balanced_accuracy"].sort_index())
     # every model is scored on the same folds as the covariate-only baseline
     folds = scores.query("evaluation == 'raw'").groupby("model")["fold"].apply(lambda f: sorted(f))
     assert all(f == [0, 1] for f in folds)

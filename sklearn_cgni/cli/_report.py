@@ -235,7 +235,7 @@ def _table1_html(df):
             ours = "" if m is None or (isinstance(m, float) and math.isnan(m)) else \
                 f"{m:.2f} ± {0.0 if sd is None or (isinstance(sd, float) and math.isnan(sd)) else sd:.2f}"
             ref = r.get(f"paper_{s}")
-            cells.append(ours + (f" <small>[{html.escape(ref)}]</small>" if ref else ""))
+            cells.append(ours + (f" <small>[{html.escape(ref)}]</small>" if isinstance(ref, str) and ref else ""))
         rows.append(f"<tr><td>{html.escape(r['model'])}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr><th>model</th><th>train</th><th>validation</th><th>holdout</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
@@ -278,17 +278,24 @@ def render_html(out, results, tables, notes):
             f"its test set. CNN: {json.dumps(ba.get('arch'))}."))
     if "table1" in tables:
         t1 = tables["table1"].dropna(subset=["holdout_mean"])
-        best = t1.loc[t1["holdout_mean"].idxmax()] if len(t1) else None
+        is_cov = t1["model"].str.startswith("covariates: ")
+        best = t1[~is_cov].loc[t1[~is_cov]["holdout_mean"].idxmax()] if (~is_cov).any() else None
+        cov_best = t1[is_cov].loc[t1[is_cov]["holdout_mean"].idxmax()] if is_cov.any() else None
         parts["table1"] = _table1_html(tables["table1"]) + (_note(
-            f"Best holdout balanced accuracy on this cohort: {best['model']} ({best['holdout_mean']:.2f} %). "
-            "Compare with the covariate-only models of the confound table below.") if best is not None else "") + _note(
+            f"Best holdout balanced accuracy on this cohort: {best['model']} ({best['holdout_mean']:.2f} %)"
+            + (f"; the best covariate-only model, {cov_best['model']}, reaches {cov_best['holdout_mean']:.2f} %"
+               if cov_best is not None else "")
+            + ". The confound section below says how much of each model's accuracy age and sex explain.")
+            if best is not None else "") + _note(
             "Balanced accuracy (%), mean ± sd over the folds: each fold's model scored on its training part, its "
             "validation part and the common holdout. Paper values in brackets. The Imaging CNN is stage 1 "
-            "fine-tuned on each fold; every other model takes that fold's h_v and the QC'd SNPs.")
+            "fine-tuned on each fold; every other model takes that fold's h_v and the QC'd SNPs, except the "
+            "covariate-only rows (logistic regression on the covariates, same folds and metric; the paper has none).")
     if "table2" in tables:
         parts["table2"] = _table1_html(tables["table2"]) + _note(
             "CGNI with one or more contrastive terms (L1 = L(v,g), L2 = L(g,v), L3 = L(v,v), L4 = L(g,g)); "
-            "included terms take the configured weights, no per-combination tuning.")
+            "included terms take the configured weights, no per-combination tuning. The covariate-only rows are "
+            "those of Table 1.")
     elif cfg.get("protocol", {}).get("table2") is False:
         parts["table2"] = _note("Not computed: protocol.table2 = false in this run's configuration.")
     if "table3" in tables:

@@ -432,6 +432,23 @@ def _model_configs(run):
     return c, cl, dict(run.cfg["baselines"])
 
 
+def _covariate_records(run, wm, y, tr, va, hold, k):
+    """Covariate-only logistic regressions (age, sex, age + sex) on the fold's splits, for Tables 1 and 2."""
+    from ..evaluation import covariate_baselines
+
+    covs = wm[list(run.cfg["data"]["covariates"])].astype(float)
+    tables = ("Table 1", "Table 2") if run.cfg["protocol"]["table2"] else ("Table 1",)
+    splits = {"train": (covs.iloc[tr], y[tr]), "validation": (covs.iloc[va], y[va]),
+              "holdout": (covs.iloc[hold], y[hold])}
+    records = []
+    for name, model in covariate_baselines(list(covs.columns), class_weight=_class_weight(run.cfg),
+                                           random_state=run.seed).items():
+        est = model.fit(covs.iloc[tr], y[tr])
+        for table in tables:
+            records += score_model(est.predict, splits, table=table, model=name, fold=k)
+    return records
+
+
 def _stage_models(run, folder, k):
     import torch
     from sklearn.base import clone
@@ -472,6 +489,7 @@ def _stage_models(run, folder, k):
                 "n_image_features": n_img, "n_genetic_features": G.shape[1],
                 "image_hidden": list(enc.image_hidden), "genetic_hidden": list(enc.genetic_hidden),
                 "n_components": enc.n_components, "loss_curve": enc.loss_curve_})
+    records += _covariate_records(run, wm, y, tr, va, hold, k)
     return {"records": records}
 
 
@@ -1026,7 +1044,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
         plan.append((f"finetune_f{k}", lambda d, k=k: _stage_finetune(run, d, k), dict(config=sec("stage1")),
                      ("data", "brain_age")))
         plan.append((f"models_f{k}", lambda d, k=k: _stage_models(run, d, k),
-                     dict(config=sec("contrastive", "classifier", "baselines", "protocol")),
+                     dict(config=sec("contrastive", "classifier", "baselines", "protocol", "data")),
                      ("data", f"finetune_f{k}")))
     plan.append(("scca", lambda d: _stage_scca(run, d), dict(config=sec("scca")), ("data", "models_f0")))
     plan.append(("occlusion", lambda d: _stage_occlusion(run, d), dict(config=sec("occlusion"), inputs=inputs_fp),
