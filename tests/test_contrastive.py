@@ -152,3 +152,61 @@ def test_bad_image_features(spec, match):
     h_v, snps, y = _data(n=40)
     with pytest.raises(ValueError, match=match):
         ContrastiveSNPEncoder(image_features=spec, **SMALL).fit(np.hstack([h_v, snps]), y)
+
+
+def _noise_cohort(n=240, n_snps=120, seed=0):
+    """Labels carried by h_v only; the SNPs are noise, so label-supervised encoders can only memorise."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(int)
+    h_v = rng.normal(size=(n, 8)) + 0.8 * y[:, None]
+    snps = rng.integers(0, 3, size=(n, n_snps)).astype(float)
+    return np.hstack([h_v, snps]), y
+
+
+def test_early_stopping_keeps_the_best_held_out_epoch():
+    X, y = _noise_cohort()
+    kw = dict(image_features=8, n_components=8, image_hidden=(32,), genetic_hidden=(64,), max_epochs=80,
+              theta_gg=0.4, device="cpu", random_state=0)
+    plain = ContrastiveSNPEncoder(**kw).fit(X, y)
+    assert plain.validation_loss_curve_ is None and plain.best_epoch_ == plain.n_iter_ == 80
+    es = ContrastiveSNPEncoder(early_stopping=True, validation_fraction=0.2, n_iter_no_change=5, **kw).fit(X, y)
+    curve = es.validation_loss_curve_
+    assert len(curve) == es.n_iter_ == len(es.loss_curve_)
+    # it stopped n_iter_no_change epochs after the best held-out loss, long before max_epochs
+    assert es.best_epoch_ == int(np.argmin(curve)) + 1 and es.n_iter_ == es.best_epoch_ + 5 < 80
+    assert curve[-1] > min(curve)  # the held-out loss rose while the training loss kept falling
+    assert es.loss_curve_[-1] < es.loss_curve_[es.best_epoch_ - 1]
+    # the kept weights are the best epoch's: their held-out loss is the minimum of the curve
+    valid = es.net_.train_split.keywords["valid_ds"]
+    with torch.no_grad():
+        z = es.net_.module_(**{k: torch.as_tensor(v) for k, v in valid.X.items()})
+        loss = float(es.net_.get_loss(z, valid.y))
+    assert loss == pytest.approx(min(curve), rel=1e-5)
+    # 20 % of 240 held out, stratified
+    assert len(valid.y) == 48 and abs(valid.y.mean() - y.mean()) < 0.03
+
+
+def test_early_stopping_limits_label_memorisation():
+    """On noise SNPs, the theta term memorises training labels; early stopping stops it earlier."""
+    X, y = _noise_cohort(n=300, seed=1)
+    kw = dict(image_features=8, n_components=8, image_hidden=(32,), genetic_hidden=(64,), max_epochs=60,
+              lambda_vg=0.0, sigma_gv=0.0, theta_gg=1.0, device="cpu", random_state=0)
+    train, test = np.arange(240), np.arange(240, 300)
+
+    def separation(enc, rows):  # |mean z_g difference between the groups| on these rows
+        z = enc.transform_genetic(X[rows])
+        return float(np.linalg.norm(z[y[rows] == 1].mean(0) - z[y[rows] == 0].mean(0)))
+
+    plain = ContrastiveSNPEncoder(**kw).fit(X[train], y[train])
+    es = ContrastiveSNPEncoder(early_stopping=True, n_iter_no_change=5, **kw).fit(X[train], y[train])
+    assert separation(plain, train) > 1.0  # memorised: the groups sit apart on the training rows
+    assert separation(es, train) < 0.5 * separation(plain, train)
+    assert separation(plain, test) < 0.5 and separation(es, test) < 0.5  # and nowhere else (noise SNPs)
+
+
+def test_early_stopping_refuses_too_few_samples():
+    X, y = _noise_cohort(n=20)
+    enc = ContrastiveSNPEncoder(image_features=8, n_components=4, image_hidden=(8,), genetic_hidden=(8,),
+                                batch_size=10, early_stopping=True, validation_fraction=0.05, device="cpu")
+    with pytest.raises(ValueError, match="validation_fraction=0.05 of 20 samples"):
+        enc.fit(X, y)

@@ -12,6 +12,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from skorch import NeuralNet
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
 from ..utils._device import resolve_device, torch_seed
@@ -163,9 +165,20 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     weight_decay : float, default=0.0
         Adam weight decay.
     max_epochs : int, default=50
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the training samples, compute the
+        contrastive loss on them (one batch) after every epoch, stop when it has not
+        improved for ``n_iter_no_change`` epochs and keep the weights of the best epoch. The
+        paper trains for a fixed number of epochs (False). With label-supervised terms
+        (``theta_gg``, ``gamma_vv`` > 0) and few participants per SNP, the encoders can
+        memorise the training labels; early stopping on held-out participants limits that.
+    validation_fraction : float in (0, 1), default=0.1
+        Share of the samples held out when ``early_stopping`` (stratified by ``y``).
+    n_iter_no_change : int, default=10
+        Patience, in epochs, of ``early_stopping``.
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
-        Seeds weights and batches.
+        Seeds weights, batches and the validation split.
     verbose : int, default=0
         skorch's per-epoch log when > 0.
 
@@ -181,6 +194,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Labels seen in ``fit``.
     loss_curve_ : list of float
         Mean training loss per epoch.
+    validation_loss_curve_ : list of float
+        Held-out loss per epoch (``early_stopping`` only, else None).
+    best_epoch_ : int
+        Epoch (1-based) whose weights were kept: the last one without ``early_stopping``.
     n_iter_ : int
         Epochs run.
     n_features_in_, feature_names_in_
@@ -218,6 +235,9 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -241,6 +261,9 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         lr=1e-3,
         weight_decay=0.0,
         max_epochs=50,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
         device="auto",
         random_state=None,
         verbose=0,
@@ -261,6 +284,9 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -320,12 +346,20 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             getattr(self, "feature_names_in_", None),
             owner=owner,
         )
-        batch_size = clip_batch_size(self.batch_size, X.shape[0], owner)
         seed = torch_seed(self.random_state)
+        fit_rows, valid_rows = np.arange(X.shape[0]), None
+        extra = {"train_split": None}
+        if self.early_stopping:
+            fit_rows, valid_rows, extra = self._validation_split(y_enc, seed, owner)
+        batch_size = clip_batch_size(self.batch_size, fit_rows.size, owner)
         sampler = StratifiedBatchSampler(
-            y, batch_size, min_per_class=self.min_per_class, random_state=seed
+            y[fit_rows], batch_size, min_per_class=self.min_per_class, random_state=seed
         )
         h_v, x_g = self._split(X)
+        if valid_rows is not None:
+            extra["train_split"] = predefined_split(
+                Dataset({"h_v": h_v[valid_rows], "x_g": x_g[valid_rows]}, y_enc[valid_rows]))
+            h_v, x_g, y_enc = h_v[fit_rows], x_g[fit_rows], y_enc[fit_rows]
         self.net_ = _ContrastiveNet(
             module=ContrastiveEncoders,
             module__n_image_features=h_v.shape[1],
@@ -343,18 +377,45 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             iterator_train__batch_size=1,  # DataLoader rule when a batch_sampler is given
             iterator_train__shuffle=False,
             iterator_train__batch_sampler=sampler,
-            train_split=None,
             device=resolve_device(self.device),
             verbose=self.verbose,
+            **extra,
         )
         self.net_.fit({"h_v": h_v, "x_g": x_g}, y_enc)
         self.net_.module_.eval()
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
+        self.validation_loss_curve_ = None
+        self.best_epoch_ = len(self.loss_curve_)
+        if valid_rows is not None:
+            self.validation_loss_curve_ = [float(v) for v in self.net_.history[:, "valid_loss"]]
+            self.best_epoch_ = int(np.argmin(self.validation_loss_curve_)) + 1
         if not np.all(np.isfinite(self.loss_curve_)):  # pragma: no cover - defensive
             raise FloatingPointError(f"{owner}: the contrastive loss became non-finite.")
         self.n_iter_ = len(self.loss_curve_)
         self._n_features_out = self.n_components + self.image_indices_.size
         return self
+
+    def _validation_split(self, y_enc, seed, owner):
+        """Stratified (fit rows, held-out rows, skorch arguments) for early stopping."""
+        from sklearn.model_selection import train_test_split
+        from skorch.callbacks import EarlyStopping
+
+        n = y_enc.size
+        counts = np.bincount(y_enc)
+        n_valid = math.ceil(self.validation_fraction * n)
+        if n_valid < counts.size or n - n_valid < 2 * counts.size or counts.min() < 2:
+            raise ValueError(
+                f"{owner}: early_stopping holds out validation_fraction={self.validation_fraction} of {n} samples "
+                f"({n_valid}), too few to hold out and keep every class (class counts {counts.tolist()}) on both "
+                "sides. Use more samples, a larger validation_fraction, or early_stopping=False."
+            )
+        fit_rows, valid_rows = train_test_split(np.arange(n), test_size=n_valid, stratify=y_enc,
+                                                random_state=seed)
+        stop = EarlyStopping(monitor="valid_loss", patience=self.n_iter_no_change, threshold=0.0,
+                             threshold_mode="abs", load_best=True, sink=lambda *a, **k: None)
+        extra = {"callbacks": [("early_stopping", stop)],
+                 "iterator_valid__batch_size": int(valid_rows.size)}  # the whole held-out set, one batch
+        return np.sort(fit_rows), np.sort(valid_rows), extra
 
     # ------------------------------------------------------------ transform
     @property
