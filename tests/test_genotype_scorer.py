@@ -212,3 +212,22 @@ def test_weights_saved_with_another_configuration_are_refused(data, tmp_path):
         BrainGenotypeScorer(weights=path, frozen=True, standardize_voxels=False, device="cpu").fit(X)
     with pytest.raises(ValueError, match="saved with task='classes'"):
         BrainGenotypeScorer("dosage", **TINY, weights=path, max_epochs=1).fit(X, G)
+
+
+@pytest.mark.parametrize("backend", ["auto", "eager", "mkldnn"])
+def test_transform_keeps_the_voxel_standardisation_in_every_inference_backend(data, backend):
+    """Gray matter is not centred: every backend must z-score voxels as the training forward did."""
+    import torch
+
+    if backend == "mkldnn" and not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN not available")
+    X, G = data
+    anatomy = np.linspace(0.2, 0.8, X[0].size, dtype=np.float32).reshape(SHAPE)  # a voxel-dependent mean
+    X = anatomy + 0.1 * X
+    s = BrainGenotypeScorer("dosage", **TINY, max_epochs=15, lr=3e-3, inference_backend=backend,
+                            random_state=0).fit(X[:36], G[:36])
+    assert s.recalibrate_bn  # running statistics re-estimated with the final weights (the default)
+    with torch.no_grad():
+        eager = s.module_.eval()(torch.from_numpy(X[36:])).numpy() * s.y_scale_ + s.y_mean_
+    np.testing.assert_allclose(s.transform(X[36:]), eager, rtol=1e-4, atol=1e-5)
+    assert per_snp_correlation(s.transform(X[36:]), G.to_numpy()[36:])[0] > 0.8

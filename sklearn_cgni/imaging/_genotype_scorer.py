@@ -260,6 +260,13 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         Held-out fraction for skorch's ``valid_loss`` (0 trains on everything).
     callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, verbose
         As in :class:`BrainAgeCNNTransformer`.
+    inference_backend : {"auto", "eager", "mkldnn"}, default="auto"
+        How ``transform``/``predict`` run the network, as in
+        :class:`BrainAgeCNNTransformer` (the voxel standardisation is kept in every backend).
+    recalibrate_bn : bool, default=True
+        Re-estimate the BatchNorm running statistics with the final weights after training,
+        as in :class:`BrainAgeCNNTransformer` (without it, eval-mode scores of a short fit
+        can be shifted by the lagging running averages).
     weights : str or path-like, default=None
         A file written by this class's :meth:`save_weights` (warm start, or ``frozen=True``
         to only load it). Its head must have as many SNPs as ``G`` has columns.
@@ -319,7 +326,8 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
                  pool_blocks=None, global_pool=None, dropout=0.2, max_epochs=20, batch_size=25,
                  lr=1e-3, weight_decay=0.0, validation_fraction=0.1, callbacks=None,
                  num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
-                 transform_batch_size=None, channels_last=False, random_state=None, verbose=0):
+                 transform_batch_size=None, channels_last=False, inference_backend="auto", recalibrate_bn=True,
+                 random_state=None, verbose=0):
         self.task = task
         self.brain_age_model = brain_age_model
         self.n_transfer_blocks = n_transfer_blocks
@@ -344,6 +352,8 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.frozen = frozen
         self.transform_batch_size = transform_batch_size
         self.channels_last = channels_last
+        self.inference_backend = inference_backend
+        self.recalibrate_bn = recalibrate_bn
         self.random_state = random_state
         self.verbose = verbose
 

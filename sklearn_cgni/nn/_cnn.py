@@ -351,7 +351,9 @@ class FoldedInferenceCNN(nn.Module):
     ``backend="mkldnn"`` the convolutional blocks run on oneDNN's blocked tensor layout
     (``torch.utils.mkldnn``), the fastest CPU path measured in
     ``benchmarks/bench_cnn_throughput.py`` (about 2x the plain eager forward). The copy
-    does not track later changes to ``cnn``.
+    does not track later changes to ``cnn``. A network that standardises its input voxel
+    by voxel first (``voxel_mean`` and ``voxel_scale`` buffers, as the brain-genotype
+    scorer's) keeps doing so.
 
     Parameters
     ----------
@@ -383,10 +385,16 @@ class FoldedInferenceCNN(nn.Module):
         self.head = copy.deepcopy(cnn.head).eval()
         self.squeeze = cnn.squeeze
         self.backend = backend
+        self.standardize = hasattr(cnn, "voxel_mean") and hasattr(cnn, "voxel_scale")
+        if self.standardize:
+            self.register_buffer("voxel_mean", cnn.voxel_mean.detach().clone())
+            self.register_buffer("voxel_scale", cnn.voxel_scale.detach().clone())
         self.eval()
 
     def features(self, x):
         x = x.unsqueeze(1) if x.dim() == 4 else x
+        if self.standardize:
+            x = (x - self.voxel_mean) / self.voxel_scale
         if self.backend == "mkldnn":
             x = self.body(x.float().contiguous().to_mkldnn()).to_dense()
         else:
