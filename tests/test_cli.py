@@ -128,6 +128,20 @@ def test_unknown_config_key_names_the_nearest(tmp_path, capsys):
         load_config(overrides=["stage1.channels=[4.5, 8]"])
 
 
+def test_encoder_early_stopping_and_confound_models_from_the_config():
+    from sklearn_cgni.cli._protocol import TABLE1_CGNI, paper_models
+
+    cfg = load_config(preset="cpu", overrides=["contrastive.early_stopping=true", "contrastive.n_iter_no_change=3"])
+    c = dict(cfg["contrastive"], image_hidden=tuple(cfg["contrastive"]["image_hidden"]),
+             genetic_hidden=tuple(cfg["contrastive"]["genetic_hidden"]))
+    enc = paper_models(8, contrastive=c)[("Table 1", TABLE1_CGNI)].named_steps["contrastive"]
+    assert enc.early_stopping is True and enc.n_iter_no_change == 3 and enc.validation_fraction == 0.1
+    assert load_config()["contrastive"]["early_stopping"] is False  # the paper's fixed epochs by default
+    assert "Imaging CNN" in load_config()["confounds"]["models"]
+    with pytest.raises(ConfigError, match="unknown model 'Imaging CN'; did you mean 'Imaging CNN'"):
+        load_config(overrides=['confounds.models=["Imaging CN"]'])
+
+
 def test_tiny_preset_matches_the_test_config():
     """preset_tiny.toml (CI smoke test) and this file's config describe the same run."""
     import tomllib
