@@ -24,7 +24,8 @@ have age and sex regressed out inside the fold, ImageCovariateRegressor); the Ta
 baselines on h_v ⊕ QC'd SNPs (Sparse Genetic NN, Imaging-Genetic SVM, Imaging-Genetic NN);
 and CGNI (h_v ⊕ QC'd SNPs -> ContrastiveSNPEncoder, terms 1+2+4 -> CGNIClassifier). Because
 the brain-age CNN is frozen and trained on other participants, h_v is computed once for
-everyone (the same as putting the frozen transformer in the pipeline).
+everyone (the same as putting the frozen transformer in the pipeline). CGNI is also run with
+``early_stopping=True`` in stage 2 (not in the paper).
 
 CPU budget: reduced images (default 24x28x24 instead of 128x141x128), reduced CNN
 (channels 8-16-32-32-32, padding 1, 4 pools, global average pool: h_v has 32 values),
@@ -247,6 +248,12 @@ def main():
             ("select", ColumnTransformer([("h_v", "passthrough", hv_cols), ("snp", SNPQualityFilter(), snp_cols)])),
             ("contrastive", ContrastiveSNPEncoder(image_features=len(hv_cols), lambda_vg=0.7, sigma_gv=0.3,
                                                   gamma_vv=0.0, theta_gg=0.4, **mlp)),
+            ("classifier", CGNIClassifier(class_weight="balanced", **mlp))])
+        # the same with stage 2 stopped on the contrastive loss of a held-out 10 % of the training fold
+        models["CGNI, encoder early stopping"] = Pipeline([
+            ("select", ColumnTransformer([("h_v", "passthrough", hv_cols), ("snp", SNPQualityFilter(), snp_cols)])),
+            ("contrastive", ContrastiveSNPEncoder(image_features=len(hv_cols), lambda_vg=0.7, sigma_gv=0.3,
+                                                  gamma_vv=0.0, theta_gg=0.4, early_stopping=True, **mlp)),
             ("classifier", CGNIClassifier(class_weight="balanced", **mlp))])
 
     # adjustment right after column selection / SNP QC: on the model's input features; for
