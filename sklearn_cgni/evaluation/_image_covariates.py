@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import _fit_context
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
@@ -265,9 +266,9 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         D, _ = self._design(X, C, fit=False)
         return self._adjust_images(paths, ids, D - self.covariate_mean_)
 
+    @available_if(lambda self: False)  # images (n, X, Y, Z) have no feature names: hasattr is False
     def get_feature_names_out(self, input_features=None):
-        """Not defined: the output is a stack of images, not a feature table."""
-        raise AttributeError("ImageCovariateRegressor outputs images (n, X, Y, Z), which have no feature names.")
+        """Not available: the output is a stack of images, not a feature table."""
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
