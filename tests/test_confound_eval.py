@@ -18,6 +18,7 @@ from sklearn_cgni.evaluation import (
     corrected_resampled_ttest,
     covariate_baselines,
     evaluate_confounds,
+    incremental_value,
     paired_permutation_test,
 )
 
@@ -204,9 +205,13 @@ def test_summarize_confounds_combines_rows_scored_elsewhere():
     sig = make_pipeline(ColumnTransformer([("s", "passthrough", ["signal"])]), StandardScaler(), _lr())
     folds = list(StratifiedKFold(4, shuffle=True, random_state=0).split(X, y))
     full = evaluate_confounds({"signal": sig}, X, y, cov, cv=folds, n_permutations=100, random_state=0)
-    # re-summarising the scores gives the same table
-    again = summarize_confounds(full.scores, n_permutations=100, random_state=0)
+    # re-summarising the scores (and predictions) gives the same table
+    again = summarize_confounds(full.scores, predictions=full.predictions, y=y, covariates=cov, n_permutations=100,
+                                random_state=0)
     pd.testing.assert_frame_equal(again, full.summary)
+    without = summarize_confounds(full.scores, n_permutations=100, random_state=0)
+    assert not any(c.startswith("incremental") for c in without.columns)
+    pd.testing.assert_frame_equal(without, full.summary[without.columns])
     # the same model scored "elsewhere" (its own loop on the same folds), added to baselines-only scores
     only_baselines = evaluate_confounds({}, X, y, cov, cv=folds, n_permutations=100, random_state=0)
     assert set(only_baselines.scores["kind"]) == {"covariate-only"}
@@ -235,3 +240,89 @@ def test_summarize_confounds_combines_rows_scored_elsewhere():
         summarize_confounds(combined, baseline="covariates: site")
     with pytest.raises(ValueError, match="lacks the columns"):
         summarize_confounds(combined.drop(columns="n_test"))
+
+
+def test_incremental_value_is_the_likelihood_ratio_test_of_nested_logistic_models():
+    import statsmodels.api as sm
+
+    X, y, cov = _synthetic(400)
+    pred = X["signal"].to_numpy()
+    res = incremental_value(y, pred, cov)
+    # the same statistic as statsmodels on the raw prediction (the test only orthogonalises it)
+    D = sm.add_constant(cov.astype(float))
+    small = sm.Logit(y, D).fit(disp=0)
+    big = sm.Logit(y, D.assign(pred=pred)).fit(disp=0)
+    assert res.statistic == pytest.approx(2 * (big.llf - small.llf), rel=1e-6)
+    assert res.pvalue == pytest.approx(stats.chi2.sf(res.statistic, 1), rel=1e-6)
+    assert res.coef > 0 and res.pvalue < 1e-6 and res.n == 400
+    assert 0 < res.d2_covariates < res.d2_full < 1
+    assert res.partial_d2 == pytest.approx(res.statistic / (-2 * small.llf), rel=1e-6)
+    # one-sided: the reversed prediction explains as much, in the wrong direction
+    rev = incremental_value(y, -pred, cov, alternative="greater")
+    assert rev.coef < 0 and rev.pvalue > 0.99
+    assert incremental_value(y, pred, cov, alternative="greater").pvalue == pytest.approx(res.pvalue / 2, rel=1e-6)
+    # a linear function of the covariates adds exactly nothing (no singular fit)
+    lin = incremental_value(y, 3 * cov["age"] - cov["sex"] + 1, cov)
+    assert lin.statistic == 0 and lin.pvalue == 1 and lin.coef == 0
+    # an accurate age proxy (0.8 balanced accuracy on its own) adds nothing significant
+    proxy = X["proxy"].to_numpy()
+    assert incremental_value(y, proxy, cov, alternative="greater").pvalue > 0.05
+    # categorical covariates are one-hot encoded: a site effect is absorbed
+    site = pd.Series(np.arange(400) % 3, index=cov.index).astype(str)
+    with_site = cov.assign(site=site)
+    assert incremental_value(y, site.astype(int).to_numpy() * 1.0, with_site).statistic == 0
+    with pytest.raises(ValueError, match="two classes"):
+        incremental_value(np.zeros(400), pred, cov)
+    with pytest.raises(ValueError, match=r"participants \['sub-0003'\]"):
+        incremental_value(y, np.where(np.arange(400) == 3, np.nan, pred), cov)
+    with pytest.raises(ValueError, match="same number of rows"):
+        incremental_value(y[:10], pred, cov)
+    with pytest.raises(ValueError, match="alternative"):
+        incremental_value(y, pred, cov, alternative="less")
+
+
+def test_incremental_test_in_evaluate_confounds():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    X, y, cov = _synthetic(400)
+    X = X.assign(noise=np.random.default_rng(5).standard_normal(len(X)))
+
+    def sel(cols):
+        return ColumnTransformer([("s", "passthrough", cols)])
+
+    models = {"signal": make_pipeline(sel(["signal"]), StandardScaler(), _lr()),
+              "age proxy": make_pipeline(sel(["proxy"]), StandardScaler(), _lr()),
+              "age proxy, trees": make_pipeline(sel(["proxy"]), HistGradientBoostingClassifier(max_iter=30)),
+              "noise": make_pipeline(sel(["noise"]), StandardScaler(), _lr())}
+    cv = RepeatedStratifiedKFold(n_splits=5, n_repeats=2, random_state=0)
+    res = evaluate_confounds(models, X, y, cov, cv=cv, adjust=None, match=False, alternative="greater",
+                             n_permutations=100, random_state=0)
+    s = res.summary.set_index("model")
+    # out-of-fold predictions: every participant once per repeat, for every model and baseline
+    pred = res.predictions
+    assert set(pred.columns) == {"model", "fold", "participant", "prediction"}
+    counts = pred.groupby(["model", "participant"]).size()
+    assert (counts == 2).all() and counts.index.get_level_values("participant").nunique() == len(X)
+    # the signal model loses to age + sex on accuracy, but its predictions add to the covariates
+    assert s.loc["signal", "gain_mean"] < 0
+    assert s.loc["signal", "incremental_z"] > 3 and s.loc["signal", "incremental_p"] < 0.001
+    assert s.loc["signal", "incremental_n"] == len(X)
+    # covariate-only models: their predictions are linear in the covariates, z = 0 exactly
+    for name in ("covariates: age", "covariates: sex", "covariates: age + sex"):
+        assert s.loc[name, "incremental_z"] == 0
+    # why the test removes each fold model's covariate part first: pooled as they are, the
+    # out-of-fold predictions of the five age + sex models "add" to age + sex, with a negative
+    # sign (fold-to-fold differences are anti-correlated with the held-out labels)
+    first = pred[(pred["model"] == "covariates: age + sex") & (pred["fold"] < 5)].set_index("participant")
+    pooled = incremental_value(y, first.loc[X.index, "prediction"].to_numpy(), cov)
+    assert pooled.statistic > 3.84 and pooled.coef < 0
+    # what only knows age, linearly or not, adds nothing significant (one-sided)
+    for name in ("age proxy", "age proxy, trees", "noise"):
+        assert s.loc[name, "incremental_p"] > 0.05, name
+    with pytest.raises(ValueError, match="needs `y` and `covariates`"):
+        from sklearn_cgni.evaluation import summarize_confounds
+
+        summarize_confounds(res.scores, predictions=res.predictions)
+    with pytest.raises(ValueError, match="no covariates"):
+        summarize_confounds(res.scores, predictions=res.predictions, y=y[:100], covariates=cov.iloc[:100])

@@ -229,3 +229,31 @@ def test_pickle_roundtrip():
     adj = CovariateRegressor(["age", "sex", "site"], categorical=["site"]).fit(X)
     again = pickle.loads(pickle.dumps(adj))
     np.testing.assert_array_equal(again.transform(X), adj.transform(X))
+
+
+def test_linear_adjustment_leaves_age_in_zero_inflated_features_for_nonlinear_models():
+    # What the Notes of CovariateRegressor warn about: where a feature has a point mass (a
+    # ReLU feature at 0, a genotype at 0/1/2), the residual of those participants is
+    # -beta * (age - mean): an exact function of age that a non-linear model can read.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(0)
+    n = 1200
+    age = rng.uniform(40, 70, n)
+    slopes = rng.uniform(0.5, 1.5, 8)
+    gauss = (age[:, None] - 55) * slopes / 10 + rng.standard_normal((n, 8))
+    relu = np.maximum(gauss, 0)
+    train, test = np.arange(800), np.arange(800, n)
+    r2 = {}
+    for name, F in (("gaussian", gauss), ("relu", relu)):
+        X = pd.DataFrame(F, columns=[f"f{j}" for j in range(8)]).assign(age=age)
+        adj = CovariateRegressor(["age"]).fit(X.iloc[train])
+        Xtr, Xte = adj.transform(X.iloc[train]), adj.transform(X.iloc[test])
+        # linearly, nothing is left in either
+        lin = LogisticRegression().fit(Xtr, age[train] > 55)
+        assert abs(np.corrcoef(lin.decision_function(Xte), age[test])[0, 1]) < 0.15
+        hgb = HistGradientBoostingRegressor(random_state=0).fit(Xtr, age[train])
+        r2[name] = r2_score(age[test], hgb.predict(Xte))
+    assert r2["gaussian"] < 0.1
+    assert r2["relu"] > 0.5

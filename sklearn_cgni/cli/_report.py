@@ -127,6 +127,7 @@ def collect(out):
                        ("saliency_top_regions", "scores/saliency_top_regions.csv"),
                        ("confounds", "confounds/confounds.csv"),
                        ("confound_scores", "confounds/confound_scores.csv"),
+                       ("confound_predictions", "confounds/confound_predictions.csv"),
                        ("image_qc", "data/image_qc.csv"),
                        ("snp_qc", "data/snp_qc.csv"),
                        ("matching_balance", "confounds/matching_balance.csv")):
@@ -348,7 +349,7 @@ def render_html(out, results, tables, notes):
         cf = stages.get("confounds", {})
         cols = [c_ for c_ in ("model", "kind", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean",
                               "baseline_raw_mean", "gain_mean", "gain_p", "gain_p_permutation", "matched_gain_mean",
-                              "n_folds") if c_ in tables["confounds"].columns]
+                              "incremental_z", "incremental_p", "n_folds") if c_ in tables["confounds"].columns]
         summary = []
         for r in tables["confounds"].to_dict("records"):
             if r.get("kind") != "model":
@@ -359,9 +360,12 @@ def render_html(out, results, tables, notes):
                            f"{r.get('baseline')} alone (gain {g:+.3f}, p = {pv if pv is None else round(pv, 3)}): it "
                            f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}, "
                            f"on matched participants {r.get('matched_mean', float('nan')):.3f}"
-                           + (f" (gain over the covariates there {mg:+.3f}, p = {round(mp, 3)})."
+                           + (f" (gain over the covariates there {mg:+.3f}, p = {round(mp, 3)})"
                               if (mg := r.get("matched_gain_mean")) is not None and mg == mg
-                              and (mp := r.get("matched_gain_p")) is not None and mp == mp else "."))
+                              and (mp := r.get("matched_gain_p")) is not None and mp == mp else "")
+                           + (f"; its predictions {'add' if ip < 0.05 else 'do not add'} to the covariates in a "
+                              f"logistic model of the label (likelihood-ratio test, z = {r['incremental_z']:.2f}, "
+                              f"p = {ip:.3g})." if (ip := r.get("incremental_p")) is not None and ip == ip else "."))
         features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
         parts["confounds"] = "".join(_note(t) for t in summary) + _html_table(tables["confounds"][cols]) + _note(
             f"Balanced accuracy on the training part with the protocol's folds.{features} Other models: "
@@ -369,8 +373,14 @@ def render_html(out, results, tables, notes):
             "covariates regressed out of the model's input inside each fold (coefficients from the training "
             "participants only); matched: the raw fold models scored on the age- and sex-matched participants "
             f"({cf.get('n_matched')} in all); gain: raw minus the covariate-only model on the same folds, one-sided "
-            "(corrected resampled t-test; sign-flip permutation test). All columns are in tables/confounds.csv, "
-            "per-fold scores in tables/confound_scores.csv.")
+            "(corrected resampled t-test; sign-flip permutation test); incremental: does the model's held-out "
+            "prediction explain the label beyond the covariates? (logistic regression of the label on the covariates "
+            "with and without the prediction, likelihood-ratio test on the pooled validation folds after removing "
+            "each fold model's linear covariate part, one-sided). Unlike the adjusted score it does not rely on a linear regression removing all covariate "
+            "information from the features, which fails for non-linear models of zero-inflated or discrete "
+            "features such as ReLU features and genotypes. All columns are in tables/confounds.csv, "
+            "per-fold scores in tables/confound_scores.csv, held-out predictions in "
+            "tables/confound_predictions.csv.")
     elif cfg.get("confounds", {}).get("enabled") is False:
         parts["confounds"] = _note("Not computed: confounds.enabled = false.")
     if "recovery" in tables:

@@ -775,12 +775,15 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
 
     from ..evaluation import ImageCovariateRegressor
 
-    rows = []
+    rows, preds = [], []
     in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
     frame = wm[["image"] + covariates]
     for k, (tr, va) in enumerate(cv):
         proba = np.load(run.store.path(f"finetune_f{k}") / "cnn_proba.npy")
         pred = proba.argmax(1)  # the classes are 0 (low) and 1 (high) in every fold
+        p_high = np.clip(proba[va, 1], 1e-7, 1 - 1e-7)
+        preds.append(pd.DataFrame({"model": "Imaging CNN", "fold": k, "participant": wm.index[va],
+                                   "prediction": np.log(p_high) - np.log1p(-p_high)}))
         evals = {"raw": va}
         if in_match is not None:
             evals["matched"] = va[in_match[va]]
@@ -804,7 +807,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
                 nib.save(nib.Nifti1Image(coef, first.affine), folder / f"covariate_effect_{name}.nii.gz")
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("fold %d imaging CNN: raw %.3f, adjusted %.3f", k, rows[-len(evals) - 1]["score"], rows[-1]["score"])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True)
 
 
 def _stage_confounds(run, folder):
@@ -843,18 +846,21 @@ def _stage_confounds(run, folder):
         res = evaluate_confounds(models, X, y[train], covs, cv=folds, adjust="first", match=match if c["match"] else
                                  False, n_permutations=c["n_permutations"], alternative="greater",
                                  random_state=run.seed)
-        scores = res.scores
+        scores, predictions = res.scores, res.predictions
         if "Imaging CNN" in c["models"]:
-            cnn = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates,
-                                               None if match is None else match.ids)
+            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates,
+                                                         None if match is None else match.ids)
             scores = pd.concat([scores, cnn], ignore_index=True)
+            predictions = pd.concat([predictions, cnn_pred], ignore_index=True)
     _caught(caught)
     rank = {m: i for i, m in enumerate(c["models"])}  # rows in the configuration's order, baselines last
     scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
-    summary = summarize_confounds(scores, baseline="covariates: " + " + ".join(covariates), alternative="greater",
+    summary = summarize_confounds(scores, predictions=predictions, y=y[train], covariates=covs,
+                                  baseline="covariates: " + " + ".join(covariates), alternative="greater",
                                   n_permutations=c["n_permutations"], random_state=run.seed)
     summary.to_csv(folder / "confounds.csv", index=False)
     scores.to_csv(folder / "confound_scores.csv", index=False)
+    predictions.to_csv(folder / "confound_predictions.csv", index=False)
     if match is not None and match.get("balance") is not None:
         pd.DataFrame(match.balance).to_csv(folder / "matching_balance.csv")
     features = {

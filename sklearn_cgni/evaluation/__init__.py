@@ -16,6 +16,8 @@ answers "how much of a model's accuracy is age?" for any scikit-learn model:
     Covariate-only models and the table: raw, covariate-only, adjusted, matched, gain.
 ``summarize_confounds``
     The same table from per-fold scores, to add models scored elsewhere on the same folds.
+``incremental_value``
+    Likelihood-ratio test of what a model's out-of-fold predictions add to the covariates.
 """
 
 from ._covariates import CovariateRegressor
@@ -27,6 +29,9 @@ __all__ += ["match_groups", "standardized_mean_difference"]
 from ._stats import corrected_resampled_ttest, paired_permutation_test  # noqa: E402
 
 __all__ += ["corrected_resampled_ttest", "paired_permutation_test"]
+from ._incremental import incremental_value  # noqa: E402
+
+__all__ += ["incremental_value"]
 from ._confounds import adjusted_model, covariate_baselines, evaluate_confounds, summarize_confounds  # noqa: E402
 
 __all__ += ["adjusted_model", "covariate_baselines", "evaluate_confounds", "summarize_confounds"]

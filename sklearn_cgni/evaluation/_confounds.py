@@ -9,7 +9,10 @@ For each named model, under the same cross-validation splits and metric:
   fold (or trained and tested on matched participants only), where age cannot explain the
   label;
 * ``gain``: raw score minus the covariate-only model's score on the same folds, with the
-  corrected resampled t-test and a sign-flip permutation test across folds.
+  corrected resampled t-test and a sign-flip permutation test across folds;
+* ``incremental``: a likelihood-ratio test of whether the model's out-of-fold predictions
+  explain the label beyond the covariates (:func:`incremental_value`), valid for
+  non-linear models where the adjusted score is not.
 """
 
 import numbers
@@ -17,6 +20,7 @@ import numbers
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from scipy import stats
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
@@ -27,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import Bunch, _safe_indexing
 
 from ._covariates import CovariateRegressor
+from ._incremental import _residualize, incremental_value
 from ._matching import match_groups
 from ._stats import corrected_resampled_ttest, paired_permutation_test
 
@@ -131,8 +136,24 @@ def adjusted_model(model, covariates, *, at="first", categorical=None):
     return Pipeline([("covariate_adjustment", adj), ("model", clone(model))])
 
 
-def _fit_and_score(estimator, X, y, train, evals, scorer):
-    """Fit on ``train``; score on each named index set of ``evals`` (None when too few classes)."""
+def _continuous_prediction(est, X):
+    """Score of the positive (larger) class: logit of predict_proba, decision_function or 0/1."""
+    classes = getattr(est, "classes_", None)
+    if classes is None or len(classes) != 2:
+        return None
+    if hasattr(est, "predict_proba"):
+        p = np.clip(np.asarray(est.predict_proba(X))[:, 1], 1e-7, 1 - 1e-7)
+        return np.log(p) - np.log1p(-p)
+    if hasattr(est, "decision_function"):
+        return np.asarray(est.decision_function(X), dtype=float).ravel()
+    return (np.asarray(est.predict(X)) == classes[1]).astype(float)
+
+
+def _fit_and_score(estimator, X, y, train, evals, scorer, predict=False):
+    """Fit on ``train``; score on each named index set of ``evals`` (NaN when too few classes).
+
+    With ``predict``, also return the continuous prediction on ``evals["raw"]``.
+    """
     est = clone(estimator)
     est.fit(_safe_indexing(X, train), _safe_indexing(y, train))
     out = {}
@@ -141,7 +162,8 @@ def _fit_and_score(estimator, X, y, train, evals, scorer):
             out[name] = np.nan
             continue
         out[name] = float(scorer(est, _safe_indexing(X, idx), _safe_indexing(y, idx)))
-    return out
+    pred = _continuous_prediction(est, _safe_indexing(X, evals["raw"])) if predict else None
+    return out, pred
 
 
 def _resolve_match(match, covariates, y, random_state):
@@ -157,8 +179,8 @@ def _resolve_match(match, covariates, y, random_state):
     return Bunch(ids=pd.Index(match), balance=None, counts=None)
 
 
-def summarize_confounds(scores, *, baseline=None, alternative="two-sided", n_permutations=10000,
-                        random_state=None):
+def summarize_confounds(scores, *, predictions=None, y=None, covariates=None, categorical=None, baseline=None,
+                        alternative="two-sided", n_permutations=10000, random_state=None):
     """Summary table of per-fold confound scores: means, gains over a baseline and paired tests.
 
     :func:`evaluate_confounds` calls this on the scores it computes. Call it yourself to
@@ -172,6 +194,19 @@ def summarize_confounds(scores, *, baseline=None, alternative="two-sided", n_per
         "covariate-only"), ``evaluation`` ("raw", "adjusted" or "matched"), ``fold``,
         ``score``, ``n_train`` and ``n_test`` (the ``scores`` of :func:`evaluate_confounds`).
         Every model must be scored on the same folds as the baseline.
+    predictions : DataFrame, optional
+        Out-of-fold predictions with columns ``model``, ``fold``, ``participant`` (a label
+        of ``covariates``' index) and ``prediction`` (a continuous score of the positive
+        class, e.g. the logit of its probability): the ``predictions`` of
+        :func:`evaluate_confounds`. With ``y`` and ``covariates``, each model's predictions
+        (averaged per participant over repeated splits) are tested for what they add to
+        the covariates (:func:`incremental_value`).
+    y : array-like of shape (n_participants,), optional
+        Labels, in the row order of ``covariates``.
+    covariates : DataFrame, optional
+        Covariates indexed by participant.
+    categorical : list of str, optional
+        Categorical covariates, for the incremental test.
     baseline : str, optional
         The covariate-only model gains are measured against; default: the last
         covariate-only model in ``scores`` (the one on all covariates for
@@ -242,6 +277,74 @@ def summarize_confounds(scores, *, baseline=None, alternative="two-sided", n_per
         rows.append(row)
     summary = pd.DataFrame(rows)
     summary["n_folds"] = scores["fold"].nunique()
+    if predictions is not None:
+        summary = _add_incremental(summary, predictions, y, covariates, categorical, alternative)
+    return summary
+
+
+def _passes(fold_ids):
+    """Group folds into passes over the data: a new pass starts when a participant recurs."""
+    passes, seen = [], set()
+    for f, ids in fold_ids:
+        if not passes or seen & ids:
+            passes.append([])
+            seen = set()
+        passes[-1].append(f)
+        seen |= ids
+    return passes
+
+
+def _add_incremental(summary, predictions, y, covariates, categorical, alternative):
+    """Columns incremental_* of the summary: one likelihood-ratio test per pass over the data."""
+    need = {"model", "fold", "participant", "prediction"}
+    missing = need - set(predictions.columns)
+    if missing:
+        raise ValueError(f"summarize_confounds: `predictions` lacks the columns {sorted(missing)}.")
+    if y is None or covariates is None or not hasattr(covariates, "columns"):
+        raise ValueError("summarize_confounds: `predictions` needs `y` and `covariates` (a DataFrame indexed by "
+                         "participant) for the incremental test.")
+    if len(y) != len(covariates):
+        raise ValueError(f"summarize_confounds: y has {len(y)} rows but covariates {len(covariates)}.")
+    y = pd.Series(np.asarray(y), index=covariates.index)
+    unknown = pd.Index(predictions["participant"].unique()).difference(covariates.index)
+    if len(unknown):
+        raise ValueError(f"summarize_confounds: predictions for participants {list(unknown[:10])} who have no "
+                         "covariates.")
+    cols = {c: [] for c in ("incremental_z", "incremental_p", "incremental_partial_d2", "incremental_n")}
+    alt = "greater" if alternative == "greater" else "two-sided"
+    for name in summary["model"]:
+        pred = predictions[predictions["model"] == name]
+        if pred.empty:
+            for c in cols:
+                cols[c].append(np.nan)
+            continue
+        folds = {f: g for f, g in pred.groupby("fold", sort=True)}
+        z, d2, sizes = [], [], []
+        for p in _passes([(f, set(g["participant"])) for f, g in folds.items()]):
+            # each fold model's prediction minus its linear covariate part on its own test
+            # fold, standardised: what differs between fold models along the covariates
+            # (anti-correlated with the held-out labels) does not enter the pooled test
+            ids = pd.Index(np.concatenate([folds[f]["participant"].to_numpy() for f in p]))
+            r = np.concatenate([_residualize(folds[f]["prediction"].to_numpy(),
+                                             covariates.loc[pd.Index(folds[f]["participant"])], categorical)
+                                for f in p])
+            if y.loc[ids].nunique() < 2:
+                continue
+            res = incremental_value(y.loc[ids], r, covariates.loc[ids], categorical=categorical, alternative=alt)
+            z.append(np.sign(res.coef) * np.sqrt(res.statistic))
+            d2.append(res.partial_d2)
+            sizes.append(res.n)
+        if not z:
+            for c in cols:
+                cols[c].append(np.nan)
+            continue
+        Z = float(np.mean(z))  # passes (repeats) are correlated: the mean has variance <= 1, conservative
+        cols["incremental_z"].append(Z)
+        cols["incremental_p"].append(float(stats.norm.sf(Z) if alt == "greater" else 2 * stats.norm.sf(abs(Z))))
+        cols["incremental_partial_d2"].append(float(np.mean(d2)))
+        cols["incremental_n"].append(int(np.mean(sizes)))
+    for c, v in cols.items():
+        summary[c] = v
     return summary
 
 
@@ -308,9 +411,18 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
         ``matched_mean``/``_sd``, ``baseline``, ``baseline_raw_mean``, ``gain_mean``/``_sd``
         (raw minus baseline on the same folds), ``gain_t``, ``gain_p`` (corrected
         resampled t-test), ``gain_p_permutation`` (sign-flip test), the same for
-        ``matched_gain_*`` (on the matched subset), and ``n_folds``.
+        ``matched_gain_*`` (on the matched subset), ``n_folds``, and the likelihood-ratio
+        test of the model's out-of-fold predictions against the covariates
+        (:func:`incremental_value`, per pass over the data as in
+        :func:`summarize_confounds`): ``incremental_z`` (positive: the prediction adds
+        to the covariates in the right direction), ``incremental_p``,
+        ``incremental_partial_d2`` (mean over passes of the fraction of the deviance left
+        by the covariates that the prediction explains) and ``incremental_n``
+        (participants per pass).
         ``scores``: tidy DataFrame (model, kind, evaluation, fold, score, n_train,
-        n_test). ``balance`` and ``counts``: the matching report (None without
+        n_test). ``predictions``: tidy DataFrame of the raw models' out-of-fold
+        predictions (model, fold, participant, prediction: logit of the positive class's
+        probability, or the decision function). ``balance`` and ``counts``: the matching report (None without
         matching). ``matched_ids``: the matched participants.
 
     Examples
@@ -427,17 +539,25 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
             if name in adjusted:
                 jobs.append((name, f, adjusted[name], XC, tr, {"adjusted": te}))
     results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_score)(est, data, y, tr, evals, scorer) for _, _, est, data, tr, evals in jobs
+        delayed(_fit_and_score)(est, data, y, tr, evals, scorer, predict="raw" in evals)
+        for _, _, est, data, tr, evals in jobs
     )
-    rows = []
-    for (name, f, _, _, tr, evals), res in zip(jobs, results):
+    rows, preds = [], []
+    ids = XC.index
+    for (name, f, _, _, tr, evals), (res, pred) in zip(jobs, results):
         for ev, score in res.items():
             rows.append({"model": name, "kind": kinds[name], "evaluation": ev, "fold": f, "score": score,
                          "n_train": len(tr), "n_test": len(evals[ev])})
+        if pred is not None:
+            preds.append(pd.DataFrame({"model": name, "fold": f, "participant": ids[evals["raw"]],
+                                       "prediction": pred}))
     scores = pd.DataFrame(rows)
-    summary = summarize_confounds(scores, baseline=baseline, alternative=alternative,
-                                  n_permutations=n_permutations, random_state=random_state)
-    return Bunch(summary=summary, scores=scores,
+    predictions = (pd.concat(preds, ignore_index=True) if preds
+                   else pd.DataFrame(columns=["model", "fold", "participant", "prediction"]))
+    summary = summarize_confounds(scores, predictions=predictions, y=y, covariates=cov_frame, categorical=categorical,
+                                  baseline=baseline, alternative=alternative, n_permutations=n_permutations,
+                                  random_state=random_state)
+    return Bunch(summary=summary, scores=scores, predictions=predictions,
                  balance=None if m is None else m.get("balance"),
                  counts=None if m is None else m.get("counts"),
                  matched_ids=None if m is None else pd.Index(m.ids))

@@ -117,6 +117,17 @@ class CovariateRegressor(TransformerMixin, BaseEstimator):
     values stay missing in the output (for a later imputer). Covariates must be complete.
 
     The adjustment is linear. Add columns such as ``age**2`` to ``X`` for curved effects.
+    It removes what a *linear* model can learn about the covariates from the features, not
+    what a non-linear one can: where a feature has a point mass (a ReLU feature at 0, a
+    genotype at 0/1/2, a voxel outside the brain in some participants), the residual of
+    those participants is ``-beta * (age - mean age)``, an exact function of age. A
+    gradient-boosting model recovers age from such adjusted features with R^2 = 0.9
+    where it could from none of their Gaussian counterparts (see
+    ``test_linear_adjustment_leaves_age_in_zero_inflated_features_for_nonlinear_models``);
+    on the brain-age CNN features of ``benchmarks/bench_confounds.py`` it predicts age
+    *better* after adjustment than before. For non-linear models judge the incremental
+    value of the predictions instead (:func:`incremental_value`, the ``incremental_*``
+    columns of :func:`evaluate_confounds`) or score them on a matched subset.
     With categorical covariates and no intercept problem, the design can still be rank
     deficient inside a fold (e.g. a site missing from it); the minimum-norm least-squares
     solution is used.

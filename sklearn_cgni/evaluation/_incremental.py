@@ -1,0 +1,165 @@
+"""Nested test of what a model's predictions add to the covariates.
+
+Accuracy gains over a covariate-only model compare two non-nested models, and "adjusted"
+scores depend on the adjustment removing *all* covariate information from the features,
+which a linear regression does not guarantee for non-linear models (see the Notes of
+:class:`CovariateRegressor`). The test here avoids both problems (Dinga et al., 2020,
+"Controlling for effects of confounding variables on machine learning predictions",
+bioRxiv 2020.08.17.255034): the label is regressed on the covariates with and without the
+model's out-of-fold prediction, and a likelihood-ratio test asks whether the prediction
+explains anything the covariates do not.
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.utils import Bunch
+
+__all__ = ["incremental_value"]
+
+
+def _design(covariates, categorical):
+    """Standardised numeric covariates and one-hot categorical ones (first level dropped)."""
+    cols = []
+    for name in covariates.columns:
+        col = covariates[name]
+        if name in categorical or not pd.api.types.is_numeric_dtype(col):
+            cols.append(pd.get_dummies(col.astype("category"), prefix=str(name), drop_first=True, dtype=float))
+        else:
+            v = col.to_numpy(float)
+            sd = v.std()
+            cols.append(pd.DataFrame({str(name): (v - v.mean()) / (sd if sd > 0 else 1.0)}, index=covariates.index))
+    return pd.concat(cols, axis=1) if cols else pd.DataFrame(index=covariates.index)
+
+
+def _residualize(prediction, covariates, categorical=None):
+    """Part of ``prediction`` not linearly explained by the covariates, standardised (zeros if none)."""
+    prediction = np.asarray(prediction, dtype=float)
+    D = np.column_stack([np.ones(len(prediction)), _design(covariates, set(categorical or [])).to_numpy(float)])
+    resid = prediction - D @ np.linalg.lstsq(D, prediction, rcond=None)[0]
+    sd = resid.std()
+    return resid / sd if sd > 1e-5 * max(prediction.std(), 1e-300) else np.zeros_like(resid)
+
+
+def _logit_deviance(y, design):
+    """Deviance of an unpenalised logistic regression with an intercept (statsmodels)."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, HessianInversionWarning, PerfectSeparationWarning
+
+    D = sm.add_constant(np.asarray(design, dtype=float), has_constant="add")
+    with warnings.catch_warnings():
+        for w in (PerfectSeparationWarning, ConvergenceWarning, HessianInversionWarning, RuntimeWarning):
+            warnings.simplefilter("ignore", w)
+        fit = None
+        try:
+            fit = sm.Logit(y, D).fit(disp=0, method="newton", maxiter=100)
+        except (np.linalg.LinAlgError, ValueError):
+            pass
+        if fit is None or not fit.mle_retvals.get("converged", False) or not np.isfinite(fit.llf):
+            # quasi-separation: the likelihood keeps rising as coefficients grow; the
+            # deviance of the best fit found is still a valid lower bound for the LR test
+            fit = sm.Logit(y, D).fit(disp=0, method="lbfgs", maxiter=2000)
+    return -2.0 * float(fit.llf), np.asarray(fit.params)
+
+
+def incremental_value(y, prediction, covariates, *, categorical=None, alternative="two-sided"):
+    """Likelihood-ratio test of what a model's predictions add to the covariates.
+
+    Two logistic regressions of the label are fitted by maximum likelihood (statsmodels):
+    one on the covariates, one on the covariates and the model's prediction. Twice the
+    gain in log-likelihood follows a chi-squared distribution with one degree of freedom
+    when the prediction carries no information about the label beyond the covariates.
+    Unlike a difference in accuracy, the two models are nested; unlike scoring the model
+    on covariate-adjusted features, nothing depends on removing the covariates from the
+    features first. Use predictions of participants the model was not fitted on (a
+    prediction fitted on the same participants is optimistic) and of *one* fitted model:
+    the out-of-fold predictions of several fold models, pooled, differ from fold to fold
+    in a way that is anti-correlated with the held-out labels (the negative bias of
+    cross-validation), which the test would count as information.
+    :func:`evaluate_confounds` therefore removes the covariates' linear part from each
+    fold model's predictions on its own test fold before pooling them.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Binary labels.
+    prediction : array-like of shape (n_samples,)
+        A continuous score of the positive class (the larger of the two labels), e.g. the
+        logit of ``predict_proba`` or ``decision_function``. Hard 0/1 predictions work too
+        but carry less information.
+    covariates : DataFrame of shape (n_samples, n_covariates)
+        E.g. ``phenotypes[["age", "sex"]]``. Numeric columns enter linearly (add
+        ``age**2`` or spline columns for curved effects); non-numeric columns and those in
+        ``categorical`` are one-hot encoded.
+    categorical : list of str, optional
+    alternative : {"two-sided", "greater"}, default="two-sided"
+        ``"greater"``: only a prediction positively associated with the positive class
+        counts (one-sided test on the signed root of the statistic).
+
+    Returns
+    -------
+    result : Bunch
+        ``statistic`` (likelihood-ratio chi-squared, 1 df), ``pvalue``, ``coef`` (the
+        coefficient of the part of the prediction not linearly explained by the
+        covariates, per standard deviation of that part; its sign is the prediction's),
+        ``d2_covariates`` and ``d2_full`` (fraction of the null deviance explained by
+        the covariates, then by covariates and prediction), ``partial_d2`` (fraction of
+        the deviance left by the covariates that the prediction explains) and ``n``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from sklearn_cgni.evaluation import incremental_value
+    >>> rng = np.random.default_rng(0)
+    >>> age = rng.normal(50, 8, 400)
+    >>> y = (age + 8 * rng.standard_normal(400) < 50).astype(int)  # younger: more often 1
+    >>> cov = pd.DataFrame({"age": age})
+    >>> brain_age = -age + 3 * rng.standard_normal(400)  # a prediction that only knows age
+    >>> bool(incremental_value(y, brain_age, cov).pvalue > 0.01)
+    True
+    """
+    if alternative not in ("two-sided", "greater"):
+        raise ValueError(f"incremental_value: alternative must be 'two-sided' or 'greater'; got {alternative!r}.")
+    if not hasattr(covariates, "columns"):
+        raise ValueError("incremental_value: `covariates` must be a DataFrame (columns such as 'age', 'sex').")
+    y = np.asarray(y).ravel()
+    prediction = np.asarray(prediction, dtype=float).ravel()
+    if not len(y) == len(prediction) == len(covariates):
+        raise ValueError(f"incremental_value: y ({len(y)}), prediction ({len(prediction)}) and covariates "
+                         f"({len(covariates)}) must have the same number of rows.")
+    classes = np.unique(y)
+    if len(classes) != 2:
+        raise ValueError(f"incremental_value: y must have two classes; got {list(classes)}.")
+    bad = ~np.isfinite(prediction)
+    if bad.any():
+        raise ValueError(f"incremental_value: predictions are missing or infinite for participants "
+                         f"{list(covariates.index[bad][:10])}.")
+    miss = covariates.columns[covariates.isna().any().to_numpy()]
+    if len(miss):
+        raise ValueError(f"incremental_value: covariates {list(miss)} have missing values.")
+    yb = (y == classes[1]).astype(float)
+    design = _design(covariates, set(categorical or []))
+    sd = prediction.std()
+    z = (prediction - prediction.mean()) / (sd if sd > 0 else 1.0)
+    dev_null, _ = _logit_deviance(yb, np.empty((len(yb), 0)))
+    dev_cov, _ = _logit_deviance(yb, design)
+    # a prediction that is a linear function of the covariates (a covariate-only model) adds
+    # nothing: the statistic is 0 rather than the result of a singular fit
+    D = np.column_stack([np.ones(len(z)), design.to_numpy(float)])
+    resid = z - D @ np.linalg.lstsq(D, z, rcond=None)[0]
+    if sd == 0 or resid.var() < 1e-10:
+        lr, coef = 0.0, 0.0
+    else:  # the prediction enters as its part orthogonal to the covariates: the same model,
+        # better conditioned when the prediction is close to a function of age
+        dev_full, params = _logit_deviance(yb, np.column_stack([design.to_numpy(float), resid / resid.std()]))
+        lr, coef = max(dev_cov - dev_full, 0.0), float(params[-1])
+    dev_full = dev_cov - lr
+    if alternative == "two-sided":
+        p = float(stats.chi2.sf(lr, df=1))
+    else:
+        p = float(stats.norm.sf(np.sign(coef) * np.sqrt(lr)))
+    return Bunch(statistic=float(lr), pvalue=p, coef=coef, d2_covariates=float(1 - dev_cov / dev_null),
+                 d2_full=float(1 - dev_full / dev_null), partial_d2=float(lr / dev_cov) if dev_cov > 0 else np.nan,
+                 n=int(len(yb)))
