@@ -13,7 +13,11 @@ balanced accuracy (:func:`sklearn_cgni.evaluation.evaluate_confounds`):
   matching on age within sex, caliper 0.2 SD; the models are trained on the full training
   folds);
 * the gain over the age + sex model on the same folds, with the corrected resampled t-test
-  (Nadeau & Bengio) and the exact sign-flip permutation test, raw and on the matched subset.
+  (Nadeau & Bengio) and the exact sign-flip permutation test, raw and on the matched subset;
+* the incremental value of the model's held-out predictions over age + sex (nested logistic
+  models, likelihood-ratio test; :func:`sklearn_cgni.evaluation.incremental_value`);
+* how much age a non-linear model (gradient boosting) can still read from the features
+  after the linear adjustment (test R^2 per fold), for h_v and for the SNPs.
 
 Models: regional gray matter (mean of each AAL2 region) -> logistic; SNPs (SNPQualityFilter)
 -> logistic; both -> logistic; frozen stage-1 features h_v of a BrainAgeCNNTransformer
@@ -55,7 +59,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from sklearn.compose import ColumnTransformer  # noqa: E402
+from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import r2_score  # noqa: E402
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -63,7 +69,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn_cgni.classification import (CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM,  # noqa: E402
                                          SparseGeneticNN)
 from sklearn_cgni.datasets import make_cohort  # noqa: E402
-from sklearn_cgni.evaluation import ImageCovariateRegressor, adjusted_model, evaluate_confounds  # noqa: E402
+from sklearn_cgni.evaluation import (CovariateRegressor, ImageCovariateRegressor, adjusted_model,  # noqa: E402
+                                     evaluate_confounds)
 from sklearn_cgni.genetics import ContrastiveSNPEncoder, SNPQualityFilter  # noqa: E402
 from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier, image_quality_control  # noqa: E402
 
@@ -116,6 +123,7 @@ def notes(s, setup):
     models = m[m["kind"] == "model"]
     beat_raw = [n for n, r in models.iterrows() if r["gain_mean"] > 0 and r["gain_p"] < 0.05]
     beat_matched = [n for n, r in models.iterrows() if r["matched_gain_mean"] > 0 and r["matched_gain_p"] < 0.05]
+    adds = [f"{n} (z = {r['incremental_z']:.1f})" for n, r in models.iterrows() if r["incremental_p"] < 0.05 and r["incremental_z"] > 0]
     out = [
         "",
         "## Observations (computed from the table)",
@@ -126,6 +134,8 @@ def notes(s, setup):
         f"{', '.join(beat_raw) if beat_raw else 'none'}.",
         f"* Models that beat age + sex on the matched subset (corrected p < 0.05): "
         f"{', '.join(beat_matched) if beat_matched else 'none'}.",
+        "* Models whose held-out predictions add to age + sex in a logistic model of the label (two-sided "
+        f"likelihood-ratio test, p < 0.05, z > 0): {', '.join(adds) if adds else 'none'}.",
         "* Drop from raw to adjusted per model (points): "
         + "; ".join(f"{n}: {100 * (r['raw_mean'] - r['adjusted_mean']):+.1f}" for n, r in models.iterrows()) + ".",
         "* Regressing age out of features also removes the part of the *label* that is collinear with age "
@@ -137,6 +147,13 @@ def notes(s, setup):
         r = models.loc[snp[0]]
         out.append(f"* SNP features cannot encode age, yet the SNP-only model goes from {100 * r['raw_mean']:.1f} % "
                    f"raw to {100 * r['adjusted_mean']:.1f} % adjusted ({100 * r['matched_mean']:.1f} % matched).")
+    for what, r2 in setup.get("age_r2_nonlinear", {}).items():
+        out.append(f"* Age read from {what} by gradient boosting (test R^2, mean over folds): "
+                   f"{r2['raw']:.2f} before and {r2['adjusted']:.2f} after the linear adjustment"
+                   + (". The adjustment removes linear age information only; zero-inflated (ReLU) or discrete "
+                      "(genotype) features keep age as an exact function of the residual at their point mass, "
+                      "so adjusted scores of non-linear models are not age-free: read the incremental test and "
+                      "the matched column for them." if r2["adjusted"] > 0.1 else "."))
     if "brain_age_test_mae" in setup:
         good = setup["brain_age_test_mae"] < 0.5 * setup["brain_age_mae_of_mean"]
         out.append(f"* The stage-1 brain-age CNN reached a test MAE of {setup['brain_age_test_mae']} y against "
@@ -265,6 +282,23 @@ def main():
                                      ("cnn", m.named_steps["cnn"])])
     cv = RepeatedStratifiedKFold(n_splits=args.folds, n_repeats=args.repeats, random_state=args.seed)
     n_splits = args.folds * args.repeats
+    # how much age a non-linear model still finds after the linear adjustment (first repeat)
+    leak_sets = {"SNPs (QC'd)": ColumnTransformer([("snp", SNPQualityFilter(), snp_cols)])}
+    if not args.no_cnn:
+        leak_sets = {"h_v": ColumnTransformer([("h_v", "passthrough", hv_cols)]), **leak_sets}
+    age_all = cov["age"].to_numpy()
+    setup["age_r2_nonlinear"] = {}
+    for what, select in leak_sets.items():
+        r2 = {"raw": [], "adjusted": []}
+        for tr, te in list(cv.split(X, y))[:args.folds]:
+            XC = pd.concat([X, cov], axis=1)
+            adj = CovariateRegressor(["age", "sex"], transformer=select).fit(XC.iloc[tr], y[tr])
+            for kind, (A, B) in {"raw": (select.fit(X.iloc[tr]).transform(X.iloc[tr]), select.transform(X.iloc[te])),
+                                 "adjusted": (adj.transform(XC.iloc[tr]), adj.transform(XC.iloc[te]))}.items():
+                hgb = HistGradientBoostingRegressor(random_state=args.seed).fit(A, age_all[tr])
+                r2[kind].append(r2_score(age_all[te], hgb.predict(B)))
+        setup["age_r2_nonlinear"][what] = {k: round(float(np.mean(v)), 3) for k, v in r2.items()}
+        log(f"age R^2 from {what} (gradient boosting): {setup['age_r2_nonlinear'][what]}")
     log(f"evaluating {len(models)} models + 3 covariate-only baselines, {args.repeats} x {args.folds} folds")
     res = evaluate_confounds(models, X, y, cov, cv=cv, adjust=adjust, random_state=args.seed)
     setup["wall_time_s"] = round(time.perf_counter() - t0)
@@ -275,6 +309,7 @@ def main():
     stem = "confounds_quick" if args.quick else "confounds"
     s.to_csv(out_dir / f"{stem}.csv", index=False, float_format="%.4f")
     res.scores.to_csv(out_dir / f"{stem}_per_fold.csv", index=False, float_format="%.4f")
+    res.predictions.to_csv(out_dir / f"{stem}_predictions.csv.gz", index=False, float_format="%.4f")
 
     lines = [
         "# Confound-aware evaluation on the default simulated cohort",
@@ -291,10 +326,14 @@ def main():
         "sex-matched participants of each test fold. **gain**: raw minus the age + sex logistic "
         "model on the same folds; p: corrected resampled t-test (Nadeau & Bengio), perm: exact "
         f"sign-flip test over the {n_splits} folds (smallest possible two-sided p = {2 / 2 ** n_splits:.3g}; "
-        "it treats folds as independent, so it is optimistic; trust the corrected t-test).",
+        "it treats folds as independent, so it is optimistic; trust the corrected t-test). **incremental**: "
+        "do the model's held-out predictions explain the label beyond age + sex? Logistic regression of the "
+        "label on age and sex with and without the prediction, likelihood-ratio test on the pooled test folds of "
+        "each repeat after removing each fold model's linear age/sex part; z averaged over repeats, two-sided p.",
         "",
-        "| model | raw | adjusted | matched | gain over age+sex (p / perm) | matched gain (p / perm) |",
-        "|---|---|---|---|---|---|",
+        "| model | raw | adjusted | matched | gain over age+sex (p / perm) | matched gain (p / perm) "
+        "| incremental z (p) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for _, r in s.iterrows():
         gain = "—" if r["model"] == r["baseline"] else \
@@ -303,7 +342,8 @@ def main():
             f"{100 * r['matched_gain_mean']:+.1f} ± {100 * r['matched_gain_sd']:.1f} " \
             f"({fmt_p(r['matched_gain_p'])} / {fmt_p(r['matched_gain_p_permutation'])})"
         lines.append(f"| {r['model']} | {fmt(r['raw_mean'], r['raw_sd'])} | {fmt(r['adjusted_mean'], r['adjusted_sd'])}"
-                     f" | {fmt(r['matched_mean'], r['matched_sd'])} | {gain} | {mgain} |")
+                     f" | {fmt(r['matched_mean'], r['matched_sd'])} | {gain} | {mgain} "
+                     f"| {r['incremental_z']:+.2f} ({fmt_p(r['incremental_p'])}) |")
     n_matched_test = res.scores.query("evaluation == 'matched'").drop_duplicates("fold")["n_test"]
     lines += notes(s, setup)
     lines += [

@@ -238,8 +238,17 @@ def test_confound_table_covers_every_configured_model(finished_run):
     age_map = nib.load(out / "stages" / "confounds" / "covariate_effect_age.nii.gz")
     assert age_map.shape == (24, 28, 24) and np.isfinite(age_map.get_fdata()).all()
     assert not list((out / "stages" / "confounds").glob("residuals_f*"))
+    # held-out predictions of every model (the CNN's from Table 1's fold models) and the
+    # incremental test computed from them; covariate-only models add nothing to themselves
+    preds = pd.read_csv(out / "tables" / "confound_predictions.csv")
+    assert set(preds["model"]) == set(summary.index)
+    cnn_pred = preds.query("model == 'Imaging CNN'")
+    assert cnn_pred["participant"].is_unique and len(cnn_pred) == scores.query(
+        "model == 'Imaging CNN' and evaluation == 'raw'")["n_test"].sum()
+    assert summary.loc[models, ["incremental_z", "incremental_p"]].notna().all().all()
+    assert (summary.loc[[m for m in summary.index if m.startswith("covariates")], "incremental_z"] == 0).all()
     html = (out / "report.html").read_text()
-    assert "Imaging CNN" in html and "every voxel" in html
+    assert "Imaging CNN" in html and "every voxel" in html and "likelihood-ratio test" in html
 
 
 def test_rerun_resumes_without_recomputing(finished_run, tmp_path):
