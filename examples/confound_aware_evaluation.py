@@ -56,8 +56,17 @@ model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, class_weight="
 result = evaluate_confounds({"regional GM": model}, X, y, covariates, cv=5, adjust="first",
                             match=matched, random_state=0)
 columns = ["model", "raw_mean", "adjusted_mean", "matched_mean", "gain_mean", "gain_p", "matched_gain_mean",
-           "matched_gain_p"]
+           "matched_gain_p", "incremental_z", "incremental_p"]
 print(result.summary[columns].round(3).to_string(index=False))
+
+# %%
+# What the predictions add to age and sex
+# ---------------------------------------
+# ``incremental_z`` / ``incremental_p``: a likelihood-ratio test of the model's held-out
+# predictions in a logistic regression of the label on age and sex
+# (:func:`~sklearn_cgni.evaluation.incremental_value`). Unlike the adjusted score it stays
+# valid for non-linear models; ``result.predictions`` holds the predictions it used.
+print(result.predictions.head())
 
 # %%
 # The adjustment is an ordinary transformer

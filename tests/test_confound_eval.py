@@ -271,6 +271,13 @@ def test_incremental_value_is_the_likelihood_ratio_test_of_nested_logistic_model
     site = pd.Series(np.arange(400) % 3, index=cov.index).astype(str)
     with_site = cov.assign(site=site)
     assert incremental_value(y, site.astype(int).to_numpy() * 1.0, with_site).statistic == 0
+    # parametric bootstrap: agrees with the asymptotic p-value where both are resolvable
+    boot = incremental_value(y, proxy, cov, n_bootstrap=999, random_state=0)
+    asym = incremental_value(y, proxy, cov)
+    assert boot.statistic == asym.statistic and abs(boot.pvalue - asym.pvalue) < 0.08
+    assert incremental_value(y, pred, cov, n_bootstrap=99, random_state=0).pvalue == pytest.approx(0.01)  # 1 / 100
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        incremental_value(y, pred, cov, n_bootstrap=-1)
     with pytest.raises(ValueError, match="two classes"):
         incremental_value(np.zeros(400), pred, cov)
     with pytest.raises(ValueError, match=r"participants \['sub-0003'\]"):
@@ -326,3 +333,36 @@ def test_incremental_test_in_evaluate_confounds():
         summarize_confounds(res.scores, predictions=res.predictions)
     with pytest.raises(ValueError, match="no covariates"):
         summarize_confounds(res.scores, predictions=res.predictions, y=y[:100], covariates=cov.iloc[:100])
+
+
+def test_batched_bootstrap_fits_equal_statsmodels():
+    from sklearn_cgni.evaluation._incremental import _batch_signed_root, _signed_root
+
+    rng = np.random.default_rng(0)
+    design = rng.standard_normal((250, 3))
+    r = rng.standard_normal(250)
+    Y = (rng.random((20, 250)) < 1 / (1 + np.exp(-1.5 * design[:, 0]))).astype(float)
+    batch = _batch_signed_root(Y, design, r)
+    one = np.array([_signed_root(yy, design, r)[0] for yy in Y])
+    np.testing.assert_allclose(batch, one, atol=1e-8)
+
+
+def test_incremental_bootstrap_in_summarize_confounds():
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    from sklearn_cgni.evaluation import summarize_confounds
+
+    X, y, cov = _synthetic(300)
+    models = {"signal": make_pipeline(ColumnTransformer([("s", "passthrough", ["signal"])]), StandardScaler(), _lr()),
+              "age proxy": make_pipeline(ColumnTransformer([("s", "passthrough", ["proxy"])]), StandardScaler(),
+                                         _lr())}
+    cv = RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=0)
+    res = evaluate_confounds(models, X, y, cov, cv=cv, adjust=None, match=False, n_permutations=10, random_state=0)
+    boot = summarize_confounds(res.scores, predictions=res.predictions, y=y, covariates=cov, n_bootstrap=199,
+                               n_permutations=10, random_state=0).set_index("model")
+    s = res.summary.set_index("model")
+    # the statistic is unchanged; only its p-value comes from the bootstrap
+    np.testing.assert_allclose(boot["incremental_z"], s["incremental_z"])
+    assert boot.loc["signal", "incremental_p"] == pytest.approx(1 / 200)
+    assert abs(boot.loc["age proxy", "incremental_p"] - s.loc["age proxy", "incremental_p"]) < 0.1
+    assert (boot.loc[["covariates: age", "covariates: age + sex"], "incremental_p"] == 1).all()

@@ -376,8 +376,10 @@ def render_html(out, results, tables, notes):
             "(corrected resampled t-test; sign-flip permutation test); incremental: does the model's held-out "
             "prediction explain the label beyond the covariates? (logistic regression of the label on the covariates "
             "with and without the prediction, likelihood-ratio test on the pooled validation folds after removing "
-            "each fold model's linear covariate part, one-sided). Unlike the adjusted score it does not rely on a linear regression removing all covariate "
-            "information from the features, which fails for non-linear models of zero-inflated or discrete "
+            "each fold model's linear covariate part, one-sided; p from a parametric bootstrap when "
+            "confounds.n_bootstrap > 0). Unlike the adjusted score it does not rely on a linear regression "
+            "removing all covariate information from the features, which fails for non-linear models of "
+            "zero-inflated or discrete "
             "features such as ReLU features and genotypes. All columns are in tables/confounds.csv, "
             "per-fold scores in tables/confound_scores.csv, held-out predictions in "
             "tables/confound_predictions.csv.")

@@ -31,7 +31,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import Bunch, _safe_indexing
 
 from ._covariates import CovariateRegressor
-from ._incremental import _residualize, incremental_value
+from ._incremental import (_batch_signed_root, _bootstrap_p, _design, _logit_deviance, _null_draws, _orthogonal_part,
+                           _residualize, _signed_root, incremental_value)
 from ._matching import match_groups
 from ._stats import corrected_resampled_ttest, paired_permutation_test
 
@@ -180,7 +181,7 @@ def _resolve_match(match, covariates, y, random_state):
 
 
 def summarize_confounds(scores, *, predictions=None, y=None, covariates=None, categorical=None, baseline=None,
-                        alternative="two-sided", n_permutations=10000, random_state=None):
+                        alternative="two-sided", n_permutations=10000, n_bootstrap=0, random_state=None):
     """Summary table of per-fold confound scores: means, gains over a baseline and paired tests.
 
     :func:`evaluate_confounds` calls this on the scores it computes. Call it yourself to
@@ -213,6 +214,11 @@ def summarize_confounds(scores, *, predictions=None, y=None, covariates=None, ca
         :func:`evaluate_confounds`).
     alternative : {"two-sided", "greater", "less"}, default="two-sided"
     n_permutations : int, default=10000
+    n_bootstrap : int, default=0
+        Parametric-bootstrap draws for ``incremental_p`` (0: normal approximation,
+        slightly liberal; see :func:`incremental_value`). The same bootstrap labels,
+        drawn from the covariate-only model, serve every pass, so the p-value of the
+        averaged z accounts for the correlation between repeats.
     random_state : int or None, default=None
 
     Returns
@@ -278,7 +284,8 @@ def summarize_confounds(scores, *, predictions=None, y=None, covariates=None, ca
     summary = pd.DataFrame(rows)
     summary["n_folds"] = scores["fold"].nunique()
     if predictions is not None:
-        summary = _add_incremental(summary, predictions, y, covariates, categorical, alternative)
+        summary = _add_incremental(summary, predictions, y, covariates, categorical, alternative, n_bootstrap,
+                                   random_state)
     return summary
 
 
@@ -294,7 +301,8 @@ def _passes(fold_ids):
     return passes
 
 
-def _add_incremental(summary, predictions, y, covariates, categorical, alternative):
+def _add_incremental(summary, predictions, y, covariates, categorical, alternative, n_bootstrap=0,
+                     random_state=None):
     """Columns incremental_* of the summary: one likelihood-ratio test per pass over the data."""
     need = {"model", "fold", "participant", "prediction"}
     missing = need - set(predictions.columns)
@@ -312,37 +320,45 @@ def _add_incremental(summary, predictions, y, covariates, categorical, alternati
                          "covariates.")
     cols = {c: [] for c in ("incremental_z", "incremental_p", "incremental_partial_d2", "incremental_n")}
     alt = "greater" if alternative == "greater" else "two-sided"
+    yb = pd.Series((np.asarray(y) == np.unique(y)[-1]).astype(float), index=covariates.index)
     for name in summary["model"]:
         pred = predictions[predictions["model"] == name]
-        if pred.empty:
-            for c in cols:
-                cols[c].append(np.nan)
-            continue
         folds = {f: g for f, g in pred.groupby("fold", sort=True)}
-        z, d2, sizes = [], [], []
+        parts = []  # per pass over the data: (participants, covariate design, prediction part)
         for p in _passes([(f, set(g["participant"])) for f, g in folds.items()]):
             # each fold model's prediction minus its linear covariate part on its own test
             # fold, standardised: what differs between fold models along the covariates
             # (anti-correlated with the held-out labels) does not enter the pooled test
             ids = pd.Index(np.concatenate([folds[f]["participant"].to_numpy() for f in p]))
+            if yb.loc[ids].nunique() < 2:
+                continue
             r = np.concatenate([_residualize(folds[f]["prediction"].to_numpy(),
                                              covariates.loc[pd.Index(folds[f]["participant"])], categorical)
                                 for f in p])
-            if y.loc[ids].nunique() < 2:
-                continue
-            res = incremental_value(y.loc[ids], r, covariates.loc[ids], categorical=categorical, alternative=alt)
-            z.append(np.sign(res.coef) * np.sqrt(res.statistic))
-            d2.append(res.partial_d2)
-            sizes.append(res.n)
-        if not z:
+            design = _design(covariates.loc[ids], set(categorical or [])).to_numpy(float)
+            parts.append((ids, design, _orthogonal_part(r, design)))
+        if not parts:
             for c in cols:
                 cols[c].append(np.nan)
             continue
-        Z = float(np.mean(z))  # passes (repeats) are correlated: the mean has variance <= 1, conservative
+        fits = [_signed_root(yb.loc[ids].to_numpy(), design, r) for ids, design, r in parts]
+        Z = float(np.mean([f[0] for f in fits]))  # passes (repeats) are correlated: variance <= 1, conservative
+        if n_bootstrap and any(r is not None for _, _, r in parts):
+            # the same bootstrap labels for every pass, drawn from the covariate-only model of all
+            # participants tested, so the correlation between passes is kept
+            every = pd.Index(pd.unique(np.concatenate([ids.to_numpy() for ids, _, _ in parts])))
+            d_all = _design(covariates.loc[every], set(categorical or [])).to_numpy(float)
+            _, params = _logit_deviance(yb.loc[every].to_numpy(), d_all)
+            draws = pd.DataFrame(_null_draws(d_all, params, n_bootstrap, random_state), columns=every)
+            null = np.mean([np.zeros(n_bootstrap) if r is None else
+                            _batch_signed_root(draws[ids].to_numpy(), design, r) for ids, design, r in parts], axis=0)
+            pval = _bootstrap_p(Z, null, alt)
+        else:
+            pval = float(stats.norm.sf(Z) if alt == "greater" else 2 * stats.norm.sf(abs(Z)))
         cols["incremental_z"].append(Z)
-        cols["incremental_p"].append(float(stats.norm.sf(Z) if alt == "greater" else 2 * stats.norm.sf(abs(Z))))
-        cols["incremental_partial_d2"].append(float(np.mean(d2)))
-        cols["incremental_n"].append(int(np.mean(sizes)))
+        cols["incremental_p"].append(pval)
+        cols["incremental_partial_d2"].append(float(np.mean([f[1] / f[3] for f in fits])))
+        cols["incremental_n"].append(int(np.mean([len(ids) for ids, _, _ in parts])))
     for c, v in cols.items():
         summary[c] = v
     return summary
@@ -350,7 +366,7 @@ def _add_incremental(summary, predictions, y, covariates, categorical, alternati
 
 def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", categorical=None, match=True,
                        matched_training="full", baseline=None, scoring="balanced_accuracy", alternative="two-sided",
-                       n_permutations=10000, n_jobs=None, random_state=None):
+                       n_permutations=10000, n_bootstrap=0, n_jobs=None, random_state=None):
     """Score models raw, covariate-adjusted and on a matched subset, against covariate-only models.
 
     All models (and the covariate-only baselines of :func:`covariate_baselines`) are
@@ -398,6 +414,9 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
         Alternative hypothesis of the paired tests ("greater": the model beats the baseline).
     n_permutations : int, default=10000
         For :func:`paired_permutation_test` (exact with few folds).
+    n_bootstrap : int, default=0
+        Parametric-bootstrap draws for ``incremental_p`` (see :func:`summarize_confounds`);
+        0 uses the normal approximation.
     n_jobs : int, optional
         Parallel (model, fold) fits with joblib.
     random_state : int or None, default=None
@@ -556,7 +575,7 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
                    else pd.DataFrame(columns=["model", "fold", "participant", "prediction"]))
     summary = summarize_confounds(scores, predictions=predictions, y=y, covariates=cov_frame, categorical=categorical,
                                   baseline=baseline, alternative=alternative, n_permutations=n_permutations,
-                                  random_state=random_state)
+                                  n_bootstrap=n_bootstrap, random_state=random_state)
     return Bunch(summary=summary, scores=scores, predictions=predictions,
                  balance=None if m is None else m.get("balance"),
                  counts=None if m is None else m.get("counts"),
