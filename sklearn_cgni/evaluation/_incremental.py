@@ -55,8 +55,8 @@ def _logit_deviance(y, design):
         except (np.linalg.LinAlgError, ValueError):
             pass
         if fit is None or not fit.mle_retvals.get("converged", False) or not np.isfinite(fit.llf):
-            # quasi-separation: the likelihood keeps rising as coefficients grow; the
-            # deviance of the best fit found is still a valid lower bound for the LR test
+            # quasi-separation: the likelihood keeps rising as coefficients grow; keep the
+            # deviance of the best fit found (it approaches the infimum from above)
             fit = sm.Logit(y, D).fit(disp=0, method="lbfgs", maxiter=2000)
     return -2.0 * float(fit.llf), np.asarray(fit.params)
 
@@ -215,8 +215,6 @@ def incremental_value(y, prediction, covariates, *, categorical=None, alternativ
         raise ValueError(f"incremental_value: covariates {list(miss)} have missing values.")
     yb = (y == classes[1]).astype(float)
     design = _design(covariates, set(categorical or []))
-    sd = prediction.std()
-    z = (prediction - prediction.mean()) / (sd if sd > 0 else 1.0)
     if not (isinstance(n_bootstrap, (int, np.integer)) and n_bootstrap >= 0):
         raise ValueError(f"incremental_value: n_bootstrap must be a non-negative int; got {n_bootstrap!r}.")
     dev_null, _ = _logit_deviance(yb, np.empty((len(yb), 0)))
@@ -225,7 +223,7 @@ def incremental_value(y, prediction, covariates, *, categorical=None, alternativ
     # prediction enters as its part orthogonal to the covariates: the same model, better
     # conditioned when the prediction is close to a function of age
     Dc = design.to_numpy(float)
-    r = _orthogonal_part(z, Dc)
+    r = _orthogonal_part(prediction, Dc)
     signed, lr, coef, dev_cov, params_cov = _signed_root(yb, Dc, r)
     dev_full = dev_cov - lr
     if n_bootstrap and r is not None:
