@@ -253,6 +253,11 @@ def test_confound_table_covers_every_configured_model(finished_run):
     assert (summary.loc[[m for m in summary.index if m.startswith("covariates")], "incremental_z"] == 0).all()
     html = (out / "report.html").read_text()
     assert "Imaging CNN" in html and "every voxel" in html and "likelihood-ratio test" in html
+    # the adjusted score of a non-linear model carries a caveat; the linear h_v model's does not
+    caveat = "can still read the covariates from linearly adjusted features"
+    sentences = {m: next(t for t in html.split("<p class='note'>") if t.startswith(f"{m}: ")) for m in models}
+    assert caveat in sentences["Sparse Genetic NN"] and caveat in sentences["Imaging CNN"]
+    assert caveat not in sentences["Brain-age CNN features"]
 
 
 def test_rerun_resumes_without_recomputing(finished_run, tmp_path):

@@ -358,7 +358,10 @@ def render_html(out, results, tables, notes):
             verdict = ("beats" if g is not None and g > 0 and pv is not None and pv < 0.05 else "does not beat")
             summary.append(f"{r['model']}: {r['raw_mean']:.3f} vs {r.get('baseline_raw_mean', float('nan')):.3f} for "
                            f"{r.get('baseline')} alone (gain {g:+.3f}, p = {pv if pv is None else round(pv, 3)}): it "
-                           f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}, "
+                           f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}"
+                           + ("" if r["model"] in cf.get("linear_models", []) else
+                              " (a non-linear model can still read the covariates from linearly adjusted "
+                              "features)") + ", "
                            f"on matched participants {r.get('matched_mean', float('nan')):.3f}"
                            + (f" (gain over the covariates there {mg:+.3f}, p = {round(mp, 3)})"
                               if (mg := r.get("matched_gain_mean")) is not None and mg == mg

@@ -873,6 +873,8 @@ def _stage_confounds(run, folder):
             "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates regressed out of "
                         "these columns for 'adjusted'",
             "model_features": {m: features[m] for m in c["models"] if m in features},
+            # models linear in their input features, for which the adjusted score is age-free
+            "linear_models": [m for m in c["models"] if m == "Brain-age CNN features"],
             "n_matched": len(match.ids) if match is not None else None}
 
 
