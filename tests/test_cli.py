@@ -57,7 +57,6 @@ saliency_participants = 4
 [confounds]
 models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN"]
 n_permutations = 50
-n_bootstrap = 99
 """
 
 _CACHE = {}
@@ -141,9 +140,6 @@ def test_encoder_early_stopping_and_confound_models_from_the_config():
     assert "Imaging CNN" in load_config()["confounds"]["models"]
     with pytest.raises(ConfigError, match="unknown model 'Imaging CN'; did you mean 'Imaging CNN'"):
         load_config(overrides=['confounds.models=["Imaging CN"]'])
-    assert load_config()["confounds"]["n_bootstrap"] == 999
-    with pytest.raises(ConfigError, match="confounds.n_bootstrap must be a non-negative integer; got -5"):
-        load_config(overrides=["confounds.n_bootstrap=-5"])
 
 
 def test_tiny_preset_matches_the_test_config():

@@ -192,9 +192,6 @@ def _check_semantics(config):
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     if config["scores"]["task"] not in ("classes", "dosage"):
         raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {config['scores']['task']!r}.")
-    nb = config["confounds"]["n_bootstrap"]
-    if isinstance(nb, bool) or not isinstance(nb, int) or nb < 0:
-        raise ConfigError(f"confounds.n_bootstrap must be a non-negative integer; got {nb!r}.")
     known = {"Imaging CNN", "Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM",
              "Sparse Genetic NN"}
     for name in config["confounds"]["models"]:

@@ -857,8 +857,7 @@ def _stage_confounds(run, folder):
     scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
     summary = summarize_confounds(scores, predictions=predictions, y=y[train], covariates=covs,
                                   baseline="covariates: " + " + ".join(covariates), alternative="greater",
-                                  n_permutations=c["n_permutations"], n_bootstrap=c["n_bootstrap"],
-                                  random_state=run.seed)
+                                  n_permutations=c["n_permutations"], random_state=run.seed)
     summary.to_csv(folder / "confounds.csv", index=False)
     scores.to_csv(folder / "confound_scores.csv", index=False)
     predictions.to_csv(folder / "confound_predictions.csv", index=False)
