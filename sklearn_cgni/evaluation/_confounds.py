@@ -31,7 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import Bunch, _safe_indexing
 
 from ._covariates import CovariateRegressor
-from ._incremental import _design, _orthogonal_part, _residualize, _signed_root, incremental_value
+from ._incremental import _design, _orthogonal_part, _residualize, _signed_root
 from ._matching import match_groups
 from ._stats import corrected_resampled_ttest, paired_permutation_test
 
@@ -314,7 +314,6 @@ def _add_incremental(summary, predictions, y, covariates, categorical, alternati
                          "participant) for the incremental test.")
     if len(y) != len(covariates):
         raise ValueError(f"summarize_confounds: y has {len(y)} rows but covariates {len(covariates)}.")
-    y = pd.Series(np.asarray(y), index=covariates.index)
     unknown = pd.Index(predictions["participant"].unique()).difference(covariates.index)
     if len(unknown):
         raise ValueError(f"summarize_confounds: predictions for participants {list(unknown[:10])} who have no "
@@ -428,8 +427,8 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
         ``scores``: tidy DataFrame (model, kind, evaluation, fold, score, n_train,
         n_test). ``predictions``: tidy DataFrame of the raw models' out-of-fold
         predictions (model, fold, participant, prediction: logit of the positive class's
-        probability, or the decision function). ``balance`` and ``counts``: the matching report (None without
-        matching). ``matched_ids``: the matched participants.
+        probability, or the decision function). ``balance`` and ``counts``: the matching
+        report (None without matching). ``matched_ids``: the matched participants.
 
     Examples
     --------
