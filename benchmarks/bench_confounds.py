@@ -288,10 +288,10 @@ def main():
         leak_sets = {"h_v": ColumnTransformer([("h_v", "passthrough", hv_cols)]), **leak_sets}
     age_all = cov["age"].to_numpy()
     setup["age_r2_nonlinear"] = {}
+    XC = pd.concat([X, cov], axis=1)
     for what, select in leak_sets.items():
         r2 = {"raw": [], "adjusted": []}
         for tr, te in list(cv.split(X, y))[:args.folds]:
-            XC = pd.concat([X, cov], axis=1)
             adj = CovariateRegressor(["age", "sex"], transformer=select).fit(XC.iloc[tr], y[tr])
             for kind, (A, B) in {"raw": (select.fit(X.iloc[tr]).transform(X.iloc[tr]), select.transform(X.iloc[te])),
                                  "adjusted": (adj.transform(XC.iloc[tr]), adj.transform(XC.iloc[te]))}.items():

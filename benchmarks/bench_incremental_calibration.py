@@ -35,14 +35,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_cgni.evaluation import evaluate_confounds, incremental_value
+from sklearn_cgni.evaluation._incremental import _proba_logit
 
 
 def simulate(n, seed):
@@ -86,8 +87,7 @@ def main():
         tr, te = train_test_split(np.arange(len(y)), test_size=0.5, stratify=y, random_state=s)
         for name, model in models().items():
             fitted = clone(model).fit(X.iloc[tr], y[tr])
-            pred = fitted.predict_proba(X.iloc[te])[:, 1]
-            logit = np.log(np.clip(pred, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(pred, 1e-7, 1 - 1e-7))
+            logit = _proba_logit(fitted.predict_proba(X.iloc[te])[:, 1])
             held.append({"model": name,
                          "p": incremental_value(y[te], logit, cov.iloc[te]).pvalue,
                          "p_boot": incremental_value(y[te], logit, cov.iloc[te], n_bootstrap=args.n_bootstrap,
@@ -99,7 +99,6 @@ def main():
             pooled = first.set_index("participant").loc[X.index, "prediction"].to_numpy()
             naive = incremental_value(y, pooled, cov)
             rows.append({"sim": s, "model": name, "p": summ.loc[name, "incremental_p"], "p_naive": naive.pvalue,
-
                          "z": summ.loc[name, "incremental_z"], "naive_coef": naive.coef})
     df = pd.DataFrame(rows)
     wall = time.perf_counter() - t0

@@ -774,6 +774,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
     from sklearn.pipeline import Pipeline
 
     from ..evaluation import ImageCovariateRegressor
+    from ..evaluation._incremental import _proba_logit
 
     rows, preds = [], []
     in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
@@ -781,9 +782,8 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
     for k, (tr, va) in enumerate(cv):
         proba = np.load(run.store.path(f"finetune_f{k}") / "cnn_proba.npy")
         pred = proba.argmax(1)  # the classes are 0 (low) and 1 (high) in every fold
-        p_high = np.clip(proba[va, 1], 1e-7, 1 - 1e-7)
         preds.append(pd.DataFrame({"model": "Imaging CNN", "fold": k, "participant": wm.index[va],
-                                   "prediction": np.log(p_high) - np.log1p(-p_high)}))
+                                   "prediction": _proba_logit(proba[va, 1])}))
         evals = {"raw": va}
         if in_match is not None:
             evals["matched"] = va[in_match[va]]

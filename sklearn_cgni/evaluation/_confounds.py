@@ -31,7 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import Bunch, _safe_indexing
 
 from ._covariates import CovariateRegressor
-from ._incremental import _design, _orthogonal_part, _residualize, _signed_root
+from ._incremental import _design, _orthogonal_part, _proba_logit, _residualize, _signed_root
 from ._matching import match_groups
 from ._stats import corrected_resampled_ttest, paired_permutation_test
 
@@ -142,8 +142,7 @@ def _continuous_prediction(est, X):
     if classes is None or len(classes) != 2:
         return None
     if hasattr(est, "predict_proba"):
-        p = np.clip(np.asarray(est.predict_proba(X))[:, 1], 1e-7, 1 - 1e-7)
-        return np.log(p) - np.log1p(-p)
+        return _proba_logit(np.asarray(est.predict_proba(X))[:, 1])
     if hasattr(est, "decision_function"):
         return np.asarray(est.decision_function(X), dtype=float).ravel()
     return (np.asarray(est.predict(X)) == classes[1]).astype(float)

@@ -20,6 +20,13 @@ from sklearn.utils import Bunch
 __all__ = ["incremental_value"]
 
 
+def _proba_logit(proba):
+    """Logit of probabilities, clipped to [1e-7, 1 - 1e-7] so that 0 and 1 stay finite."""
+    from scipy.special import logit
+
+    return logit(np.clip(np.asarray(proba, dtype=float), 1e-7, 1 - 1e-7))
+
+
 def _design(covariates, categorical):
     """Standardised numeric covariates and one-hot categorical ones (first level dropped)."""
     cols = []
