@@ -218,7 +218,7 @@ def main():
         age = pre.phenotypes["age"].to_numpy()[ok]
         imgs = pre.images[ok]
         tr, te = train_test_split(np.arange(len(age)), test_size=0.15, random_state=args.seed)
-        cnn = BrainAgeCNNTransformer(**arch, max_epochs=args.pretrain_epochs, validation_fraction=0.0,
+        cnn = BrainAgeCNNTransformer(**arch, max_epochs=args.pretrain_epochs, validation_fraction=0.0, early_stopping=False, lr_schedule="none",
                                      device="cpu", random_state=args.seed).fit(imgs[tr], age[tr])
         mae = float(np.mean(np.abs(cnn.predict(imgs[te]) - age[te])))
         mae0 = float(np.mean(np.abs(age[te] - age[tr].mean())))
@@ -242,7 +242,7 @@ def main():
             ("select", ColumnTransformer([("h_v", "passthrough", hv_cols)])),
             ("scale", StandardScaler()), ("clf", logistic(0.1))])
         finetuned = ImagingCNNClassifier(brain_age_model=str(weights), n_transfer_blocks=2, class_weight="balanced",
-                                         max_epochs=args.finetune_epochs, validation_fraction=0.0, device="cpu",
+                                         max_epochs=args.finetune_epochs, validation_fraction=0.0, early_stopping=False, lr_schedule="none", device="cpu",
                                          random_state=args.seed)
         models["Imaging CNN (fine-tuned per fold)"] = Pipeline([
             ("select", ColumnTransformer([("image", "passthrough", ["image"])])), ("cnn", finetuned)])

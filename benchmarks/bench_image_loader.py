@@ -144,7 +144,7 @@ def main(argv=None):
     weights = os.path.join(work, "w.pt")
     from sklearn_cgni.imaging import BrainAgeCNNTransformer
 
-    est = BrainAgeCNNTransformer(max_epochs=0, device="cpu", validation_fraction=0,
+    est = BrainAgeCNNTransformer(max_epochs=0, device="cpu", validation_fraction=0, early_stopping=False, lr_schedule="none",
                                  random_state=0).fit(paths[:2], [50.0, 60.0])
     est.save_weights(weights)
     list_file = os.path.join(work, "paths.json")

@@ -57,7 +57,7 @@ def main(argv=None):
     print(f"| ridge on voxels (reference) | {mae_ridge:.2f} | {time.perf_counter() - t:.0f} |")
     t = time.perf_counter()
     cnn = BrainAgeCNNTransformer(**arch, max_epochs=args.epochs, lr=3e-4, weight_decay=1e-4,
-                                 validation_fraction=0, random_state=args.seed)
+                                 validation_fraction=0, early_stopping=False, lr_schedule="none", random_state=args.seed)
     cnn.fit(X[idx_tr], age[idx_tr])
     mae_cnn = np.abs(cnn.predict(X[idx_te]) - age[idx_te]).mean()
     print(f"| BrainAgeCNNTransformer | {mae_cnn:.2f} | {time.perf_counter() - t:.0f} |")
@@ -86,7 +86,7 @@ def main(argv=None):
                            pool_blocks=4))]:
         t = time.perf_counter()
         clf = ImagingCNNClassifier(**kw, max_epochs=args.epochs, lr=3e-4, weight_decay=1e-4,
-                                   class_weight="balanced", validation_fraction=0,
+                                   class_weight="balanced", validation_fraction=0, early_stopping=False, lr_schedule="none",
                                    device="cpu", random_state=args.seed)
         clf.fit(X[tr], y[tr].astype(int))
         print(f"| {name} | {clf.score(X[te], y[te].astype(int)):.3f} | "

@@ -122,7 +122,7 @@ def main():
         brain_age = BrainAgeCNNTransformer(weights=str(weights_path), frozen=True, device="cpu")
         brain_age.fit(pre_paths.iloc[p_tr].tolist())
     else:
-        brain_age = BrainAgeCNNTransformer(**arch, max_epochs=args.pretrain_epochs, validation_fraction=0.0,
+        brain_age = BrainAgeCNNTransformer(**arch, max_epochs=args.pretrain_epochs, validation_fraction=0.0, early_stopping=False, lr_schedule="none",
                                            device="cpu", random_state=args.seed)
         brain_age.fit(pre_paths.iloc[p_tr].tolist(), age[p_tr])
         brain_age.save_weights(weights_path)
@@ -158,7 +158,7 @@ def main():
     # ---------------------------------------------------------------- models
     k = arch["channels"][-1]  # width of h_v
     cnn = ImagingCNNClassifier(brain_age_model=str(weights_path), n_transfer_blocks=2,
-                               max_epochs=args.cnn_epochs, validation_fraction=0.0, class_weight="balanced",
+                               max_epochs=args.cnn_epochs, validation_fraction=0.0, early_stopping=False, lr_schedule="none", class_weight="balanced",
                                device="cpu", random_state=args.seed)
     features = ColumnTransformer([("image", cnn, ["image"]), ("snp", SNPQualityFilter(), snp_cols)])
     memory = Memory(work / "cache", verbose=0)

@@ -75,7 +75,8 @@ net.fit(X, y)
 # which is what Pipelines and the command line load (frozen=True: fit never retrains it).
 if accelerator.is_main_process:
     work = tempfile.mkdtemp(prefix="cgni_accelerate_")
-    holder = BrainAgeCNNTransformer(**ARCH, max_epochs=0, validation_fraction=0.0, device="cpu")
+    holder = BrainAgeCNNTransformer(**ARCH, max_epochs=0, validation_fraction=0.0, early_stopping=False,
+                                    lr_schedule="none", standardize_voxels=False, device="cpu")
     holder.fit(cohort.images[:2], age[:2])
     holder.module_.load_state_dict(accelerator.unwrap_model(net.module_).state_dict())
     holder.y_mean_, holder.y_scale_ = y_mean, y_scale

@@ -52,7 +52,7 @@ def test_heldout_mae_far_below_mean_age_baseline(cohort):
     train = np.arange(len(age)) < 150
     cnn = BrainAgeCNNTransformer(channels=(8, 8, 16, 16, 16), padding=1, pool_blocks=4,
                                  max_epochs=15, lr=3e-4, weight_decay=1e-4,
-                                 validation_fraction=0, device="cpu", random_state=0)
+                                 validation_fraction=0, early_stopping=False, lr_schedule="none", device="cpu", random_state=0)
     cnn.fit(X[train], age[train])
     mae = np.abs(cnn.predict(X[~train]) - age[~train]).mean()
     mae_mean = np.abs(age[train].mean() - age[~train]).mean()
@@ -133,7 +133,7 @@ def test_paths_dataframe_workers_and_float16_cache(cohort, small_fit, tmp_path):
     assert build_float16_cache(paths, tmp_path / "cache", ids).filename == cache.filename
     # a fit over paths with the cache and DataFrame input; names for ColumnTransformer
     age = cohort.phenotypes["age"].to_numpy()[:6]
-    est = BrainAgeCNNTransformer(**TINY, max_epochs=1, validation_fraction=0,
+    est = BrainAgeCNNTransformer(**TINY, max_epochs=1, validation_fraction=0, early_stopping=False, lr_schedule="none",
                                  cache_dir=tmp_path / "cache", random_state=0).fit(df, age)
     assert list(est.feature_names_in_) == ["image"]
     ct = ColumnTransformer([("image", BrainAgeCNNTransformer.from_weights(

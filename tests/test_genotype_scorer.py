@@ -18,7 +18,8 @@ from sklearn_cgni.imaging import BrainAgeCNNTransformer, BrainGenotypeScorer, cr
 from sklearn_cgni.imaging._genotype_scorer import _MaskedMultiSNPLoss, per_snp_correlation
 
 SHAPE = (12, 14, 12)
-TINY = dict(channels=(4, 8), padding=1, pool_blocks=2, device="cpu", validation_fraction=0)
+TINY = dict(channels=(4, 8), padding=1, pool_blocks=2, device="cpu", validation_fraction=0, early_stopping=False,
+            lr_schedule="none")
 
 
 def _data(n=48, n_snps=4, seed=0):

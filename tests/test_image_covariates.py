@@ -134,7 +134,7 @@ def test_in_a_pipeline_before_the_imaging_cnn_inside_evaluate_confounds(cohort):
     X, _, _ = cohort
     y = (X["age"] < X["age"].median()).astype(int).to_numpy()  # a label that is all age
     cnn = ImagingCNNClassifier(channels=(2, 4), padding=1, pool_blocks=2, global_pool="avg", max_epochs=1,
-                               batch_size=10, validation_fraction=0.0, device="cpu", random_state=0)
+                               batch_size=10, validation_fraction=0.0, early_stopping=False, lr_schedule="none", device="cpu", random_state=0)
     raw = Pipeline([("cnn", cnn)])
     adjusted = Pipeline([("adjust", ImageCovariateRegressor(["age", "sex"])), ("cnn", clone(cnn))])
     res = evaluate_confounds({"CNN": raw}, X[["image"]], y, X[["age", "sex"]], cv=StratifiedKFold(2),

@@ -98,7 +98,7 @@ def test_image_cnns_round_trip(kind, images, tmp_path):
     if kind == "brain_age":
         est = BrainAgeCNNTransformer(**TINY_CNN, max_epochs=1, random_state=0).fit(X, age)
     elif kind == "classifier":
-        est = ImagingCNNClassifier(**TINY_CNN, max_epochs=1, validation_fraction=0, random_state=0).fit(X, y)
+        est = ImagingCNNClassifier(**TINY_CNN, max_epochs=1, validation_fraction=0, early_stopping=False, lr_schedule="none", random_state=0).fit(X, y)
     else:
         est = BrainGenotypeScorer(**TINY_CNN, max_epochs=1, random_state=0).fit(X, G)
     loaded = load(save(est, tmp_path / "cnn.skops"), device="cpu")

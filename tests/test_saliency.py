@@ -115,7 +115,7 @@ def test_with_a_fitted_scorer_finds_the_planted_region():
     X = rng.normal(0.5, 0.1, size=(n, *SHAPE)).astype(np.float32)
     X[:, 4:, 4:, :] += 0.3 * g[:, None, None, None]        # SNP 0 -> RightBack
     scorer = BrainGenotypeScorer("dosage", channels=(4, 4), padding=1, pool_blocks=1,
-                                 max_epochs=20, lr=3e-3, validation_fraction=0, device="cpu",
+                                 max_epochs=20, lr=3e-3, validation_fraction=0, early_stopping=False, lr_schedule="none", device="cpu",
                                  random_state=0).fit(X, G)
     sal = SaliencyExplainer(scorer, snps=["snp0"], atlas=_atlas()).fit(X[:20], affine=np.eye(4))
     assert sal.top_regions_["region"].iloc[0] == "RightBack"

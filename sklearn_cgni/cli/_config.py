@@ -188,6 +188,20 @@ def _check_semantics(config):
         raise ConfigError(f"protocol.class_weight must be 'balanced' or 'none'; got {p['class_weight']!r}.")
     if config["stage1"]["global_pool"] not in ("none", "avg", "max"):
         raise ConfigError(f"stage1.global_pool must be 'none', 'avg' or 'max'; got {config['stage1']['global_pool']!r}.")
+    s1 = config["stage1"]
+    if s1["lr_schedule"] not in ("plateau", "none"):
+        raise ConfigError(f"stage1.lr_schedule must be 'plateau' or 'none'; got {s1['lr_schedule']!r}.")
+    if not 0 <= s1["validation_fraction"] < 1:
+        raise ConfigError(f"stage1.validation_fraction must be in [0, 1); got {s1['validation_fraction']!r}.")
+    if (s1["early_stopping"] or s1["lr_schedule"] != "none") and s1["validation_fraction"] == 0:
+        raise ConfigError("stage1.early_stopping and stage1.lr_schedule watch a validation split: set "
+                          "stage1.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
+    for key in ("n_iter_no_change", "pretrain_max_epochs", "finetune_max_epochs"):
+        if s1[key] < (1 if key == "n_iter_no_change" else 0):
+            raise ConfigError(f"stage1.{key} must be {'positive' if key == 'n_iter_no_change' else 'non-negative'}; "
+                              f"got {s1[key]!r}.")
+    if s1["augment_shift"] < 0:
+        raise ConfigError(f"stage1.augment_shift must be non-negative; got {s1['augment_shift']!r}.")
     if len(config["cohort"]["shape"]) != 3:
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     if config["scores"]["task"] not in ("classes", "dosage"):

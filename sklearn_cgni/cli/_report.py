@@ -31,7 +31,7 @@ __all__ = ["write_outputs", "SECTIONS", "markdown_table"]
 
 SECTIONS = [
     ("cohort", "Cohort and quality control"),
-    ("brain_age", "Stage 1: brain-age CNN"),
+    ("brain_age", "Stage 1: brain-age CNN and training of the CNNs"),
     ("table1", "Table 1: working-memory classification"),
     ("table2", "Table 2: loss-term combinations"),
     ("table3", "Table 3: sparse CCA"),
@@ -125,6 +125,7 @@ def collect(out):
                        ("score_accuracy", "scores/score_accuracy.csv"),
                        ("associations", "scores/associations.csv"),
                        ("saliency_top_regions", "scores/saliency_top_regions.csv"),
+                       ("stage1_training", "training_curves/training.csv"),
                        ("confounds", "confounds/confounds.csv"),
                        ("confound_scores", "confounds/confound_scores.csv"),
                        ("confound_predictions", "confounds/confound_predictions.csv"),
@@ -143,7 +144,7 @@ def collect(out):
         tables["recovery"] = pd.DataFrame(rows)
         if rec.get("brain_genotype_scores"):
             tables["recovery_scores"] = pd.DataFrame(rec["brain_genotype_scores"])
-    for stage in ("scca", "occlusion"):
+    for stage in ("training_curves", "scca", "occlusion"):
         r = _done(out, stage)
         if r:
             figures += [dict(f, file=os.fspath(Path("stages") / f["file"])) for f in r.get("figures", [])]
@@ -277,6 +278,19 @@ def render_html(out, results, tables, notes):
         parts["brain_age"] = (_html_table(tables["brain_age"]) + _note(
             f"Mean absolute error of the predicted age on the holdout (years); the paper reports 2.47 years on "
             f"its test set. CNN: {json.dumps(ba.get('arch'))}."))
+    if "stage1_training" in tables:
+        s1 = cfg.get("stage1", {})
+        parts["brain_age"] = parts.get("brain_age", "") + "<h3>Training of the stage-1 CNNs</h3>" + _html_table(
+            tables["stage1_training"]) + _note(
+            (f"Early stopping on {s1.get('validation_fraction')} of each CNN's training participants (patience "
+             f"{s1.get('n_iter_no_change')} epochs; brain age: validation MAE, WM folds: validation balanced "
+             "accuracy); the weights of the best epoch are kept, and the budget is the most epochs allowed."
+             if s1.get("early_stopping") else "Fixed number of epochs (early stopping off).")
+            + (" Learning rate halved on plateaus of the validation metric." if s1.get("lr_schedule") == "plateau"
+               else "")
+            + (" Input z-scored voxel by voxel with the training images' mean and SD."
+               if s1.get("standardize_voxels") else " Raw voxel values as input.")) + (
+            _img(out, figs["training_curves.png"]) if "training_curves.png" in figs else "")
     if "table1" in tables:
         t1 = tables["table1"].dropna(subset=["holdout_mean"])
         is_cov = t1["model"].str.startswith("covariates: ")

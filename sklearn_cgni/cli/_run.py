@@ -359,9 +359,26 @@ def _stage_data(run, folder):
 
 
 def _cnn_kwargs(run):
+    """Training settings that every CNN of the run shares (stage 1 and the genotype scorer)."""
     s = run.cfg["stage1"]
     return dict(dropout=s["dropout"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
                 validation_fraction=0.0, num_workers=s["num_workers"], device=run.device, random_state=run.seed)
+
+
+def _stage1_kwargs(run, max_epochs, desc):
+    """The stage-1 CNNs: shared settings, early stopping on a validation split, LR schedule, input handling."""
+    s = run.cfg["stage1"]
+    selection = {k: s[k] for k in ("early_stopping", "validation_fraction", "n_iter_no_change", "lr_schedule",
+                                   "standardize_voxels", "augment_shift")}
+    if not (s["early_stopping"] or s["lr_schedule"] != "none"):
+        selection["validation_fraction"] = 0.0  # nothing watches a validation split: train on everything
+    return {**_cnn_kwargs(run), **selection, "max_epochs": max_epochs,
+            "callbacks": [epoch_bar_callback(desc, max_epochs, run.progress)]}
+
+
+def _training_summary(model):
+    """Epochs run and kept and the per-epoch curves of a fitted stage-1 CNN, for the report."""
+    return {"epochs_run": int(model.n_epochs_), "best_epoch": int(model.best_epoch_), "history": model.history_}
 
 
 def _stage_brain_age(run, folder):
@@ -372,9 +389,7 @@ def _stage_brain_age(run, folder):
     ok = parts["image_qc_passed"] & parts["age"].notna()
     fit_ids = parts.index[ok & (parts["split"] != "holdout")]
     test_ids = parts.index[ok & (parts["split"] == "holdout")]
-    model = BrainAgeCNNTransformer(
-        **_arch(run.cfg), max_epochs=s["pretrain_epochs"], **_cnn_kwargs(run),
-        callbacks=[epoch_bar_callback("brain-age CNN", s["pretrain_epochs"], run.progress)])
+    model = BrainAgeCNNTransformer(**_arch(run.cfg), **_stage1_kwargs(run, s["pretrain_max_epochs"], "brain-age CNN"))
     model.fit(parts.loc[fit_ids, "image"].tolist(), parts.loc[fit_ids, "age"].to_numpy())
     model.save_weights(folder / "brain_age.pt")
     pred = model.predict(parts.loc[test_ids, "image"].tolist())
@@ -383,12 +398,12 @@ def _stage_brain_age(run, folder):
     mae_mean = float(np.mean(np.abs(age_test - parts.loc[fit_ids, "age"].mean())))
     wm, _, _, _ = run.wm()
     np.save(folder / "hv_wm.npy", model.transform(wm["image"].tolist()))
-    losses = [float(v) for v in model.net_.history[:, "train_loss"]] if s["pretrain_epochs"] else []
-    log.info("brain-age CNN: holdout MAE %.2f years (predicting the training mean: %.2f)", mae, mae_mean)
+    log.info("brain-age CNN: holdout MAE %.2f years (predicting the training mean: %.2f); %d epochs, best %d",
+             mae, mae_mean, model.n_epochs_, model.best_epoch_)
     return {"mae_holdout": mae, "mae_of_mean_predictor": mae_mean, "n_fit": len(fit_ids), "n_test": len(test_ids),
             "h_v_width": int(model.n_features_out_), "arch": {k: (list(v) if isinstance(v, tuple) else v)
                                                                 for k, v in model.arch_.items()},
-            "train_loss": losses}
+            **_training_summary(model)}
 
 
 def _wm_cnn(run, desc):
@@ -399,8 +414,7 @@ def _wm_cnn(run, desc):
     return ImagingCNNClassifier(
         brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
         n_transfer_blocks=s["n_transfer_blocks"], freeze_transferred=s["freeze_transferred"],
-        class_weight=_class_weight(run.cfg), max_epochs=s["finetune_epochs"], **_cnn_kwargs(run),
-        callbacks=[epoch_bar_callback(desc, s["finetune_epochs"], run.progress)])
+        class_weight=_class_weight(run.cfg), **_stage1_kwargs(run, s["finetune_max_epochs"], desc))
 
 
 def _stage_finetune(run, folder, k):
@@ -418,9 +432,34 @@ def _stage_finetune(run, folder, k):
     idx = {"train": tr, "validation": va, "holdout": hold}
     records = score_model(lambda ix: pred[ix], {n: (ix, y[ix]) for n, ix in idx.items()},
                           table="Table 1", model="Imaging CNN", fold=k)
-    log.info("fold %d imaging CNN: validation %.3f, holdout %.3f", k, records[1]["balanced_accuracy"],
-             records[2]["balanced_accuracy"])
-    return {"records": records}
+    log.info("fold %d imaging CNN: validation %.3f, holdout %.3f; %d epochs, best %d", k,
+             records[1]["balanced_accuracy"], records[2]["balanced_accuracy"], cnn.n_epochs_, cnn.best_epoch_)
+    return {"records": records, **_training_summary(cnn)}
+
+
+def _stage_training_curves(run, folder):
+    """Figure and table of the stage-1 CNNs' training: loss and validation metric per epoch."""
+    from ..explain import plot_training_curves
+
+    folds = run.cfg["protocol"]["folds"]
+    runs = {"brain-age CNN": run.store.done_info("brain_age")["result"]}
+    for k in range(folds):
+        runs[f"WM CNN fold {k}"] = run.store.done_info(f"finetune_f{k}")["result"]
+    rows = [{"model": name, "epochs_run": r["epochs_run"], "best_epoch": r["best_epoch"],
+             "budget": run.cfg["stage1"]["pretrain_max_epochs" if name.startswith("brain") else "finetune_max_epochs"],
+             **{f"best_{key}": r["history"][r["best_epoch"] - 1][key] for key in ("valid_mae", "valid_bacc")
+                if r["history"] and key in r["history"][r["best_epoch"] - 1]}}
+            for name, r in runs.items()]
+    pd.DataFrame(rows).to_csv(folder / "training.csv", index=False)
+    figures = []
+    if any(r["history"] for r in runs.values()):
+        _savefig(plot_training_curves({name: r["history"] for name, r in runs.items()}),
+                 folder / "training_curves.png")
+        figures.append(_figure(folder, "training_curves.png", "Stage-1 training curves",
+                               "Training and validation loss per epoch (left axis) and the validation metric that "
+                               "early stopping watches (brain age: MAE in years; WM folds: balanced accuracy), per "
+                               "CNN; the dashed line marks the epoch kept."))
+    return {"rows": rows, "figures": figures}
 
 
 def _model_configs(run):
@@ -1054,6 +1093,8 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
         plan.append((f"models_f{k}", lambda d, k=k: _stage_models(run, d, k),
                      dict(config=sec("contrastive", "classifier", "baselines", "protocol", "data")),
                      ("data", f"finetune_f{k}")))
+    plan.append(("training_curves", lambda d: _stage_training_curves(run, d), dict(config=sec("protocol")),
+                 ("brain_age",) + tuple(f"finetune_f{k}" for k in range(folds))))
     plan.append(("scca", lambda d: _stage_scca(run, d), dict(config=sec("scca")), ("data", "models_f0")))
     plan.append(("occlusion", lambda d: _stage_occlusion(run, d), dict(config=sec("occlusion"), inputs=inputs_fp),
                  ("data", "finetune_f0", "models_f0", "scca")))

@@ -14,6 +14,7 @@ from ._association import association_table
 from ._saliency import SaliencyExplainer
 from ._plots import (
     plot_canonical_correlations,
+    plot_training_curves,
     plot_region_effects,
     plot_snp_contributions,
     region_effect_map,
@@ -27,6 +28,7 @@ __all__ = [
     "gprofiler_query",
     "map_snps_to_genes",
     "plot_canonical_correlations",
+    "plot_training_curves",
     "plot_region_effects",
     "plot_snp_contributions",
     "read_gmt",

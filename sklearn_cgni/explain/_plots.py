@@ -22,6 +22,7 @@ __all__ = [
     "plot_region_effects",
     "plot_snp_contributions",
     "plot_canonical_correlations",
+    "plot_training_curves",
 ]
 
 
@@ -198,4 +199,70 @@ def plot_canonical_correlations(table, *, figure=None):
     ax.set_ylabel("canonical correlation")
     ax.axhline(0, color="k", lw=0.6)
     ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+_METRIC_LABELS = {"valid_mae": "validation MAE (years)", "valid_bacc": "validation balanced accuracy",
+                  "valid_loss": "validation loss"}
+
+
+def plot_training_curves(histories, *, figure=None):
+    """Loss and validation metric per epoch of one or more trained networks, side by side.
+
+    Parameters
+    ----------
+    histories : dict of str -> list of dict
+        Per network (the panel title), its ``history_`` as the stage-1 estimators record it
+        (:class:`~sklearn_cgni.imaging.BrainAgeCNNTransformer`,
+        :class:`~sklearn_cgni.imaging.ImagingCNNClassifier`): one dict per epoch with
+        ``epoch``, ``train_loss`` and, when a validation split was held out, ``valid_loss``
+        and the early-stopping metric (``valid_mae`` or ``valid_bacc``).
+    figure : matplotlib Figure, optional
+
+    Returns
+    -------
+    figure : matplotlib Figure
+        One panel per network: training and validation loss (left axis), the validation
+        metric (right axis), and a dashed line at the best epoch of that metric.
+
+    Examples
+    --------
+    >>> from sklearn_cgni.explain import plot_training_curves
+    >>> hist = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e + 0.01 * e,
+    ...          "valid_bacc": 0.5 + 0.04 * e - 0.003 * e * e} for e in range(1, 11)]
+    >>> fig = plot_training_curves({"WM CNN fold 0": hist})
+    >>> len(fig.axes)
+    2
+    """
+    from matplotlib.figure import Figure
+
+    if not isinstance(histories, dict) or not histories:
+        raise ValueError("histories must be a non-empty dict of name -> list of per-epoch dicts.")
+    n = len(histories)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = figure if figure is not None else Figure(figsize=(3.4 * cols, 2.7 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (name, hist) in zip(axes, histories.items()):
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        if not hist:
+            ax.text(0.5, 0.5, "not trained", ha="center", va="center", transform=ax.transAxes)
+            continue
+        epochs = [h["epoch"] for h in hist]
+        for key, style in (("train_loss", "-"), ("valid_loss", "--")):
+            if key in hist[0]:
+                ax.plot(epochs, [h[key] for h in hist], style, color="C0", label=key.replace("_", " "))
+        ax.set_ylabel("loss", fontsize=8)
+        metric = next((k for k in ("valid_mae", "valid_bacc") if k in hist[0]), None)
+        if metric is not None:
+            twin = ax.twinx()
+            values = np.array([h[metric] for h in hist])
+            twin.plot(epochs, values, color="C1", label=_METRIC_LABELS[metric])
+            twin.set_ylabel(_METRIC_LABELS[metric], fontsize=8, color="C1")
+            best = epochs[int(np.argmin(values) if metric == "valid_mae" else np.argmax(values))]
+            ax.axvline(best, color="k", ls=":", lw=1)
+        ax.legend(frameon=False, fontsize=7, loc="upper right")
+    for ax in axes[n:]:
+        ax.set_visible(False)
     return fig

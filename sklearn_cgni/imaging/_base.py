@@ -12,6 +12,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from skorch import NeuralNet
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -81,6 +82,99 @@ def _check_aligned(X, y, caller):
         )
 
 
+def _valid_metric_callback(name, metric):
+    """A skorch callback recording ``name`` = ``metric(y_true, y_pred)`` on the validation split.
+
+    ``y_pred`` is the network's output over the whole validation split (numpy), ``y_true``
+    the targets as the net received them.
+    """
+    from skorch.callbacks import Callback
+
+    class ValidMetric(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            self._y, self._p = [], []
+
+        def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+            if not training and y_pred is not None:
+                self._y.append(batch[1].detach().cpu().numpy())
+                self._p.append(y_pred.detach().float().cpu().numpy())
+
+        def on_epoch_end(self, net, **kwargs):
+            if self._y:
+                net.history.record(name, float(metric(np.concatenate(self._y), np.concatenate(self._p))))
+
+    return ValidMetric()
+
+
+def _voxel_statistics(images, ids):
+    """Voxel-wise mean and SD of the images (one streamed pass, float64 sums).
+
+    The SD has a floor of a tenth of the median positive SD, so that voxels outside the
+    brain (constant) do not blow up after standardisation.
+    """
+    dataset = ImageDataset(images, participant_ids=ids)
+    total = sq = None
+    for i in range(len(dataset)):
+        img = dataset.load(i).astype(np.float64)
+        if total is None:
+            total, sq = np.zeros_like(img), np.zeros_like(img)
+        total += img
+        sq += img * img
+    n = len(dataset)
+    mean = total / n
+    sd = np.sqrt(np.maximum(sq / n - mean ** 2, 0.0))
+    positive = sd[sd > 0]
+    floor = 0.1 * (np.median(positive) if positive.size else 1.0)
+    return mean.astype(np.float32), np.maximum(sd, floor).astype(np.float32)
+
+
+def _transfer_blocks(module, source_state, n_blocks, freeze=False):
+    """Copy the first ``n_blocks`` backbone blocks of ``source_state`` into ``module``.
+
+    When both networks standardise their input voxel by voxel, the source's voxel mean and
+    scale are copied too: the transferred first block was trained on that input scale.
+    ``freeze=True`` then freezes the copied blocks (:meth:`CNNBackbone3d.freeze_blocks`).
+    """
+    own = module.state_dict()
+    prefixes = tuple(f"backbone.blocks.{b}." for b in range(n_blocks))
+    for key in own:
+        if key.startswith(prefixes) or (n_blocks and key in ("voxel_mean", "voxel_scale")
+                                        and key in source_state):
+            own[key] = source_state[key].clone()
+    module.load_state_dict(own)
+    if freeze:
+        module.backbone.freeze_blocks(n_blocks)
+    return module
+
+
+class _RecalibratingNet(NeuralNet):
+    """skorch ``NeuralNet`` whose validation pass sees exact BatchNorm statistics.
+
+    With ``recalibrate_bn=True``, the running statistics of every training BatchNorm are
+    re-estimated with the current weights on the training batches
+    (:func:`~sklearn_cgni.nn.recalibrate_batchnorm`) before each validation pass, so the
+    validation metrics that early stopping and the LR schedule watch are those of the
+    network as it will predict. Without it, the lagging exponential averages can make
+    eval-mode outputs of a small-shape network arbitrary in early epochs. The cost is one
+    forward pass over the training images per epoch.
+    """
+
+    def __init__(self, *args, recalibrate_bn=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recalibrate_bn = recalibrate_bn
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if training:
+            self.train_iterator_ = iterator
+        elif iterator is not None and self.recalibrate_bn and getattr(self, "train_iterator_", None) is not None:
+            recalibrate_batchnorm(self.module_, self.train_iterator_, self.device)
+        return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+
+    def on_train_end(self, *args, **kwargs):
+        self.train_iterator_ = None  # do not keep the training data reachable from the fitted net
+        return super().on_train_end(*args, **kwargs)
+
+
 class _FeatureExtractor(torch.nn.Module):
     """``x -> h_v`` sharing the parameters of a fitted :class:`BrainCNN`."""
 
@@ -106,6 +200,11 @@ class _BaseImageCNN(BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "lr_schedule": [StrOptions({"plateau", "none"})],
+        "standardize_voxels": ["boolean"],
+        "augment_shift": [Interval(Integral, 0, None, closed="left")],
         "callbacks": [list, None],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "cache_dir": [str, os.PathLike, None],
@@ -122,6 +221,12 @@ class _BaseImageCNN(BaseEstimator):
 
     # ------------------------------------------------------------------ hooks
     _kind = None  # "regression" | "classification"
+    #: (history key, lower is better) that early stopping and the LR schedule watch
+    _monitor = ("valid_loss", True)
+
+    def _monitor_callbacks(self):
+        """``(name, callback)`` pairs recording validation metrics besides skorch's valid_loss."""
+        return []
 
     def _n_outputs(self):
         raise NotImplementedError
@@ -196,13 +301,54 @@ class _BaseImageCNN(BaseEstimator):
                                          n_threads=max(1, self.num_workers))
         return images, ids, shape
 
-    def _build_module(self, image_shape, arch):
+    def _build_module(self, image_shape, arch, standardize_voxels=None):
+        if standardize_voxels is None:
+            standardize_voxels = self.standardize_voxels
         return BrainCNN.build(
             image_shape, n_outputs=self._n_outputs(), channels=arch["channels"],
             padding=arch["padding"], pool_blocks=arch["pool_blocks"],
             global_pool=arch["global_pool"], dropout=self.dropout,
-            squeeze=self._kind == "regression",
+            squeeze=self._kind == "regression", standardize_voxels=standardize_voxels,
+            augment_shift=self.augment_shift,
         )
+
+    def _training_callbacks(self):
+        """Early stopping (best epoch restored) and the learning-rate schedule."""
+        from skorch.callbacks import EarlyStopping, LRScheduler
+
+        if not (self.early_stopping or self.lr_schedule != "none"):
+            return []
+        if self.validation_fraction <= 0:
+            raise ValueError(
+                f"{type(self).__name__}: early_stopping=True and lr_schedule={self.lr_schedule!r} "
+                f"watch a validation split; set validation_fraction > 0 (got "
+                f"{self.validation_fraction}) or early_stopping=False and lr_schedule='none'.")
+        monitor, lower = self._monitor
+        callbacks = []
+        if self.lr_schedule == "plateau":
+            callbacks.append(("lr_schedule", LRScheduler(
+                "ReduceLROnPlateau", monitor=monitor, mode="min" if lower else "max", factor=0.5,
+                patience=max(1, self.n_iter_no_change // 2))))
+        if self.early_stopping:
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor=monitor, lower_is_better=lower, patience=self.n_iter_no_change,
+                threshold=0.0, load_best=True, sink=lambda *args, **kwargs: None)))
+        return callbacks
+
+    def _record_training(self):
+        """``n_epochs_``, ``best_epoch_`` and ``history_`` from the skorch history."""
+        history = self.net_.history
+        self.n_epochs_ = len(history)
+        monitor, lower = self._monitor
+        keys = ["train_loss", "valid_loss", monitor, "lr"]
+        self.history_ = [{k: float(e[k]) for k in dict.fromkeys(keys) if k in e} | {"epoch": int(e["epoch"])}
+                         for e in history]
+        values = [e.get(monitor) for e in self.history_]
+        if self.n_epochs_ and all(v is not None for v in values):
+            best = int(np.argmin(values) if lower else np.argmax(values))
+            self.best_epoch_ = int(self.history_[best]["epoch"]) if self.early_stopping else self.n_epochs_
+        else:
+            self.best_epoch_ = self.n_epochs_
 
     def _load_weights_file(self):
         path = os.fspath(self.weights)
@@ -222,7 +368,6 @@ class _BaseImageCNN(BaseEstimator):
         return state
 
     def _make_net(self, module, criterion, seed, stratify, extra_callbacks=(), **kwargs):
-        from skorch import NeuralNet
         from skorch.dataset import ValidSplit
 
         train_split = None
@@ -236,10 +381,12 @@ class _BaseImageCNN(BaseEstimator):
             from ._dataset import _worker_init
 
             loader_kwargs = {"num_workers": self.num_workers, "worker_init_fn": _worker_init}
-        callbacks = list(self.callbacks or []) + list(extra_callbacks)
-        return NeuralNet(
+        monitors = list(self._monitor_callbacks()) if train_split is not None else []
+        callbacks = list(self.callbacks or []) + list(extra_callbacks) + monitors + self._training_callbacks()
+        return _RecalibratingNet(
             module=module,
             criterion=criterion,
+            recalibrate_bn=self.recalibrate_bn,
             optimizer=torch.optim.Adam,
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
@@ -280,8 +427,11 @@ class _BaseImageCNN(BaseEstimator):
         module = self._build_module(shape, arch)
         if source is not None:
             module.load_state_dict(source["state_dict"])
-        elif prepare_module is not None:
-            prepare_module(module, arch)
+        else:
+            if module.standardizes_input:
+                module.set_voxel_statistics(*_voxel_statistics(images, ids))
+            if prepare_module is not None:
+                prepare_module(module, arch)
         self.image_shape_ = shape
         self.arch_ = arch
         self.n_features_out_ = int(np.prod(backbone_output_shape(
@@ -291,15 +441,14 @@ class _BaseImageCNN(BaseEstimator):
         self.net_.initialize()
         if self.max_epochs > 0:
             self.net_.partial_fit(dataset, y)
-            if getattr(self, "recalibrate_bn", False):
+            if self.recalibrate_bn:
                 loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
                 recalibrate_batchnorm(self.module_, loader, self.device_)
+        self._record_training()
         self.module_.eval()
         return self
 
     def _load_frozen(self, shape):
-        from skorch import NeuralNet
-
         state = self._load_weights_file()
         arch = self._resolve_arch(state["config"], source_name=repr(os.fspath(self.weights)))
         trained_shape = tuple(state["image_shape"])
@@ -309,7 +458,7 @@ class _BaseImageCNN(BaseEstimator):
                 f"{trained_shape}; the given images have shape {tuple(shape)}."
             )
         self._set_extra_state(state["extra"])
-        module = self._build_module(shape, arch)
+        module = self._build_module(shape, arch, standardize_voxels="voxel_mean" in state["state_dict"])
         module.load_state_dict(state["state_dict"])
         self.image_shape_ = tuple(shape)
         self.arch_ = arch

@@ -8,7 +8,7 @@ from sklearn.base import RegressorMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import _BaseImageCNN, _check_aligned
+from ._base import _BaseImageCNN, _check_aligned, _valid_metric_callback
 
 __all__ = ["BrainAgeCNNTransformer"]
 
@@ -66,6 +66,26 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     validation_fraction : float, default=0.1
         Held-out fraction for skorch's ``valid_loss`` (needed by EarlyStopping and
         Checkpoint callbacks). 0 trains on everything.
+    early_stopping : bool, default=True
+        Stop when the validation MAE (years, on ``validation_fraction`` of the training
+        images) has not improved for ``n_iter_no_change`` epochs, and keep the weights of
+        the best epoch; ``max_epochs`` is then a budget. ``False`` trains exactly
+        ``max_epochs`` epochs and keeps the last.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+    lr_schedule : {"plateau", "none"}, default="plateau"
+        ``"plateau"``: halve the learning rate when the validation metric has not improved
+        for ``n_iter_no_change // 2`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+    standardize_voxels : bool, default=True
+        z-score every voxel with the training images' voxel mean and SD (one streamed pass;
+        stored as buffers of the network and in :meth:`save_weights` files, so ``predict``,
+        ``transform`` and attribution take raw images). Individual differences are small
+        modulations of a shared anatomy; standardised, they are what the first layer sees.
+        A transferred network (:class:`ImagingCNNClassifier`) copies these statistics with
+        its first blocks.
+    augment_shift : int, default=0
+        Training-time augmentation: shift each image by up to this many voxels along each
+        axis (:class:`sklearn_cgni.nn.RandomShift3d`); off at prediction time.
     callbacks : list of skorch callbacks or (name, callback) tuples, default=None
         E.g. ``EarlyStopping``, ``Checkpoint``, ``LRScheduler``, ``ProgressBar``.
     num_workers : int, default=0
@@ -152,10 +172,16 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         "loss": [StrOptions(set(_LOSSES))],
     }
     _kind = "regression"
+    _monitor = ("valid_mae", True)
+
+    def _monitor_callbacks(self):
+        return [("valid_mae", _valid_metric_callback(
+            "valid_mae", lambda y, p: np.mean(np.abs(y - p)) * self.y_scale_))]
 
     def __init__(self, *, channels=None, padding=None, pool_blocks=None, global_pool=None,
                  dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,
-                 weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10, lr_schedule="plateau", standardize_voxels=True,
+                 augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
                  random_state=None, verbose=0):
@@ -170,6 +196,11 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         self.lr = lr
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.lr_schedule = lr_schedule
+        self.standardize_voxels = standardize_voxels
+        self.augment_shift = augment_shift
         self.callbacks = callbacks
         self.num_workers = num_workers
         self.cache_dir = cache_dir

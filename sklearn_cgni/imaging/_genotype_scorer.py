@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
-from ._base import WEIGHTS_FORMAT, _BaseImageCNN
+from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _transfer_blocks
 from ._dataset import check_image_input
 
 __all__ = ["BrainGenotypeScorer", "cross_fit_scores", "check_genotype_targets"]
@@ -132,24 +132,6 @@ class _MaskedMultiSNPLoss(torch.nn.Module):
         return (diff ** 2).sum() / mask.sum().clamp_min(1)
 
 
-class _StandardizedBrainCNN(BrainCNN):
-    """:class:`BrainCNN` whose input is first z-scored voxel by voxel with fixed buffers.
-
-    ``voxel_mean`` / ``voxel_scale`` (shape ``(1, 1, X, Y, Z)``) are computed on the training
-    images and saved with the weights, so ``features``, ``forward`` and gradients all take
-    raw gray-matter images.
-    """
-
-    def __init__(self, backbone, head, image_shape):
-        super().__init__(backbone, head)
-        self.register_buffer("voxel_mean", torch.zeros(1, 1, *image_shape))
-        self.register_buffer("voxel_scale", torch.ones(1, 1, *image_shape))
-
-    def features(self, x):
-        x = (self._as_5d(x) - self.voxel_mean) / self.voxel_scale
-        return self.backbone(x)
-
-
 class GenotypeScoreModule(torch.nn.Module):
     """``image -> (batch, n_snps)`` brain-genotype scores of a fitted multi-task CNN.
 
@@ -166,7 +148,7 @@ class GenotypeScoreModule(torch.nn.Module):
         super().__init__()
         self.cnn = cnn
         self.task = task
-        self.standardized_input = input_space == "standardized" and hasattr(cnn, "voxel_mean")
+        self.standardized_input = input_space == "standardized" and getattr(cnn, "standardizes_input", False)
         if task == "dosage":
             self.register_buffer("y_mean", torch.as_tensor(y_mean, dtype=torch.float32))
             self.register_buffer("y_scale", torch.as_tensor(y_scale, dtype=torch.float32))
@@ -174,10 +156,7 @@ class GenotypeScoreModule(torch.nn.Module):
 
     def to_model_input(self, x):
         """Raw images ``(batch, [1,] X, Y, Z)`` -> this module's input space."""
-        x = self.cnn._as_5d(x)
-        if self.standardized_input:
-            return (x - self.cnn.voxel_mean) / self.cnn.voxel_scale
-        return x
+        return self.cnn.standardize(x) if self.standardized_input else self.cnn._as_5d(x)
 
     def forward(self, x):
         if self.standardized_input:
@@ -187,27 +166,6 @@ class GenotypeScoreModule(torch.nn.Module):
         if self.task == "classes":
             return torch.softmax(out, dim=-1) @ self.levels
         return out * self.y_scale + self.y_mean
-
-
-def _voxel_stats(X, ids):
-    """Voxel-wise mean and SD over the images (one streamed pass, float64 sums)."""
-    from ._dataset import ImageDataset
-
-    images, ids, _ = check_image_input(X, caller="BrainGenotypeScorer")
-    dataset = ImageDataset(images, participant_ids=ids)
-    total = sq = None
-    for i in range(len(dataset)):
-        img = dataset.load(i).astype(np.float64)
-        if total is None:
-            total, sq = np.zeros_like(img), np.zeros_like(img)
-        total += img
-        sq += img * img
-    n = len(dataset)
-    mean = total / n
-    sd = np.sqrt(np.maximum(sq / n - mean ** 2, 0.0))
-    positive = sd[sd > 0]
-    floor = 0.1 * (np.median(positive) if positive.size else 1.0)
-    return mean.astype(np.float32), np.maximum(sd, floor).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- estimator
@@ -258,6 +216,13 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     weight_decay : float, default=0.0
     validation_fraction : float, default=0.1
         Held-out fraction for skorch's ``valid_loss`` (0 trains on everything).
+    early_stopping : bool, default=False
+        Stop on the validation loss (patience ``n_iter_no_change``, best epoch kept), as in
+        :class:`BrainAgeCNNTransformer`.
+    n_iter_no_change : int, default=10
+    lr_schedule : {"plateau", "none"}, default="none"
+    augment_shift : int, default=0
+        Random shifts of up to this many voxels per axis in training.
     callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, verbose
         As in :class:`BrainAgeCNNTransformer`.
     inference_backend : {"auto", "eager", "mkldnn"}, default="auto"
@@ -324,7 +289,8 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     def __init__(self, task="classes", *, brain_age_model=None, n_transfer_blocks=None,
                  freeze_transferred=False, hidden=None, standardize_voxels=True, channels=None, padding=None,
                  pool_blocks=None, global_pool=None, dropout=0.2, max_epochs=20, batch_size=25,
-                 lr=1e-3, weight_decay=0.0, validation_fraction=0.1, callbacks=None,
+                 lr=1e-3, weight_decay=0.0, validation_fraction=0.1, early_stopping=False, n_iter_no_change=10, lr_schedule="none",
+                 augment_shift=0, callbacks=None,
                  num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=None, channels_last=False, inference_backend="auto", recalibrate_bn=True,
                  random_state=None, verbose=0):
@@ -344,6 +310,10 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.lr = lr
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.lr_schedule = lr_schedule
+        self.augment_shift = augment_shift
         self.callbacks = callbacks
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -361,15 +331,16 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     def _n_classes(self):
         return 3 if self.task == "classes" else 1
 
-    def _build_module(self, image_shape, arch):
+    def _build_module(self, image_shape, arch, standardize_voxels=None):
+        if standardize_voxels is None:
+            standardize_voxels = self.standardize_voxels
         backbone = CNNBackbone3d(1, arch["channels"], arch["padding"], arch["pool_blocks"],
                                  arch["global_pool"])
         head = MultiOutputHead(backbone.n_features(image_shape), self.n_snps_,
                                n_classes=self._n_classes(), hidden=self.hidden,
                                dropout=self.dropout)
-        if self.standardize_voxels:
-            return _StandardizedBrainCNN(backbone, head, image_shape)
-        return BrainCNN(backbone, head)
+        return BrainCNN(backbone, head, voxel_shape=tuple(image_shape) if standardize_voxels else None,
+                        augment_shift=self.augment_shift)
 
     def _extra_state(self):
         return {"task": self.task, "snp_names": [str(s) for s in self.snp_names_],
@@ -488,10 +459,6 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.n_transferred_blocks_ = 0
 
         def prepare(module, arch):
-            if self.standardize_voxels:
-                mean, scale = _voxel_stats(X, ids)
-                module.voxel_mean.copy_(torch.as_tensor(mean)[None, None])
-                module.voxel_scale.copy_(torch.as_tensor(scale)[None, None])
             if source is None:
                 if self.freeze_transferred:
                     raise ValueError("freeze_transferred=True needs a brain_age_model.")
@@ -500,13 +467,7 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
             k = n_blocks if self.n_transfer_blocks is None else self.n_transfer_blocks
             if k > n_blocks:
                 raise ValueError(f"n_transfer_blocks={k} but the network has only {n_blocks} blocks.")
-            own = module.state_dict()
-            for key in own:
-                if any(key.startswith(f"backbone.blocks.{b}.") for b in range(k)):
-                    own[key] = source[1][key].clone()
-            module.load_state_dict(own)
-            if self.freeze_transferred:
-                module.backbone.freeze_blocks(k)
+            _transfer_blocks(module, source[1], k, freeze=self.freeze_transferred)
             self.n_transferred_blocks_ = k
 
         return self._fit(X, target, target_dtype=target_dtype,

@@ -13,31 +13,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _check_aligned
+from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
 
 __all__ = ["ImagingCNNClassifier"]
-
-
-def _valid_balanced_accuracy_callback():
-    from skorch.callbacks import Callback
-
-    class ValidBalancedAccuracy(Callback):
-        """Records ``valid_bacc`` (balanced accuracy on skorch's validation split)."""
-
-        def on_epoch_begin(self, net, **kwargs):
-            self._y, self._p = [], []
-
-        def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
-            if not training and y_pred is not None:
-                self._y.append(batch[1].detach().cpu().numpy())
-                self._p.append(y_pred.detach().argmax(1).cpu().numpy())
-
-        def on_epoch_end(self, net, **kwargs):
-            if self._y:
-                y, p = np.concatenate(self._y), np.concatenate(self._p)
-                net.history.record("valid_bacc", float(balanced_accuracy_score(y, p)))
-
-    return ValidBalancedAccuracy()
 
 
 class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
@@ -73,6 +51,11 @@ recalibrate_bn, random_state, verbose
         As in :class:`BrainAgeCNNTransformer`. ``validation_fraction`` here gives a
         stratified split and ``net_.history[:, "valid_bacc"]``. ``weights`` is this
         classifier's own saved file (warm start, or ``frozen=True`` to only load it).
+    early_stopping, n_iter_no_change, lr_schedule, standardize_voxels, augment_shift
+        As in :class:`BrainAgeCNNTransformer`; early stopping and the schedule watch the
+        balanced accuracy of the (stratified) validation split, ``valid_bacc``. With
+        ``standardize_voxels=True`` and transferred blocks, the source's voxel statistics
+        are used (the first block was trained on them).
 
     Attributes
     ----------
@@ -113,11 +96,17 @@ recalibrate_bn, random_state, verbose
         "class_weight": [StrOptions({"balanced"}), None],
     }
     _kind = "classification"
+    _monitor = ("valid_bacc", False)
+
+    def _monitor_callbacks(self):
+        return [("valid_bacc", _valid_metric_callback(
+            "valid_bacc", lambda y, p: balanced_accuracy_score(y, p.argmax(1))))]
 
     def __init__(self, brain_age_model=None, *, n_transfer_blocks=2, freeze_transferred=False,
                  class_weight=None, channels=None, padding=None, pool_blocks=None,
                  global_pool=None, dropout=0.2, max_epochs=20, batch_size=25, lr=1e-3,
-                 weight_decay=0.0, validation_fraction=0.1, callbacks=None, num_workers=0,
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10, lr_schedule="plateau", standardize_voxels=True,
+                 augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
                  random_state=None, verbose=0):
@@ -135,6 +124,11 @@ recalibrate_bn, random_state, verbose
         self.lr = lr
         self.weight_decay = weight_decay
         self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.lr_schedule = lr_schedule
+        self.standardize_voxels = standardize_voxels
+        self.augment_shift = augment_shift
         self.callbacks = callbacks
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -236,24 +230,13 @@ recalibrate_bn, random_state, verbose
             if k > len(arch["channels"]):
                 raise ValueError(f"n_transfer_blocks={k} but the network has only "
                                  f"{len(arch['channels'])} blocks.")
-            src_state = source[1]
-            own = module.state_dict()
-            for key in own:
-                for b in range(k):
-                    if key.startswith(f"backbone.blocks.{b}."):
-                        own[key] = src_state[key].clone()
-            module.load_state_dict(own)
-            if self.freeze_transferred:
-                module.backbone.freeze_blocks(k)
+            _transfer_blocks(module, source[1], k, freeze=self.freeze_transferred)
             self.n_transferred_blocks_ = k
 
-        extra = [("valid_bacc", _valid_balanced_accuracy_callback())] \
-            if self.validation_fraction > 0 else []
         return self._fit(
             X, codes, target_dtype=torch.int64, criterion=torch.nn.CrossEntropyLoss,
             stratify=True, source_arch=source[0] if source else None,
-            source_name=source[2] if source else None, prepare_module=prepare,
-            extra_callbacks=extra, **net_kwargs,
+            source_name=source[2] if source else None, prepare_module=prepare, **net_kwargs,
         )
 
     def predict_proba(self, X):

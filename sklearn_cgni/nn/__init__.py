@@ -16,6 +16,7 @@ from ._cnn import (  # noqa: E402,F401
     ConvBlock3d,
     FoldedInferenceCNN,
     MultiOutputHead,
+    RandomShift3d,
     RegressionHead,
     backbone_output_shape,
     conv_forward_flops,

@@ -44,6 +44,7 @@ __all__ = [
     "MultiOutputHead",
     "BrainCNN",
     "FoldedInferenceCNN",
+    "RandomShift3d",
     "backbone_output_shape",
     "conv_forward_flops",
     "recalibrate_batchnorm",
@@ -296,6 +297,44 @@ class MultiOutputHead(nn.Module):
         return out.view(out.shape[0], self.n_tasks, self.n_classes)
 
 
+class RandomShift3d(nn.Module):
+    """Training-time augmentation: shift each image by up to ``max_shift`` voxels per axis.
+
+    Every image of a batch gets its own integer offsets, drawn uniformly in
+    ``[-max_shift, max_shift]`` from torch's generator; the voxels moved in are
+    ``fill`` (0: the mean image once the input is voxel-wise standardised). Inactive in eval
+    mode and with ``max_shift=0``, so inference is unchanged. It has no parameters or
+    buffers: a state dict is the same with or without it.
+
+    Parameters
+    ----------
+    max_shift : int, default=0
+    fill : float, default=0.0
+    """
+
+    def __init__(self, max_shift=0, fill=0.0):
+        super().__init__()
+        if int(max_shift) != max_shift or max_shift < 0:
+            raise ValueError(f"max_shift must be a non-negative integer; got {max_shift!r}.")
+        self.max_shift = int(max_shift)
+        self.fill = float(fill)
+
+    def forward(self, x):
+        m = self.max_shift
+        if not self.training or m == 0:
+            return x
+        spatial = x.shape[2:]
+        padded = nn.functional.pad(x, (m, m) * 3, value=self.fill)
+        offsets = torch.randint(0, 2 * m + 1, (x.shape[0], 3)).tolist()
+        out = torch.empty_like(x)
+        for i, (a, b, c) in enumerate(offsets):
+            out[i] = padded[i, :, a:a + spatial[0], b:b + spatial[1], c:c + spatial[2]]
+        return out
+
+    def extra_repr(self):
+        return f"max_shift={self.max_shift}"
+
+
 class BrainCNN(nn.Module):
     """Backbone + head. ``features(x)`` gives h_v, ``forward(x)`` the head's output.
 
@@ -307,22 +346,55 @@ class BrainCNN(nn.Module):
         classification: one logit per class) or :class:`MultiOutputHead`.
     squeeze : bool, default=False
         Return shape ``(batch,)`` instead of ``(batch, 1)`` for a one-output head.
+    voxel_shape : tuple of 3 int or None, default=None
+        If given, the input is first z-scored voxel by voxel with the buffers
+        ``voxel_mean`` and ``voxel_scale`` (shape ``(1, 1, *voxel_shape)``; zeros and ones
+        until set with :meth:`set_voxel_statistics`, e.g. from the training images). They are saved
+        in the state dict, so every copy of the network (inference, attribution) takes raw
+        images.
+    augment_shift : int, default=0
+        Random shifts of up to this many voxels per axis in training mode
+        (:class:`RandomShift3d`, applied after standardisation).
 
     Input is ``(batch, X, Y, Z)`` or ``(batch, 1, X, Y, Z)``.
     """
 
-    def __init__(self, backbone, head, squeeze=False):
+    def __init__(self, backbone, head, squeeze=False, voxel_shape=None, augment_shift=0):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.squeeze = squeeze
+        self.augment = RandomShift3d(augment_shift)
+        if voxel_shape is not None:
+            self.register_buffer("voxel_mean", torch.zeros(1, 1, *voxel_shape))
+            self.register_buffer("voxel_scale", torch.ones(1, 1, *voxel_shape))
+
+    @property
+    def standardizes_input(self):
+        """Whether the input is z-scored voxel by voxel (``voxel_mean``/``voxel_scale``)."""
+        return hasattr(self, "voxel_mean")
 
     @staticmethod
     def _as_5d(x):
         return x.unsqueeze(1) if x.dim() == 4 else x
 
+    def standardize(self, x):
+        """Raw images -> the backbone's input space (voxel z-scores when standardising)."""
+        x = self._as_5d(x)
+        if self.standardizes_input:
+            x = (x - self.voxel_mean) / self.voxel_scale
+        return x
+
+    def set_voxel_statistics(self, mean, scale):
+        """Copy the voxel-wise mean and scale (arrays of the image shape) into the buffers."""
+        if not self.standardizes_input:
+            raise ValueError("This BrainCNN was built without voxel_shape: it does not standardise.")
+        self.voxel_mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(self.voxel_mean.shape))
+        self.voxel_scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(self.voxel_scale.shape))
+        return self
+
     def features(self, x):
-        return self.backbone(self._as_5d(x))
+        return self.backbone(self.augment(self.standardize(x)))
 
     def forward(self, x):
         out = self.head(self.features(x))
@@ -332,16 +404,19 @@ class BrainCNN(nn.Module):
 
     @classmethod
     def build(cls, input_shape, n_outputs=1, channels=PAPER_CHANNELS, padding=0,
-              pool_blocks=None, global_pool=None, dropout=0.2, in_channels=1, squeeze=False):
+              pool_blocks=None, global_pool=None, dropout=0.2, in_channels=1, squeeze=False,
+              standardize_voxels=False, augment_shift=0):
         """Backbone sized for ``input_shape`` with a :class:`RegressionHead` of ``n_outputs``.
 
-        Raises ``ValueError`` (see :func:`backbone_output_shape`) when ``input_shape`` is too
-        small for the requested blocks.
+        ``standardize_voxels=True`` adds the voxel-wise standardisation buffers (see the
+        class parameters). Raises ``ValueError`` (see :func:`backbone_output_shape`) when
+        ``input_shape`` is too small for the requested blocks.
         """
         backbone = CNNBackbone3d(in_channels, channels, padding, pool_blocks, global_pool)
         n_features = backbone.n_features(input_shape)
-        return cls(backbone, RegressionHead(n_features, n_outputs, dropout), squeeze=squeeze)
-
+        return cls(backbone, RegressionHead(n_features, n_outputs, dropout), squeeze=squeeze,
+                   voxel_shape=tuple(input_shape) if standardize_voxels else None,
+                   augment_shift=augment_shift)
 
 
 class FoldedInferenceCNN(nn.Module):
@@ -385,7 +460,7 @@ class FoldedInferenceCNN(nn.Module):
         self.head = copy.deepcopy(cnn.head).eval()
         self.squeeze = cnn.squeeze
         self.backend = backend
-        self.standardize = hasattr(cnn, "voxel_mean") and hasattr(cnn, "voxel_scale")
+        self.standardize = getattr(cnn, "standardizes_input", False)
         if self.standardize:
             self.register_buffer("voxel_mean", cnn.voxel_mean.detach().clone())
             self.register_buffer("voxel_scale", cnn.voxel_scale.detach().clone())
@@ -419,7 +494,7 @@ def recalibrate_batchnorm(module, loader, device="cpu"):
     and averages them over ``loader`` with the final weights (cumulative average,
     ``momentum=None``), as ``torch.optim.swa_utils.update_bn`` does, but leaves BatchNorms
     that stay in eval mode (blocks frozen with :meth:`CNNBackbone3d.freeze_blocks`)
-    untouched.
+    untouched. Augmentation (:class:`RandomShift3d`) is off during the pass.
 
     Parameters
     ----------
@@ -429,6 +504,9 @@ def recalibrate_batchnorm(module, loader, device="cpu"):
     """
     was_training = module.training
     module.train()
+    for m in module.modules():  # the statistics describe real images, not augmented ones
+        if isinstance(m, RandomShift3d):
+            m.eval()
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
            and m.training and m.track_running_stats]
     if not bns:
