@@ -198,3 +198,21 @@ def test_construction_checks(Est):
     check_get_params_invariance(name, Est())
     check_set_params(name, Est())
     check_parameters_default_constructible(name, Est())
+
+
+def test_early_stopping_on_validation_mae_and_lr_schedule(cohort):
+    X, age = cohort.images[:120], cohort.phenotypes["age"].to_numpy()[:120]
+    est = BrainAgeCNNTransformer(**TINY, max_epochs=8, n_iter_no_change=2, random_state=0).fit(X, age)
+    mae = [h["valid_mae"] for h in est.history_]
+    assert est.best_epoch_ == int(np.argmin(mae)) + 1 and est.n_epochs_ <= 8
+    assert all(m > 0 for m in mae)  # in years, on the validation split
+    # ReduceLROnPlateau on the validation MAE, patience n_iter_no_change // 2 = 1: replay it
+    lr, best, bad = 1e-3, np.inf, 0
+    for m in mae:
+        if m < best * (1 - 1e-4):
+            best, bad = m, 0
+        else:
+            bad += 1
+        if bad > 1:
+            lr, bad = lr / 2, 0
+    assert est.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(lr)

@@ -27,8 +27,8 @@ channels = [4, 8, 8]
 padding = 1
 pool_blocks = 3
 global_pool = "avg"
-pretrain_max_epochs = 1
-finetune_max_epochs = 1
+pretrain_max_epochs = 2
+finetune_max_epochs = 2
 [contrastive]
 n_components = 8
 image_hidden = [16]

@@ -141,3 +141,41 @@ def test_recalibrate_batchnorm_uses_final_weights_and_skips_frozen_blocks():
     torch.testing.assert_close(bn1.running_mean, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(net.backbone.blocks[0][1].running_mean, frozen_before)
     assert bn1.momentum == 0.1 and not net.training
+
+
+def test_random_shift_moves_each_image_in_training_only():
+    from sklearn_cgni.nn import RandomShift3d
+
+    torch.manual_seed(0)
+    x = torch.zeros(8, 1, 9, 10, 11)
+    x[:, :, 4, 5, 5] = 1.0  # one bright voxel per image
+    shift = RandomShift3d(2)
+    out = shift(x)
+    assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3, 4)) == 1)  # nothing wraps around
+    where = [tuple(torch.nonzero(o[0])[0].tolist()) for o in out]
+    offsets = {(a - 4, b - 5, c - 5) for a, b, c in where}
+    assert all(max(abs(d) for d in o) <= 2 for o in offsets) and len(offsets) > 1
+    assert torch.equal(shift.eval()(x), x) and torch.equal(RandomShift3d(0)(x), x)
+    with pytest.raises(ValueError, match="max_shift"):
+        RandomShift3d(-1)
+
+
+def test_voxel_standardisation_is_part_of_the_network_and_its_copies():
+    from sklearn_cgni.nn import FoldedInferenceCNN
+
+    torch.manual_seed(0)
+    shape = (12, 14, 12)
+    net = BrainCNN.build(shape, channels=(4, 8), padding=1, pool_blocks=2, standardize_voxels=True)
+    plain = BrainCNN.build(shape, channels=(4, 8), padding=1, pool_blocks=2)
+    assert net.standardizes_input and not plain.standardizes_input
+    assert {"voxel_mean", "voxel_scale"} <= set(net.state_dict()) and "voxel_mean" not in plain.state_dict()
+    x = torch.rand(5, *shape) + 2.0
+    mean, scale = x.mean(0), x.std(0)
+    net.set_voxel_statistics(mean.numpy(), scale.numpy())
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("voxel")})
+    net.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net.features(x), plain.features((x - mean) / scale))
+        torch.testing.assert_close(FoldedInferenceCNN(net, backend="eager")(x), net(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="does not standardise"):
+        plain.set_voxel_statistics(mean, scale)

@@ -98,3 +98,41 @@ def test_save_load_and_bad_labels(data, tmp_path):
         ImagingCNNClassifier(source, n_transfer_blocks=6, max_epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="channels"):
         ImagingCNNClassifier(source, channels=(8, 8, 8, 8, 8), max_epochs=1).fit(X, y)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(data):
+    X, y, source = data
+    est = ImagingCNNClassifier(source, **TINY, max_epochs=12, n_iter_no_change=3, validation_fraction=0.25,
+                               lr=3e-3, random_state=0).fit(X, y)
+    bacc = [h["valid_bacc"] for h in est.history_]
+    assert len(est.history_) == est.n_epochs_ <= 12
+    assert est.best_epoch_ == int(np.argmax(bacc)) + 1  # the first epoch of the best validation score
+    if est.n_epochs_ < 12:  # stopped early: patience epochs without improvement after the best
+        assert est.n_epochs_ - est.best_epoch_ == 3
+    assert all({"train_loss", "valid_loss", "valid_bacc"} <= set(h) for h in est.history_)
+    # a fixed budget trains every epoch and keeps the last
+    fixed = ImagingCNNClassifier(source, **TINY, max_epochs=3, early_stopping=False, lr_schedule="none",
+                                 random_state=0).fit(X, y)
+    assert fixed.n_epochs_ == fixed.best_epoch_ == 3
+
+
+def test_early_stopping_needs_a_validation_split(data):
+    X, y, source = data
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        ImagingCNNClassifier(source, **TINY, max_epochs=1, validation_fraction=0).fit(X, y)
+
+
+def test_voxel_statistics_travel_with_the_transferred_blocks(data, tmp_path):
+    X, y, source = data
+    assert source.module_.standardizes_input
+    est = ImagingCNNClassifier(source, **TINY, max_epochs=1, random_state=0).fit(X[:40], y[:40])
+    for key in ("voxel_mean", "voxel_scale"):
+        torch.testing.assert_close(est.module_.state_dict()[key], source.module_.state_dict()[key])
+    # the source's statistics are those of its own training images, not the identity
+    torch.testing.assert_close(source.module_.voxel_mean[0, 0], torch.as_tensor(X.mean(0)), rtol=1e-4, atol=1e-5)
+    # saved and loaded with the weights: the frozen copy predicts the same
+    path = est.save_weights(tmp_path / "wm.pt")
+    np.testing.assert_allclose(ImagingCNNClassifier.from_weights(path, X, device="cpu").predict_proba(X),
+                               est.predict_proba(X), rtol=1e-5, atol=1e-6)
+    raw = ImagingCNNClassifier(None, **TINY, max_epochs=1, standardize_voxels=False, random_state=0).fit(X, y)
+    assert not raw.module_.standardizes_input
