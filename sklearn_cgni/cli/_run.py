@@ -925,8 +925,8 @@ def _stage_confounds(run, folder):
         CLASSICAL_MODELS[1]: "logistic regression (C by inner CV) on the QC'd SNPs (adjusted: covariates regressed "
                              "out of each SNP)",
         CLASSICAL_MODELS[2]: "logistic regression on the out-of-fold probabilities of the two classical logistic "
-                             "regressions (adjusted: as they are; the probabilities are a non-linear function of "
-                             "the adjusted features)",
+                             "regressions (adjusted: both fitted on adjusted inputs; their probabilities are a "
+                             "non-linear function of these)",
     }
     return {"models": list(c["models"]),
             "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates regressed out of "
