@@ -160,7 +160,9 @@ def test_classical_rows_reproduce_from_saved_features_and_the_deep_rows_folds(fi
                 assert rec.tolist() == [balanced_accuracy_score(y[idx], model.predict(X[idx]))], (k, name, s)
     # the same (fold, split) cells as the deep rows
     per_fold = pd.read_csv(out / "tables" / "per_fold_scores.csv")
-    keys = lambda m: sorted(map(tuple, per_fold.query("model == @m")[["fold", "split"]].to_numpy().tolist()))  # noqa: E731
+    def keys(model):
+        return sorted(map(tuple, per_fold.query("model == @model")[["fold", "split"]].to_numpy().tolist()))
+
     for name in CLASSICAL_MODELS:
         assert keys(name) == keys("Imaging CNN") and len(keys(name)) == 3 * len(split["folds"])
     # the confound table's raw scores of the regional row are Table 1's validation scores (same fold models)
@@ -184,3 +186,20 @@ def test_classical_models_in_the_confound_evaluation():
     assert summary[["raw_mean", "adjusted_mean", "gain_mean"]].notna().all().all()
     # the planted effects are not age: they survive the adjustment (measured 0.75 / 0.63 / 0.75 raw)
     assert (summary["raw_mean"] > 0.6).all() and (summary["adjusted_mean"] > 0.6).all()
+
+
+def test_stages_reading_the_regional_means_follow_the_regions_stage(finished_run, tmp_path):  # noqa: F811
+    import shutil
+
+    from sklearn_cgni.cli import main
+    from test_cli import _base_args
+
+    cohort, cfg, out = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "stages" / "regions" / "_done.json").unlink()  # as if interrupted
+    assert main(_base_args(cohort, cfg, copy)) == 0
+    status = json.loads((copy / "run.json").read_text())["stage_status"]
+    assert status["regions"] == "computed"
+    assert status["models_f0"] == status["models_f1"] == status["confounds"] == "computed"
+    assert status["brain_age"] == status["finetune_f0"] == status["finetune_f1"] == "reused"

@@ -202,8 +202,8 @@ def test_run_writes_the_output_folder(finished_run):
         assert (out / name).is_file(), name
     meta = json.loads((out / "run.json").read_text())
     assert set(meta["stage_status"].values()) == {"computed"}
-    expected = {"data", "regions", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1", "scca", "occlusion",
-                "genes", "scores", "confounds", "recovery"}
+    expected = {"data", "regions", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1", "scca",
+                "occlusion", "genes", "scores", "confounds", "recovery"}
     assert expected <= set(meta["stage_status"])
     for stage in expected:
         assert (out / "stages" / stage / "_done.json").is_file()

@@ -10,7 +10,14 @@ import re
 import pandas as pd
 import pytest
 
-from sklearn_cgni.cli._protocol import CLASSICAL_MODELS, COMBOS, combo_params, paper_splits, summarise_scores, table_markdown
+from sklearn_cgni.cli._protocol import (
+    CLASSICAL_MODELS,
+    COMBOS,
+    combo_params,
+    paper_splits,
+    summarise_scores,
+    table_markdown,
+)
 from sklearn_cgni.cli._report import SECTIONS, markdown_table
 from test_cli import finished_run, tiny_cohort  # noqa: F401  (shared session fixtures)
 
