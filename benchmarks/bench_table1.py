@@ -24,6 +24,11 @@ Rows:
 * Table 2: the 14 non-empty combinations of the four loss terms. Included terms take the
   paper's weights (lambda=0.7, sigma=0.3, theta=0.4; gamma, not reported, 0.4); no
   per-combination tuning (the paper tuned; the CPU budget here does not allow it).
+* Classical rows (not in the paper; ``classical_models``, shared with ``sklearn-cgni run``):
+  logistic regression (C by inner stratified CV) on the regional gray-matter means of the
+  cohort's atlas (computed once per participant), on the QC'd SNPs, and both stacked on
+  their out-of-fold probabilities; SNP QC is fitted inside each fold as for the Sparse
+  Genetic NN.
 
 CPU budget: reduced images (default 24x28x24 instead of 128x141x128), a reduced CNN
 (channels 8-16-32-32-32, padding 1, 4 pools, global average pool: h_v has 32 values
@@ -70,8 +75,15 @@ from sklearn_cgni.classification import (  # noqa: E402
 from sklearn_cgni.datasets import make_cohort  # noqa: E402
 from sklearn_cgni.evaluation import covariate_baselines  # noqa: E402
 from sklearn_cgni.genetics import ContrastiveSNPEncoder, SNPQualityFilter  # noqa: E402
-from sklearn_cgni.cli._protocol import COMBOS, PAPER_TABLE1, PAPER_TABLE2, combo_params  # noqa: E402,F401
-from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier  # noqa: E402
+from sklearn_cgni.cli._protocol import (  # noqa: E402,F401
+    CLASSICAL_MODELS,
+    COMBOS,
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    classical_models,
+    combo_params,
+)
+from sklearn_cgni.imaging import BrainAgeCNNTransformer, ImagingCNNClassifier, RegionalMeans  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -147,6 +159,11 @@ def main():
     snp_cols = list(cohort.genotypes.columns)
     X = cohort.genotypes.loc[keep].copy()
     X.insert(0, "image", pd.Series(cohort.images, index=cohort.participant_ids)[keep])
+    # regional gray-matter means over the cohort's atlas: a fixed transform, once per participant
+    regional = RegionalMeans(cohort.atlas)
+    gm = regional.fit_transform(X["image"].tolist())
+    gm_cols = [f"GM: {r}" for r in regional.region_names_]
+    X = pd.concat([X, pd.DataFrame(gm, index=X.index, columns=gm_cols)], axis=1)
     y = ph.loc[keep, "wm_group"].astype(int).to_numpy()
     log(f"{len(keep)} participants in a WM group after image QC ({len(bad)} images failed): "
         f"{int((y == 0).sum())} low, {int((y == 1).sum())} high")
@@ -188,6 +205,10 @@ def main():
                                                                **clf_kw)),
         "CGNI contrastive (terms 1+2+4)": cgni(lambda_vg=0.7, sigma_gv=0.3, gamma_vv=0.0, theta_gg=0.4),
     }
+    # classical rows on [regional means ⊕ SNPs], SNP QC fitted on each fold's training part
+    classical_input = ColumnTransformer([("gm", "passthrough", gm_cols), ("snp", SNPQualityFilter(), snp_cols)])
+    for name, model in classical_models(len(gm_cols), class_weight="balanced", random_state=args.seed).items():
+        table1[name] = Pipeline([("qc", classical_input), ("model", model)])
     table2 = {} if args.only_table1 else {c: cgni(**combo_params(c)) for c in COMBOS}
     if args.diagnostics:
         # Is h_v informative on its own? Same cached features step, then keep the h_v columns.
@@ -218,7 +239,7 @@ def main():
         brain_age_test_mae=round(mae, 2), brain_age_mae_of_mean=round(mae_base, 2),
         cnn_finetune_epochs=args.cnn_epochs, mlp_epochs=args.epochs, folds=args.folds,
         holdout=len(idx_hold), seed=args.seed, torch=torch.__version__, python=sys.version.split()[0],
-        machine=platform.machine(),
+        machine=platform.machine(), atlas=cohort.atlas.name, n_regions=len(gm_cols),
     )
     records = []
     for f, (tr, va) in enumerate(folds):
@@ -284,7 +305,10 @@ def write_results(records, setup, args, folds_done, with_table2):
         "Balanced accuracy (%), mean ± sd over the folds: each fold's model is scored on its training "
         "part, its validation part and the common 10 % holdout. Paper values in brackets. The covariate-only rows "
         "(logistic regression on age and/or sex, class-balanced; not in the paper) use the same splits: the "
-        "simulated groups differ in age as in the reference study (make_cohort's default demographics)." + status,
+        "simulated groups differ in age as in the reference study (make_cohort's default demographics). So do the "
+        "classical rows (not in the paper): logistic regression, C chosen by inner stratified CV, on the atlas's "
+        "regional gray-matter means, on the QC'd SNPs, and both stacked on their out-of-fold probabilities."
+        + status,
         "",
         f"Setup (reduced for a CPU): `{json.dumps(setup)}`",
         "",
@@ -298,7 +322,8 @@ def write_results(records, setup, args, folds_done, with_table2):
         "|---|---|---|---|",
     ]
     covariate_rows = list(dict.fromkeys(m for m in df["model"] if m.startswith("covariates: ")))
-    for name, paper in list(PAPER_TABLE1.items()) + [(m, ("-", "-", "-")) for m in covariate_rows]:
+    classical_rows = [m for m in CLASSICAL_MODELS if m in set(df["model"])]
+    for name, paper in list(PAPER_TABLE1.items()) + [(m, ("-", "-", "-")) for m in classical_rows + covariate_rows]:
         ours = [fmt(name, "Table 1", s) for s in ("train", "validation", "holdout")]
         lines.append(f"| {name} | " + " | ".join(f"{o} [{p}]" for o, p in zip(ours, paper)) + " |")
     if with_table2:

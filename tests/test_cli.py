@@ -55,7 +55,7 @@ cv = 2
 max_epochs = 1
 saliency_participants = 4
 [confounds]
-models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN"]
+models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN", "classical: regional GM -> logistic"]
 n_permutations = 50
 """
 
@@ -202,8 +202,8 @@ def test_run_writes_the_output_folder(finished_run):
         assert (out / name).is_file(), name
     meta = json.loads((out / "run.json").read_text())
     assert set(meta["stage_status"].values()) == {"computed"}
-    expected = {"data", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1", "scca", "occlusion",
-                "genes", "scores", "confounds", "recovery"}
+    expected = {"data", "regions", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1", "scca",
+                "occlusion", "genes", "scores", "confounds", "recovery"}
     assert expected <= set(meta["stage_status"])
     for stage in expected:
         assert (out / "stages" / stage / "_done.json").is_file()
@@ -216,7 +216,7 @@ def test_confound_table_covers_every_configured_model(finished_run):
 
     _, _, out = finished_run
     summary = pd.read_csv(out / "tables" / "confounds.csv").set_index("model")
-    models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN"]
+    models = ["Imaging CNN", "Brain-age CNN features", "Sparse Genetic NN", "classical: regional GM -> logistic"]
     assert list(summary.index) == models + ["covariates: age", "covariates: sex", "covariates: age + sex"]
     cols = ["raw_mean", "adjusted_mean", "matched_mean", "baseline_raw_mean", "gain_mean", "gain_p"]
     assert summary.loc[models, cols].notna().all().all()
@@ -251,9 +251,11 @@ def test_confound_table_covers_every_configured_model(finished_run):
     assert "Imaging CNN" in html and "every voxel" in html and "likelihood-ratio test" in html
     # the adjusted score of a non-linear model carries a caveat; the linear h_v model's does not
     caveat = "can still read the covariates from linearly adjusted features"
-    sentences = {m: next(t for t in html.split("<p class='note'>") if t.startswith(f"{m}: ")) for m in models}
+    sentences = {m: next(t for t in html.split("<p class='note'>") if t.startswith(m.replace(">", "&gt;") + ": "))
+                 for m in models}
     assert caveat in sentences["Sparse Genetic NN"] and caveat in sentences["Imaging CNN"]
     assert caveat not in sentences["Brain-age CNN features"]
+    assert caveat not in sentences["classical: regional GM -> logistic"]
 
 
 def test_rerun_resumes_without_recomputing(finished_run, tmp_path):

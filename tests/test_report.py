@@ -10,7 +10,14 @@ import re
 import pandas as pd
 import pytest
 
-from sklearn_cgni.cli._protocol import COMBOS, combo_params, paper_splits, summarise_scores, table_markdown
+from sklearn_cgni.cli._protocol import (
+    CLASSICAL_MODELS,
+    COMBOS,
+    combo_params,
+    paper_splits,
+    summarise_scores,
+    table_markdown,
+)
 from sklearn_cgni.cli._report import SECTIONS, markdown_table
 from test_cli import finished_run, tiny_cohort  # noqa: F401  (shared session fixtures)
 
@@ -42,10 +49,10 @@ def test_results_json_is_machine_readable(finished_run):  # noqa: F811
     t1 = pd.DataFrame(res["tables"]["table1"])
     assert list(t1["model"]) == ["Imaging CNN", "Sparse Genetic NN", "Imaging-Genetic SVM (linear)",
                                  "Imaging-Genetic NN (non-linear)", "CGNI contrastive (terms 1+2+4)",
-                                 "covariates: age", "covariates: sex", "covariates: age + sex"]
-    is_cov = t1["model"].str.startswith("covariates: ")
-    assert t1["holdout_mean"].between(0, 100).all() and t1.loc[~is_cov, "paper_holdout"].notna().all()
-    assert t1.loc[is_cov, "paper_holdout"].isna().all()  # the paper has no covariate-only rows
+                                 *CLASSICAL_MODELS, "covariates: age", "covariates: sex", "covariates: age + sex"]
+    is_paper = t1["kind"] == "deep"
+    assert t1["holdout_mean"].between(0, 100).all() and t1.loc[is_paper, "paper_holdout"].notna().all()
+    assert t1.loc[~is_paper, "paper_holdout"].isna().all()  # the paper has no classical or covariate-only rows
     per_fold = pd.DataFrame(res["tables"]["per_fold_scores"])
     assert sorted(per_fold["fold"].unique()) == [0, 1]
     assert set(per_fold["split"]) == {"train", "validation", "holdout"}

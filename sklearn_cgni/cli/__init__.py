@@ -8,17 +8,21 @@ Python access to the same machinery:
     The checked configuration (defaults in ``default_config.toml``).
 ``run_pipeline(output, config, inputs)``, ``resolve_inputs(...)``
     The stage runner.
-``paper_splits``, ``paper_models``, ``combo_params``, ``summarise_scores``, ``table_markdown``
-    The paper's protocol for Tables 1-2 (also used by ``benchmarks/bench_table1.py``).
+``paper_splits``, ``paper_models``, ``classical_models``, ``combo_params``, ``summarise_scores``,
+``table_markdown``
+    The paper's protocol for Tables 1-2 and Table 1's classical rows (also used by
+    ``benchmarks/bench_table1.py``).
 """
 
 from ._config import ConfigError, load_config
 from ._main import main
 from ._protocol import (
+    CLASSICAL_MODELS,
     COMBOS,
     PAPER_TABLE1,
     PAPER_TABLE2,
     TERM_WEIGHTS,
+    classical_models,
     combo_params,
     paper_models,
     paper_splits,
@@ -29,6 +33,7 @@ from ._run import InputError, Inputs, resolve_inputs, run_pipeline
 from ._stages import OutputFolderError
 
 __all__ = [
+    "CLASSICAL_MODELS",
     "COMBOS",
     "ConfigError",
     "InputError",
@@ -37,6 +42,7 @@ __all__ = [
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "TERM_WEIGHTS",
+    "classical_models",
     "combo_params",
     "load_config",
     "main",

@@ -17,6 +17,8 @@ import json
 import tomllib
 from pathlib import Path
 
+from ._protocol import CONFOUND_MODELS
+
 __all__ = [
     "ConfigError",
     "PRESETS",
@@ -206,13 +208,16 @@ def _check_semantics(config):
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     if config["scores"]["task"] not in ("classes", "dosage"):
         raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {config['scores']['task']!r}.")
-    known = {"Imaging CNN", "Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM",
-             "Sparse Genetic NN"}
+    b = config["baselines"]
+    if b["classical_cv"] < 2:
+        raise ConfigError(f"baselines.classical_cv must be at least 2; got {b['classical_cv']!r}.")
+    if b["classical_Cs"] < 1:
+        raise ConfigError(f"baselines.classical_Cs must be at least 1; got {b['classical_Cs']!r}.")
     for name in config["confounds"]["models"]:
-        if name not in known:
-            near = difflib.get_close_matches(name, sorted(known), n=1)
+        if name not in CONFOUND_MODELS:
+            near = difflib.get_close_matches(name, CONFOUND_MODELS, n=1)
             raise ConfigError(f"confounds.models: unknown model {name!r}"
-                              + (f"; did you mean {near[0]!r}?" if near else f"; choose from {sorted(known)}."))
+                              + (f"; did you mean {near[0]!r}?" if near else f"; choose from {list(CONFOUND_MODELS)}."))
 
 
 def config_slice(config, *sections, exclude=EXECUTION_KEYS):

@@ -31,8 +31,9 @@ _RUN_DESCRIPTION = """\
 Run the whole CGNI method on a cohort and write a report:
 
   quality control -> stage 1 (3D CNN: brain age, then working memory) -> stage 2 (contrastive
-  SNP encoder) -> stage 3 (classifier) and the paper's baselines (Tables 1-2) -> sparse CCA
-  (Table 3) -> occlusion of atlas regions and SNPs (Fig. 3) -> genes and enrichment (Tables 4-5)
+  SNP encoder) -> stage 3 (classifier), the paper's baselines and classical rows (logistic
+  regression on regional gray-matter means and SNPs) (Tables 1-2) -> sparse CCA (Table 3)
+  -> occlusion of atlas regions and SNPs (Fig. 3) -> genes and enrichment (Tables 4-5)
   -> brain-genotype scores and their associations with cognition -> confound table (age, sex).
 
 Inputs (pick one):

@@ -7,10 +7,14 @@ validation part and on the common holdout; mean ± sd over the folds.
 
 The models of Table 1 and the 14 loss-term combinations of Table 2 take one array
 ``[h_v ⊕ SNPs]`` whose first ``n_image_features`` columns are the stage-1 CNN features.
-``benchmarks/bench_table1.py`` and ``sklearn-cgni run`` share these definitions.
+The classical rows of Table 1 (:func:`classical_models`, not in the paper) take
+``[regional gray-matter means ⊕ SNPs]`` instead. ``benchmarks/bench_table1.py`` and
+``sklearn-cgni run`` share these definitions.
 """
 
 from __future__ import annotations
+
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -20,11 +24,14 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
 __all__ = [
+    "CLASSICAL_MODELS",
     "COMBOS",
+    "CONFOUND_MODELS",
     "PAPER_TABLE1",
     "PAPER_TABLE2",
     "TABLE1_CGNI",
     "TERM_WEIGHTS",
+    "classical_models",
     "combo_params",
     "paper_models",
     "paper_splits",
@@ -60,6 +67,12 @@ PAPER_TABLE2 = {
 # weight of each term when included (paper: lambda .7, sigma .3, theta .4; gamma not reported)
 TERM_WEIGHTS = {"L1": ("lambda_vg", 0.7), "L2": ("sigma_gv", 0.3), "L3": ("gamma_vv", 0.4),
                 "L4": ("theta_gg", 0.4)}
+# Table 1's classical rows (not in the paper): linear models on regional means and SNPs
+CLASSICAL_MODELS = ("classical: regional GM -> logistic", "classical: SNPs -> logistic",
+                    "classical: regional GM + SNPs (stacked)")
+# what `confounds.models` may list: short names of the deep rows, then the classical rows
+CONFOUND_MODELS = ("Imaging CNN", "Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM",
+                   "Sparse Genetic NN", *CLASSICAL_MODELS)
 COMBOS = list(PAPER_TABLE2)  # the 15 non-empty subsets minus L1+L3+L4, absent in the paper
 SPLITS = ("train", "validation", "holdout")
 
@@ -166,6 +179,91 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         for combo in COMBOS:
             models[("Table 2", combo)] = cgni(**combo_params(combo, term_weights))
     return models
+
+
+def _l2_only():
+    """Keyword arguments for an L2 LogisticRegressionCV without scikit-learn 1.8+'s FutureWarnings."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    if "use_legacy_attributes" in LogisticRegressionCV().get_params():
+        return {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    return {}  # scikit-learn < 1.8: L2 is the default penalty
+
+
+def classical_models(n_regions, *, cv=5, Cs=10, class_weight="balanced", random_state=0):
+    """The classical rows of Table 1 on ``[regional means ⊕ SNPs]`` arrays.
+
+    Linear models on atlas-region gray-matter means are as accurate as deep models on brain
+    scans at UK Biobank sample sizes (Schulz et al. 2020, Nat Commun 11:4238); a deep row
+    has shown something only when it beats them on the same folds.
+
+    Parameters
+    ----------
+    n_regions : int
+        Number of regional gray-matter means (the first columns of X); the other columns
+        are SNPs.
+    cv : int, default=5
+        Inner stratified folds (shuffled with ``random_state``) on the training rows: they
+        choose each logistic regression's C and give the stacked model its out-of-fold
+        probabilities.
+    Cs : int, default=10
+        Number of values of C tried (log-spaced from 1e-4 to 1e4, as
+        :class:`~sklearn.linear_model.LogisticRegressionCV` does).
+    class_weight : "balanced" or None, default="balanced"
+        For every logistic regression (the metric is balanced accuracy).
+    random_state : int, default=0
+        Seed of the inner folds.
+
+    Returns
+    -------
+    models : dict of str -> estimator
+        :data:`CLASSICAL_MODELS` in order: regional means -> StandardScaler ->
+        LogisticRegressionCV; SNPs -> the same; both stacked: a
+        :class:`~sklearn.ensemble.StackingClassifier` whose final logistic regression
+        takes the two models' out-of-fold probabilities of the high group (inner ``cv``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.cli import classical_models
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.r_[np.zeros(40), np.ones(40)].astype(int)
+    >>> X = np.hstack([rng.normal(size=(80, 5)) + y[:, None], rng.integers(0, 3, size=(80, 20))])
+    >>> models = classical_models(5, cv=3)
+    >>> list(models)
+    ['classical: regional GM -> logistic', 'classical: SNPs -> logistic', 'classical: regional GM + SNPs (stacked)']
+    >>> bool(models["classical: regional GM -> logistic"].fit(X, y).score(X, y) > 0.8)
+    True
+    """
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.preprocessing import StandardScaler
+
+    for name, value, low in (("n_regions", n_regions, 1), ("cv", cv, 2), ("Cs", Cs, 1)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+            raise ValueError(f"classical_models: {name} must be an integer >= {low}; got {value!r}.")
+    if class_weight not in ("balanced", None):
+        raise ValueError(f"classical_models: class_weight must be 'balanced' or None; got {class_weight!r}.")
+    inner = StratifiedKFold(int(cv), shuffle=True, random_state=random_state)
+
+    def logistic(block, columns):
+        return Pipeline([
+            (block, ColumnTransformer([(block, "passthrough", columns)])),
+            ("scale", StandardScaler()),
+            ("logistic", LogisticRegressionCV(Cs=int(Cs), cv=inner, scoring="balanced_accuracy",
+                                              class_weight=class_weight, max_iter=5000, **_l2_only())),
+        ])
+
+    regions, snps = slice(0, int(n_regions)), slice(int(n_regions), None)
+    names = dict(zip(("regions", "snps", "stacked"), CLASSICAL_MODELS))
+    return {
+        names["regions"]: logistic("regions", regions),
+        names["snps"]: logistic("snps", snps),
+        names["stacked"]: StackingClassifier(
+            [("regions", logistic("regions", regions)), ("snps", logistic("snps", snps))],
+            final_estimator=LogisticRegression(class_weight=class_weight), cv=inner,
+            stack_method="predict_proba", passthrough=False),
+    }
 
 
 def score_model(predict, splits, *, table, model, fold):

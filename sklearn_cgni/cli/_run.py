@@ -4,9 +4,10 @@ Stages (each one's outputs in ``<output>/stages/<name>/``, see :mod:`._stages`):
 
 ``simulate``      the embedded default cohort (only when no input is given)
 ``data``          align by participant ID, WM groups, image QC, splits, SNP QC
+``regions``       regional gray-matter means over the atlas (the classical rows' image features)
 ``brain_age``     stage 1: 3D CNN pre-trained on brain age (training participants)
 ``finetune_f<k>`` stage 1: CNN transferred to WM and fine-tuned on fold k; h_v
-``models_f<k>``   stages 2-3 and the baselines on fold k (Tables 1 and 2)
+``models_f<k>``   stages 2-3, the baselines and the classical rows on fold k (Tables 1 and 2)
 ``scca``          sparse CCA of (z_v, z_g) of fold 0's CGNI model (Table 3)
 ``occlusion``     regions and SNPs per component (eq. 6, Fig. 3)
 ``genes``         genes per component, regions per component, enrichment (Tables 4-5)
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ._config import EXECUTION_KEYS, config_fingerprint, config_slice, diff_configs, to_toml
-from ._protocol import TABLE1_CGNI, paper_models, paper_splits, score_model
+from ._protocol import CLASSICAL_MODELS, TABLE1_CGNI, classical_models, paper_models, paper_splits, score_model
 from ._stages import OutputFolderError, StageStore, epoch_bar_callback, progress_bar, write_json
 
 __all__ = ["Inputs", "InputError", "resolve_inputs", "run_pipeline"]
@@ -241,6 +242,11 @@ class _Run:
         cv = [(np.asarray(a), np.asarray(b)) for a, b in split["folds"]]
         return train, hold, cv
 
+    def regions(self):
+        """Regional gray-matter means of the WM participants (rows as :meth:`wm`) and the region names."""
+        d = self.store.path("regions")
+        return np.load(d / "regional_means.npy"), pd.read_csv(d / "regions.csv")["region"].astype(str).tolist()
+
 
 # ---------------------------------------------------------------------------- stages
 def _stage_simulate(run, folder):
@@ -356,6 +362,23 @@ def _stage_data(run, folder):
         "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
         "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
     }
+
+
+def _stage_regions(run, folder):
+    """Mean gray matter per atlas region of each WM participant: a fixed transform, computed once, not per fold."""
+    from ..imaging import RegionalMeans
+
+    wm, _, _, _ = run.wm()
+    means = RegionalMeans(_load_atlas(run))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        R = means.fit_transform(wm["image"].tolist())
+    _caught(caught)
+    np.save(folder / "regional_means.npy", R)
+    pd.DataFrame({"region": means.region_names_, "n_voxels": means.region_sizes_}).to_csv(folder / "regions.csv",
+                                                                                         index=False)
+    log.info("regional gray-matter means: %d regions of %s, %d participants", R.shape[1], means.atlas_.name, len(R))
+    return {"atlas": means.atlas_.name, "n_regions": int(R.shape[1]), "n_participants": len(R)}
 
 
 def _cnn_kwargs(run):
@@ -488,6 +511,29 @@ def _covariate_records(run, wm, y, tr, va, hold, k):
     return records
 
 
+def _classical(run, n_regions):
+    """Table 1's classical rows with the run's inner folds, C grid, class weights and seed."""
+    b = run.cfg["baselines"]
+    return classical_models(n_regions, cv=b["classical_cv"], Cs=b["classical_Cs"],
+                            class_weight=_class_weight(run.cfg), random_state=run.seed)
+
+
+def _classical_records(run, X, n_regions, y, tr, va, hold, k):
+    """Table 1's classical rows (``X`` = [regional means ⊕ SNPs]) fitted on the fold's training rows and scored."""
+    splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
+    records = []
+    for name, model in _classical(run, n_regions).items():
+        t0 = time.perf_counter()
+        est = model.fit(X[tr], y[tr])
+        recs = score_model(est.predict, splits, table="Table 1", model=name, fold=k)
+        for r in recs:
+            r["seconds"] = time.perf_counter() - t0
+        records += recs
+        log.info("fold %d %s: validation %.3f, holdout %.3f (%.1f s)", k, name, recs[1]["balanced_accuracy"],
+                 recs[2]["balanced_accuracy"], time.perf_counter() - t0)
+    return records
+
+
 def _stage_models(run, folder, k):
     import torch
     from sklearn.base import clone
@@ -528,6 +574,8 @@ def _stage_models(run, folder, k):
                 "n_image_features": n_img, "n_genetic_features": G.shape[1],
                 "image_hidden": list(enc.image_hidden), "genetic_hidden": list(enc.genetic_hidden),
                 "n_components": enc.n_components, "loss_curve": enc.loss_curve_})
+    R, _ = run.regions()
+    records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k)
     records += _covariate_records(run, wm, y, tr, va, hold, k)
     return {"records": records}
 
@@ -782,10 +830,6 @@ def _stage_scores(run, folder):
             "source_of_snps": "config" if c["snps"] else "occlusion"}
 
 
-CONFOUND_MODELS = ("Imaging CNN", "Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM",
-                   "Sparse Genetic NN")
-
-
 def _brain_age_feature_model(n_img, class_weight, seed):
     """Logistic regression on the frozen brain-age CNN features h_v (no WM label ever reached the CNN)."""
     from sklearn.compose import ColumnTransformer
@@ -878,14 +922,23 @@ def _stage_confounds(run, folder):
             models[m] = _brain_age_feature_model(n_img, _class_weight(run.cfg), run.seed)
         elif m in names:
             models[m] = all_models[("Table 1", names[m])]
+    R, regions = run.regions()
+    classical = {m: est for m, est in _classical(run, R.shape[1]).items() if m in c["models"]}
+    X_classical = pd.DataFrame(np.hstack([R, G])[train], index=wm.index[train],
+                               columns=[f"GM: {r}" for r in regions] + list(snps))
     log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(c["models"]), len(X),
              len(folds))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        res = evaluate_confounds(models, X, y[train], covs, cv=folds, adjust="first", match=match if c["match"] else
-                                 False, n_permutations=c["n_permutations"], alternative="greater",
-                                 random_state=run.seed)
+        kw = dict(cv=folds, adjust="first", match=match if c["match"] else False, n_permutations=c["n_permutations"],
+                  alternative="greater", random_state=run.seed)
+        res = evaluate_confounds(models, X, y[train], covs, **kw)
         scores, predictions = res.scores, res.predictions
+        if classical:  # their own input, [regional means ⊕ SNPs]; the covariate-only rows are already there
+            res = evaluate_confounds(classical, X_classical, y[train], covs, **kw)
+            scores = pd.concat([scores, res.scores[res.scores["model"].isin(list(classical))]], ignore_index=True)
+            predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(classical))]],
+                                    ignore_index=True)
         if "Imaging CNN" in c["models"]:
             cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates,
                                                          None if match is None else match.ids)
@@ -906,13 +959,20 @@ def _stage_confounds(run, folder):
         "Imaging CNN": "the fine-tuned stage-1 CNN of each fold on the images (adjusted: covariates regressed out of "
                        "every voxel inside the fold, then the CNN fine-tuned again)",
         "Brain-age CNN features": "logistic regression on h_v of the frozen brain-age CNN (never saw WM labels)",
+        CLASSICAL_MODELS[0]: "logistic regression (C by inner CV) on the atlas's regional gray-matter means "
+                             "(adjusted: covariates regressed out of each region's mean)",
+        CLASSICAL_MODELS[1]: "logistic regression (C by inner CV) on the QC'd SNPs (adjusted: covariates regressed "
+                             "out of each SNP)",
+        CLASSICAL_MODELS[2]: "logistic regression on the out-of-fold probabilities of the two classical logistic "
+                             "regressions (adjusted: both fitted on adjusted inputs; their probabilities are a "
+                             "non-linear function of these)",
     }
     return {"models": list(c["models"]),
             "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates regressed out of "
                         "these columns for 'adjusted'",
             "model_features": {m: features[m] for m in c["models"] if m in features},
             # models linear in their input features, for which the adjusted score is age-free
-            "linear_models": [m for m in c["models"] if m == "Brain-age CNN features"],
+            "linear_models": [m for m in c["models"] if m in ("Brain-age CNN features", *CLASSICAL_MODELS[:2])],
             "n_matched": len(match.ids) if match is not None else None}
 
 
@@ -1086,13 +1146,14 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     plan.append(("data", lambda d: _stage_data(run, d), dict(config=sec("data", "qc", "protocol", "run"),
                                                                  inputs=inputs_fp),
                  ("simulate",) if inputs.embedded else ()))
+    plan.append(("regions", lambda d: _stage_regions(run, d), dict(inputs=inputs_fp), ("data",)))
     plan.append(("brain_age", lambda d: _stage_brain_age(run, d), dict(config=sec("stage1")), ("data",)))
     for k in range(folds):
         plan.append((f"finetune_f{k}", lambda d, k=k: _stage_finetune(run, d, k), dict(config=sec("stage1")),
                      ("data", "brain_age")))
         plan.append((f"models_f{k}", lambda d, k=k: _stage_models(run, d, k),
                      dict(config=sec("contrastive", "classifier", "baselines", "protocol", "data")),
-                     ("data", f"finetune_f{k}")))
+                     ("data", "regions", f"finetune_f{k}")))
     plan.append(("training_curves", lambda d: _stage_training_curves(run, d), dict(config=sec("protocol")),
                  ("brain_age",) + tuple(f"finetune_f{k}" for k in range(folds))))
     plan.append(("scca", lambda d: _stage_scca(run, d), dict(config=sec("scca")), ("data", "models_f0")))
@@ -1108,7 +1169,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
         plan.append(("confounds", lambda d: _stage_confounds(run, d),
                      dict(config=sec("confounds", "contrastive", "classifier", "baselines", "data", "stage1",
                                      "protocol")),
-                     ("data", "brain_age") + tuple(f"finetune_f{k}" for k in range(folds))))
+                     ("data", "regions", "brain_age") + tuple(f"finetune_f{k}" for k in range(folds))))
     if inputs.embedded:
         gt = out / "cohort" / "ground_truth.json"
         inputs.ground_truth = os.fspath(gt)
