@@ -123,9 +123,12 @@ def test_early_stopping_needs_a_validation_split(data):
 
 
 def test_voxel_statistics_travel_with_the_transferred_blocks(data, tmp_path):
-    X, y, source = data
+    X, y, _ = data
+    source = BrainAgeCNNTransformer(**TINY, max_epochs=1, standardize_voxels=True, random_state=0).fit(
+        X, np.linspace(45, 80, len(X)))
     assert source.module_.standardizes_input
-    est = ImagingCNNClassifier(source, **TINY, max_epochs=1, random_state=0).fit(X[:40], y[:40])
+    est = ImagingCNNClassifier(source, **TINY, max_epochs=1, standardize_voxels=True,
+                               random_state=0).fit(X[:40], y[:40])
     for key in ("voxel_mean", "voxel_scale"):
         torch.testing.assert_close(est.module_.state_dict()[key], source.module_.state_dict()[key])
     # the source's statistics are those of its own training images, not the identity
@@ -134,5 +137,5 @@ def test_voxel_statistics_travel_with_the_transferred_blocks(data, tmp_path):
     path = est.save_weights(tmp_path / "wm.pt")
     np.testing.assert_allclose(ImagingCNNClassifier.from_weights(path, X, device="cpu").predict_proba(X),
                                est.predict_proba(X), rtol=1e-5, atol=1e-6)
-    raw = ImagingCNNClassifier(None, **TINY, max_epochs=1, standardize_voxels=False, random_state=0).fit(X, y)
-    assert not raw.module_.standardizes_input
+    raw = ImagingCNNClassifier(None, **TINY, max_epochs=1, random_state=0).fit(X, y)
+    assert not raw.module_.standardizes_input  # the default

@@ -481,7 +481,7 @@ def _stage_training_curves(run, folder):
         figures.append(_figure(folder, "training_curves.png", "Stage-1 training curves",
                                "Training and validation loss per epoch (left axis) and the validation metric that "
                                "early stopping watches (brain age: MAE in years; WM folds: balanced accuracy), per "
-                               "CNN; the dashed line marks the epoch kept."))
+                               "CNN; the dotted vertical line marks the epoch kept."))
     return {"rows": rows, "figures": figures}
 
 

@@ -223,7 +223,7 @@ def plot_training_curves(histories, *, figure=None):
     -------
     figure : matplotlib Figure
         One panel per network: training and validation loss (left axis), the validation
-        metric (right axis), and a dashed line at the best epoch of that metric.
+        metric (right axis), and a dotted vertical line at the best epoch of that metric.
 
     Examples
     --------
@@ -235,6 +235,7 @@ def plot_training_curves(histories, *, figure=None):
     2
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if not isinstance(histories, dict) or not histories:
         raise ValueError("histories must be a non-empty dict of name -> list of per-epoch dicts.")
@@ -254,6 +255,7 @@ def plot_training_curves(histories, *, figure=None):
             if key in hist[0]:
                 ax.plot(epochs, [h[key] for h in hist], style, color="C0", label=key.replace("_", " "))
         ax.set_ylabel("loss", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         metric = next((k for k in ("valid_mae", "valid_bacc") if k in hist[0]), None)
         if metric is not None:
             twin = ax.twinx()

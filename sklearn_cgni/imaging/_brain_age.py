@@ -76,13 +76,14 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     lr_schedule : {"plateau", "none"}, default="plateau"
         ``"plateau"``: halve the learning rate when the validation metric has not improved
         for ``n_iter_no_change // 2`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
-    standardize_voxels : bool, default=True
+    standardize_voxels : bool, default=False
         z-score every voxel with the training images' voxel mean and SD (one streamed pass;
         stored as buffers of the network and in :meth:`save_weights` files, so ``predict``,
-        ``transform`` and attribution take raw images). Individual differences are small
-        modulations of a shared anatomy; standardised, they are what the first layer sees.
-        A transferred network (:class:`ImagingCNNClassifier`) copies these statistics with
-        its first blocks.
+        ``transform`` and attribution take raw images). A transferred network
+        (:class:`ImagingCNNClassifier`) copies these statistics with its first blocks. Off
+        by default: on the simulated cohort of ``benchmarks/bench_stage1_convergence.py`` it
+        made both brain age and the WM transfer worse (see
+        ``benchmarks/results/stage1_convergence.md``).
     augment_shift : int, default=0
         Training-time augmentation: shift each image by up to this many voxels along each
         axis (:class:`sklearn_cgni.nn.RandomShift3d`); off at prediction time.
@@ -180,8 +181,8 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
 
     def __init__(self, *, channels=None, padding=None, pool_blocks=None, global_pool=None,
                  dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,
-                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10, lr_schedule="plateau", standardize_voxels=True,
-                 augment_shift=0, callbacks=None, num_workers=0,
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10,
+                 lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
                  random_state=None, verbose=0):

@@ -42,6 +42,10 @@ class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
         instead of fine-tuning them.
     class_weight : "balanced" or None, default=None
         Weights of the cross-entropy loss (``"balanced"``: inverse class frequency).
+    scoring : {"balanced_accuracy", "loss"}, default="balanced_accuracy"
+        What early stopping and the learning-rate schedule watch on the validation split:
+        its balanced accuracy (``valid_bacc``, the paper's metric) or its cross-entropy
+        (``valid_loss``; smoother on small validation splits). Both are recorded.
     channels, padding, pool_blocks, global_pool : default=None
         Architecture; ``None`` takes it from ``weights``, else from ``brain_age_model``,
         else the paper's. An explicit value that differs from the source raises an error.
@@ -94,19 +98,23 @@ recalibrate_bn, random_state, verbose
         "n_transfer_blocks": [Interval(Integral, 0, None, closed="left")],
         "freeze_transferred": ["boolean"],
         "class_weight": [StrOptions({"balanced"}), None],
+        "scoring": [StrOptions({"balanced_accuracy", "loss"})],
     }
     _kind = "classification"
-    _monitor = ("valid_bacc", False)
+
+    @property
+    def _monitor(self):
+        return ("valid_bacc", False) if self.scoring == "balanced_accuracy" else ("valid_loss", True)
 
     def _monitor_callbacks(self):
         return [("valid_bacc", _valid_metric_callback(
             "valid_bacc", lambda y, p: balanced_accuracy_score(y, p.argmax(1))))]
 
     def __init__(self, brain_age_model=None, *, n_transfer_blocks=2, freeze_transferred=False,
-                 class_weight=None, channels=None, padding=None, pool_blocks=None,
+                 class_weight=None, scoring="balanced_accuracy", channels=None, padding=None, pool_blocks=None,
                  global_pool=None, dropout=0.2, max_epochs=20, batch_size=25, lr=1e-3,
-                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10, lr_schedule="plateau", standardize_voxels=True,
-                 augment_shift=0, callbacks=None, num_workers=0,
+                 weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10,
+                 lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
                  random_state=None, verbose=0):
@@ -114,6 +122,7 @@ recalibrate_bn, random_state, verbose
         self.n_transfer_blocks = n_transfer_blocks
         self.freeze_transferred = freeze_transferred
         self.class_weight = class_weight
+        self.scoring = scoring
         self.channels = channels
         self.padding = padding
         self.pool_blocks = pool_blocks
