@@ -102,7 +102,13 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="*", default=list(VARIANTS))
     p.add_argument("--tag", default="")
+    p.add_argument("--render-only", action="store_true",
+                   help="rewrite the markdown from the CSV of an earlier run with the same arguments")
     args = p.parse_args(argv)
+    if args.render_only:
+        stem = RESULTS / f"stage1_convergence{args.tag}"
+        write(pd.read_csv(stem.with_suffix(".csv")).to_dict("records"), args, None)
+        return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     t0 = time.perf_counter()
@@ -141,15 +147,20 @@ def main(argv=None):
     mae_mean = float(np.mean(np.abs(age[hold_all] - age[fit_ba].mean())))
     record("classical", "brain age: training mean", -1, "holdout", mae_mean)
 
+    brain_age = {}  # variants with the same pre-training settings share one brain-age CNN
     for v in args.variants:
         desc, ba_kw, wm_kw = VARIANTS[v]
         wm_kw = dict(wm_kw)
         scratch = wm_kw.pop("_scratch", False)
         t = time.perf_counter()
-        ba = BrainAgeCNNTransformer(**ARCH, **ba_kw, device="cpu", random_state=args.seed).fit(X[fit_ba], age[fit_ba])
+        key = json.dumps(ba_kw, sort_keys=True)
+        if key not in brain_age:
+            ba = BrainAgeCNNTransformer(**ARCH, **ba_kw, device="cpu", random_state=args.seed)
+            brain_age[key] = (ba.fit(X[fit_ba], age[fit_ba]), time.perf_counter() - t)
+        ba, ba_seconds = brain_age[key]
         mae = float(np.mean(np.abs(ba.predict(X[hold_all]) - age[hold_all])))
         record(v, "brain-age CNN", -1, "holdout", mae, epochs=ba.n_epochs_, best_epoch=ba.best_epoch_,
-               seconds=time.perf_counter() - t, curve=json.dumps(ba.history_))
+               seconds=ba_seconds, curve=json.dumps(ba.history_))
         print(f"[{v}] brain age MAE {mae:.2f} (mean {mae_mean:.2f}), epochs {ba.n_epochs_}/{ba.best_epoch_} "
               f"{time.perf_counter() - t:.0f} s", flush=True)
         for k, (tr, va) in enumerate(cv):
@@ -177,10 +188,11 @@ def write(rows, args, t0):
              f"random_state={args.seed})`, image QC, WM groups, 90/10 holdout, {args.folds} folds "
              f"(the cohort and splits of `sklearn-cgni run --preset cpu`). CNN {ARCH}, Adam, batch 25, "
              f"class-balanced loss, 2 blocks transferred. {args.threads} torch threads; "
-             f"{platform.machine()}, {os.cpu_count()} cores. Wall time {time.perf_counter() - t0:.0f} s.", "",
+             f"{platform.machine()}, {os.cpu_count()} cores."
+             + (f" Wall time {time.perf_counter() - t0:.0f} s." if t0 is not None else ""), "",
              "Reproduce: `.venv/bin/python benchmarks/bench_stage1_convergence.py "
              + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                        for k, v in vars(args).items() if k not in ("variants", "tag")) + "`", "",
+                        for k, v in vars(args).items() if k not in ("tag", "render_only")) + "`", "",
              "| row | change | brain-age MAE (y) | BA epochs run/kept | WM train | WM validation | WM holdout "
              "| WM epochs run/kept | s |", "|---|---|---|---|---|---|---|---|---|"]
     mean_mae = df[(df.model == "brain age: training mean")]["value"].iloc[0]
