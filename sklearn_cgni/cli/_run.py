@@ -106,6 +106,14 @@ def resolve_inputs(*, cohort=None, images=None, genotypes=None, phenotypes=None,
     else:
         inputs = Inputs()
     for key, value in given.items():
+        if key == "images" and value is not None and "{id}" in str(value):
+            template = os.path.abspath(os.fspath(value))  # relative to the current folder
+            fixed = Path(template.split("{id}", 1)[0])
+            base = fixed if template.split("{id}", 1)[0].endswith(os.sep) else fixed.parent
+            if not base.is_dir():
+                raise InputError(f"--images template {value!r}: the folder {os.fspath(base)!r} does not exist.")
+            inputs.images = template
+            continue
         if value is not None:
             path = Path(value)
             if key == "genotypes" and not path.exists() and Path(f"{value}.bed").exists():
@@ -124,19 +132,34 @@ def resolve_inputs(*, cohort=None, images=None, genotypes=None, phenotypes=None,
                          "with columns index,name); give both or neither (AAL2 is the default).")
     images_path = Path(inputs.images)
     if images_path.is_dir():
-        if not any(p.name.endswith((".nii", ".nii.gz")) for p in images_path.iterdir()):
+        from ..io._images import is_bids_root
+
+        if not any(p.name.endswith((".nii", ".nii.gz")) for p in images_path.iterdir()) \
+                and not is_bids_root(images_path):
             raise InputError(
                 f"No NIfTI images (*.nii, *.nii.gz) found in {os.fspath(images_path)!r}. The image folder "
-                "must hold one gray-matter image per participant named <participant_id>.nii.gz, or give "
-                "a CSV with columns participant_id,image."
+                "must hold one gray-matter image per participant named <participant_id>.nii.gz, or be a BIDS "
+                "derivatives folder (sub-<id>/anat/*.nii.gz); or give a path template with {id}, or a CSV "
+                "with columns participant_id,image."
             )
     return inputs
 
 
 def _stat(path):
+    text = os.fspath(path)
+    if "{id}" in text:  # an image path template: the files it can match
+        import glob
+
+        files = sorted(glob.glob(glob.escape(text).replace(glob.escape("{id}"), "*")))
+        return [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     p = Path(path)
     if p.is_dir():
-        return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+        from ..io._images import is_bids_root
+
+        files = sorted(f for f in p.iterdir() if f.is_file())
+        if is_bids_root(p):  # a BIDS tree: the images of every sub-*/[ses-*/]anat
+            files += sorted(f for f in p.glob("sub-*/**/anat/*.nii*") if f.is_file())
+        return [(os.fspath(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     if p.suffix == ".bed":
         return [(q.name, q.stat().st_size, q.stat().st_mtime_ns)
                 for q in (p, p.with_suffix(".bim"), p.with_suffix(".fam")) if q.exists()]
@@ -144,18 +167,18 @@ def _stat(path):
     return [(p.name, st.st_size, st.st_mtime_ns)]
 
 
-def inputs_fingerprint(inputs):
+def inputs_fingerprint(inputs, id_column="participant_id"):
     """Paths, sizes and modification times of every input file (contents are not read)."""
     parts = {}
     for key, value in asdict(inputs).items():
         if key in ("notes", "embedded") or value is None:
             continue
         parts[key] = [os.fspath(value), _stat(value)]
-    if inputs.images and Path(inputs.images).suffix == ".csv":  # the images a CSV lists
+    if inputs.images and Path(inputs.images).suffix == ".csv" and "{id}" not in inputs.images:  # the images a CSV lists
         try:
             from ..io import read_image_paths
 
-            parts["listed_images"] = [_stat(p) for p in read_image_paths(inputs.images)]
+            parts["listed_images"] = [_stat(p) for p in read_image_paths(inputs.images, id_column=id_column)]
         except Exception as exc:  # reported properly by the data stage
             parts["listed_images"] = str(exc)
     return config_fingerprint(parts)
@@ -265,19 +288,30 @@ def _stage_simulate(run, folder):
     return {"folder": os.fspath(target), **c}
 
 
+def _read_phenotypes(run, required=()):
+    """The phenotype file under the toolkit's column names, as the ``data`` section maps and codes it."""
+    from ..io import read_phenotypes
+
+    d = run.cfg["data"]
+    codings = {"sex": dict(d["sex_coding"])} if d["sex_coding"] else None
+    return read_phenotypes(run.inputs.phenotypes, id_column=d["id_column"], required=required,
+                           columns=dict(d["columns"]), codings=codings)
+
+
 def _stage_data(run, folder):
     from ..genetics import SNPQualityFilter
     from ..imaging import image_quality_control
-    from ..io import align_cohort, check_image_headers, list_images, read_genotypes, read_image_paths, \
-        read_phenotypes, working_memory_groups
+    from ..io import align_cohort, check_image_headers, find_images, read_genotypes, working_memory_groups
 
     cfg, inp = run.cfg, run.inputs
-    covariates = list(cfg["data"]["covariates"])
+    d = cfg["data"]
+    covariates = list(d["covariates"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        images = list_images(inp.images) if Path(inp.images).is_dir() else read_image_paths(inp.images)
-        geno = read_genotypes(inp.genotypes)
-        pheno = read_phenotypes(inp.phenotypes, required=("digit_span", *covariates))
+        pheno = _read_phenotypes(run, required=("digit_span", *covariates))
+        images = find_images(inp.images, list(pheno.index), id_column=d["id_column"],
+                             suffix=d["image_suffix"] or None, space=d["image_space"] or None)
+        geno = read_genotypes(inp.genotypes, id_column=d["id_column"])
         cohort = align_cohort(images, geno, pheno)
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
     images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
@@ -798,10 +832,9 @@ def _stage_scores(run, folder):
             rows.append({"snp": snp, "model": name, "r_held_out": r, "n": int(m.sum())})
     acc = pd.DataFrame(rows)
     acc.to_csv(folder / "score_accuracy.csv", index=False)
-    measures = [m for m in run.cfg["data"]["measures"] if m in pd.read_csv(run.inputs.phenotypes, nrows=0).columns]
-    from ..io import read_phenotypes
-
-    pheno = read_phenotypes(run.inputs.phenotypes).reindex(ids)
+    pheno = _read_phenotypes(run)
+    measures = [m for m in run.cfg["data"]["measures"] if m in pheno.columns]
+    pheno = pheno.reindex(ids)
     covs = [cv_ for cv_ in run.cfg["data"]["covariates"] if cv_ in pheno]
     keep = pheno[covs].notna().all(axis=1).to_numpy()
     assoc = []
@@ -1103,7 +1136,7 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     if inputs.embedded:
         inputs_fp = config_fingerprint({"embedded": config_slice(config, "cohort"), "seed": config["run"]["seed"]})
     else:
-        inputs_fp = inputs_fingerprint(inputs)
+        inputs_fp = inputs_fingerprint(inputs, config["data"]["id_column"])
     full = config_slice(config, *config)
     fingerprint = config_fingerprint({"config": full, "inputs": inputs_fp})
     state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)
