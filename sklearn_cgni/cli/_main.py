@@ -151,11 +151,14 @@ def _setup_logging(quiet):
             except Exception:  # pragma: no cover
                 self.handleError(record)
 
-    if not any(isinstance(h, TqdmHandler) for h in log.handlers):
-        h = TqdmHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(h)
-    log.handlers[0].setLevel(logging.WARNING if quiet else logging.INFO)
+    # one console handler however often main() runs in a process (the class is new at each call)
+    handler = next((h for h in log.handlers if getattr(h, "_cgni_console", False)), None)
+    if handler is None:
+        handler = TqdmHandler()
+        handler._cgni_console = True
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
     log.setLevel(logging.INFO)
     log.propagate = False
     logging.captureWarnings(True)
@@ -257,7 +260,8 @@ def main(argv=None):
     commands = {"run": _cmd_run, "simulate": _cmd_simulate, "report": _cmd_report}
     try:
         return commands[args.command](args)
-    except (ConfigError, InputError, OutputFolderError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, InputError, OutputFolderError, OSError, ValueError) as exc:
+        # the package's readers name the file (and participant, column) in their OSErrors and ValueErrors
         msg = str(exc)
         print("sklearn-cgni: error: " + textwrap.indent(msg, "  ").lstrip(), file=sys.stderr)
         return 2

@@ -715,7 +715,11 @@ def _stage_occlusion(run, folder):
 
 def _gene_table(run):
     if run.inputs.snp_genes:
-        return pd.read_csv(run.inputs.snp_genes, dtype=str)
+        try:
+            return pd.read_csv(run.inputs.snp_genes, dtype=str)
+        except (ValueError, OSError) as exc:  # optional: reported as a note by the genes stage
+            log.warning("SNP -> gene table %r could not be read: %s", run.inputs.snp_genes, exc)
+            return None
     if run.inputs.snp_info:
         info = pd.read_csv(run.inputs.snp_info, dtype=str)
         if "gene" in info:
@@ -733,27 +737,48 @@ def _stage_genes(run, folder):
     table = _gene_table(run)
     if len(sig_regions):
         regions_per_component(sig_regions).to_csv(folder / "table5.csv", index=False)
-    if table is None:
+    if table is None and run.inputs.snp_genes:
+        notes.append(f"The SNP -> gene table {run.inputs.snp_genes!r} could not be read: Table 4 and the "
+                     "enrichment are skipped (see run.log).")
+    elif table is None:
         notes.append("No SNP -> gene table given (--snp-genes, or a 'gene' column in --snp-info): Table 4 "
                      "and the enrichment are skipped.")
     elif len(sig_snps):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            genes_per_component(sig_snps, table).to_csv(folder / "table4.csv", index=False)
-        _caught(caught)
-        if run.inputs.gene_sets:
-            _, snps, _ = run.data()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # unmapped SNPs: listed in Table 4
-                mapping = map_snps_to_genes(list(snps), table)
-            genes = sorted(set(mapping.loc[mapping["snp"].isin(set(sig_snps["snp"])), "gene"].dropna()))
-            background = sorted(set(mapping["gene"].dropna()))
-            g = run.cfg["genes"]  # sets are restricted to the background by enrichment_test
-            res = enrichment_test(genes, read_gmt(run.inputs.gene_sets), background=background,
-                                  method=g["enrichment_method"],
-                                  min_set_size=g["min_set_size"])
-            res.to_csv(folder / "enrichment.csv", index=False)
-        else:
+        source = run.inputs.snp_genes or run.inputs.snp_info
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                table4 = genes_per_component(sig_snps, table)
+            table4.to_csv(folder / "table4.csv", index=False)
+            unmapped = sorted({s_ for row in table4["unmapped_snps"] for s_ in row})
+            if unmapped:
+                notes.append(f"{len(unmapped)} significant SNP(s) are not in the SNP -> gene table {source!r} and "
+                             f"have no gene in Table 4 or the enrichment: {', '.join(unmapped[:20])}"
+                             + (" ..." if len(unmapped) > 20 else "") + ".")
+                log.warning("%s", notes[-1])
+        except (ValueError, OSError) as exc:  # an optional annotation: a gap in Table 4, never the run
+            notes.append(f"Table 4 skipped: the SNP -> gene table {source!r} could not be used: {exc}")
+            log.warning("%s", notes[-1])
+            table4 = None
+        if table4 is not None and run.inputs.gene_sets:
+            try:
+                _, snps, _ = run.data()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # unmapped SNPs: noted above
+                    mapping = map_snps_to_genes(list(snps), table)
+                genes = sorted(set(mapping.loc[mapping["snp"].isin(set(sig_snps["snp"])), "gene"].dropna()))
+                background = sorted(set(mapping["gene"].dropna()))
+                g = run.cfg["genes"]  # sets are restricted to the background by enrichment_test
+                if not genes:
+                    raise ValueError("none of the significant SNPs has a gene in the SNP -> gene table")
+                res = enrichment_test(genes, read_gmt(run.inputs.gene_sets), background=background,
+                                      method=g["enrichment_method"],
+                                      min_set_size=g["min_set_size"])
+                res.to_csv(folder / "enrichment.csv", index=False)
+            except (ValueError, OSError) as exc:
+                notes.append(f"Enrichment skipped: {exc}")
+                log.warning("%s", notes[-1])
+        elif table4 is not None:
             notes.append("No GMT gene sets given (--gene-sets): enrichment skipped.")
     else:
         notes.append("No significant SNP: Table 4 and the enrichment are empty.")
@@ -1063,9 +1088,24 @@ def _stage_recovery(run, folder):
 
 
 # ---------------------------------------------------------------------------- output folder
+def _check_writable(out):
+    """The output folder (or the folder it will be made in) must be a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"Output path {os.fspath(out)!r} is a file, not a folder; choose a folder with --output.")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputFolderError(f"Output folder {os.fspath(out)!r} cannot be made: {os.fspath(parent)!r} is a file.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"Output folder {os.fspath(out)!r} cannot be written: {os.fspath(parent)!r} is not "
+                                "writable (permissions); choose another folder with --output.")
+
+
 def check_output_folder(out, fingerprint, config, inputs_fp, *, force):
     """Refuse a folder that is not ours or holds another configuration's run, unless ``force``."""
     out = Path(out)
+    _check_writable(out)
     if not out.exists() or not any(out.iterdir()):
         return "new"
     run_json = out / "run.json"
