@@ -423,3 +423,62 @@ def test_significant_snp_missing_from_the_gene_table_is_a_gap_not_a_failure(coho
     result = _stage_genes(run, folder)
     assert "could not be read" in " ".join(result["notes"])
     assert _run  # the module under test
+
+
+# ----------------------------------------------------------------------------- covariates beyond age and sex
+FULL = """
+[scca]
+n_components = [1, 2]
+alpha_x = [0.05]
+alpha_y = [0.05]
+cv = 2
+[occlusion]
+n_participants = 8
+batch_size = 8
+[scores]
+max_snps = 2
+cv = 2
+max_epochs = 1
+saliency_participants = 4
+[confounds]
+models = ["Imaging CNN", "Brain-age CNN features", "classical: regional GM -> logistic"]
+n_permutations = 50
+"""
+
+
+def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
+    """A letter-coded site among the covariates: one-hot encoded in the covariate-only rows, the
+    associations and the confound table (covariate-adjusted models and the imaging CNN's voxels)."""
+    today = cohorts / "today"
+    pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
+    pheno["site"] = pheno["site"].map(lambda s: "ABCDEFGH"[int(s)])
+    pheno.to_csv(tmp_path / "pheno.csv", index=False)
+    (tmp_path / "cfg.toml").write_text(TINY + FULL + '[data]\ncovariates = ["age", "sex", "site"]\n')
+    out = tmp_path / "out"
+    assert main(["run", "--images", str(today / "images"), "--genotypes", str(today / "genotypes.bed"),
+                 "--phenotypes", str(tmp_path / "pheno.csv"), "--snp-info", str(today / "snp_info.csv"),
+                 "--snp-genes", str(today / "snp_genes.csv"), "--config", str(tmp_path / "cfg.toml"),
+                 "--preset", "cpu", "--device", "cpu", "--no-progress", "-q", "-o", str(out)]) == 0
+    data = json.loads((out / "stages" / "data" / "_done.json").read_text())["result"]
+    assert data["categorical_covariates"] == ["site"]
+    table1 = pd.read_csv(out / "tables" / "table1.csv")
+    assert table1.astype(str).apply(lambda c: c.str.contains("covariates: age \\+ sex \\+ site")).any().any()
+    effects = sorted(p.name for p in (out / "stages" / "confounds").glob("covariate_effect_*.nii.gz"))
+    assert any("site" in name for name in effects) and not any("site=A" in name for name in effects), effects
+    confounds = pd.read_csv(out / "stages" / "confounds" / "confound_scores.csv")
+    assert "covariates: age + sex + site" in set(confounds["model"])
+    assert {"raw", "adjusted"} <= set(confounds["evaluation"])
+    assoc = out / "stages" / "scores" / "associations.csv"
+    assert assoc.exists()
+    # a numeric site code is categorical when listed in data.categorical (data stage only)
+    from sklearn_cgni.cli import resolve_inputs, run_pipeline
+
+    config = load_config(tmp_path / "cfg.toml", preset="cpu",
+                         overrides=['data.categorical=["site"]', "run.device=cpu"])
+    inputs = resolve_inputs(images=str(today / "images"), genotypes=str(today / "genotypes.bed"),
+                            phenotypes=str(today / "phenotypes.csv"))
+    run_pipeline(tmp_path / "numeric", config, inputs, progress=False, only="data")
+    data = json.loads((tmp_path / "numeric" / "stages" / "data" / "_done.json").read_text())["result"]
+    assert data["categorical_covariates"] == ["site"]
+    with pytest.raises(ConfigError, match=r"data.categorical lists \['tiv'\]"):
+        load_config(overrides=['data.categorical=["tiv"]'])

@@ -231,6 +231,9 @@ def _check_data(d):
                               + " (add other measures or covariates to data.measures / data.covariates).")
         if not isinstance(column, str) or not column:
             raise ConfigError(f"data.columns.{name} must be a column name (a string); got {column!r}.")
+    stray = [c for c in d["categorical"] if c not in d["covariates"]]
+    if stray:
+        raise ConfigError(f"data.categorical lists {stray}, which are not in data.covariates {d['covariates']}.")
     if not isinstance(d["id_column"], str) or not d["id_column"]:
         raise ConfigError(f"data.id_column must be a column name; got {d['id_column']!r}.")
     for code, value in d["sex_coding"].items():

@@ -34,7 +34,8 @@ Run the whole CGNI method on a cohort and write a report:
   SNP encoder) -> stage 3 (classifier), the paper's baselines and classical rows (logistic
   regression on regional gray-matter means and SNPs) (Tables 1-2) -> sparse CCA (Table 3)
   -> occlusion of atlas regions and SNPs (Fig. 3) -> genes and enrichment (Tables 4-5)
-  -> brain-genotype scores and their associations with cognition -> confound table (age, sex).
+  -> brain-genotype scores and their associations with cognition -> confound table (the covariates:
+  age and sex by default, any others listed in data.covariates).
 
 Inputs (pick one):
   nothing                  the embedded default cohort, simulated into OUTPUT/cohort

@@ -298,6 +298,27 @@ def _read_phenotypes(run, required=()):
                            columns=dict(d["columns"]), codings=codings)
 
 
+def _covariates(run, frame):
+    """The configured covariates of ``frame`` and which of them are categorical.
+
+    Numeric covariates come back as float; categorical ones (listed in ``data.categorical``, or
+    non-numeric) as text, for the estimators to one-hot encode (first level dropped): the one
+    place that decides how each covariate enters the covariate-only rows, the confound table,
+    the associations and the adjusted models.
+    """
+    names = list(run.cfg["data"]["covariates"])
+    forced = set(run.cfg["data"]["categorical"])
+    out, categorical = pd.DataFrame(index=frame.index), []
+    for c in names:
+        col = frame[c]
+        if c in forced or not pd.api.types.is_numeric_dtype(col):
+            out[c] = col.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            categorical.append(c)
+        else:
+            out[c] = col.astype(float)
+    return out, categorical
+
+
 def _stage_data(run, folder):
     from ..genetics import SNPQualityFilter
     from ..imaging import image_quality_control
@@ -336,6 +357,11 @@ def _stage_data(run, folder):
     if missing_cov.any():
         log.warning("%d participant(s) miss a covariate %s and are left out of the WM analysis: %s",
                     int(missing_cov.sum()), covariates, pheno.index[missing_cov].tolist()[:50])
+    _, categorical = _covariates(run, pheno)
+    for c in categorical:
+        levels = pheno[c].dropna().astype(str).unique()
+        log.info("covariate %r is categorical: %d levels (%s), one-hot encoded with %r as reference", c,
+                 len(levels), ", ".join(sorted(levels)[:10]), sorted(levels)[0] if len(levels) else None)
     parts = pd.DataFrame(index=pheno.index)
     parts["image"] = images
     for c in dict.fromkeys(["age", "sex", *covariates]):
@@ -395,6 +421,7 @@ def _stage_data(run, folder):
         "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
         "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
         "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
+        "covariates": covariates, "categorical_covariates": categorical,
     }
 
 
@@ -529,16 +556,16 @@ def _model_configs(run):
 
 
 def _covariate_records(run, wm, y, tr, va, hold, k):
-    """Covariate-only logistic regressions (age, sex, age + sex) on the fold's splits, for Tables 1 and 2."""
+    """Covariate-only logistic regressions (each covariate, then all) on the fold's splits, for Tables 1 and 2."""
     from ..evaluation import covariate_baselines
 
-    covs = wm[list(run.cfg["data"]["covariates"])].astype(float)
+    covs, categorical = _covariates(run, wm)
     tables = ("Table 1", "Table 2") if run.cfg["protocol"]["table2"] else ("Table 1",)
     splits = {"train": (covs.iloc[tr], y[tr]), "validation": (covs.iloc[va], y[va]),
               "holdout": (covs.iloc[hold], y[hold])}
     records = []
-    for name, model in covariate_baselines(list(covs.columns), class_weight=_class_weight(run.cfg),
-                                           random_state=run.seed).items():
+    for name, model in covariate_baselines(list(covs.columns), categorical=categorical,
+                                           class_weight=_class_weight(run.cfg), random_state=run.seed).items():
         est = model.fit(covs.iloc[tr], y[tr])
         for table in tables:
             records += score_model(est.predict, splits, table=table, model=name, fold=k)
@@ -860,14 +887,16 @@ def _stage_scores(run, folder):
     pheno = _read_phenotypes(run)
     measures = [m for m in run.cfg["data"]["measures"] if m in pheno.columns]
     pheno = pheno.reindex(ids)
-    covs = [cv_ for cv_ in run.cfg["data"]["covariates"] if cv_ in pheno]
+    cov_frame, categorical = _covariates(run, pheno)
+    covs = list(cov_frame.columns)
     keep = pheno[covs].notna().all(axis=1).to_numpy()
+    pheno[covs] = cov_frame
     assoc = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
             if measures:
-                t = association_table(sc[keep], pheno[keep], measures, covariates=covs, categorical=())
+                t = association_table(sc[keep], pheno[keep], measures, covariates=covs, categorical=categorical)
                 t.insert(0, "model", name)
                 assoc.append(t)
     _caught(caught)
@@ -900,7 +929,7 @@ def _brain_age_feature_model(n_img, class_weight, seed):
                      ("logistic", LogisticRegression(class_weight=class_weight, max_iter=2000, random_state=seed))])
 
 
-def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids):
+def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical, matched_ids):
     """Per-fold confound scores of the fine-tuned imaging CNN (Table 1's "Imaging CNN").
 
     raw and matched: the fold models of the finetune stages (their saved predictions), scored
@@ -919,7 +948,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
 
     rows, preds = [], []
     in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
-    frame = wm[["image"] + covariates]
+    frame = pd.concat([wm[["image"]], _covariates(run, wm)[0]], axis=1)
     for k, (tr, va) in enumerate(cv):
         proba = np.load(run.store.path(f"finetune_f{k}") / "cnn_proba.npy")
         pred = proba.argmax(1)  # the classes are 0 (low) and 1 (high) in every fold
@@ -936,7 +965,8 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
         first = nib.load(wm["image"].iloc[0])
         n_vox = int(np.prod(first.shape[:3]))
         tmp = folder / f"residuals_f{k}"  # a memory map when the training images do not fit in 2 GiB
-        adj = ImageCovariateRegressor(covariates, output_dir=tmp if len(tr) * n_vox * 4 > 2 ** 31 else None)
+        adj = ImageCovariateRegressor(covariates, categorical=categorical,
+                                      output_dir=tmp if len(tr) * n_vox * 4 > 2 ** 31 else None)
         model = Pipeline([("covariate_adjustment", adj), ("cnn", _wm_cnn(run, f"adjusted WM CNN fold {k}"))])
         model.fit(frame.iloc[tr], y[tr])
         pred_va = model.predict(frame.iloc[va])
@@ -964,7 +994,7 @@ def _stage_confounds(run, folder):
     folds = [(np.array([pos[i] for i in tr]), np.array([pos[i] for i in va])) for tr, va in cv]
     X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
                      columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
-    covs = wm.iloc[train][covariates].astype(float)
+    covs, categorical = _covariates(run, wm.iloc[train])
     match = None
     if c["match"]:
         match = match_groups(covs, y[train], random_state=run.seed, **(c["match"] if isinstance(c["match"], dict)
@@ -988,8 +1018,8 @@ def _stage_confounds(run, folder):
              len(folds))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        kw = dict(cv=folds, adjust="first", match=match if c["match"] else False, n_permutations=c["n_permutations"],
-                  alternative="greater", random_state=run.seed)
+        kw = dict(cv=folds, adjust="first", categorical=categorical, match=match if c["match"] else False,
+                  n_permutations=c["n_permutations"], alternative="greater", random_state=run.seed)
         res = evaluate_confounds(models, X, y[train], covs, **kw)
         scores, predictions = res.scores, res.predictions
         if classical:  # their own input, [regional means ⊕ SNPs]; the covariate-only rows are already there
@@ -998,7 +1028,7 @@ def _stage_confounds(run, folder):
             predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(classical))]],
                                     ignore_index=True)
         if "Imaging CNN" in c["models"]:
-            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates,
+            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical,
                                                          None if match is None else match.ids)
             scores = pd.concat([scores, cnn], ignore_index=True)
             predictions = pd.concat([predictions, cnn_pred], ignore_index=True)
@@ -1006,7 +1036,8 @@ def _stage_confounds(run, folder):
     rank = {m: i for i, m in enumerate(c["models"])}  # rows in the configuration's order, baselines last
     scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
     summary = summarize_confounds(scores, predictions=predictions, y=y[train], covariates=covs,
-                                  baseline="covariates: " + " + ".join(covariates), alternative="greater",
+                                  categorical=categorical, baseline="covariates: " + " + ".join(covariates),
+                                  alternative="greater",
                                   n_permutations=c["n_permutations"], random_state=run.seed)
     summary.to_csv(folder / "confounds.csv", index=False)
     scores.to_csv(folder / "confound_scores.csv", index=False)
