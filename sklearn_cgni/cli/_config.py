@@ -204,6 +204,7 @@ def _check_semantics(config):
                               f"got {s1[key]!r}.")
     if s1["augment_shift"] < 0:
         raise ConfigError(f"stage1.augment_shift must be non-negative; got {s1['augment_shift']!r}.")
+    _check_data(config["data"])
     if len(config["cohort"]["shape"]) != 3:
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     if config["scores"]["task"] not in ("classes", "dosage"):
@@ -218,6 +219,26 @@ def _check_semantics(config):
             near = difflib.get_close_matches(name, CONFOUND_MODELS, n=1)
             raise ConfigError(f"confounds.models: unknown model {name!r}"
                               + (f"; did you mean {near[0]!r}?" if near else f"; choose from {list(CONFOUND_MODELS)}."))
+
+
+def _check_data(d):
+    names = list(dict.fromkeys(["digit_span", "age", "sex", *d["measures"], *d["covariates"]]))
+    for name, column in d["columns"].items():
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1)
+            raise ConfigError(f"data.columns: {name!r} is not a column the toolkit reads"
+                              + (f"; did you mean {near[0]!r}?" if near else f"; it reads {names}")
+                              + " (add other measures or covariates to data.measures / data.covariates).")
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"data.columns.{name} must be a column name (a string); got {column!r}.")
+    stray = [c for c in d["categorical"] if c not in d["covariates"]]
+    if stray:
+        raise ConfigError(f"data.categorical lists {stray}, which are not in data.covariates {d['covariates']}.")
+    if not isinstance(d["id_column"], str) or not d["id_column"]:
+        raise ConfigError(f"data.id_column must be a column name; got {d['id_column']!r}.")
+    for code, value in d["sex_coding"].items():
+        if isinstance(value, bool) or value not in (0, 1):
+            raise ConfigError(f"data.sex_coding: code {code!r} must map to 0 (female) or 1 (male); got {value!r}.")
 
 
 def config_slice(config, *sections, exclude=EXECUTION_KEYS):
@@ -254,6 +275,8 @@ def to_toml(config):
             return json.dumps(v)
         if isinstance(v, list):
             return "[" + ", ".join(fmt(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(str(k))} = {fmt(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
     lines = []

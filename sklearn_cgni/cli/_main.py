@@ -34,7 +34,8 @@ Run the whole CGNI method on a cohort and write a report:
   SNP encoder) -> stage 3 (classifier), the paper's baselines and classical rows (logistic
   regression on regional gray-matter means and SNPs) (Tables 1-2) -> sparse CCA (Table 3)
   -> occlusion of atlas regions and SNPs (Fig. 3) -> genes and enrichment (Tables 4-5)
-  -> brain-genotype scores and their associations with cognition -> confound table (age, sex).
+  -> brain-genotype scores and their associations with cognition -> confound table (the covariates:
+  age and sex by default, any others listed in data.covariates).
 
 Inputs (pick one):
   nothing                  the embedded default cohort, simulated into OUTPUT/cohort
@@ -43,10 +44,15 @@ Inputs (pick one):
                            atlas_labels.csv, ground_truth.json (what `sklearn-cgni simulate` writes)
   --images --genotypes --phenotypes  (+ optional --snp-info --snp-genes --gene-sets --atlas)
 
-Images: one gray-matter NIfTI per participant named <participant_id>.nii.gz, or a CSV with
-columns participant_id,image. Genotypes: PLINK prefix (.bed/.bim/.fam) or a CSV with a
-participant_id column and one 0/1/2 column per SNP. Phenotypes: a CSV with participant_id,
-digit_span (backward digit span: low group 2-5, high 9-12), age and sex.
+Images: one gray-matter NIfTI per participant named <participant_id>.nii.gz, a BIDS derivatives
+folder (sub-<id>/anat/*.nii.gz; pick the file with --image-suffix/--image-space), a path template
+with {id} ('derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz'), or a CSV with columns
+participant_id,image. Genotypes: PLINK prefix (.bed/.bim/.fam) or a CSV with a participant_id
+column and one 0/1/2 column per SNP (BGEN, PLINK 2 and VCF are not read yet: convert with
+plink2 --make-bed). Phenotypes: a CSV with participant_id, digit_span (backward digit span: low
+group 2-5, high 9-12), age and sex (0/1, F/M or Female/Male); other names are mapped with
+--id-column eid --column digit_span=4282-2.0 ... (config: data.id_column, data.columns,
+data.sex_coding).
 
 Configuration: every hyperparameter has a default (the paper's, in default_config.toml; print it
 with --print-config). --preset cpu (the default without a GPU) uses a small CNN, few epochs and
@@ -78,7 +84,10 @@ def build_parser():
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     g = r.add_argument_group("inputs (none: the embedded default cohort)")
     g.add_argument("--cohort", metavar="DIR", help="a cohort folder (layout of `sklearn-cgni simulate`)")
-    g.add_argument("--images", metavar="DIR|CSV", help="folder of <participant_id>.nii[.gz], or CSV participant_id,image")
+    g.add_argument("--images", metavar="DIR|CSV|TEMPLATE",
+                   help="folder of <participant_id>.nii[.gz], a BIDS derivatives folder (sub-<id>/anat/*.nii.gz), "
+                        "a path template with {id} (e.g. 'derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz'), "
+                        "or a CSV participant_id,image")
     g.add_argument("--genotypes", metavar="PREFIX|CSV", help="PLINK prefix or .bed, or CSV of 0/1/2 per SNP")
     g.add_argument("--phenotypes", metavar="CSV", help="participant_id, digit_span, age, sex (+ other measures)")
     g.add_argument("--snp-info", metavar="CSV", help="optional: snp, info_r2 (imputation quality), gene ...")
@@ -86,6 +95,16 @@ def build_parser():
     g.add_argument("--gene-sets", metavar="GMT", help="optional: gene sets for the enrichment test")
     g.add_argument("--atlas", metavar="NIFTI", help="optional: labelled atlas (default: AAL2, 120 regions)")
     g.add_argument("--atlas-labels", metavar="CSV", help="label table of --atlas (columns index, name)")
+    m = r.add_argument_group("columns and images of your files (config section [data])")
+    m.add_argument("--id-column", metavar="NAME", help="participant ID column of the phenotype file (and of a "
+                   "genotype or image CSV), e.g. eid (data.id_column; default participant_id)")
+    m.add_argument("--column", action="append", default=[], metavar="NAME=COLUMN",
+                   help="read the toolkit's column NAME (digit_span, age, sex, a measure or covariate) from your "
+                        "COLUMN, e.g. --column digit_span=4282-2.0 (repeatable; data.columns)")
+    m.add_argument("--image-suffix", metavar="TEXT", help="BIDS folder: text the image file name must contain, "
+                   "e.g. mwp1 or _T1w (data.image_suffix)")
+    m.add_argument("--image-space", metavar="LABEL", help="BIDS folder: the images' space-<LABEL>, e.g. "
+                   "MNI152NLin2009cAsym (data.image_space)")
     c = r.add_argument_group("configuration")
     c.add_argument("--config", metavar="TOML", help="a TOML file with the keys to change")
     c.add_argument("--preset", choices=("auto", "cpu", "paper", "tiny"), default="auto",
@@ -133,11 +152,14 @@ def _setup_logging(quiet):
             except Exception:  # pragma: no cover
                 self.handleError(record)
 
-    if not any(isinstance(h, TqdmHandler) for h in log.handlers):
-        h = TqdmHandler()
-        h.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(h)
-    log.handlers[0].setLevel(logging.WARNING if quiet else logging.INFO)
+    # one console handler however often main() runs in a process (the class is new at each call)
+    handler = next((h for h in log.handlers if getattr(h, "_cgni_console", False)), None)
+    if handler is None:
+        handler = TqdmHandler()
+        handler._cgni_console = True
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
     log.setLevel(logging.INFO)
     log.propagate = False
     logging.captureWarnings(True)
@@ -156,18 +178,27 @@ def _resolve_preset(preset):
 
 
 def _cmd_run(args):
-    from ._config import load_config, to_toml
+    from ._config import ConfigError, load_config, to_toml
     from ._run import resolve_inputs, run_pipeline
 
     preset = _resolve_preset(args.preset)
     overrides = list(args.overrides)
     for flag, key in (("seed", "run.seed"), ("device", "run.device"), ("threads", "run.threads"),
-                      ("folds", "protocol.folds")):
+                      ("folds", "protocol.folds"), ("id_column", "data.id_column"),
+                      ("image_suffix", "data.image_suffix"), ("image_space", "data.image_space")):
         value = getattr(args, flag)
         if value is not None:
             section, name = key.split(".")
             overrides.append({section: {name: value}})
     config = load_config(args.config, preset=preset, overrides=overrides)
+    if args.column:  # added to the file's data.columns, later flags win
+        columns = dict(config["data"]["columns"])
+        for item in args.column:
+            name, sep, column = (part.strip() for part in item.partition("="))
+            if not sep or not name or not column:
+                raise ConfigError(f"--column expects NAME=COLUMN (e.g. digit_span=4282-2.0); got {item!r}.")
+            columns[name] = column
+        config = load_config(args.config, preset=preset, overrides=[*overrides, {"data": {"columns": columns}}])
     if args.print_config:
         print(f"# preset: {preset}\n" + to_toml(config))
         return 0
@@ -230,7 +261,8 @@ def main(argv=None):
     commands = {"run": _cmd_run, "simulate": _cmd_simulate, "report": _cmd_report}
     try:
         return commands[args.command](args)
-    except (ConfigError, InputError, OutputFolderError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, InputError, OutputFolderError, OSError, ValueError) as exc:
+        # the package's readers name the file (and participant, column) in their OSErrors and ValueErrors
         msg = str(exc)
         print("sklearn-cgni: error: " + textwrap.indent(msg, "  ").lstrip(), file=sys.stderr)
         return 2

@@ -106,6 +106,14 @@ def resolve_inputs(*, cohort=None, images=None, genotypes=None, phenotypes=None,
     else:
         inputs = Inputs()
     for key, value in given.items():
+        if key == "images" and value is not None and "{id}" in str(value):
+            template = os.path.abspath(os.fspath(value))  # relative to the current folder
+            fixed = Path(template.split("{id}", 1)[0])
+            base = fixed if template.split("{id}", 1)[0].endswith(os.sep) else fixed.parent
+            if not base.is_dir():
+                raise InputError(f"--images template {value!r}: the folder {os.fspath(base)!r} does not exist.")
+            inputs.images = template
+            continue
         if value is not None:
             path = Path(value)
             if key == "genotypes" and not path.exists() and Path(f"{value}.bed").exists():
@@ -124,19 +132,34 @@ def resolve_inputs(*, cohort=None, images=None, genotypes=None, phenotypes=None,
                          "with columns index,name); give both or neither (AAL2 is the default).")
     images_path = Path(inputs.images)
     if images_path.is_dir():
-        if not any(p.name.endswith((".nii", ".nii.gz")) for p in images_path.iterdir()):
+        from ..io._images import is_bids_root
+
+        if not any(p.name.endswith((".nii", ".nii.gz")) for p in images_path.iterdir()) \
+                and not is_bids_root(images_path):
             raise InputError(
                 f"No NIfTI images (*.nii, *.nii.gz) found in {os.fspath(images_path)!r}. The image folder "
-                "must hold one gray-matter image per participant named <participant_id>.nii.gz, or give "
-                "a CSV with columns participant_id,image."
+                "must hold one gray-matter image per participant named <participant_id>.nii.gz, or be a BIDS "
+                "derivatives folder (sub-<id>/anat/*.nii.gz); or give a path template with {id}, or a CSV "
+                "with columns participant_id,image."
             )
     return inputs
 
 
 def _stat(path):
+    text = os.fspath(path)
+    if "{id}" in text:  # an image path template: the files it can match
+        import glob
+
+        files = sorted(glob.glob(glob.escape(text).replace(glob.escape("{id}"), "*")))
+        return [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     p = Path(path)
     if p.is_dir():
-        return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+        from ..io._images import is_bids_root
+
+        files = sorted(f for f in p.iterdir() if f.is_file())
+        if is_bids_root(p):  # a BIDS tree: the images of every sub-*/[ses-*/]anat
+            files += sorted(f for f in p.glob("sub-*/**/anat/*.nii*") if f.is_file())
+        return [(os.fspath(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     if p.suffix == ".bed":
         return [(q.name, q.stat().st_size, q.stat().st_mtime_ns)
                 for q in (p, p.with_suffix(".bim"), p.with_suffix(".fam")) if q.exists()]
@@ -144,18 +167,18 @@ def _stat(path):
     return [(p.name, st.st_size, st.st_mtime_ns)]
 
 
-def inputs_fingerprint(inputs):
+def inputs_fingerprint(inputs, id_column="participant_id"):
     """Paths, sizes and modification times of every input file (contents are not read)."""
     parts = {}
     for key, value in asdict(inputs).items():
         if key in ("notes", "embedded") or value is None:
             continue
         parts[key] = [os.fspath(value), _stat(value)]
-    if inputs.images and Path(inputs.images).suffix == ".csv":  # the images a CSV lists
+    if inputs.images and Path(inputs.images).suffix == ".csv" and "{id}" not in inputs.images:  # the images a CSV lists
         try:
             from ..io import read_image_paths
 
-            parts["listed_images"] = [_stat(p) for p in read_image_paths(inputs.images)]
+            parts["listed_images"] = [_stat(p) for p in read_image_paths(inputs.images, id_column=id_column)]
         except Exception as exc:  # reported properly by the data stage
             parts["listed_images"] = str(exc)
     return config_fingerprint(parts)
@@ -265,19 +288,51 @@ def _stage_simulate(run, folder):
     return {"folder": os.fspath(target), **c}
 
 
+def _read_phenotypes(run, required=()):
+    """The phenotype file under the toolkit's column names, as the ``data`` section maps and codes it."""
+    from ..io import read_phenotypes
+
+    d = run.cfg["data"]
+    codings = {"sex": dict(d["sex_coding"])} if d["sex_coding"] else None
+    return read_phenotypes(run.inputs.phenotypes, id_column=d["id_column"], required=required,
+                           columns=dict(d["columns"]), codings=codings)
+
+
+def _covariates(run, frame):
+    """The configured covariates of ``frame`` and which of them are categorical.
+
+    Numeric covariates come back as float; categorical ones (listed in ``data.categorical``, or
+    non-numeric) as text, for the estimators to one-hot encode (first level dropped): the one
+    place that decides how each covariate enters the covariate-only rows, the confound table,
+    the associations and the adjusted models.
+    """
+    names = list(run.cfg["data"]["covariates"])
+    forced = set(run.cfg["data"]["categorical"])
+    out, categorical = pd.DataFrame(index=frame.index), []
+    for c in names:
+        col = frame[c]
+        if c in forced or not pd.api.types.is_numeric_dtype(col):
+            out[c] = col.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            categorical.append(c)
+        else:
+            out[c] = col.astype(float)
+    return out, categorical
+
+
 def _stage_data(run, folder):
     from ..genetics import SNPQualityFilter
     from ..imaging import image_quality_control
-    from ..io import align_cohort, check_image_headers, list_images, read_genotypes, read_image_paths, \
-        read_phenotypes, working_memory_groups
+    from ..io import align_cohort, check_image_headers, find_images, read_genotypes, working_memory_groups
 
     cfg, inp = run.cfg, run.inputs
-    covariates = list(cfg["data"]["covariates"])
+    d = cfg["data"]
+    covariates = list(d["covariates"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        images = list_images(inp.images) if Path(inp.images).is_dir() else read_image_paths(inp.images)
-        geno = read_genotypes(inp.genotypes)
-        pheno = read_phenotypes(inp.phenotypes, required=("digit_span", *covariates))
+        pheno = _read_phenotypes(run, required=("digit_span", *covariates))
+        images = find_images(inp.images, list(pheno.index), id_column=d["id_column"],
+                             suffix=d["image_suffix"] or None, space=d["image_space"] or None)
+        geno = read_genotypes(inp.genotypes, id_column=d["id_column"])
         cohort = align_cohort(images, geno, pheno)
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
     images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
@@ -302,6 +357,11 @@ def _stage_data(run, folder):
     if missing_cov.any():
         log.warning("%d participant(s) miss a covariate %s and are left out of the WM analysis: %s",
                     int(missing_cov.sum()), covariates, pheno.index[missing_cov].tolist()[:50])
+    _, categorical = _covariates(run, pheno)
+    for c in categorical:
+        levels = pheno[c].dropna().astype(str).unique()
+        log.info("covariate %r is categorical: %d levels (%s), one-hot encoded with %r as reference", c,
+                 len(levels), ", ".join(sorted(levels)[:10]), sorted(levels)[0] if len(levels) else None)
     parts = pd.DataFrame(index=pheno.index)
     parts["image"] = images
     for c in dict.fromkeys(["age", "sex", *covariates]):
@@ -361,6 +421,7 @@ def _stage_data(run, folder):
         "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
         "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
         "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
+        "covariates": covariates, "categorical_covariates": categorical,
     }
 
 
@@ -495,16 +556,16 @@ def _model_configs(run):
 
 
 def _covariate_records(run, wm, y, tr, va, hold, k):
-    """Covariate-only logistic regressions (age, sex, age + sex) on the fold's splits, for Tables 1 and 2."""
+    """Covariate-only logistic regressions (each covariate, then all) on the fold's splits, for Tables 1 and 2."""
     from ..evaluation import covariate_baselines
 
-    covs = wm[list(run.cfg["data"]["covariates"])].astype(float)
+    covs, categorical = _covariates(run, wm)
     tables = ("Table 1", "Table 2") if run.cfg["protocol"]["table2"] else ("Table 1",)
     splits = {"train": (covs.iloc[tr], y[tr]), "validation": (covs.iloc[va], y[va]),
               "holdout": (covs.iloc[hold], y[hold])}
     records = []
-    for name, model in covariate_baselines(list(covs.columns), class_weight=_class_weight(run.cfg),
-                                           random_state=run.seed).items():
+    for name, model in covariate_baselines(list(covs.columns), categorical=categorical,
+                                           class_weight=_class_weight(run.cfg), random_state=run.seed).items():
         est = model.fit(covs.iloc[tr], y[tr])
         for table in tables:
             records += score_model(est.predict, splits, table=table, model=name, fold=k)
@@ -681,7 +742,11 @@ def _stage_occlusion(run, folder):
 
 def _gene_table(run):
     if run.inputs.snp_genes:
-        return pd.read_csv(run.inputs.snp_genes, dtype=str)
+        try:
+            return pd.read_csv(run.inputs.snp_genes, dtype=str)
+        except (ValueError, OSError) as exc:  # optional: reported as a note by the genes stage
+            log.warning("SNP -> gene table %r could not be read: %s", run.inputs.snp_genes, exc)
+            return None
     if run.inputs.snp_info:
         info = pd.read_csv(run.inputs.snp_info, dtype=str)
         if "gene" in info:
@@ -699,27 +764,48 @@ def _stage_genes(run, folder):
     table = _gene_table(run)
     if len(sig_regions):
         regions_per_component(sig_regions).to_csv(folder / "table5.csv", index=False)
-    if table is None:
+    if table is None and run.inputs.snp_genes:
+        notes.append(f"The SNP -> gene table {run.inputs.snp_genes!r} could not be read: Table 4 and the "
+                     "enrichment are skipped (see run.log).")
+    elif table is None:
         notes.append("No SNP -> gene table given (--snp-genes, or a 'gene' column in --snp-info): Table 4 "
                      "and the enrichment are skipped.")
     elif len(sig_snps):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            genes_per_component(sig_snps, table).to_csv(folder / "table4.csv", index=False)
-        _caught(caught)
-        if run.inputs.gene_sets:
-            _, snps, _ = run.data()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # unmapped SNPs: listed in Table 4
-                mapping = map_snps_to_genes(list(snps), table)
-            genes = sorted(set(mapping.loc[mapping["snp"].isin(set(sig_snps["snp"])), "gene"].dropna()))
-            background = sorted(set(mapping["gene"].dropna()))
-            g = run.cfg["genes"]  # sets are restricted to the background by enrichment_test
-            res = enrichment_test(genes, read_gmt(run.inputs.gene_sets), background=background,
-                                  method=g["enrichment_method"],
-                                  min_set_size=g["min_set_size"])
-            res.to_csv(folder / "enrichment.csv", index=False)
-        else:
+        source = run.inputs.snp_genes or run.inputs.snp_info
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                table4 = genes_per_component(sig_snps, table)
+            table4.to_csv(folder / "table4.csv", index=False)
+            unmapped = sorted({s_ for row in table4["unmapped_snps"] for s_ in row})
+            if unmapped:
+                notes.append(f"{len(unmapped)} significant SNP(s) are not in the SNP -> gene table {source!r} and "
+                             f"have no gene in Table 4 or the enrichment: {', '.join(unmapped[:20])}"
+                             + (" ..." if len(unmapped) > 20 else "") + ".")
+                log.warning("%s", notes[-1])
+        except (ValueError, OSError) as exc:  # an optional annotation: a gap in Table 4, never the run
+            notes.append(f"Table 4 skipped: the SNP -> gene table {source!r} could not be used: {exc}")
+            log.warning("%s", notes[-1])
+            table4 = None
+        if table4 is not None and run.inputs.gene_sets:
+            try:
+                _, snps, _ = run.data()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # unmapped SNPs: noted above
+                    mapping = map_snps_to_genes(list(snps), table)
+                genes = sorted(set(mapping.loc[mapping["snp"].isin(set(sig_snps["snp"])), "gene"].dropna()))
+                background = sorted(set(mapping["gene"].dropna()))
+                g = run.cfg["genes"]  # sets are restricted to the background by enrichment_test
+                if not genes:
+                    raise ValueError("none of the significant SNPs has a gene in the SNP -> gene table")
+                res = enrichment_test(genes, read_gmt(run.inputs.gene_sets), background=background,
+                                      method=g["enrichment_method"],
+                                      min_set_size=g["min_set_size"])
+                res.to_csv(folder / "enrichment.csv", index=False)
+            except (ValueError, OSError) as exc:
+                notes.append(f"Enrichment skipped: {exc}")
+                log.warning("%s", notes[-1])
+        elif table4 is not None:
             notes.append("No GMT gene sets given (--gene-sets): enrichment skipped.")
     else:
         notes.append("No significant SNP: Table 4 and the enrichment are empty.")
@@ -798,18 +884,19 @@ def _stage_scores(run, folder):
             rows.append({"snp": snp, "model": name, "r_held_out": r, "n": int(m.sum())})
     acc = pd.DataFrame(rows)
     acc.to_csv(folder / "score_accuracy.csv", index=False)
-    measures = [m for m in run.cfg["data"]["measures"] if m in pd.read_csv(run.inputs.phenotypes, nrows=0).columns]
-    from ..io import read_phenotypes
-
-    pheno = read_phenotypes(run.inputs.phenotypes).reindex(ids)
-    covs = [cv_ for cv_ in run.cfg["data"]["covariates"] if cv_ in pheno]
+    pheno = _read_phenotypes(run)
+    measures = [m for m in run.cfg["data"]["measures"] if m in pheno.columns]
+    pheno = pheno.reindex(ids)
+    cov_frame, categorical = _covariates(run, pheno)
+    covs = list(cov_frame.columns)
     keep = pheno[covs].notna().all(axis=1).to_numpy()
+    pheno[covs] = cov_frame
     assoc = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
             if measures:
-                t = association_table(sc[keep], pheno[keep], measures, covariates=covs, categorical=())
+                t = association_table(sc[keep], pheno[keep], measures, covariates=covs, categorical=categorical)
                 t.insert(0, "model", name)
                 assoc.append(t)
     _caught(caught)
@@ -842,7 +929,7 @@ def _brain_age_feature_model(n_img, class_weight, seed):
                      ("logistic", LogisticRegression(class_weight=class_weight, max_iter=2000, random_state=seed))])
 
 
-def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids):
+def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical, matched_ids):
     """Per-fold confound scores of the fine-tuned imaging CNN (Table 1's "Imaging CNN").
 
     raw and matched: the fold models of the finetune stages (their saved predictions), scored
@@ -861,7 +948,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
 
     rows, preds = [], []
     in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
-    frame = wm[["image"] + covariates]
+    frame = pd.concat([wm[["image"]], _covariates(run, wm)[0]], axis=1)
     for k, (tr, va) in enumerate(cv):
         proba = np.load(run.store.path(f"finetune_f{k}") / "cnn_proba.npy")
         pred = proba.argmax(1)  # the classes are 0 (low) and 1 (high) in every fold
@@ -878,7 +965,8 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, matched_ids
         first = nib.load(wm["image"].iloc[0])
         n_vox = int(np.prod(first.shape[:3]))
         tmp = folder / f"residuals_f{k}"  # a memory map when the training images do not fit in 2 GiB
-        adj = ImageCovariateRegressor(covariates, output_dir=tmp if len(tr) * n_vox * 4 > 2 ** 31 else None)
+        adj = ImageCovariateRegressor(covariates, categorical=categorical,
+                                      output_dir=tmp if len(tr) * n_vox * 4 > 2 ** 31 else None)
         model = Pipeline([("covariate_adjustment", adj), ("cnn", _wm_cnn(run, f"adjusted WM CNN fold {k}"))])
         model.fit(frame.iloc[tr], y[tr])
         pred_va = model.predict(frame.iloc[va])
@@ -906,7 +994,7 @@ def _stage_confounds(run, folder):
     folds = [(np.array([pos[i] for i in tr]), np.array([pos[i] for i in va])) for tr, va in cv]
     X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
                      columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
-    covs = wm.iloc[train][covariates].astype(float)
+    covs, categorical = _covariates(run, wm.iloc[train])
     match = None
     if c["match"]:
         match = match_groups(covs, y[train], random_state=run.seed, **(c["match"] if isinstance(c["match"], dict)
@@ -930,8 +1018,8 @@ def _stage_confounds(run, folder):
              len(folds))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        kw = dict(cv=folds, adjust="first", match=match if c["match"] else False, n_permutations=c["n_permutations"],
-                  alternative="greater", random_state=run.seed)
+        kw = dict(cv=folds, adjust="first", categorical=categorical, match=match if c["match"] else False,
+                  n_permutations=c["n_permutations"], alternative="greater", random_state=run.seed)
         res = evaluate_confounds(models, X, y[train], covs, **kw)
         scores, predictions = res.scores, res.predictions
         if classical:  # their own input, [regional means ⊕ SNPs]; the covariate-only rows are already there
@@ -940,7 +1028,7 @@ def _stage_confounds(run, folder):
             predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(classical))]],
                                     ignore_index=True)
         if "Imaging CNN" in c["models"]:
-            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates,
+            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical,
                                                          None if match is None else match.ids)
             scores = pd.concat([scores, cnn], ignore_index=True)
             predictions = pd.concat([predictions, cnn_pred], ignore_index=True)
@@ -948,7 +1036,8 @@ def _stage_confounds(run, folder):
     rank = {m: i for i, m in enumerate(c["models"])}  # rows in the configuration's order, baselines last
     scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
     summary = summarize_confounds(scores, predictions=predictions, y=y[train], covariates=covs,
-                                  baseline="covariates: " + " + ".join(covariates), alternative="greater",
+                                  categorical=categorical, baseline="covariates: " + " + ".join(covariates),
+                                  alternative="greater",
                                   n_permutations=c["n_permutations"], random_state=run.seed)
     summary.to_csv(folder / "confounds.csv", index=False)
     scores.to_csv(folder / "confound_scores.csv", index=False)
@@ -1030,9 +1119,24 @@ def _stage_recovery(run, folder):
 
 
 # ---------------------------------------------------------------------------- output folder
+def _check_writable(out):
+    """The output folder (or the folder it will be made in) must be a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"Output path {os.fspath(out)!r} is a file, not a folder; choose a folder with --output.")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputFolderError(f"Output folder {os.fspath(out)!r} cannot be made: {os.fspath(parent)!r} is a file.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputFolderError(f"Output folder {os.fspath(out)!r} cannot be written: {os.fspath(parent)!r} is not "
+                                "writable (permissions); choose another folder with --output.")
+
+
 def check_output_folder(out, fingerprint, config, inputs_fp, *, force):
     """Refuse a folder that is not ours or holds another configuration's run, unless ``force``."""
     out = Path(out)
+    _check_writable(out)
     if not out.exists() or not any(out.iterdir()):
         return "new"
     run_json = out / "run.json"
@@ -1103,7 +1207,7 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     if inputs.embedded:
         inputs_fp = config_fingerprint({"embedded": config_slice(config, "cohort"), "seed": config["run"]["seed"]})
     else:
-        inputs_fp = inputs_fingerprint(inputs)
+        inputs_fp = inputs_fingerprint(inputs, config["data"]["id_column"])
     full = config_slice(config, *config)
     fingerprint = config_fingerprint({"config": full, "inputs": inputs_fp})
     state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)

@@ -1,26 +1,33 @@
 """Reading cohort files and aligning them by participant ID.
 
 - Images: :class:`NiftiImageSet`, :func:`load_image`, :func:`check_image_headers`,
-  :func:`list_images`, :func:`read_image_paths` (lazy: headers on construction, voxels on access).
+  :func:`list_images`, :func:`read_image_paths`, :func:`list_bids_images`, :func:`images_from_template`
+  and :func:`find_images`, which accepts any of these layouts (lazy: headers on construction, voxels
+  on access).
 - Genotypes: :func:`read_genotypes` (PLINK .bed via bed-reader, or CSV), :func:`write_plink`,
   :func:`write_genotypes_csv`, :func:`check_genotypes`.
-- Phenotypes: :func:`read_phenotypes`.
+- Phenotypes: :func:`read_phenotypes` (column mapping, categorical codings such as :data:`SEX_CODING`).
 - Cohort: :func:`align_cohort` (inner join reporting what it dropped),
   :func:`working_memory_groups`, :func:`load_cohort`.
 - Atlas and template: :func:`load_atlas` (AAL2 by default), :func:`load_gray_matter_template`.
 """
 
 from ._atlas import aal_atlas_files, load_atlas, load_gray_matter_template
-from ._cohort import align_cohort, load_cohort, read_image_paths, working_memory_groups
-from ._images import NiftiImageSet, check_image_headers, list_images, load_image
-from ._tables import check_genotypes, read_genotypes, read_phenotypes, write_genotypes_csv, write_plink
+from ._cohort import align_cohort, find_images, load_cohort, read_image_paths, working_memory_groups
+from ._images import NiftiImageSet, check_image_headers, images_from_template, list_bids_images, list_images, \
+    load_image
+from ._tables import SEX_CODING, check_genotypes, read_genotypes, read_phenotypes, write_genotypes_csv, write_plink
 
 __all__ = [
     "NiftiImageSet",
+    "SEX_CODING",
     "aal_atlas_files",
     "align_cohort",
     "check_genotypes",
     "check_image_headers",
+    "find_images",
+    "images_from_template",
+    "list_bids_images",
     "list_images",
     "load_atlas",
     "load_cohort",

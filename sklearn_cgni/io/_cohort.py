@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from ._images import check_image_headers, list_images
+from ._images import check_image_headers, images_from_template, is_bids_root, list_bids_images, list_images
 from ._tables import read_genotypes, read_phenotypes
 
-__all__ = ["align_cohort", "working_memory_groups", "read_image_paths", "load_cohort"]
+__all__ = ["align_cohort", "working_memory_groups", "read_image_paths", "find_images", "load_cohort"]
 
 
 def _format_ids(ids, limit=20):
@@ -30,6 +30,51 @@ def _as_id_index(obj, what):
     if dup:
         raise ValueError(f"Duplicated participant ID(s) in {what}: {_format_ids(dup)}.")
     return index
+
+
+def find_images(images, participant_ids=None, *, id_column="participant_id", suffix=None, space=None):
+    """One image path per participant, from any of the accepted layouts.
+
+    Parameters
+    ----------
+    images : str or path-like
+        - a path template with ``{id}`` (e.g. ``"derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz"``;
+          relative to the current folder), resolved for ``participant_ids``;
+        - a folder of ``<participant_id>.nii[.gz]`` files (see :func:`list_images`);
+        - a BIDS derivatives folder with ``sub-<id>/[ses-*/]anat/*.nii[.gz]`` (see
+          :func:`list_bids_images`), filtered by ``suffix`` and ``space``;
+        - a CSV with an ID column and an ``image`` column (see :func:`read_image_paths`).
+    participant_ids : sequence of str, optional
+        The participants wanted (those of the phenotype file); required for a template, and
+        restricts the search in a BIDS folder.
+    id_column : str, default="participant_id"
+        ID column of a CSV.
+    suffix, space : str, optional
+        File-name filters of a BIDS folder (refused for the other layouts).
+
+    Returns
+    -------
+    paths : pandas.Series
+        Index: participant ID (str), values: absolute image paths.
+    """
+    spec = os.fspath(images)
+    if "{id}" in spec:
+        if participant_ids is None:
+            raise ValueError(f"The image path template {spec!r} needs the participant IDs to look for.")
+        kind, paths = "template", images_from_template(spec, participant_ids)
+    elif Path(spec).is_dir() and not any(p.name.endswith((".nii", ".nii.gz")) for p in Path(spec).iterdir()) \
+            and is_bids_root(spec):
+        return list_bids_images(spec, suffix=suffix, space=space, participant_ids=participant_ids)
+    elif Path(spec).is_dir():
+        kind, paths = "folder", list_images(spec)
+    else:
+        kind, paths = "CSV", read_image_paths(spec, id_column=id_column)
+    if suffix or space:
+        raise ValueError(
+            f"An image file-name filter (suffix={suffix!r}, space={space!r}) applies to a BIDS folder; "
+            f"{spec!r} is an image {kind}."
+        )
+    return paths
 
 
 def read_image_paths(path, *, id_column="participant_id", path_column="image"):

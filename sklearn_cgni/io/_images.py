@@ -5,6 +5,7 @@ one volume in memory unless the caller asks for it.
 """
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-__all__ = ["NiftiImageSet", "check_image_headers", "load_image", "list_images"]
+__all__ = ["NiftiImageSet", "check_image_headers", "load_image", "list_images", "images_from_template",
+           "list_bids_images", "is_bids_root"]
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -172,6 +174,141 @@ def list_images(directory, pattern=None):
     if dup:
         raise ValueError(f"Several image files map to the same participant ID(s): {dup} in {os.fspath(directory)!r}.")
     return series.rename("image")
+
+
+def _strip_nifti(name):
+    for suffix in _NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def images_from_template(template, participant_ids):
+    """Image paths from a template with ``{id}``, for the participants whose file exists.
+
+    Parameters
+    ----------
+    template : str
+        A path with one or more ``{id}`` placeholders, e.g.
+        ``"derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz"`` (relative paths are
+        taken from the current folder).
+    participant_ids : sequence of str
+        The participants to look for (e.g. those of the phenotype file).
+
+    Returns
+    -------
+    paths : pandas.Series
+        Index: participant ID (str), values: absolute paths of the images that exist, in the
+        order of ``participant_ids``. Participants without a file are left out (and reported by
+        :func:`~sklearn_cgni.io.align_cohort`).
+
+    Raises
+    ------
+    ValueError
+        If the template has no ``{id}``, or no participant has an image.
+    """
+    template = os.fspath(template)
+    if "{id}" not in template:
+        raise ValueError(f"Image path template {template!r} has no {{id}} placeholder.")
+    found, ids = [], []
+    for pid in dict.fromkeys(str(p) for p in participant_ids):
+        path = Path(template.replace("{id}", pid))
+        if path.is_file():
+            found.append(os.fspath(path.resolve()))
+            ids.append(pid)
+    if not found:
+        examples = [template.replace("{id}", str(p)) for p in list(participant_ids)[:2]]
+        raise ValueError(
+            f"No image found with the template {template!r} for any of the {len(participant_ids)} participant(s); "
+            f"looked for e.g. {examples}."
+        )
+    return pd.Series(found, index=pd.Index(ids, name="participant_id"), name="image")
+
+
+def _bids_candidates(root):
+    """``(participant label, file)`` for every ``sub-*/[ses-*/]anat/*.nii[.gz]`` under ``root``."""
+    out = []
+    for sub in sorted(root.glob("sub-*")):
+        if not sub.is_dir():
+            continue
+        label = sub.name[len("sub-"):]
+        for anat in [sub / "anat", *sorted(sub.glob("ses-*/anat"))]:
+            if anat.is_dir():
+                out += [(label, f) for f in sorted(anat.iterdir()) if f.name.endswith(_NIFTI_SUFFIXES)]
+    return out
+
+
+def is_bids_root(directory):
+    """Whether ``directory`` holds ``sub-<label>/[ses-<label>/]anat/`` folders (a BIDS (derivatives) tree)."""
+    directory = Path(directory)
+    return directory.is_dir() and any(
+        (sub / "anat").is_dir() or any(sub.glob("ses-*/anat")) for sub in directory.glob("sub-*") if sub.is_dir()
+    )
+
+
+def list_bids_images(root, *, suffix=None, space=None, participant_ids=None):
+    """Find one image per participant in a BIDS derivatives tree.
+
+    Looks at ``<root>/sub-<label>/anat/*.nii[.gz]`` (and ``sub-<label>/ses-*/anat/``); the
+    participant ID is ``<label>`` (``sub-1234567`` -> ``"1234567"``).
+
+    Parameters
+    ----------
+    root : path-like
+        The derivatives folder, e.g. ``derivatives/cat12`` or ``derivatives/fmriprep``.
+    suffix : str, optional
+        Text the file name must contain, e.g. ``"mwp1"`` (CAT12's modulated gray-matter maps),
+        ``"label-GM_probseg"`` (fMRIPrep) or ``"_T1w"``.
+    space : str, optional
+        The BIDS ``space-<label>`` entity the file name must carry, e.g. ``"MNI152NLin2009cAsym"``.
+    participant_ids : sequence of str, optional
+        Only these participants (e.g. those of the phenotype file); by default every subject.
+
+    Returns
+    -------
+    paths : pandas.Series
+        Index: participant ID (str), values: absolute paths, sorted by ID. Participants with no
+        matching file are left out (and reported by :func:`~sklearn_cgni.io.align_cohort`).
+
+    Raises
+    ------
+    ValueError
+        If a participant has more than one matching file (naming the participant and the
+        files; narrow the filter with ``suffix`` / ``space``), or no file matches at all.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"BIDS folder {os.fspath(root)!r} does not exist.")
+    wanted = None if participant_ids is None else set(str(p) for p in participant_ids)
+    space_re = re.compile(rf"(^|_)space-{re.escape(space)}(_|$)") if space else None
+    matches = {}
+    for label, f in _bids_candidates(root):
+        if wanted is not None and label not in wanted:
+            continue
+        stem = _strip_nifti(f.name)
+        if suffix and suffix not in stem:
+            continue
+        if space_re is not None and not space_re.search(stem):
+            continue
+        matches.setdefault(label, []).append(f)
+    several = {k: v for k, v in matches.items() if len(v) > 1}
+    if several:
+        pid, files = next(iter(several.items()))
+        raise ValueError(
+            f"Participant {pid!r} has {len(files)} images matching in BIDS folder {os.fspath(root)!r}: "
+            f"{[os.fspath(f.relative_to(root)) for f in files]}; narrow the choice with the file-name filter "
+            f"(suffix={suffix!r}, space={space!r}; data.image_suffix / data.image_space in sklearn-cgni run)"
+            + (f" ({len(several)} participants have several)." if len(several) > 1 else ".")
+        )
+    if not matches:
+        raise ValueError(
+            f"No image in BIDS folder {os.fspath(root)!r} matches sub-*/[ses-*/]anat/*.nii[.gz]"
+            + (f" containing {suffix!r}" if suffix else "") + (f" in space {space!r}" if space else "")
+            + (f" for the {len(wanted)} participant(s) asked for" if wanted is not None else "") + "."
+        )
+    ids = sorted(matches)
+    return pd.Series([os.fspath(matches[i][0].resolve()) for i in ids], index=pd.Index(ids, name="participant_id"),
+                     name="image")
 
 
 class NiftiImageSet(Sequence):

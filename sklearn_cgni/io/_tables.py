@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["read_genotypes", "read_phenotypes", "write_genotypes_csv", "write_plink", "check_genotypes"]
+__all__ = ["read_genotypes", "read_phenotypes", "write_genotypes_csv", "write_plink", "check_genotypes", "SEX_CODING"]
 
 DEFAULT_NA_VALUES = ("", "NA", "NaN", "nan", ".", "-9")
 
@@ -115,16 +115,20 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     if suffix in (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz"):
         if not path.exists():
             raise FileNotFoundError(f"Genotype file {os.fspath(path)!r} does not exist.")
+        if path.is_dir():
+            raise IsADirectoryError(f"Genotype file {os.fspath(path)!r} is a folder; expected a CSV file.")
         sep = "\t" if ".tsv" in suffix or suffix == ".txt" else ","
-        table = pd.read_csv(path, sep=sep, na_values=list(na_values), keep_default_na=False,
-                            dtype={id_column: str})
+        table = _read_table(path, sep, id_column, na_values, "genotype")
         if id_column not in table.columns:
             raise ValueError(
                 f"Genotype table {os.fspath(path)!r} has no participant ID column {id_column!r}; "
-                f"its first columns are {list(table.columns[:5])}."
+                f"its first columns are {list(table.columns[:5])}. Name it with id_column (data.id_column, "
+                "--id-column)."
             )
         table = table.set_index(id_column)
         table.index.name = "participant_id"
+        if table.shape[1] == 0:
+            raise ValueError(f"Genotype file {os.fspath(path)!r} has no SNP column besides {id_column!r}.")
         return check_genotypes(table, source=os.fspath(path), allow_dosage=allow_dosage)
 
     prefix = _plink_prefix(path)
@@ -141,53 +145,179 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     except Exception as exc:
         raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
     table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
+    if table.shape[0] == 0 or table.shape[1] == 0:
+        raise ValueError(f"PLINK file set {os.fspath(prefix)!r} holds {table.shape[0]} participant(s) and "
+                         f"{table.shape[1]} SNP(s); it is empty.")
     return check_genotypes(table, source=os.fspath(prefix.with_suffix(".bed")))
 
 
-def read_phenotypes(path, *, id_column="participant_id", required=(), na_values=DEFAULT_NA_VALUES[:5]):
-    """Read a phenotype CSV keyed by participant ID.
+#: The default coding of ``sex`` (keys compared case-insensitively): 0 = female, 1 = male, as the
+#: simulated cohorts and UK Biobank's field 31 code it.
+SEX_CODING = {"0": 0, "1": 1, "f": 0, "female": 0, "m": 1, "male": 1}
+
+
+def _code_key(value):
+    """A cell as a coding key: integral numbers without ``.0``, text stripped and lower-cased."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip().lower()
+
+
+def _apply_coding(table, column, coding, source, file_column):
+    """Map the codes of ``table[column]`` through ``coding``; unknown codes raise naming participants."""
+    lookup = {_code_key(k): v for k, v in coding.items()}
+    raw = table[column]
+    present = raw.notna()
+    keys = raw[present].map(_code_key)
+    unknown = ~keys.isin(list(lookup))
+    if unknown.any():
+        bad = keys[unknown]
+        ids = bad.index.tolist()
+        shown = ", ".join(map(repr, ids[:10])) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+        codes = sorted(set(raw[present][unknown].astype(str)))
+        col = repr(column) if file_column == column else f"{file_column!r} (used as {column!r})"
+        raise ValueError(
+            f"Phenotype file {source}, column {col}: unknown code(s) {codes[:10]} for participant(s) {shown}; "
+            f"known codes are {sorted(coding)} (case-insensitive). Give this column's coding with "
+            f"codings={{{column!r}: {{code: value}}}}"
+            + (" (in sklearn-cgni run: data.sex_coding)." if column == "sex" else ".")
+        )
+    out = pd.Series(np.nan, index=raw.index, dtype=float)
+    out[present] = keys.map(lookup).astype(float)
+    return out
+
+
+def _read_header(path, sep):
+    """The header row as written (pandas would rename a repeated name to ``name.1``)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        return next(csv.reader(fh, delimiter=sep), None)
+
+
+def _read_table(path, sep, id_column, na_values, what):
+    """One CSV/TSV read: refuse an empty file or a repeated column name, naming the file."""
+    try:
+        header = _read_header(path, sep)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OSError(f"Could not read {what} file {os.fspath(path)!r}: {exc}") from exc
+    if not header or not any(h.strip() for h in header):
+        raise ValueError(f"{what.capitalize()} file {os.fspath(path)!r} is empty: no header row.")
+    seen, repeated = set(), []
+    for name in header:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise ValueError(
+            f"{what.capitalize()} file {os.fspath(path)!r} repeats {'SNP ' if what == 'genotype' else ''}"
+            f"column(s) {repeated[:10]} in its header; each column must appear once."
+        )
+    try:
+        table = pd.read_csv(path, sep=sep, na_values=list(na_values), keep_default_na=False,
+                            dtype={id_column: str})
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"Could not parse {what} file {os.fspath(path)!r}: {exc}") from exc
+    if table.empty:
+        raise ValueError(f"{what.capitalize()} file {os.fspath(path)!r} has a header but no participant rows.")
+    return table
+
+
+def read_phenotypes(path, *, id_column="participant_id", required=(), columns=None, codings=None,
+                    na_values=DEFAULT_NA_VALUES[:5]):
+    """Read a phenotype CSV keyed by participant ID, renaming and recoding columns.
 
     Parameters
     ----------
     path : path-like
         CSV (or TSV) file with one row per participant.
     id_column : str, default="participant_id"
-        Name of the participant ID column.
+        Name of the participant ID column in the file (e.g. ``"eid"`` for UK Biobank).
     required : sequence of str, default=()
-        Columns that must be present (e.g. ``("digit_span", "age", "sex")``).
+        Columns that must be present after renaming (e.g. ``("digit_span", "age", "sex")``).
+    columns : dict, optional
+        The toolkit's column name -> the file's column name (e.g. ``{"digit_span": "4282-2.0",
+        "age": "21003-2.0", "sex": "31-0.0"}``). Columns not listed keep their names.
+    codings : dict, optional
+        Column (toolkit name) -> ``{code: value}`` for categorical columns. Codes are compared
+        case-insensitively, numbers without a trailing ``.0``. By default ``sex`` is recoded
+        with :data:`SEX_CODING` (0/1, F/M, Female/Male: 0 = female, 1 = male, UK Biobank's
+        coding); pass ``{"sex": None}`` to keep the column as it is.
     na_values : sequence of str
         Strings read as missing.
 
     Returns
     -------
     phenotypes : DataFrame
-        Indexed by participant ID (str).
+        Indexed by participant ID (str), columns under the toolkit's names.
 
     Raises
     ------
     ValueError
-        If the ID column or a required column is absent, or IDs are duplicated.
+        If the file is empty, repeats a column, lacks the ID column, a mapped or required
+        column, holds duplicated IDs, or an unknown code (naming the participants and column).
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ukb.csv")
+    >>> pd.DataFrame({"eid": [1001, 1002], "4282-2.0": [4, 10], "31-0.0": ["Female", "M"]}).to_csv(
+    ...     path, index=False)
+    >>> ph = read_phenotypes(path, id_column="eid", columns={"digit_span": "4282-2.0", "sex": "31-0.0"})
+    >>> ph.index.tolist(), ph["digit_span"].tolist(), ph["sex"].tolist()
+    (['1001', '1002'], [4, 10], [0.0, 1.0])
     """
     path = Path(path)
+    source = repr(os.fspath(path))
     if not path.exists():
-        raise FileNotFoundError(f"Phenotype file {os.fspath(path)!r} does not exist.")
+        raise FileNotFoundError(f"Phenotype file {source} does not exist.")
+    if path.is_dir():
+        raise IsADirectoryError(f"Phenotype file {source} is a folder; expected a CSV file.")
     sep = "\t" if path.suffix in (".tsv", ".txt") else ","
-    table = pd.read_csv(path, sep=sep, na_values=list(na_values), keep_default_na=False, dtype={id_column: str})
+    table = _read_table(path, sep, id_column, na_values, "phenotype")
     if id_column not in table.columns:
         raise ValueError(
-            f"Phenotype file {os.fspath(path)!r} has no participant ID column {id_column!r}; "
-            f"columns are {list(table.columns)}."
+            f"Phenotype file {source} has no participant ID column {id_column!r}; "
+            f"columns are {list(table.columns)[:20]}. Name it with id_column (data.id_column, --id-column)."
         )
+    columns = {str(k): str(v) for k, v in (columns or {}).items() if str(k) != str(v)}
+    absent = {k: v for k, v in columns.items() if v not in table.columns}
+    if absent:
+        raise ValueError(
+            f"Phenotype file {source} has no column(s) {sorted(absent.values())} (mapped to "
+            f"{sorted(absent)}); columns are {list(table.columns)[:20]}."
+        )
+    clash = [k for k in columns if k in table.columns and k not in columns.values()]
+    if clash:
+        raise ValueError(
+            f"Phenotype file {source} has column(s) {clash} and also maps other columns to these names "
+            f"({ {k: columns[k] for k in clash} }); rename or remove one of them."
+        )
+    renamed = {v: k for k, v in columns.items()}
+    file_column = {k: v for k, v in columns.items()}
+    table = table.rename(columns=renamed)
     absent = [c for c in required if c not in table.columns]
     if absent:
         raise ValueError(
-            f"Phenotype file {os.fspath(path)!r} lacks required column(s) {absent}; "
-            f"columns are {list(table.columns)}."
+            f"Phenotype file {source} lacks required column(s) {absent}; "
+            f"columns are {list(table.columns)[:20]}. Map your column names with columns= "
+            "(data.columns, --column NAME=COLUMN)."
         )
     table = table.set_index(id_column)
     table.index = table.index.astype(str)
     table.index.name = "participant_id"
     _check_unique_ids(table.index, os.fspath(path))
+    codings = {"sex": SEX_CODING, **(codings or {})}
+    for column, coding in codings.items():
+        if coding is None or column not in table.columns:
+            continue
+        table[column] = _apply_coding(table, column, coding, source, file_column.get(column, column))
     return table
 
 
