@@ -1258,7 +1258,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
         plan.append((f"models_f{k}", lambda d, k=k: _stage_models(run, d, k),
                      dict(config=sec("contrastive", "classifier", "baselines", "protocol", "data")),
                      ("data", "regions", f"finetune_f{k}")))
-    plan.append(("training_curves", lambda d: _stage_training_curves(run, d), dict(config=sec("protocol")),
+    plan.append(("training_curves", lambda d: _stage_training_curves(run, d), dict(config=sec("protocol", "stage1")),
                  ("brain_age",) + tuple(f"finetune_f{k}" for k in range(folds))))
     plan.append(("scca", lambda d: _stage_scca(run, d), dict(config=sec("scca")), ("data", "models_f0")))
     plan.append(("occlusion", lambda d: _stage_occlusion(run, d), dict(config=sec("occlusion"), inputs=inputs_fp),

@@ -340,8 +340,8 @@ class _BaseImageCNN(BaseEstimator):
         history = self.net_.history
         self.n_epochs_ = len(history)
         monitor, lower = self._monitor
-        keys = ["train_loss", "valid_loss", monitor, "lr"]
-        self.history_ = [{k: float(e[k]) for k in dict.fromkeys(keys) if k in e} | {"epoch": int(e["epoch"])}
+        keys = {"train_loss": "train_loss", "valid_loss": "valid_loss", monitor: monitor, "event_lr": "lr"}
+        self.history_ = [{"epoch": int(e["epoch"])} | {name: float(e[k]) for k, name in keys.items() if k in e}
                          for e in history]
         values = [e.get(monitor) for e in self.history_]
         if self.n_epochs_ and all(v is not None for v in values):

@@ -139,6 +139,14 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         The resolved architecture (channels, padding, pool_blocks, global_pool).
     y_mean_, y_scale_ : float
         Standardisation of age used in training.
+    n_epochs_ : int
+        Epochs trained (at most ``max_epochs``).
+    best_epoch_ : int
+        The epoch whose weights were kept: the best validation MAE with early stopping,
+        else the last.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss`` and, with a validation split, ``valid_loss``
+        (standardised age) and ``valid_mae`` (years); ``lr`` with a schedule.
     device_ : str
         Resolved device.
     feature_names_in_ : ndarray of str

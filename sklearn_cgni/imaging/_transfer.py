@@ -66,6 +66,8 @@ recalibrate_bn, random_state, verbose
     classes_ : ndarray of shape (n_classes,)
     net_, module_, image_shape_, n_features_out_, arch_, device_
         As in :class:`BrainAgeCNNTransformer`.
+    n_epochs_, best_epoch_, history_
+        As in :class:`BrainAgeCNNTransformer`; the validation metric is ``valid_bacc``.
     n_transferred_blocks_ : int
         Blocks actually copied (0 without a source or when loading ``weights``).
 
