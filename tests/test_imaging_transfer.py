@@ -103,13 +103,16 @@ def test_save_load_and_bad_labels(data, tmp_path):
 def test_early_stopping_keeps_the_best_validation_epoch(data):
     X, y, source = data
     est = ImagingCNNClassifier(source, **TINY, max_epochs=12, n_iter_no_change=3, validation_fraction=0.25,
-                               lr=3e-3, random_state=0).fit(X, y)
+                               lr=3e-3, scoring="balanced_accuracy", random_state=0).fit(X, y)
     bacc = [h["valid_bacc"] for h in est.history_]
     assert len(est.history_) == est.n_epochs_ <= 12
     assert est.best_epoch_ == int(np.argmax(bacc)) + 1  # the first epoch of the best validation score
     if est.n_epochs_ < 12:  # stopped early: patience epochs without improvement after the best
         assert est.n_epochs_ - est.best_epoch_ == 3
     assert all({"train_loss", "valid_loss", "valid_bacc"} <= set(h) for h in est.history_)
+    by_loss = ImagingCNNClassifier(source, **TINY, max_epochs=6, n_iter_no_change=2, validation_fraction=0.25,
+                                   lr=3e-3, random_state=0).fit(X, y)  # the default: validation loss
+    assert by_loss.best_epoch_ == int(np.argmin([h["valid_loss"] for h in by_loss.history_])) + 1
     # a fixed budget trains every epoch and keeps the last
     fixed = ImagingCNNClassifier(source, **TINY, max_epochs=3, early_stopping=False, lr_schedule="none",
                                  random_state=0).fit(X, y)

@@ -193,6 +193,9 @@ def _check_semantics(config):
     s1 = config["stage1"]
     if s1["lr_schedule"] not in ("plateau", "none"):
         raise ConfigError(f"stage1.lr_schedule must be 'plateau' or 'none'; got {s1['lr_schedule']!r}.")
+    if s1["finetune_scoring"] not in ("loss", "balanced_accuracy"):
+        raise ConfigError(f"stage1.finetune_scoring must be 'loss' or 'balanced_accuracy'; "
+                          f"got {s1['finetune_scoring']!r}.")
     if not 0 <= s1["validation_fraction"] < 1:
         raise ConfigError(f"stage1.validation_fraction must be in [0, 1); got {s1['validation_fraction']!r}.")
     if (s1["early_stopping"] or s1["lr_schedule"] != "none") and s1["validation_fraction"] == 0:

@@ -318,8 +318,9 @@ def render_html(out, results, tables, notes):
         parts["brain_age"] = parts.get("brain_age", "") + "<h3>Training of the stage-1 CNNs</h3>" + _html_table(
             tables["stage1_training"]) + _note(
             (f"Early stopping on {s1.get('validation_fraction')} of each CNN's training participants (patience "
-             f"{s1.get('n_iter_no_change')} epochs; brain age: validation MAE, WM folds: validation balanced "
-             "accuracy); the weights of the best epoch are kept, and the budget is the most epochs allowed."
+             f"{s1.get('n_iter_no_change')} epochs; brain age: validation MAE, WM folds: validation "
+             f"{'balanced accuracy' if s1.get('finetune_scoring') == 'balanced_accuracy' else 'cross-entropy'}); "
+             "the weights of the best epoch are kept, and the budget is the most epochs allowed."
              if s1.get("early_stopping") else "Fixed number of epochs (early stopping off).")
             + (" Learning rate halved on plateaus of the validation metric." if s1.get("lr_schedule") == "plateau"
                else "")

@@ -498,7 +498,8 @@ def _wm_cnn(run, desc):
     return ImagingCNNClassifier(
         brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
         n_transfer_blocks=s["n_transfer_blocks"], freeze_transferred=s["freeze_transferred"],
-        class_weight=_class_weight(run.cfg), **_stage1_kwargs(run, s["finetune_max_epochs"], desc))
+        class_weight=_class_weight(run.cfg), scoring=s["finetune_scoring"],
+        **_stage1_kwargs(run, s["finetune_max_epochs"], desc))
 
 
 def _stage_finetune(run, folder, k):
@@ -531,18 +532,20 @@ def _stage_training_curves(run, folder):
         runs[f"WM CNN fold {k}"] = run.store.done_info(f"finetune_f{k}")["result"]
     rows = [{"model": name, "epochs_run": r["epochs_run"], "best_epoch": r["best_epoch"],
              "budget": run.cfg["stage1"]["pretrain_max_epochs" if name.startswith("brain") else "finetune_max_epochs"],
-             **{f"best_{key}": r["history"][r["best_epoch"] - 1][key] for key in ("valid_mae", "valid_bacc")
+             **{f"best_{key}": r["history"][r["best_epoch"] - 1][key] for key in ("valid_mae", "valid_loss", "valid_bacc")
                 if r["history"] and key in r["history"][r["best_epoch"] - 1]}}
             for name, r in runs.items()]
     pd.DataFrame(rows).to_csv(folder / "training.csv", index=False)
     figures = []
     if any(r["history"] for r in runs.values()):
-        _savefig(plot_training_curves({name: r["history"] for name, r in runs.items()}),
+        _savefig(plot_training_curves({name: r["history"] for name, r in runs.items()},
+                                      best_epochs={name: r["best_epoch"] for name, r in runs.items()}),
                  folder / "training_curves.png")
         figures.append(_figure(folder, "training_curves.png", "Stage-1 training curves",
-                               "Training and validation loss per epoch (left axis) and the validation metric that "
-                               "early stopping watches (brain age: MAE in years; WM folds: balanced accuracy), per "
-                               "CNN; the dotted vertical line marks the epoch kept."))
+                               "Training and validation loss per epoch (left axis) and a validation metric (right "
+                               "axis; brain age: MAE in years, WM folds: balanced accuracy), per CNN; the dotted "
+                               "vertical line marks the epoch kept (best validation MAE for brain age, best "
+                               "stage1.finetune_scoring for the WM folds)."))
     return {"rows": rows, "figures": figures}
 
 

@@ -206,7 +206,7 @@ _METRIC_LABELS = {"valid_mae": "validation MAE (years)", "valid_bacc": "validati
                   "valid_loss": "validation loss"}
 
 
-def plot_training_curves(histories, *, figure=None):
+def plot_training_curves(histories, *, best_epochs=None, figure=None):
     """Loss and validation metric per epoch of one or more trained networks, side by side.
 
     Parameters
@@ -217,13 +217,16 @@ def plot_training_curves(histories, *, figure=None):
         :class:`~sklearn_cgni.imaging.ImagingCNNClassifier`): one dict per epoch with
         ``epoch``, ``train_loss`` and, when a validation split was held out, ``valid_loss``
         and the early-stopping metric (``valid_mae`` or ``valid_bacc``).
+    best_epochs : dict of str -> int, optional
+        The epoch kept for each network (e.g. ``best_epoch_``); default: the best epoch of
+        the validation metric shown.
     figure : matplotlib Figure, optional
 
     Returns
     -------
     figure : matplotlib Figure
         One panel per network: training and validation loss (left axis), the validation
-        metric (right axis), and a dotted vertical line at the best epoch of that metric.
+        metric (right axis), and a dotted vertical line at the epoch kept.
 
     Examples
     --------
@@ -263,6 +266,9 @@ def plot_training_curves(histories, *, figure=None):
             twin.plot(epochs, values, color="C1", label=_METRIC_LABELS[metric])
             twin.set_ylabel(_METRIC_LABELS[metric], fontsize=8, color="C1")
             best = epochs[int(np.argmin(values) if metric == "valid_mae" else np.argmax(values))]
+        if best_epochs and name in best_epochs:
+            best = best_epochs[name]
+        if metric is not None or (best_epochs and name in best_epochs):
             ax.axvline(best, color="k", ls=":", lw=1)
         ax.legend(frameon=False, fontsize=7, loc="upper right")
     for ax in axes[n:]:

@@ -340,7 +340,8 @@ class _BaseImageCNN(BaseEstimator):
         history = self.net_.history
         self.n_epochs_ = len(history)
         monitor, lower = self._monitor
-        keys = {"train_loss": "train_loss", "valid_loss": "valid_loss", monitor: monitor, "event_lr": "lr"}
+        keys = {"train_loss": "train_loss", "valid_loss": "valid_loss",
+                **{name: name for name, _ in self._monitor_callbacks()}, "event_lr": "lr"}
         self.history_ = [{"epoch": int(e["epoch"])} | {name: float(e[k]) for k, name in keys.items() if k in e}
                          for e in history]
         values = [e.get(monitor) for e in self.history_]
