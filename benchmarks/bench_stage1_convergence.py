@@ -53,6 +53,8 @@ OLD = dict(early_stopping=False, lr_schedule="none", standardize_voxels=False, v
 ES = dict(early_stopping=True, lr_schedule="plateau", standardize_voxels=False, validation_fraction=0.2,
           n_iter_no_change=10)
 STD = {**ES, "standardize_voxels": True}
+# what the WM CNN's early stopping watches, unless a row says otherwise (the estimator's default is "loss")
+BACC = {"scoring": "balanced_accuracy"}
 VARIANTS = {
     "fixed": ("cpu preset before: 4 pre-training / 3 fine-tuning epochs, raw voxels",
               {**OLD, "max_epochs": 4}, {**OLD, "max_epochs": 3}),
@@ -150,7 +152,7 @@ def main(argv=None):
     brain_age = {}  # variants with the same pre-training settings share one brain-age CNN
     for v in args.variants:
         desc, ba_kw, wm_kw = VARIANTS[v]
-        wm_kw = dict(wm_kw)
+        wm_kw = {**BACC, **wm_kw} if wm_kw.get("early_stopping") else dict(wm_kw)
         scratch = wm_kw.pop("_scratch", False)
         t = time.perf_counter()
         key = json.dumps(ba_kw, sort_keys=True)
