@@ -317,6 +317,21 @@ def test_simulate_command(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_simulate_effect_pattern(tmp_path):
+    dst = tmp_path / "focal"
+    assert main(["simulate", str(dst), "--n-participants", "20", "--n-snps", "30", "--shape", "24", "28", "24",
+                 "--effect-pattern", "focal"]) == 0
+    gt = json.loads((dst / "ground_truth.json").read_text())
+    assert gt["effect_pattern"] == "focal" and gt["focal_effects"] and not gt["snp_region_effects"]
+    with pytest.raises(SystemExit):
+        main(["simulate", str(tmp_path / "x"), "--effect-pattern", "blob"])
+
+
+def test_cohort_effect_pattern_is_checked():
+    with pytest.raises(ConfigError, match="cohort.effect_pattern"):
+        load_config(preset="tiny", overrides=["cohort.effect_pattern=blob"])
+
+
 def test_module_entry_point_runs():
     import subprocess
     import sys

@@ -204,6 +204,9 @@ def _check_semantics(config):
                               f"got {s1[key]!r}.")
     if s1["augment_shift"] < 0:
         raise ConfigError(f"stage1.augment_shift must be non-negative; got {s1['augment_shift']!r}.")
+    if config["cohort"]["effect_pattern"] not in ("region", "focal", "mixed"):
+        raise ConfigError(f"cohort.effect_pattern must be 'region', 'focal' or 'mixed'; got "
+                          f"{config['cohort']['effect_pattern']!r}.")
     if len(config["cohort"]["shape"]) != 3:
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     if config["scores"]["task"] not in ("classes", "dosage"):

@@ -258,10 +258,10 @@ def _stage_simulate(run, folder):
         import shutil
 
         shutil.rmtree(target)
-    log.info("simulating the embedded default cohort: %d participants, %d SNPs, images %s",
-             c["n_participants"], c["n_snps"], tuple(c["shape"]))
+    log.info("simulating the embedded default cohort: %d participants, %d SNPs, images %s, %s SNP effects",
+             c["n_participants"], c["n_snps"], tuple(c["shape"]), c["effect_pattern"])
     make_cohort(c["n_participants"], c["n_snps"], shape=tuple(c["shape"]), demographics=c["demographics"],
-                output_dir=target, random_state=run.seed)
+                effect_pattern=c["effect_pattern"], output_dir=target, random_state=run.seed)
     return {"folder": os.fspath(target), **c}
 
 
