@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
-from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _transfer_blocks
+from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _transfer_blocks, _valid_metric_callback
 from ._dataset import check_image_input
 
 __all__ = ["BrainGenotypeScorer", "cross_fit_scores", "check_genotype_targets"]
@@ -215,12 +215,18 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     lr : float, default=1e-3
     weight_decay : float, default=0.0
     validation_fraction : float, default=0.1
-        Held-out fraction for skorch's ``valid_loss`` (0 trains on everything).
+        Held-out fraction of the training participants on which ``valid_loss`` and
+        ``valid_r`` are recorded every epoch (0 trains on everything). ``valid_r`` is the mean
+        over SNPs of the correlation of the scores with the observed genotypes on that split
+        (SNPs constant there are left out): the quantity the scores are for.
     early_stopping : bool, default=False
-        Stop on the validation loss (patience ``n_iter_no_change``, best epoch kept), as in
-        :class:`BrainAgeCNNTransformer`.
+        Stop when ``valid_r`` has not improved for ``n_iter_no_change`` epochs and keep the
+        best epoch's weights (``best_epoch_``), as in :class:`BrainAgeCNNTransformer`;
+        ``max_epochs`` is then a budget.
     n_iter_no_change : int, default=10
     lr_schedule : {"plateau", "none"}, default="none"
+        ``"plateau"`` halves the learning rate when ``valid_r`` has not improved for
+        ``n_iter_no_change // 2`` epochs.
     augment_shift : int, default=0
         Random shifts of up to this many voxels per axis in training.
     callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, verbose
@@ -252,6 +258,12 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     n_missing_ : int
         Missing calls masked out of the training loss.
     n_transferred_blocks_ : int
+    n_epochs_, best_epoch_ : int
+        Epochs run, and the epoch whose weights were kept (the best ``valid_r`` with early
+        stopping, else the last).
+    history_ : list of dict
+        Per epoch: ``train_loss`` and, with a validation split, ``valid_loss``, ``valid_r``
+        and ``lr``.
     net_, module_, image_shape_, n_features_out_, arch_, device_
         As in :class:`BrainAgeCNNTransformer`.
 
@@ -285,6 +297,27 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         "standardize_voxels": ["boolean"],
     }
     _kind = "genotype_scores"
+    _monitor = ("valid_r", False)
+
+    def _monitor_callbacks(self):
+        return [("valid_r", _valid_metric_callback("valid_r", self._validation_r))]
+
+    def _validation_r(self, y_true, y_pred):
+        """Mean over SNPs of the held-out correlation of the scores with the genotypes.
+
+        ``y_true`` as the net receives it (class codes with -100 for a missing call, or
+        standardised dosages with NaN), ``y_pred`` the raw outputs. SNPs without variation in
+        the validation split (or with constant scores) are left out; 0.0 if none is left.
+        """
+        if self.task == "classes":
+            y = np.where(y_true == _MISSING_CLASS, np.nan, y_true).astype(np.float64)
+            z = y_pred - y_pred.max(axis=-1, keepdims=True)
+            p = np.exp(z)
+            scores = (p / p.sum(axis=-1, keepdims=True)) @ np.array([0.0, 1.0, 2.0])
+        else:
+            y, scores = y_true.astype(np.float64), y_pred.astype(np.float64)
+        r = per_snp_correlation(scores.reshape(len(scores), -1), y.reshape(len(y), -1))
+        return float(np.mean(r[np.isfinite(r)])) if np.isfinite(r).any() else 0.0
 
     def __init__(self, task="classes", *, brain_age_model=None, n_transfer_blocks=None,
                  freeze_transferred=False, hidden=None, standardize_voxels=True, channels=None, padding=None,
