@@ -268,3 +268,38 @@ def test_early_stopping_on_validation_r_keeps_the_best_epoch(data):
     assert s.best_epoch_ == int(np.argmax(r)) + 1
     assert max(r) > 0.1  # SNP 0 of 4 is learnable: its validation r lifts the mean
     assert s.net_.history[-1]["epoch"] == s.n_epochs_
+
+
+def test_cross_fit_select_chooses_snps_per_fold_on_training_rows_only(data):
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+
+    class RidgeScorer(Ridge):
+        def fit(self, X, G):
+            return super().fit(X, np.nan_to_num(np.asarray(G, dtype=float)))
+
+        def transform(self, X):
+            return self.predict(X)
+
+    X, G = data
+    flat = X.reshape(len(X), -1)
+    seen = []
+
+    def select(train):
+        seen.append(np.asarray(train))
+        return ["rs0", "rs1"] if len(seen) == 1 else ["rs0", "rs3"]
+
+    est = RidgeScorer(1.0)
+    scores = cross_fit_scores(est, flat, G, cv=3, select=select)
+    assert list(scores.columns) == ["rs0", "rs1", "rs3"]
+    folds = list(KFold(3, shuffle=True, random_state=0).split(flat))
+    for (train, test), got in zip(folds, seen):
+        np.testing.assert_array_equal(train, got)   # select saw the fold's training rows only
+    test0, rest = folds[0][1], np.concatenate([folds[1][1], folds[2][1]])
+    assert scores["rs0"].notna().all()
+    assert scores["rs1"].iloc[test0].notna().all() and scores["rs1"].iloc[rest].isna().all()
+    assert scores["rs3"].iloc[test0].isna().all() and scores["rs3"].iloc[rest].notna().all()
+    with pytest.raises(ValueError, match="not both"):
+        cross_fit_scores(est, flat, G, cv=3, select=select, snps=["rs0"])
+    with pytest.raises(ValueError, match="not columns of G"):
+        cross_fit_scores(est, flat, G, cv=3, select=lambda tr: ["rs9"])

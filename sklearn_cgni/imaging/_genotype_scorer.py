@@ -627,8 +627,8 @@ def _take(X, idx):
     return [X[i] for i in idx]
 
 
-def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_estimators=False,
-                     verbose=0):
+def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, select=None,
+                     return_estimators=False, verbose=0):
     """Held-out brain-genotype scores: each participant scored by a model not trained on them.
 
     Like :func:`sklearn.model_selection.cross_val_predict` (which cannot pass a
@@ -649,6 +649,12 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_es
         Group labels for group-aware splitters (e.g. families, sites).
     snps : list, optional
         Passed to ``transform`` when the estimator supports it.
+    select : callable, optional
+        ``select(train) -> SNPs`` (column names of ``G``, or positions): the SNPs to fit and
+        score in the fold whose training rows are ``train`` (an index array), e.g. a screen
+        fitted on those rows only, so that the choice of SNPs never sees the participants it
+        scores. The result has a column for every SNP chosen in at least one fold (in ``G``'s
+        order) and NaN for participants of folds that did not choose it. Not with ``snps``.
     return_estimators : bool, default=False
     verbose : int, default=0
         Print one line per fold.
@@ -657,7 +663,7 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_es
     -------
     scores : DataFrame of shape (n, n_snps)
         Index: participant IDs (from ``G``'s index if a DataFrame, else ``X``'s, else
-        ``0..n-1``); columns: SNP ids.
+        ``0..n-1``); columns: SNP ids (with ``select``: the SNPs chosen in any fold).
     estimators : list, only if ``return_estimators``
 
     Notes
@@ -692,10 +698,30 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_es
             f"cross_fit_scores: the cv test folds must cover every participant exactly once; "
             f"{int((seen == 0).sum())} never and {int((seen > 1).sum())} several times "
             f"(use KFold/GroupKFold-like splitters, not ShuffleSplit).")
+    if select is not None and snps is not None:
+        raise ValueError("cross_fit_scores: pass either snps (one subset for every fold) or select "
+                         "(a subset chosen per fold), not both.")
+    lookup = {str(s): j for j, s in enumerate(names)}
+    fold_columns = []
+    for k, (train, _) in enumerate(folds):
+        if select is None:
+            fold_columns.append(np.arange(len(names)))
+            continue
+        chosen = list(select(np.asarray(train)))
+        if not chosen:
+            raise ValueError(f"cross_fit_scores: select chose no SNP in fold {k + 1}.")
+        unknown = [s for s in chosen if not isinstance(s, (Integral, np.integer)) and str(s) not in lookup]
+        if unknown:
+            raise ValueError(f"cross_fit_scores: select chose SNP(s) {unknown[:10]} that are not columns of G.")
+        fold_columns.append(np.array([int(s) if isinstance(s, (Integral, np.integer)) else lookup[str(s)]
+                                      for s in chosen]))
     for k, (train, _) in enumerate(folds):   # fail before training anything
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            span = np.nanmax(values[train], axis=0) - np.nanmin(values[train], axis=0)
+            cols_k = fold_columns[k]
+            span = np.zeros(len(names))
+            span[cols_k] = np.nanmax(values[train][:, cols_k], axis=0) - np.nanmin(values[train][:, cols_k], axis=0)
+            span[np.setdiff1d(np.arange(len(names)), cols_k)] = 1.0
         flat = ~(span > 0)
         if flat.any():
             raise ValueError(
@@ -708,13 +734,20 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_es
     for k, (train, test) in enumerate(folds):
         est = clone(estimator)
         Gk = G_rows.iloc[train] if isinstance(G_rows, pd.DataFrame) else G_rows[train]
+        if select is not None:
+            Gk = Gk.iloc[:, fold_columns[k]] if isinstance(Gk, pd.DataFrame) else Gk[:, fold_columns[k]]
         est.fit(_take(X, train), Gk)
         scores = est.transform(_take(X, test), snps=snps) if snps is not None else \
             est.transform(_take(X, test))
         scores = np.asarray(scores, dtype=np.float64)
-        if out is None:
-            out = np.full((n, scores.shape[1]), np.nan)
-        out[test] = scores
+        if select is not None:
+            if out is None:
+                out = np.full((n, len(names)), np.nan)
+            out[np.ix_(test, fold_columns[k])] = scores
+        else:
+            if out is None:
+                out = np.full((n, scores.shape[1]), np.nan)
+            out[test] = scores
         if verbose:
             print(f"cross_fit_scores: fold {k + 1}/{len(folds)} done ({len(test)} scored)")
         if return_estimators:
@@ -723,4 +756,6 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, return_es
     if snps is None and out.shape[1] != len(names):
         cols = [f"score{j}" for j in range(out.shape[1])]
     result = pd.DataFrame(out, index=ids if ids is not None else pd.RangeIndex(n), columns=cols)
+    if select is not None:
+        result = result.iloc[:, np.unique(np.concatenate(fold_columns))]
     return (result, estimators) if return_estimators else result
