@@ -135,6 +135,7 @@ def run_setting(args, snp_effect, log, pattern="region"):
     t0 = time.time()
     cohort = make_cohort(n_participants=args.n, n_snps=args.snps, shape=tuple(args.shape),
                          n_causal_snps=args.causal, snp_effect=snp_effect, effect_pattern=pattern,
+                         focal_radius=args.focal_radius,
                          ld_block_size=tuple(args.ld_block),
                          random_state=args.seed, n_jobs=1)
     qc = image_quality_control(cohort.images, cohort.participant_ids)
@@ -259,6 +260,7 @@ def main():
     p.add_argument("--effects", type=float, nargs="+", default=(0.2,))
     p.add_argument("--patterns", nargs="+", default=("region", "focal"), choices=("region", "focal", "mixed"),
                    help="make_cohort(effect_pattern=...)")
+    p.add_argument("--focal-radius", type=float, default=12.0, help="make_cohort(focal_radius=...), mm")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=40, help="epoch budget (max_epochs)")
     p.add_argument("--early-stopping", action="store_true", help="stop on valid_r, keep the best epoch")
