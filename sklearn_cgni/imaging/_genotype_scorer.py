@@ -222,7 +222,12 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     early_stopping : bool, default=False
         Stop when ``valid_r`` has not improved for ``n_iter_no_change`` epochs and keep the
         best epoch's weights (``best_epoch_``), as in :class:`BrainAgeCNNTransformer`;
-        ``max_epochs`` is then a budget.
+        ``max_epochs`` is then a budget. Off by default: at the default budget of 20 epochs,
+        early stopping with ``lr_schedule="plateau"`` gave lower held-out r for the causal SNPs
+        than 20 plain epochs in ``benchmarks/bench_brain_genotype_scores.py`` (the network
+        was still improving and the plateau schedule slowed it); with a budget of 60 it was
+        as good or better than 60 plain epochs and stopped sooner. Use it with a larger
+        ``max_epochs`` (the command line's ``scores`` stage does).
     n_iter_no_change : int, default=10
     lr_schedule : {"plateau", "none"}, default="none"
         ``"plateau"`` halves the learning rate when ``valid_r`` has not improved for
