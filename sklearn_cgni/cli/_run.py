@@ -817,7 +817,8 @@ def _stage_scores(run, folder):
     folds = list(cv.split(np.zeros(len(ids))))
     images = parts.loc[ids, "image"]
     G_all = pd.DataFrame(raw[ok], index=ids, columns=snps)
-    G_all = G_all.loc[:, (G_all.max() > G_all.min()).to_numpy()]  # a SNP constant here has nothing to score
+    if not c["snps"]:  # a SNP constant here has nothing to score (listed ones are checked per fold below)
+        G_all = G_all.loc[:, (G_all.max() > G_all.min()).to_numpy()]
     G, select, source = _score_snp_choice(run, G_all, images, folds)
     watch = c["early_stopping"] or c["lr_schedule"] != "none"
     scorer = BrainGenotypeScorer(
