@@ -1,6 +1,6 @@
 """Brain-genotype scores on make_cohort: multi-task CNN vs the IDP baseline, against planted truth.
 
-For each setting (planted SNP effect size), on one simulated cohort:
+For each setting (SNP effect pattern x planted effect size), on one simulated cohort:
 
 1. QC: images (correlation with the mean image) and SNPs (SNPQualityFilter selection; the
    raw calls are kept, missing ones are masked by the CNN / dropped per SNP by the IDP model).
@@ -8,17 +8,24 @@ For each setting (planted SNP effect size), on one simulated cohort:
    the IDP baseline (regional mean gray matter -> ridge per SNP).
 3. Recovery: Pearson r of held-out score with the true genotype per SNP, by SNP class
    (causal: planted brain effect; LD proxy: same LD block as a causal SNP; direct: acts on
-   cognition only; null: everything else), and the fraction significant (Bonferroni over SNPs).
-4. Localisation: saliency of each causal SNP's CNN score (the fold-1 model, explained on its
-   held-out fold) per AAL2 region; rank of the planted region(s). For the IDP baseline the
-   analogue is the ridge coefficient magnitude per region.
+   cognition only; null: everything else), and the fraction significant (Bonferroni over SNPs);
+   CNN vs IDP across the causal SNPs: mean difference of r and a paired Wilcoxon signed-rank
+   test (two-sided).
+4. Localisation (``--explain``): saliency of each causal SNP's CNN score (the fold-1 model,
+   explained on its held-out fold) per AAL2 region; rank of the planted region(s) (region
+   pattern only). For the IDP baseline the analogue is the ridge coefficient magnitude per
+   region.
 5. Association: every score x (digit span, fluid intelligence, reaction time), OLS with age,
    sex and site; Bonferroni-significant tests per SNP class. The true genotypes go through the
    same analysis as a reference.
 
-Run (about 20 minutes on 2 shared CPU cores at the default sizes):
+Run (the reduced comparison of issue 17: region vs focal effects, early-stopped CNN, a few
+minutes per pattern on one core):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py \
+        --patterns region focal --effects 0.2 --n 500 --early-stopping --lr-schedule plateau --epochs 40
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py \
+        --effects 0.03 0.1 --epochs 15 --explain --association   # the earlier, full run
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py --quick
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_brain_genotype_scores.py \
         --effects 0.1 --idp-permutations 50     # null calibration of held-out r (IDP only)
@@ -26,6 +33,7 @@ Run (about 20 minutes on 2 shared CPU cores at the default sizes):
 
 import argparse
 import json
+import os
 import time
 import warnings
 
@@ -107,10 +115,27 @@ def idp_permutation_check(X, G, atlas, classes, folds, n_perm, log):
     return obs
 
 
-def run_setting(args, snp_effect, log):
+def paired_comparison(rec, log):
+    """CNN vs IDP held-out r over the causal SNPs: mean difference and a paired Wilcoxon test."""
+    a = rec["CNN"].set_index("snp")
+    b = rec["IDP"].set_index("snp")
+    causal = a.index[a["class"] == "causal"]
+    diff = a.loc[causal, "r"] - b.loc[causal, "r"]
+    res = stats.wilcoxon(a.loc[causal, "r"], b.loc[causal, "r"]) if len(causal) > 1 else None
+    out = {"n_causal": len(causal), "mean_r_cnn": float(a.loc[causal, "r"].mean()),
+           "mean_r_idp": float(b.loc[causal, "r"].mean()), "mean_diff": float(diff.mean()),
+           "cnn_wins": int((diff > 0).sum()), "wilcoxon_p": float(res.pvalue) if res else float("nan")}
+    log(f"  causal SNPs, CNN - IDP held-out r: mean {out['mean_diff']:+.3f} (CNN {out['mean_r_cnn']:.3f}, "
+        f"IDP {out['mean_r_idp']:.3f}); CNN higher for {out['cnn_wins']} of {len(causal)}; paired Wilcoxon "
+        f"p = {out['wilcoxon_p']:.3g}")
+    return out
+
+
+def run_setting(args, snp_effect, log, pattern="region"):
     t0 = time.time()
     cohort = make_cohort(n_participants=args.n, n_snps=args.snps, shape=tuple(args.shape),
-                         n_causal_snps=args.causal, snp_effect=snp_effect,
+                         n_causal_snps=args.causal, snp_effect=snp_effect, effect_pattern=pattern,
+                         focal_radius=args.focal_radius,
                          ld_block_size=tuple(args.ld_block),
                          random_state=args.seed, n_jobs=1)
     qc = image_quality_control(cohort.images, cohort.participant_ids)
@@ -134,11 +159,15 @@ def run_setting(args, snp_effect, log):
     cnn = BrainGenotypeScorer(
         "dosage", channels=tuple(args.channels), padding=1, pool_blocks=args.pool_blocks,
         max_epochs=args.epochs, batch_size=16, lr=2e-3, weight_decay=args.weight_decay,
-        validation_fraction=0, device="cpu", random_state=0)
+        validation_fraction=args.validation_fraction, early_stopping=args.early_stopping,
+        n_iter_no_change=args.patience, lr_schedule=args.lr_schedule, device="cpu", random_state=0)
     t = time.time()
     cnn_scores, cnn_models = cross_fit_scores(cnn, X, G, cv=args.folds, return_estimators=True)
     results["cnn_time"] = time.time() - t
-    log(f"  CNN cross-fitting ({args.folds} folds, {args.epochs} epochs): {results['cnn_time']:.0f} s")
+    results["cnn_epochs"] = [(int(m.n_epochs_), int(m.best_epoch_)) for m in cnn_models]
+    log(f"  CNN cross-fitting ({args.folds} folds, budget {args.epochs} epochs, early stopping "
+        f"{args.early_stopping}, LR schedule {args.lr_schedule}; (epochs run, kept) per fold "
+        f"{results['cnn_epochs']}): {results['cnn_time']:.0f} s")
     idp = make_idp_scorer(cohort.atlas, "dosage", alpha=10.0)
     t = time.time()
     with warnings.catch_warnings():
@@ -156,6 +185,11 @@ def run_setting(args, snp_effect, log):
                             "mean_r": d["r"].mean(), "median_r": d["r"].median(),
                             "n_significant": int(d["significant"].sum())})
     results["recovery"] = pd.DataFrame(summary)
+    results["paired"] = paired_comparison(rec, log)
+    results["per_snp"] = pd.concat([df.assign(model=name) for name, df in rec.items()], ignore_index=True)
+    results["cohort"] = {"n": int(len(ids)), "n_snps": len(snps), "classes": classes.value_counts().to_dict()}
+    if not args.explain:
+        return results
 
     # 4. localisation: causal SNPs' planted regions
     planted = {}
@@ -176,7 +210,7 @@ def run_setting(args, snp_effect, log):
     coef = pd.DataFrame(
         np.abs(np.stack([m.coef_ for m in idp_models[0].named_steps["model"].estimators_])).T,
         index=idp_models[0].named_steps["idp"].region_names_, columns=snps)
-    for s in causal:
+    for s in (s for s in causal if s in planted):
         for method, vals in [("CNN saliency", sal.region_attributions_[s]),
                              ("CNN integrated gradients", ig.region_attributions_[s]),
                              ("IDP |ridge coef|", coef[s])]:
@@ -211,8 +245,7 @@ def run_setting(args, snp_effect, log):
                                "tests": len(d), "median_abs_beta": d["beta"].abs().median()})
     results["association"] = pd.DataFrame(assoc_rows)
     results["association_tables"] = tables
-    results["cohort"] = {"n": int(len(ids)), "n_snps": len(snps),
-                         "classes": classes.value_counts().to_dict(), "n_regions": n_regions}
+    results["cohort"]["n_regions"] = n_regions
     return results
 
 
@@ -224,9 +257,18 @@ def main():
                    help="LD block size range (small, so that null blocks remain)")
     p.add_argument("--causal", type=int, default=10)
     p.add_argument("--shape", type=int, nargs=3, default=(24, 28, 24))
-    p.add_argument("--effects", type=float, nargs="+", default=(0.03, 0.10))
+    p.add_argument("--effects", type=float, nargs="+", default=(0.2,))
+    p.add_argument("--patterns", nargs="+", default=("region", "focal"), choices=("region", "focal", "mixed"),
+                   help="make_cohort(effect_pattern=...)")
+    p.add_argument("--focal-radius", type=float, default=12.0, help="make_cohort(focal_radius=...), mm")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=40, help="epoch budget (max_epochs)")
+    p.add_argument("--early-stopping", action="store_true", help="stop on valid_r, keep the best epoch")
+    p.add_argument("--lr-schedule", default="none", choices=("none", "plateau"))
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="held out of each fold's training part for valid_r (0: none; needed by the two above)")
+    p.add_argument("--patience", type=int, default=10, help="n_iter_no_change")
+    p.add_argument("--explain", action="store_true", help="also saliency localisation and associations")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--channels", type=int, nargs="+", default=(8, 16, 16))
     p.add_argument("--pool-blocks", type=int, default=3)
@@ -239,24 +281,29 @@ def main():
     p.add_argument("--json", default=None, help="write all summary tables to this JSON file")
     args = p.parse_args()
     if args.quick:
-        args.n, args.snps, args.effects, args.epochs = 150, 40, (0.10,), 2
+        args.n, args.snps, args.effects, args.epochs = 150, 40, (0.2,), 2
         args.saliency_n, args.ig_n = 10, 4
     torch.set_num_threads(1)
 
     def log(msg):
         print(msg, flush=True)
 
-    log(f"settings: {vars(args)}; torch threads {torch.get_num_threads()}")
+    log(f"settings: {vars(args)}; torch threads {torch.get_num_threads()}; load average at start "
+        f"{os.getloadavg()} on {os.cpu_count()} cores")
     out = {}
-    for eff in args.effects:
-        log(f"\n## snp_effect = {eff}")
-        res = run_setting(args, eff, log)
-        if res is None:
-            continue
-        for key in ("recovery", "localisation", "association"):
-            log(f"\n### {key}\n" + res[key].to_markdown(index=False, floatfmt=".3f"))
-        out[str(eff)] = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
-                         for k, v in res.items() if k != "association_tables"}
+    for pattern in args.patterns:
+        for eff in args.effects:
+            log(f"\n## effect_pattern = {pattern}, snp_effect = {eff}")
+            t0 = time.time()
+            res = run_setting(args, eff, log, pattern)
+            if res is None:
+                continue
+            for key in ("recovery", "localisation", "association"):
+                if key in res:
+                    log(f"\n### {key}\n" + res[key].to_markdown(index=False, floatfmt=".3f"))
+            log(f"  setting wall time {time.time() - t0:.0f} s; load average {os.getloadavg()}")
+            out[f"{pattern} {eff}"] = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
+                                       for k, v in res.items() if k != "association_tables"}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=float)

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sklearn_cgni.cli import ConfigError, load_config, main
@@ -273,12 +274,13 @@ def test_interrupted_stage_is_recomputed(finished_run, tmp_path):
     cohort, cfg, out = finished_run
     out = _copy(out, tmp_path)
     # an interruption leaves a stage folder without its _done.json
-    (out / "stages" / "genes" / "_done.json").unlink()
+    (out / "stages" / "occlusion" / "_done.json").unlink()
     assert main(_base_args(cohort, cfg, out)) == 0
     status = json.loads((out / "run.json").read_text())["stage_status"]
-    # genes is recomputed, and recovery, which reads its outputs, follows
-    assert status["genes"] == "computed" and status["recovery"] == "computed"
-    assert status["brain_age"] == "reused" and status["occlusion"] == "reused" and status["scores"] == "reused"
+    # occlusion is recomputed, and genes and recovery, which read its outputs, follow
+    assert status["occlusion"] == "computed" and status["genes"] == "computed" and status["recovery"] == "computed"
+    # the brain-genotype scores do not read occlusion (their SNPs come from a regional screen)
+    assert status["brain_age"] == "reused" and status["scores"] == "reused"
 
 
 def test_other_config_is_refused_then_forced(finished_run, tmp_path, capsys):
@@ -315,6 +317,21 @@ def test_simulate_command(tmp_path, capsys):
     assert "sklearn-cgni run --cohort" in capsys.readouterr().out
     assert main(["simulate", str(dst), "--n-participants", "30"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_simulate_effect_pattern(tmp_path):
+    dst = tmp_path / "focal"
+    assert main(["simulate", str(dst), "--n-participants", "20", "--n-snps", "30", "--shape", "24", "28", "24",
+                 "--effect-pattern", "focal"]) == 0
+    gt = json.loads((dst / "ground_truth.json").read_text())
+    assert gt["effect_pattern"] == "focal" and gt["focal_effects"] and not gt["snp_region_effects"]
+    with pytest.raises(SystemExit):
+        main(["simulate", str(tmp_path / "x"), "--effect-pattern", "blob"])
+
+
+def test_cohort_effect_pattern_is_checked():
+    with pytest.raises(ConfigError, match="cohort.effect_pattern"):
+        load_config(preset="tiny", overrides=["cohort.effect_pattern=blob"])
 
 
 def test_module_entry_point_runs():
@@ -374,3 +391,52 @@ def test_keyboard_interrupt_then_resume(finished_run, tmp_path, monkeypatch, cap
     status = json.loads((out / "run.json").read_text())["stage_status"]
     assert status["genes"] == "computed" and status["occlusion"] == "reused"
     assert not (out / "stages" / "genes" / "partial.csv").exists()  # the half-written stage was cleared
+
+
+# ---------------------------------------------------------------------------- brain-genotype scores
+def test_scores_stage_chooses_snps_by_a_screen_and_says_who_wins(finished_run):
+    _, _, out = finished_run
+    done = json.loads((out / "stages" / "scores" / "_done.json").read_text())
+    res = done.get("result", done)
+    assert res["source_of_snps"] == "screen"
+    assert all(1 <= len(f) <= 2 for f in res["snps_per_fold"])  # max_snps = 2 per fold
+    assert set(res["snps"]) == set().union(*res["snps_per_fold"])
+    assert all(e["best_epoch"] <= e["epochs_run"] for e in res["epochs"])
+    report = (out / "report.html").read_text()
+    assert "Which scorer wins and by how much" in report and "training participants" in report
+
+
+def test_score_snp_screen_never_sees_the_scored_participants(tiny_cohort):
+    from types import SimpleNamespace
+
+    from sklearn.model_selection import KFold
+
+    from sklearn_cgni.cli._run import _score_snp_choice, _screen_snps
+    from sklearn_cgni.io import read_genotypes
+
+    cohort, _ = tiny_cohort
+    G = read_genotypes(cohort / "genotypes.csv")
+    images = pd.Series([str(cohort / "images" / f"{pid}.nii.gz") for pid in G.index], index=G.index)
+    run = SimpleNamespace(cfg={"scores": {"snps": [], "max_snps": 3}}, inputs=SimpleNamespace(atlas=None))
+    folds = list(KFold(2, shuffle=True, random_state=0).split(G))
+    G_all, select, source = _score_snp_choice(run, G, images, folds)
+    assert source == "screen" and G_all is G
+    first = [select(tr) for tr, _ in folds]
+    assert all(len(c) == 3 for c in first) and first[0] != first[1]
+    # scrambling the genotypes of fold 0's test participants does not change fold 0's choice
+    (train, test) = folds[0]
+    G2 = G.copy()
+    G2.iloc[test] = G.iloc[test].to_numpy()[np.random.default_rng(0).permutation(len(test))]
+    _, select2, _ = _score_snp_choice(run, G2, images, folds)
+    assert select2(train) == first[0]
+    # the screen ranks by max |r| over regions: a SNP copied from a region's values comes first
+    R = np.random.default_rng(1).normal(size=(40, 5))
+    Gs = np.random.default_rng(2).integers(0, 3, size=(40, 4)).astype(float)
+    Gs[:, 2] = np.digitize(R[:, 3], [-0.5, 0.5])
+    Gs[:5, 2] = np.nan
+    Gs[:, 0] = 1.0  # constant: never chosen
+    assert _screen_snps(R, Gs, ["a", "b", "c", "d"], 2)[0] == "c"
+    assert "a" not in _screen_snps(R, Gs, ["a", "b", "c", "d"], 4)
+    run_user = SimpleNamespace(cfg={"scores": {"snps": [G.columns[1]], "max_snps": 3}}, inputs=run.inputs)
+    Gu, sel_u, src_u = _score_snp_choice(run_user, G, images, folds)
+    assert list(Gu.columns) == [G.columns[1]] and sel_u is None and src_u == "config"

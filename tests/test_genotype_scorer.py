@@ -232,3 +232,74 @@ def test_transform_keeps_the_voxel_standardisation_in_every_inference_backend(da
         eager = s.module_.eval()(torch.from_numpy(X[36:])).numpy() * s.y_scale_ + s.y_mean_
     np.testing.assert_allclose(s.transform(X[36:]), eager, rtol=1e-4, atol=1e-5)
     assert per_snp_correlation(s.transform(X[36:]), G.to_numpy()[36:])[0] > 0.8
+
+
+@pytest.mark.parametrize("task", ["classes", "dosage"])
+def test_validation_r_is_the_mean_per_snp_correlation_and_nan_safe(task):
+    est = BrainGenotypeScorer(task)
+    rng = np.random.default_rng(0)
+    G = rng.integers(0, 3, size=(30, 3)).astype(float)
+    G[:, 2] = 1.0                           # constant on this split: left out, not NaN
+    G[0, 0] = np.nan                        # a missing call: left out of SNP 0's correlation
+    scores = G + rng.normal(0, 1, size=G.shape)
+    if task == "classes":
+        y_true = np.where(np.isnan(G), -100, G).astype(np.int64)
+        # logits whose softmax-expected dosage is known
+        p2 = np.clip(scores / 2, 0.01, 0.99)
+        logits = np.log(np.stack([1 - p2, np.full_like(p2, 1e-6), p2], axis=-1))
+        expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) @ [0.0, 1.0, 2.0]
+        got = est._validation_r(y_true, logits)
+    else:
+        y_true, expected = G.astype(np.float32), scores
+        got = est._validation_r(y_true, scores.astype(np.float32))
+    want = per_snp_correlation(expected, G)[:2]
+    assert np.isfinite(want).all()
+    assert got == pytest.approx(want.mean(), abs=1e-5)
+    flat_pred = np.zeros((5, 2, 3) if task == "classes" else (5, 2), dtype=np.float32)
+    assert est._validation_r(np.ones((5, 2), dtype=np.int64), flat_pred) == 0.0  # nothing to correlate
+
+
+def test_early_stopping_on_validation_r_keeps_the_best_epoch(data):
+    X, G = data
+    tiny = {**TINY, "validation_fraction": 0.25, "early_stopping": True, "lr_schedule": "plateau"}
+    s = BrainGenotypeScorer("dosage", **tiny, max_epochs=12, n_iter_no_change=3, lr=3e-3, random_state=0).fit(X, G)
+    r = [h["valid_r"] for h in s.history_]
+    assert len(r) == s.n_epochs_ <= 12 and all(-1 <= v <= 1 for v in r)
+    assert s.best_epoch_ == int(np.argmax(r)) + 1
+    assert max(r) > 0.1  # SNP 0 of 4 is learnable: its validation r lifts the mean
+    assert s.net_.history[-1]["epoch"] == s.n_epochs_
+
+
+def test_cross_fit_select_chooses_snps_per_fold_on_training_rows_only(data):
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+
+    class RidgeScorer(Ridge):
+        def fit(self, X, G):
+            return super().fit(X, np.nan_to_num(np.asarray(G, dtype=float)))
+
+        def transform(self, X):
+            return self.predict(X)
+
+    X, G = data
+    flat = X.reshape(len(X), -1)
+    seen = []
+
+    def select(train):
+        seen.append(np.asarray(train))
+        return ["rs0", "rs1"] if len(seen) == 1 else ["rs0", "rs3"]
+
+    est = RidgeScorer(1.0)
+    scores = cross_fit_scores(est, flat, G, cv=3, select=select)
+    assert list(scores.columns) == ["rs0", "rs1", "rs3"]
+    folds = list(KFold(3, shuffle=True, random_state=0).split(flat))
+    for (train, test), got in zip(folds, seen):
+        np.testing.assert_array_equal(train, got)   # select saw the fold's training rows only
+    test0, rest = folds[0][1], np.concatenate([folds[1][1], folds[2][1]])
+    assert scores["rs0"].notna().all()
+    assert scores["rs1"].iloc[test0].notna().all() and scores["rs1"].iloc[rest].isna().all()
+    assert scores["rs3"].iloc[test0].isna().all() and scores["rs3"].iloc[rest].notna().all()
+    with pytest.raises(ValueError, match="not both"):
+        cross_fit_scores(est, flat, G, cv=3, select=select, snps=["rs0"])
+    with pytest.raises(ValueError, match="not columns of G"):
+        cross_fit_scores(est, flat, G, cv=3, select=lambda tr: ["rs9"])

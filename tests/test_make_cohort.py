@@ -223,3 +223,150 @@ def test_qc_failures_are_planted_even_when_every_block_holds_a_causal_snp():
     assert len(planted) == 4
     assert not set(planted) & set(c.ground_truth["causal_snps"])
     assert not set(planted) & set(c.ground_truth["direct_genetic_effects"])
+
+
+# ---------------------------------------------------------------------- effect patterns
+# Recorded on commit 9316818, before effect_pattern existed: make_cohort(40, 50, shape=(24, 28, 24),
+# random_state=0). The default ("region") must keep producing exactly this cohort.
+_REGION_REFERENCE = {
+    "image_values": [0.12342309, 0.13488697, 0.11708502],  # images[[0, 7, 19], 12, 14, 12]
+    "image_sums": [1931.3203125, 1849.20996094, 1744.97167969, 1861.79968262],  # images[:4].sum per image
+    "latent_first": [0.8299846728572866, -1.2280046269163103, -0.2915429052174106],
+    "sha256_16": {"images": "18a3695ee66557af", "genotypes": "c0da35ff7e65c2f4",
+                  "phenotypes": "702bd6886b9ffb88", "latent": "f9e61fdeef7d8f85",
+                  "effects": "7aadd4854811705f"},
+}
+
+
+def _sha(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_region_pattern_is_unchanged(explicit):
+    kw = {"effect_pattern": "region"} if explicit else {}
+    c = make_cohort(40, 50, shape=SHAPE, random_state=0, **kw)
+    ref = _REGION_REFERENCE
+    np.testing.assert_allclose(c.images[[0, 7, 19], 12, 14, 12], ref["image_values"], rtol=1e-6)
+    np.testing.assert_allclose(c.images.reshape(40, -1).sum(axis=1)[:4], ref["image_sums"], rtol=1e-6)
+    np.testing.assert_allclose(c.latent.iloc[0].to_numpy(), ref["latent_first"], rtol=1e-12)
+    got = {"images": _sha(np.ascontiguousarray(c.images).tobytes()),
+           "genotypes": _sha(np.ascontiguousarray(c.genotypes.to_numpy()).tobytes()),
+           "phenotypes": _sha(c.phenotypes.to_csv().encode()), "latent": _sha(c.latent.to_csv().encode()),
+           "effects": _sha(json.dumps(c.ground_truth["snp_region_effects"]).encode())}
+    assert got == ref["sha256_16"]
+    assert c.ground_truth["effect_pattern"] == "region" and c.ground_truth["focal_effects"] == []
+
+
+_QUIET = dict(noise_sd=0.0, regional_sd=0.0, global_sd=0.0, age_effect=0.0, sex_effect=0.0, site_effect=0.0,
+              n_bad_images=0)
+
+
+@pytest.fixture(scope="module")
+def focal():
+    # only the genetic effects vary between images: the genotype's slope on log gray matter is the planted map
+    return make_cohort(200, 40, shape=SHAPE, n_causal_snps=4, effect_pattern="focal", snp_effect=0.3,
+                       random_state=0, **_QUIET)
+
+
+def _slope_map(cohort, snp):
+    X = np.log(np.maximum(cohort.images.reshape(len(cohort.images), -1), 1e-3))
+    g = cohort.genotypes[snp].fillna(cohort.genotypes[snp].mean()).to_numpy()
+    g = g - g.mean()
+    return ((X - X.mean(axis=0)) * g[:, None]).sum(axis=0) / (g ** 2).sum()
+
+
+def _mni_grid(cohort):
+    grid = np.indices(cohort.images.shape[1:]).reshape(3, -1).T
+    return grid @ cohort.affine[:3, :3].T + cohort.affine[:3, 3]
+
+
+def test_focal_clusters_are_where_ground_truth_says(focal):
+    gt = focal.ground_truth
+    assert gt["effect_pattern"] == "focal" and gt["snp_region_effects"] == [] and gt["affected_regions"] == {}
+    effects = gt["focal_effects"]
+    assert {e["snp"] for e in effects} == set(gt["causal_snps"])
+    mni = _mni_grid(focal)
+    for e in effects:
+        # voxel and MNI centres agree through the affine; radius and sign as documented
+        np.testing.assert_allclose((focal.affine @ np.r_[e["center_voxel"], 1])[:3], e["center_mni"], atol=0.02)
+        assert e["radius_mm"] == 12.0 and e["sign"] == np.sign(e["effect"])
+        slope = _slope_map(focal, e["snp"])
+        d = np.linalg.norm(mni - np.asarray(e["center_mni"]), axis=1)
+        others = [o for o in effects if o["snp"] == e["snp"] and o is not e]
+        if any(np.linalg.norm(np.subtract(o["center_mni"], e["center_mni"])) < 4 * e["radius_mm"] for o in others):
+            continue  # two overlapping clusters of one SNP: their sum is not this cluster's profile
+        at_centre = slope[np.argmin(d)]
+        assert np.sign(at_centre) == e["sign"]
+        assert abs(at_centre) > 0.5 * abs(e["effect"])
+        # the peak of the SNP's map around the cluster lies within one voxel diagonal of the centre
+        near = d < 2 * e["radius_mm"]
+        peak = np.argmax(np.where(near, np.abs(slope), 0))
+        assert d[peak] < 15.0
+
+
+def test_focal_clusters_are_not_atlas_aligned(focal):
+    """A cluster covers a part of several regions: gray matter of one region changes unevenly."""
+    atlas = np.asarray(focal.atlas.img.dataobj).ravel()
+    mni = _mni_grid(focal)
+    spans = []
+    for e in focal.ground_truth["focal_effects"]:
+        d = np.linalg.norm(mni - np.asarray(e["center_mni"]), axis=1)
+        labels = set(atlas[d <= e["radius_mm"]].tolist()) - {0}
+        spans.append(len(labels))
+        # within the region at the centre, the effect fades away from the cluster
+        if e["region_at_center"] != "outside atlas":
+            slope = _slope_map(focal, e["snp"])
+            idx = focal.atlas.labels.set_index("name").loc[e["region_at_center"], "index"]
+            in_region = atlas == idx
+            assert np.abs(slope[in_region & (d > 3 * e["radius_mm"])]).max(initial=0) < \
+                0.5 * np.abs(slope[in_region & (d <= e["radius_mm"])]).max()
+    assert max(spans) >= 2
+
+
+def test_mixed_is_deterministic_and_keeps_the_genotypes():
+    kw = dict(n_participants=40, n_snps=50, shape=SHAPE, n_causal_snps=6, random_state=5)
+    region = make_cohort(**kw)
+    a = make_cohort(effect_pattern="mixed", **kw)
+    b = make_cohort(effect_pattern="mixed", **kw)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert a.ground_truth == b.ground_truth
+    pd.testing.assert_frame_equal(a.genotypes, region.genotypes)
+    pd.testing.assert_series_equal(a.phenotypes["site"], region.phenotypes["site"])  # age, sex follow the trait
+    focal_snps = {e["snp"] for e in a.ground_truth["focal_effects"]}
+    region_snps = {e["snp"] for e in a.ground_truth["snp_region_effects"]}
+    assert focal_snps and region_snps and not focal_snps & region_snps
+    assert focal_snps | region_snps == set(a.ground_truth["causal_snps"])
+    assert not np.array_equal(a.images, region.images)
+
+
+def test_focal_brain_path_follows_the_clusters(focal):
+    """The brain path is the mean log modulation over the clusters: genotypes of causal SNPs predict it."""
+    gt = focal.ground_truth
+    G = focal.genotypes[gt["causal_snps"]].fillna(focal.genotypes[gt["causal_snps"]].mean()).to_numpy()
+    bp = focal.latent["brain_path"].to_numpy()
+    fit = np.linalg.lstsq(np.c_[np.ones(len(G)), G], bp, rcond=None)
+    resid = bp - np.c_[np.ones(len(G)), G] @ fit[0]
+    assert 1 - resid.var() / bp.var() > 0.99  # no non-genetic variation in this cohort: all of it is genetic
+    # every causal SNP contributes with the sign of its (summed) cluster effects
+    for snp, coef in zip(gt["causal_snps"], fit[0][1:]):
+        total = sum(e["effect"] for e in gt["focal_effects"] if e["snp"] == snp)
+        assert np.sign(coef) == np.sign(total)
+
+
+def test_focal_ground_truth_is_written(tmp_path):
+    c = make_cohort(20, 30, shape=SHAPE, n_causal_snps=2, effect_pattern="focal", output_dir=tmp_path,
+                    random_state=1)
+    gt = json.loads((tmp_path / "ground_truth.json").read_text())
+    assert gt["effect_pattern"] == "focal" and gt["parameters"]["focal_radius"] == 12.0
+    assert gt["focal_effects"] == json.loads(json.dumps(c.ground_truth["focal_effects"]))
+    assert {"center_voxel", "center_mni", "radius_mm", "sign", "effect"} <= set(gt["focal_effects"][0])
+
+
+@pytest.mark.parametrize("kwargs, match", [({"effect_pattern": "blob"}, "effect_pattern"),
+                                           ({"effect_pattern": "focal", "focal_radius": 0}, "focal_radius")])
+def test_bad_effect_pattern(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_cohort(20, 30, shape=SHAPE, n_causal_snps=2, random_state=0, **kwargs)

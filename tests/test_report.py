@@ -102,3 +102,19 @@ def test_protocol_tables():
     md = table_markdown(summary, "Table 1")
     assert "| Imaging CNN | 70.00 ± 14.14 [81.34 ± 2.34]" in md
     assert markdown_table(pd.DataFrame({"a": [1.23456, None], "b": ["x|y", "z"]})).splitlines()[2] == "| 1.23 | x/y |"
+
+
+def test_scorer_winner_sentence_names_the_winner_and_the_margin():
+    from sklearn_cgni.cli._report import _scorer_winner_sentence
+
+    acc = pd.DataFrame({"snp": ["a", "a", "b", "b"], "model": ["CNN", "IDP", "CNN", "IDP"],
+                        "r_held_out": [0.2, 0.5, 0.0, 0.1]})
+    text = _scorer_winner_sentence(acc)
+    assert text.startswith("Which scorer wins and by how much")
+    assert "all scored SNPs (2), the IDP baseline wins: mean held-out r 0.100 (CNN) vs 0.300 (IDP), a " \
+           "difference of 0.200" in text
+    rec = pd.DataFrame({"model": ["CNN", "CNN", "IDP", "IDP"], "causal": [True, False, True, False],
+                        "r_held_out": [0.6, 0.0, 0.4, 0.1]})
+    text = _scorer_winner_sentence(acc, rec)
+    assert "the causal SNPs (ground truth), the CNN wins: mean held-out r 0.600 (CNN) vs 0.400 (IDP)" in text
+    assert _scorer_winner_sentence(None) == ""

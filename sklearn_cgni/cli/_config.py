@@ -208,10 +208,24 @@ def _check_semantics(config):
     if s1["augment_shift"] < 0:
         raise ConfigError(f"stage1.augment_shift must be non-negative; got {s1['augment_shift']!r}.")
     _check_data(config["data"])
+    if config["cohort"]["effect_pattern"] not in ("region", "focal", "mixed"):
+        raise ConfigError(f"cohort.effect_pattern must be 'region', 'focal' or 'mixed'; got "
+                          f"{config['cohort']['effect_pattern']!r}.")
     if len(config["cohort"]["shape"]) != 3:
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
-    if config["scores"]["task"] not in ("classes", "dosage"):
-        raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {config['scores']['task']!r}.")
+    sc = config["scores"]
+    if sc["task"] not in ("classes", "dosage"):
+        raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {sc['task']!r}.")
+    if sc["lr_schedule"] not in ("plateau", "none"):
+        raise ConfigError(f"scores.lr_schedule must be 'plateau' or 'none'; got {sc['lr_schedule']!r}.")
+    if not 0 <= sc["validation_fraction"] < 1:
+        raise ConfigError(f"scores.validation_fraction must be in [0, 1); got {sc['validation_fraction']!r}.")
+    if (sc["early_stopping"] or sc["lr_schedule"] != "none") and sc["validation_fraction"] == 0:
+        raise ConfigError("scores.early_stopping and scores.lr_schedule watch a validation split: set "
+                          "scores.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
+    if sc["n_iter_no_change"] < 1 or sc["max_epochs"] < 0:
+        raise ConfigError(f"scores.n_iter_no_change must be positive and scores.max_epochs non-negative; got "
+                          f"{sc['n_iter_no_change']!r} and {sc['max_epochs']!r}.")
     b = config["baselines"]
     if b["classical_cv"] < 2:
         raise ConfigError(f"baselines.classical_cv must be at least 2; got {b['classical_cv']!r}.")

@@ -134,6 +134,9 @@ def build_parser():
                    help="image shape (default: 48 56 48; the paper: 128 141 128)")
     s.add_argument("--demographics", choices=("reference", "independent"), default="reference",
                    help="reference: age and sex differ between WM groups as in UK Biobank")
+    s.add_argument("--effect-pattern", choices=("region", "focal", "mixed"), default="region",
+                   help="how causal SNPs change gray matter: whole atlas regions, focal 12 mm clusters at random "
+                        "gray-matter locations, or each SNP one or the other (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
 
@@ -221,7 +224,7 @@ def _cmd_simulate(args):
     log.info("simulating %d participants, %d SNPs, images %s into %s", args.n_participants, args.n_snps,
              tuple(args.shape), out)
     make_cohort(args.n_participants, args.n_snps, shape=tuple(args.shape), demographics=args.demographics,
-                output_dir=out, random_state=args.seed)
+                effect_pattern=args.effect_pattern, output_dir=out, random_state=args.seed)
     print(f"Cohort written to {os.fspath(out)}; run it with: sklearn-cgni run --cohort {os.fspath(out)}")
     return 0
 

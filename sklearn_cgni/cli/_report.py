@@ -231,6 +231,46 @@ def _img(out, fig):
             "</figure>")
 
 
+def _score_snps_sentence(sc, cfg):
+    """How the scored SNPs were chosen (the scores stage's ``source_of_snps``)."""
+    if sc.get("source_of_snps") == "config":
+        return f"SNPs: the {len(sc['snps'])} listed in scores.snps, in every fold."
+    if sc.get("source_of_snps") == "screen":
+        every = sc.get("snps_in_every_fold", [])
+        return (f"SNPs: in each cross-fitting fold, the {cfg.get('max_snps')} SNPs whose calls correlate most with "
+                "regional gray-matter means (max |r| over atlas regions) among that fold's training participants "
+                "only, so the choice never saw the participants it scores, and nothing from CGNI is used; "
+                f"{len(sc['snps'])} SNPs were chosen in at least one fold and {len(every)} in every fold (r is "
+                "over the participants whose fold chose the SNP; the associations with cognition use the SNPs "
+                "chosen in every fold).")
+    return f"SNPs: chosen from {sc.get('source_of_snps')}."
+
+
+def _scorer_winner_sentence(acc, recovery=None):
+    """Which scorer wins and by how much: mean held-out r of CNN vs IDP, causal SNPs when the truth is known."""
+    if acc is None or not len(acc):
+        return ""
+    acc = pd.DataFrame(acc)
+    wide = acc.pivot_table(index="snp", columns="model", values="r_held_out")
+    if not {"CNN", "IDP"} <= set(wide.columns):
+        return ""
+    parts = []
+    if recovery is not None and len(recovery):
+        rec = pd.DataFrame(recovery)
+        causal = rec[rec["causal"].astype(bool)].set_index("model")["r_held_out"]
+        if {"CNN", "IDP"} <= set(causal.index) and np.isfinite(causal[["CNN", "IDP"]]).all():
+            parts.append(("the causal SNPs (ground truth)", causal["CNN"], causal["IDP"], None))
+    parts.append(("all scored SNPs", wide["CNN"].mean(), wide["IDP"].mean(), len(wide)))
+    out = []
+    for what, cnn, idp, n in parts:
+        if not (np.isfinite(cnn) and np.isfinite(idp)):
+            continue
+        lead = "the CNN" if cnn > idp else "the IDP baseline" if idp > cnn else "neither"
+        out.append(f"over {what}{f' ({n})' if n else ''}, {lead} wins: mean held-out r {cnn:.3f} (CNN) vs "
+                   f"{idp:.3f} (IDP), a difference of {abs(cnn - idp):.3f}")
+    return ("Which scorer wins and by how much: " + "; ".join(out) + ".") if out else ""
+
+
 def _note(text):
     return f"<p class='note'>{html.escape(text)}</p>"
 
@@ -378,10 +418,13 @@ def render_html(out, results, tables, notes):
                                     "(see Table 4).")
     sc = stages.get("scores")
     if sc:
-        s = _note(f"Multi-task 3D CNN (initialised from the brain-age CNN) predicting {len(sc['snps'])} SNPs "
-                  f"(chosen from {sc['source_of_snps']}) from gray matter; held-out scores by "
-                  f"{cfg.get('scores', {}).get('cv')}-fold cross-fitting on {sc['n_participants']} participants; "
-                  "IDP baseline: ridge on regional means. r = correlation of the held-out score with the genotype.")
+        s = _note(f"Multi-task 3D CNN (initialised from the brain-age CNN) predicting SNPs from gray matter; "
+                  f"held-out scores by {cfg.get('scores', {}).get('cv')}-fold cross-fitting on "
+                  f"{sc['n_participants']} participants; IDP baseline: ridge on regional means. r = correlation "
+                  "of the held-out score with the genotype. " + _score_snps_sentence(sc, cfg.get("scores", {})))
+        winner = _scorer_winner_sentence(tables.get("score_accuracy"), tables.get("recovery_scores"))
+        if winner:
+            s += _note(winner)
         for key, title in (("score_accuracy", "Held-out accuracy"), ("associations", "Associations with cognition "
                                                                                      "(OLS with covariates)"),
                            ("saliency_top_regions", "Saliency: top regions per score")):

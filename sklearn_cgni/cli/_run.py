@@ -281,10 +281,10 @@ def _stage_simulate(run, folder):
         import shutil
 
         shutil.rmtree(target)
-    log.info("simulating the embedded default cohort: %d participants, %d SNPs, images %s",
-             c["n_participants"], c["n_snps"], tuple(c["shape"]))
+    log.info("simulating the embedded default cohort: %d participants, %d SNPs, images %s, %s SNP effects",
+             c["n_participants"], c["n_snps"], tuple(c["shape"]), c["effect_pattern"])
     make_cohort(c["n_participants"], c["n_snps"], shape=tuple(c["shape"]), demographics=c["demographics"],
-                output_dir=target, random_state=run.seed)
+                effect_pattern=c["effect_pattern"], output_dir=target, random_state=run.seed)
     return {"folder": os.fspath(target), **c}
 
 
@@ -817,21 +817,78 @@ def _stage_genes(run, folder):
     return {"notes": notes}
 
 
-def _choose_score_snps(run, snps):
+def _screen_snps(R, G, snps, k):
+    """The ``k`` SNPs most associated with regional gray matter in these rows, strongest first.
+
+    Statistic: max over regions of |Pearson r| between the regional means ``R`` and the SNP's
+    observed calls (``G``, NaN = missing); SNPs without variation in these rows are skipped.
+    """
+    stat = np.full(G.shape[1], -np.inf)
+    for j in range(G.shape[1]):
+        ok = np.isfinite(G[:, j])
+        g = G[ok, j]
+        if ok.sum() < 3 or g.std() == 0:
+            continue
+        Rz = R[ok] - R[ok].mean(axis=0)
+        sd = Rz.std(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (Rz * (g - g.mean())[:, None]).mean(axis=0) / (sd * g.std())
+        r = r[np.isfinite(r)]
+        if r.size:
+            stat[j] = np.abs(r).max()
+    order = np.argsort(-stat, kind="stable")
+    return [snps[j] for j in order[:k] if np.isfinite(stat[j])]
+
+
+def _score_snp_choice(run, G_all, images, folds):
+    """Which SNPs the brain-genotype scores are for: ``(G, select, source)`` for cross_fit_scores.
+
+    ``scores.snps`` when given (the same SNPs in every fold). Otherwise a screen nested in the
+    cross-fitting: in each fold, the ``scores.max_snps`` SNPs whose calls correlate most with
+    regional gray-matter means (max |r| over atlas regions) among that fold's training
+    participants only, so the choice never sees the participants it scores. Nothing from
+    CGNI (stage 2, occlusion) is used.
+    """
+    from ..imaging import RegionalMeans
+
     c = run.cfg["scores"]
+    snps = list(G_all.columns)
     if c["snps"]:
-        unknown = [s for s in c["snps"] if s not in set(snps)]
+        unknown = [s_ for s_ in c["snps"] if s_ not in set(snps)]
         if unknown:
             raise InputError(f"scores.snps lists SNP(s) not in the cohort after QC: {unknown[:10]}.")
-        return list(c["snps"])
-    occ = run.store.path("occlusion")
-    sig = pd.read_csv(occ / "significant_snps.csv", dtype={"snp": str})
-    contrib = pd.read_csv(occ / "snp_contributions.csv", dtype={"snp": str}).set_index("snp")
-    z = (contrib - contrib.mean()) / contrib.std(ddof=0).replace(0, 1)
-    strongest = z.abs().max(axis=1).sort_values(ascending=False).index.tolist()
-    order = list(dict.fromkeys(sig.reindex(sig["zscore"].abs().sort_values(ascending=False).index)["snp"].tolist()
-                               + strongest))
-    return order
+        chosen = list(c["snps"])
+        flat = [s_ for s_ in chosen if not all(np.nanstd(G_all[s_].to_numpy()[tr]) > 0 for tr, _ in folds)]
+        if flat:
+            raise InputError(f"scores.snps: SNP(s) {flat[:10]} do not vary within a cross-fitting training fold.")
+        return G_all[chosen], None, "config"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        R = RegionalMeans(_load_atlas(run)).fit_transform(images.tolist())
+    _caught(caught)
+    values = G_all.to_numpy(dtype=float)
+    by_fold = {}
+    for k, (tr, _) in enumerate(folds):
+        by_fold[np.asarray(tr).tobytes()] = chosen = _screen_snps(R[tr], values[tr], snps, c["max_snps"])
+        if not chosen:
+            raise InputError(f"No SNP varies among the training participants of cross-fitting fold {k + 1}; "
+                             "brain-genotype scores need polymorphic SNPs (or set scores.enabled = false).")
+    return G_all, lambda tr: by_fold[np.asarray(tr).tobytes()], "screen"
+
+
+def _held_out_accuracy(G, scores):
+    """Per SNP and model: r of the held-out score with the observed genotype where both exist."""
+    rows = []
+    for snp in scores["CNN"].columns:
+        obs = G[snp].to_numpy(dtype=float)
+        for name, sc in scores.items():
+            v = sc[snp].to_numpy(dtype=float)
+            m = np.isfinite(obs) & np.isfinite(v)
+            ok = m.sum() > 2 and v[m].std() > 0 and obs[m].std() > 0
+            rows.append({"snp": snp, "model": name,
+                         "r_held_out": float(np.corrcoef(v[m], obs[m])[0, 1]) if ok else float("nan"),
+                         "n": int(m.sum())})
+    return pd.DataFrame(rows)
 
 
 def _stage_scores(run, folder):
@@ -841,52 +898,46 @@ def _stage_scores(run, folder):
     from ..imaging import BrainGenotypeScorer, cross_fit_scores, make_idp_scorer
 
     c = run.cfg["scores"]
-    s = run.cfg["stage1"]
     parts, snps, _ = run.data()
     raw = np.load(run.store.path("data") / "genotypes_raw.npy")
     ok = parts["image_qc_passed"].to_numpy()
     ids = parts.index[ok]
     cv = KFold(c["cv"], shuffle=True, random_state=run.seed)
     folds = list(cv.split(np.zeros(len(ids))))
-    candidates = _choose_score_snps(run, snps)
-    G_all = pd.DataFrame(raw[ok][:, [snps.index(x) for x in candidates]], index=ids, columns=candidates)
-    # a SNP without variation in a training fold cannot be learned there (rare SNPs, small cohorts)
-    varies = [s_ for s_ in candidates if all(np.nanstd(G_all[s_].to_numpy()[tr]) > 0 for tr, _ in folds)]
-    flat = [s_ for s_ in candidates if s_ not in set(varies)]
-    if c["snps"] and flat:
-        raise InputError(f"scores.snps: SNP(s) {flat[:10]} do not vary within a cross-fitting training fold.")
-    chosen = varies[: c["max_snps"]]
-    if not chosen:
-        raise InputError("No SNP varies within every cross-fitting training fold; brain-genotype scores need "
-                         "polymorphic SNPs (or set scores.enabled = false).")
-    G = G_all[chosen]
     images = parts.loc[ids, "image"]
+    G_all = pd.DataFrame(raw[ok], index=ids, columns=snps)
+    if not c["snps"]:  # a SNP constant here has nothing to score (listed ones are checked per fold below)
+        G_all = G_all.loc[:, (G_all.max() > G_all.min()).to_numpy()]
+    G, select, source = _score_snp_choice(run, G_all, images, folds)
+    watch = c["early_stopping"] or c["lr_schedule"] != "none"
     scorer = BrainGenotypeScorer(
         task=c["task"], brain_age_model=os.fspath(run.store.path("brain_age") / "brain_age.pt"),
-        n_transfer_blocks=c["n_transfer_blocks"], max_epochs=c["max_epochs"], **_cnn_kwargs(run),
+        n_transfer_blocks=c["n_transfer_blocks"],
+        **{**_cnn_kwargs(run), "validation_fraction": c["validation_fraction"] if watch else 0.0},
+        max_epochs=c["max_epochs"], early_stopping=c["early_stopping"], lr_schedule=c["lr_schedule"],
+        n_iter_no_change=c["n_iter_no_change"],
         callbacks=[epoch_bar_callback("genotype-score CNN", c["max_epochs"], run.progress)])
-    log.info("brain-genotype scores for %d SNPs, %d-fold cross-fitting on %d participants", len(chosen), c["cv"],
-             len(ids))
+    log.info("brain-genotype scores: %s, %d-fold cross-fitting on %d participants",
+             f"{len(G.columns)} SNPs from scores.snps" if select is None else
+             f"the {c['max_snps']} SNPs per fold most associated with regional gray matter in its training part",
+             c["cv"], len(ids))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        cnn_scores, estimators = cross_fit_scores(scorer, images.tolist(), G, cv=cv, return_estimators=True)
+        cnn_scores, estimators = cross_fit_scores(scorer, images.tolist(), G, cv=folds, select=select,
+                                                  return_estimators=True)
         affine = np.load(run.store.path("data") / "affine.npy")
         idp_scores = cross_fit_scores(make_idp_scorer(_load_atlas(run), affine=affine, alpha=c["idp_alpha"]),
-                                      images.tolist(), G, cv=cv)
+                                      images.tolist(), G, cv=folds, select=select)
     _caught(caught)
     cnn_scores.index, idp_scores.index = ids, ids
     cnn_scores.to_csv(folder / "scores_cnn.csv")
     idp_scores.to_csv(folder / "scores_idp.csv")
-    rows = []
-    for snp in chosen:
-        obs = G[snp].to_numpy(dtype=float)
-        m = np.isfinite(obs)
-        for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
-            v = sc[snp].to_numpy(dtype=float)[m]
-            r = float(np.corrcoef(v, obs[m])[0, 1]) if v.std() > 0 and obs[m].std() > 0 else float("nan")
-            rows.append({"snp": snp, "model": name, "r_held_out": r, "n": int(m.sum())})
-    acc = pd.DataFrame(rows)
+    chosen = list(cnn_scores.columns)
+    acc = _held_out_accuracy(G, {"CNN": cnn_scores, "IDP": idp_scores})
+    per_fold = [{str(x) for x in est.snp_names_} for est in estimators]
+    acc["folds_scored"] = [sum(snp in f for f in per_fold) for snp in acc["snp"]]
     acc.to_csv(folder / "score_accuracy.csv", index=False)
+    complete = [s_ for s_ in chosen if cnn_scores[s_].notna().all()]  # scored in every fold
     pheno = _read_phenotypes(run)
     measures = [m for m in run.cfg["data"]["measures"] if m in pheno.columns]
     pheno = pheno.reindex(ids)
@@ -898,8 +949,9 @@ def _stage_scores(run, folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
-            if measures:
-                t = association_table(sc[keep], pheno[keep], measures, covariates=covs, categorical=categorical)
+            if measures and complete:
+                t = association_table(sc.loc[keep, complete], pheno[keep], measures, covariates=covs,
+                                      categorical=categorical)
                 t.insert(0, "model", name)
                 assoc.append(t)
     _caught(caught)
@@ -917,7 +969,9 @@ def _stage_scores(run, folder):
     summary = acc.groupby("model")["r_held_out"].mean().to_dict()
     log.info("brain-genotype scores: mean held-out r with the genotype: %s", {k: round(v, 3) for k, v in summary.items()})
     return {"snps": chosen, "n_participants": len(ids), "mean_r": summary, "measures": measures, "covariates": covs,
-            "source_of_snps": "config" if c["snps"] else "occlusion"}
+            "source_of_snps": source, "snps_per_fold": [list(est.snp_names_) for est in estimators],
+            "snps_in_every_fold": complete,
+            "epochs": [{"epochs_run": int(est.n_epochs_), "best_epoch": int(est.best_epoch_)} for est in estimators]}
 
 
 def _brain_age_feature_model(n_img, class_weight, seed):
@@ -1271,7 +1325,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     if cfg["scores"]["enabled"]:
         plan.append(("scores", lambda d: _stage_scores(run, d), dict(config=sec("scores", "stage1", "data"),
                                                                      inputs=inputs_fp),
-                     ("data", "brain_age", "occlusion")))
+                     ("data", "brain_age")))
     if cfg["confounds"]["enabled"]:
         plan.append(("confounds", lambda d: _stage_confounds(run, d),
                      dict(config=sec("confounds", "contrastive", "classifier", "baselines", "data", "stage1",

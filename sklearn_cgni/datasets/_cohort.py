@@ -9,12 +9,19 @@ The generative model (all effects are parameters, see :func:`make_cohort`):
    violation, imputation info r² ≤ 0.3) and random calls are missing.
 2. **Brain.** Each participant's gray-matter image is the MNI152 gray-matter template
    (nilearn) modulated multiplicatively by: a global factor; per-region non-genetic variation
-   in every atlas region; planted genetic effects, where each causal SNP raises or lowers gray
-   matter in one or two named atlas regions (AAL2 by default); age-related atrophy with a
+   in every atlas region; planted genetic effects; age-related atrophy with a
    region-dependent rate; a sex effect and a site effect. Voxel noise is added and the image
-   is smoothed (6 mm FWHM by default), as after SPM segmentation and smoothing.
+   is smoothed (6 mm FWHM by default), as after SPM segmentation and smoothing. The genetic
+   effects follow ``effect_pattern``: ``"region"`` (each causal SNP raises or lowers gray
+   matter uniformly in one or two named atlas regions, AAL2 by default: exactly what regional
+   means measure), ``"focal"`` (each causal SNP changes gray matter in one or two smooth
+   Gaussian clusters of ``focal_radius`` mm at random gray-matter locations, placed without
+   regard to the atlas, so they cross parcel borders and fill a small part of any region), or
+   ``"mixed"`` (each causal SNP is region or focal at random).
 3. **Cognition.** A latent working-memory trait is ``a·B + b·G + noise``, where ``B`` is the
-   brain path (gray matter of the affected regions, genetic and non-genetic parts) and ``G``
+   brain path (mean log gray-matter modulation of the affected tissue — the affected regions
+   and the focal clusters, each cluster weighted by its Gaussian profile — genetic and
+   non-genetic parts, without the global, age, sex and site terms) and ``G``
    a direct genetic path (causal SNPs acting not through the image). Each modality therefore
    carries signal and the two together carry more. The backward digit span (2–12) is a
    monotone discretisation of the trait; fluid intelligence and reaction time are further
@@ -104,11 +111,21 @@ def _simulate_genotypes(rng, n, n_snps, block_size_range, maf_range, rho_range):
 
 
 def _participant_image(seed, template, brain_mask, region_index, log_mod_regions, global_mod, age_field_mod,
-                       noise_sd, sigma_vox, bad_shift):
-    """One participant's gray-matter image (float32)."""
+                       noise_sd, sigma_vox, bad_shift, focal=None):
+    """One participant's gray-matter image (float32).
+
+    ``focal``: ``(clusters, coefficients)``, where each cluster is ``(flat voxel indices,
+    profile weights)`` and ``coefficients`` the participant's log modulation at each cluster's
+    peak; None (region pattern) adds nothing.
+    """
     rng = np.random.default_rng(seed)
     # region-wise log modulation (index 0 = outside the atlas: no regional term)
     log_mod = log_mod_regions[region_index] + global_mod + age_field_mod
+    if focal is not None:
+        log_mod = np.ascontiguousarray(log_mod)  # the atlas may be Fortran-ordered: reshape must be a view
+        flat = log_mod.reshape(-1)
+        for (idx, w), coef in zip(*focal):
+            flat[idx] += coef * w
     img = template * np.exp(log_mod)
     img = img + noise_sd * rng.standard_normal(template.shape) * brain_mask
     img = gaussian_filter(img, sigma=sigma_vox, mode="constant")
@@ -126,6 +143,8 @@ def make_cohort(
     n_causal_snps=20,
     n_direct_snps=None,
     affected_regions=DEFAULT_AFFECTED_REGIONS,
+    effect_pattern="region",
+    focal_radius=12.0,
     snp_effect=0.03,
     regional_sd=0.04,
     global_sd=0.04,
@@ -176,11 +195,31 @@ def make_cohort(
         ``ground_truth["direct_genetic_effects"]``), in other LD blocks. Default:
         ``n_causal_snps // 2``.
     affected_regions : sequence of str or int, default=DEFAULT_AFFECTED_REGIONS
-        Names of atlas regions (or the number to pick at random) that causal SNPs act on.
+        Names of atlas regions (or the number to pick at random) that causal SNPs act on
+        (``effect_pattern="region"``, and the region SNPs of ``"mixed"``).
+    effect_pattern : {"region", "focal", "mixed"}, default="region"
+        How a causal SNP changes gray matter. ``"region"``: uniformly in one (60 %) or two of
+        the affected atlas regions (what regional means measure exactly). ``"focal"``: in one
+        (60 %) or two smooth Gaussian clusters centred at random gray-matter voxels (template
+        probability > 0.5, anywhere in the brain, with a random sub-voxel offset), placed
+        without regard to the atlas, each with its own random sign; listed with their centres
+        (voxel and MNI mm), radius and sign in ``ground_truth["focal_effects"]``
+        (``ground_truth["affected_regions"]`` is then empty). ``"mixed"``: each causal SNP is
+        region or focal with probability 1/2. For a given seed, the genotypes, the causal SNPs
+        and the non-genetic variation are the same under every pattern (cognition, and with
+        it age and sex, follow the brain path), and ``"region"`` gives the same cohort as
+        before this option existed.
+    focal_radius : float, default=12.0
+        Radius in mm of a focal cluster at half its peak effect: the log modulation is
+        ``effect · 2**(-(d / focal_radius)**2)`` at distance ``d`` from the centre, cut off at
+        ``2 · focal_radius`` (1/16 of the peak). 12 mm is about 8 voxels at the paper's
+        128×141×128 grid (1.5 mm voxels) and 1.5 voxels at 24×28×24 (8 mm voxels), so the
+        cluster is resolved on test grids too; it is a small part of most AAL regions.
     snp_effect : float, default=0.03
-        Relative gray-matter change per minor allele in an affected region (|log effect|,
-        drawn in [0.5, 1.5] × ``snp_effect`` per SNP–region pair; each affected region has a
-        random direction shared by all SNPs acting on it). Larger
+        Relative gray-matter change per minor allele in an affected region, or at a focal
+        cluster's peak (|log effect|, drawn in [0.5, 1.5] × ``snp_effect`` per SNP–region
+        pair or cluster; each affected region has a random direction shared by all SNPs
+        acting on it; each cluster has its own random direction). Larger
         than typical GWAS effects so that a cohort of a few thousand carries detectable signal.
     regional_sd, global_sd : float, default=0.04
         SD of non-genetic log gray-matter variation per region and over the whole brain.
@@ -266,6 +305,10 @@ def make_cohort(
             f"brain_weight**2 + genetic_weight**2 must be < 1 (the rest is noise); got "
             f"{brain_weight}**2 + {genetic_weight}**2 = {brain_weight**2 + genetic_weight**2:.3f}."
         )
+    if effect_pattern not in ("region", "focal", "mixed"):
+        raise ValueError(f"effect_pattern must be 'region', 'focal' or 'mixed'; got {effect_pattern!r}.")
+    if not focal_radius > 0:
+        raise ValueError(f"focal_radius must be > 0 (mm); got {focal_radius!r}.")
     if demographics not in ("reference", "independent"):
         raise ValueError(f"demographics must be 'reference' or 'independent'; got {demographics!r}.")
     if not 0 <= intermediate_fraction < 1 or not 0 < high_fraction < 1:
@@ -361,6 +404,20 @@ def make_cohort(
         for r in g.choice(len(chosen), size=min(k, len(chosen)), replace=False):
             sign = int(region_sign[r])
             effects.append((int(s), int(chosen[r]), sign, float(sign * snp_effect * g.uniform(0.5, 1.5))))
+    # focal clusters come from their own stream, so that every other draw is the same under each pattern
+    focal_effects, clusters = [], []
+    if effect_pattern != "region":
+        gf = np.random.default_rng([seed_root, 1])
+        focal_snps = [int(s) for s in causal if effect_pattern == "focal" or gf.random() < 0.5]
+        effects = [e for e in effects if e[0] not in set(focal_snps)]
+        candidates = np.argwhere(template > 0.5)
+        for s in focal_snps:
+            for _ in range(1 if gf.random() < 0.6 else 2):
+                centre = candidates[gf.integers(len(candidates))] + gf.uniform(-0.5, 0.5, size=3)
+                sign = int(gf.choice([-1, 1]))
+                eff = float(sign * snp_effect * gf.uniform(0.5, 1.5))
+                clusters.append(_focal_profile(centre, focal_radius, affine, shape))
+                focal_effects.append((s, centre, sign, eff))
     centred = Gf - 2 * freq
     log_mod_gen = np.zeros((n, n_regions + 1))
     for s, r, _sign, eff in effects:
@@ -372,7 +429,14 @@ def make_cohort(
     # brain path: gray matter (log modulation) of the affected regions, genetic + non-genetic
     region_voxels = np.bincount(region_index.ravel(), minlength=n_regions + 1)
     dev = (log_mod_gen + log_mod_env)[:, chosen + 1]
-    brain_path = dev @ (region_voxels[chosen + 1] / region_voxels[chosen + 1].sum())
+    # per participant, the log modulation at each cluster's peak
+    focal_coef = centred[:, [s for s, *_ in focal_effects]] * np.array([e[-1] for e in focal_effects])
+    if not clusters:
+        brain_path = dev @ (region_voxels[chosen + 1] / region_voxels[chosen + 1].sum())
+    else:
+        brain_path = _brain_path_with_clusters(
+            log_mod_gen + log_mod_env, focal_coef, clusters, region_index,
+            chosen if effect_pattern == "mixed" else np.array([], dtype=int))
     direct = np.zeros(n)
     direct_w = g.choice([-1.0, 1.0], size=len(direct_snps)) * g.uniform(0.5, 1.5, size=len(direct_snps))
     for s, w in zip(direct_snps, direct_w):
@@ -448,7 +512,7 @@ def make_cohort(
         glob = global_mod[i] + sex_effect * sex[i] + site_offsets[site[i]]
         age_mod = -age_rate_field * (age[i] - 50.0)
         return (seeds[i], template, brain_mask, region_index, log_mod_regions[i], glob, age_mod,
-                noise_sd, sigma_vox, shifts.get(i))
+                noise_sd, sigma_vox, shifts.get(i), (clusters, focal_coef[i]) if clusters else None)
 
     snp_ids, snp_info = _snp_table(g, n_snps, blocks, freq, info_r2)
     genotypes = pd.DataFrame(np.where(missing_mask, np.nan, Gf).astype(np.float32),
@@ -468,7 +532,18 @@ def make_cohort(
              "region_index": int(labels["index"].iloc[r]), "sign": int(sign), "effect": eff}
             for s, r, sign, eff in effects
         ],
-        "affected_regions": {name: int(sgn) for name, sgn in zip(affected, region_sign)},
+        "affected_regions": ({} if effect_pattern == "focal" else
+                             {name: int(sgn) for name, sgn in zip(affected, region_sign)}),
+        "effect_pattern": effect_pattern,
+        "focal_effects": [
+            {"snp": snp_ids[s], "gene": snp_info.loc[snp_ids[s], "gene"],
+             "center_voxel": [round(float(v), 3) for v in centre],
+             "center_mni": [round(float(v), 2) for v in (affine @ np.r_[centre, 1.0])[:3]],
+             "radius_mm": float(focal_radius), "sign": int(sign), "effect": eff,
+             "region_at_center": region_names[int(region_index[tuple(np.round(centre).astype(int))]) - 1]
+             if region_index[tuple(np.round(centre).astype(int))] > 0 else "outside atlas"}
+            for s, centre, sign, eff in focal_effects
+        ],
         "direct_genetic_effects": {snp_ids[s]: float(w) for s, w in zip(direct_snps, direct_w)},
         "qc_fail_snps": {snp_ids[j]: str(k) for j, k in zip(fail_idx, fail_kinds)},
         "bad_images": [ids[i] for i in sorted(bad_idx)],
@@ -478,6 +553,7 @@ def make_cohort(
         "demographics": demographics,
         "parameters": {
             "n_participants": n, "n_snps": int(n_snps), "shape": list(shape), "n_causal_snps": int(n_causal_snps),
+            "effect_pattern": effect_pattern, "focal_radius": focal_radius,
             "snp_effect": snp_effect, "regional_sd": regional_sd, "global_sd": global_sd, "age_effect": age_effect,
             "sex_effect": sex_effect, "site_effect": site_effect, "noise_sd": noise_sd,
             "smoothing_fwhm": smoothing_fwhm, "missing_rate": missing_rate, "qc_fail_fraction": qc_fail_fraction,
@@ -523,6 +599,40 @@ def make_cohort(
     result.images = paths
     result.output_dir = os.fspath(out.resolve())
     return result
+
+
+def _focal_profile(centre, radius_mm, affine, shape):
+    """Flat voxel indices and weights ``2**(-(d / radius)**2)`` (``d`` in mm) of a focal cluster, cut at 2 radii."""
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    reach = np.ceil(2 * radius_mm / zooms).astype(int)
+    lo = np.maximum(np.floor(centre).astype(int) - reach, 0)
+    hi = np.minimum(np.ceil(centre).astype(int) + reach + 1, shape)
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), axis=-1)
+    d2 = ((((grid - centre) @ np.asarray(affine)[:3, :3].T)) ** 2).sum(axis=-1)
+    keep = d2 <= (2 * radius_mm) ** 2
+    idx = np.ravel_multi_index(tuple(grid[keep].T), shape)
+    return idx, np.exp2(-d2[keep] / radius_mm**2)
+
+
+def _brain_path_with_clusters(log_mod_regions, focal_coef, clusters, region_index, chosen):
+    """Mean log modulation over the affected tissue: regions ``chosen`` (weight 1) and the clusters (profile).
+
+    With ``chosen`` and no clusters this is the region pattern's voxel-weighted mean over the
+    affected regions. A voxel's log modulation is its region's (``log_mod_regions``, genetic +
+    non-genetic; index 0 = outside the atlas = 0) plus every cluster's profile times the
+    participant's coefficient.
+    """
+    n_index = log_mod_regions.shape[1]
+    flat_regions = region_index.reshape(-1)
+    chosen_mask = np.isin(flat_regions, chosen + 1)
+    weight = chosen_mask.astype(np.float64)  # W(x) = 1 on the chosen regions + sum of cluster profiles
+    for idx, w in clusters:
+        weight[idx] += w
+    # sum_x W(x) L(region(x)) = L @ (W summed per region); sum_x W(x) F_c(x) per cluster c
+    region_weight = np.bincount(flat_regions, weights=weight, minlength=n_index)
+    overlap = np.array([(w * weight[idx]).sum() for idx, w in clusters])
+    total = region_weight.sum()
+    return (log_mod_regions @ region_weight + focal_coef @ overlap) / total
 
 
 def _snp_table(g, n_snps, blocks, freq, info_r2):
