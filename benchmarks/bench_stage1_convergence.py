@@ -104,6 +104,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="*", default=list(VARIANTS))
     p.add_argument("--tag", default="")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows of other variants from the CSV of an earlier run with the same cohort "
+                        "arguments, and add these variants")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite the markdown from the CSV of an earlier run with the same arguments")
     args = p.parse_args(argv)
@@ -127,6 +130,10 @@ def main(argv=None):
           f"train {len(train)}, holdout {len(hold)}; {time.perf_counter() - t0:.0f} s", flush=True)
 
     rows = []
+    stem = RESULTS / f"stage1_convergence{args.tag}"
+    if args.append and stem.with_suffix(".csv").exists():
+        old = pd.read_csv(stem.with_suffix(".csv"))
+        rows = old[~old.variant.isin(["classical", *args.variants])].to_dict("records")
 
     def record(variant, model, fold, split, value, **extra):
         rows.append(dict(variant=variant, model=model, fold=fold, split=split, value=value, **extra))
@@ -194,7 +201,9 @@ def write(rows, args, t0):
              + (f" Wall time {time.perf_counter() - t0:.0f} s." if t0 is not None else ""), "",
              "Reproduce: `.venv/bin/python benchmarks/bench_stage1_convergence.py "
              + " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                        for k, v in vars(args).items() if k not in ("tag", "render_only")) + "`", "",
+                        for k, v in {**vars(args), "variants": [v for v in dict.fromkeys(df.variant)
+                                                                if v != "classical"]}.items()
+                        if k not in ("tag", "render_only", "append")) + "`", "",
              "| row | change | brain-age MAE (y) | BA epochs run/kept | WM train | WM validation | WM holdout "
              "| WM epochs run/kept | s |", "|---|---|---|---|---|---|---|---|---|"]
     mean_mae = df[(df.model == "brain age: training mean")]["value"].iloc[0]
