@@ -204,6 +204,11 @@ def write(rows, args, t0):
                         for k, v in {**vars(args), "variants": [v for v in dict.fromkeys(df.variant)
                                                                 if v != "classical"]}.items()
                         if k not in ("tag", "render_only", "append")) + "`", "",
+             "Balanced accuracy in %, mean ± sd over the folds (validation: the fold's held-out part, never seen by "
+             "early stopping, which holds out 20 % of the fold's training part; holdout: the 10 % of WM participants shared by "
+             "all folds). `s`: seconds of training on a shared machine (0-5 other processes), for orientation "
+             "only; rows that share a brain-age CNN repeat its time. One seed: differences of 2-3 points are "
+             "within the fold-to-fold spread.", "",
              "| row | change | brain-age MAE (y) | BA epochs run/kept | WM train | WM validation | WM holdout "
              "| WM epochs run/kept | s |", "|---|---|---|---|---|---|---|---|---|"]
     mean_mae = df[(df.model == "brain age: training mean")]["value"].iloc[0]
