@@ -8,6 +8,7 @@ on a copy of its output folder.
 import json
 import os
 import shutil
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -203,12 +204,33 @@ def test_run_writes_the_output_folder(finished_run):
         assert (out / name).is_file(), name
     meta = json.loads((out / "run.json").read_text())
     assert set(meta["stage_status"].values()) == {"computed"}
-    expected = {"data", "regions", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1", "scca",
+    expected = {"data", "regions", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1",
+                "training_curves", "scca",
                 "occlusion", "genes", "scores", "confounds", "recovery"}
     assert expected <= set(meta["stage_status"])
     for stage in expected:
         assert (out / "stages" / stage / "_done.json").is_file()
     assert meta["device"] == "cpu" and meta["versions"]["torch"]
+
+
+def test_stage1_training_is_selected_on_validation_and_drawn(finished_run):
+    _, _, out = finished_run
+    cfg = tomllib.loads((out / "config.toml").read_text())["stage1"]
+    train = pd.read_csv(out / "tables" / "stage1_training.csv")
+    assert list(train["model"]) == ["brain-age CNN", "WM CNN fold 0", "WM CNN fold 1"]
+    assert (train["best_epoch"] <= train["epochs_run"]).all() and (train["epochs_run"] <= train["budget"]).all()
+    assert list(train["budget"]) == [cfg["pretrain_max_epochs"]] + [cfg["finetune_max_epochs"]] * 2
+    for k in range(2):  # the epoch kept is the best validation loss of that fold's CNN
+        r = json.loads((out / "stages" / f"finetune_f{k}" / "_done.json").read_text())["result"]
+        losses = [h["valid_loss"] for h in r["history"]]
+        assert r["best_epoch"] == int(np.argmin(losses)) + 1 and len(losses) == r["epochs_run"]
+    ba = json.loads((out / "stages" / "brain_age" / "_done.json").read_text())["result"]
+    assert ba["best_epoch"] == int(np.argmin([h["valid_mae"] for h in ba["history"]])) + 1
+    results = json.loads((out / "results.json").read_text())
+    assert any(f["file"].endswith("training_curves.png") for f in results["figures"])
+    assert (out / "figures" / "training_curves.png").stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert "Training of the stage-1 CNNs" in html and "Stage-1 training curves" in html
 
 
 def test_confound_table_covers_every_configured_model(finished_run):
