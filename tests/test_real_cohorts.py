@@ -28,6 +28,8 @@ from sklearn_cgni.io import (
     write_plink,
 )
 
+from _tiny_config import TINY_CONFIG  # tests/ is on sys.path
+
 SHAPE = (6, 7, 8)
 UKB_COLUMNS = {"digit_span": "4282-2.0", "age": "21003-2.0", "sex": "31-0.0"}
 
@@ -202,32 +204,6 @@ def test_data_config_keys_and_column_flags(capsys):
 
 
 # ----------------------------------------------------------------------------- the command line
-TINY = """
-[run]
-threads = 1
-[protocol]
-folds = 2
-table2 = false
-[stage1]
-channels = [4, 8, 8]
-padding = 1
-pool_blocks = 3
-global_pool = "avg"
-pretrain_max_epochs = 2
-finetune_max_epochs = 2
-[contrastive]
-n_components = 8
-image_hidden = [16]
-genetic_hidden = [16]
-max_epochs = 2
-[classifier]
-hidden_layer_sizes = [16]
-max_epochs = 2
-[baselines]
-sparse_hidden = [16]
-ig_hidden = [16]
-max_epochs = 2
-"""
 
 
 def _to_eid(pid):
@@ -261,8 +237,8 @@ def cohorts(tmp_path_factory):
     write_plink(geno, ukb / "genotypes", snp_info=info)
     for name in ("snp_info.csv", "atlas.nii.gz", "atlas_labels.csv"):
         shutil.copy(today / name, ukb / name)
-    (root / "tiny.toml").write_text(TINY)
-    (root / "ukb.toml").write_text(TINY + '[data]\nid_column = "eid"\n'
+    (root / "tiny.toml").write_text(TINY_CONFIG)
+    (root / "ukb.toml").write_text(TINY_CONFIG + '[data]\nid_column = "eid"\n'
                                    '[data.columns]\ndigit_span = "4282-2.0"\nage = "21003-2.0"\n')
     return root
 
@@ -424,24 +400,6 @@ def test_significant_snp_missing_from_the_gene_table_is_a_gap_not_a_failure(coho
 
 
 # ----------------------------------------------------------------------------- covariates beyond age and sex
-FULL = """
-[scca]
-n_components = [1, 2]
-alpha_x = [0.05]
-alpha_y = [0.05]
-cv = 2
-[occlusion]
-n_participants = 8
-batch_size = 8
-[scores]
-max_snps = 2
-cv = 2
-max_epochs = 1
-saliency_participants = 4
-[confounds]
-models = ["Imaging CNN", "Brain-age CNN features", "classical: regional GM -> logistic"]
-n_permutations = 50
-"""
 
 
 def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
@@ -451,7 +409,7 @@ def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
     pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
     pheno["site"] = pheno["site"].map(lambda s: "ABCDEFGH"[int(s)])
     pheno.to_csv(tmp_path / "pheno.csv", index=False)
-    (tmp_path / "cfg.toml").write_text(TINY + FULL + '[data]\ncovariates = ["age", "sex", "site"]\n')
+    (tmp_path / "cfg.toml").write_text(TINY_CONFIG + '[data]\ncovariates = ["age", "sex", "site"]\n')
     out = tmp_path / "out"
     assert main(["run", "--images", str(today / "images"), "--genotypes", str(today / "genotypes.bed"),
                  "--phenotypes", str(tmp_path / "pheno.csv"), "--snp-info", str(today / "snp_info.csv"),
