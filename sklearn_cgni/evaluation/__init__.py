@@ -18,6 +18,8 @@ answers "how much of a model's accuracy is age?" for any scikit-learn model:
     The same table from per-fold scores, to add models scored elsewhere on the same folds.
 ``incremental_value``
     Likelihood-ratio test of what a model's out-of-fold predictions add to the covariates.
+``CrossFitTransformer``
+    Out-of-fold transforms of a learned representation for the rows a later stage trains on.
 """
 
 from ._covariates import CovariateRegressor
@@ -38,3 +40,6 @@ __all__ += ["adjusted_model", "covariate_baselines", "evaluate_confounds", "summ
 from ._image_covariates import ImageCovariateRegressor  # noqa: E402
 
 __all__ += ["ImageCovariateRegressor"]
+from ._cross_fit import CrossFitTransformer  # noqa: E402
+
+__all__ += ["CrossFitTransformer"]
