@@ -23,6 +23,7 @@ image_hidden = [16]
 genetic_hidden = [16]
 max_epochs = 2
 [classifier]
+cross_fit = 2
 hidden_layer_sizes = [16]
 max_epochs = 2
 [baselines]

@@ -77,3 +77,18 @@ def test_bad_cv_and_bad_transformer_are_refused():
         CrossFitTransformer(StandardScaler(), cv=ShuffleSplit(3, test_size=0.2, random_state=0)).fit_transform(X)
     with pytest.raises(ValueError, match="transformer"):
         CrossFitTransformer(LogisticRegression()).fit(X, np.arange(20) % 2)
+
+
+def test_cgni_pipeline_of_the_cli_is_cross_fitted_when_configured():
+    from sklearn_cgni.cli import ConfigError, load_config
+    from sklearn_cgni.cli._protocol import TABLE1_CGNI, paper_models
+
+    cgni = paper_models(4, cross_fit=3)[("Table 1", TABLE1_CGNI)]
+    step = cgni.named_steps["contrastive"]
+    assert isinstance(step, CrossFitTransformer) and step.cv.n_splits == 3
+    assert type(paper_models(4)[("Table 1", TABLE1_CGNI)].named_steps["contrastive"]).__name__ == \
+        "ContrastiveSNPEncoder"  # the paper: no cross-fitting
+    assert load_config(preset="paper")["classifier"]["cross_fit"] == 0
+    assert load_config(preset="cpu")["classifier"]["cross_fit"] == 5
+    with pytest.raises(ConfigError, match="classifier.cross_fit"):
+        load_config(overrides=["classifier.cross_fit=1"])

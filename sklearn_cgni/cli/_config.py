@@ -190,6 +190,9 @@ def _check_semantics(config):
         raise ConfigError(f"protocol.class_weight must be 'balanced' or 'none'; got {p['class_weight']!r}.")
     if config["stage1"]["global_pool"] not in ("none", "avg", "max"):
         raise ConfigError(f"stage1.global_pool must be 'none', 'avg' or 'max'; got {config['stage1']['global_pool']!r}.")
+    if config["classifier"]["cross_fit"] == 1 or config["classifier"]["cross_fit"] < 0:
+        raise ConfigError(f"classifier.cross_fit must be 0 (off) or a number of folds >= 2; "
+                          f"got {config['classifier']['cross_fit']!r}.")
     s1 = config["stage1"]
     if s1["lr_schedule"] not in ("plateau", "none"):
         raise ConfigError(f"stage1.lr_schedule must be 'plateau' or 'none'; got {s1['lr_schedule']!r}.")

@@ -120,7 +120,7 @@ def _snp_columns(n_image_features):
 
 def paper_models(n_image_features, *, contrastive=None, classifier=None, baselines=None,
                  class_weight="balanced", device="auto", random_state=0, table2=False,
-                 term_weights=None):
+                 term_weights=None, cross_fit=0):
     """The models of Table 1 (and optionally Table 2) on ``[h_v ⊕ SNPs]`` arrays.
 
     Parameters
@@ -137,6 +137,11 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         For every classifier (the WM groups are ~36/64 %, the metric is balanced accuracy).
     table2 : bool, default=False
         Add one CGNI pipeline per loss-term combination (names ``"L1"``, ``"L1+L2"``...).
+    cross_fit : int, default=0
+        ``k >= 2``: CGNI's stage 3 learns on out-of-fold ``z_g`` (the encoder wrapped in
+        :class:`~sklearn_cgni.evaluation.CrossFitTransformer` with ``k`` stratified folds), so
+        it never trains on embeddings of participants the encoder was fitted on. 0: the
+        paper's single encoder fit.
 
     Returns
     -------
@@ -160,8 +165,16 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
 
     def cgni(**weights):
         enc_kw = {**contrastive, **weights}
+        encoder = ContrastiveSNPEncoder(image_features=k, **enc_kw, **common)
+        if cross_fit:
+            from sklearn.model_selection import StratifiedKFold
+
+            from ..evaluation import CrossFitTransformer
+
+            encoder = CrossFitTransformer(encoder, cv=StratifiedKFold(int(cross_fit), shuffle=True,
+                                                                       random_state=random_state))
         return Pipeline([
-            ("contrastive", ContrastiveSNPEncoder(image_features=k, **enc_kw, **common)),
+            ("contrastive", encoder),
             ("classifier", CGNIClassifier(class_weight=class_weight, **classifier, **common)),
         ])
 

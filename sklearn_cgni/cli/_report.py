@@ -372,7 +372,12 @@ def render_html(out, results, tables, notes):
             "Balanced accuracy (%), mean ± sd over the folds: each fold's model scored on its training part, its "
             "validation part and the common holdout. Paper values in brackets (paper rows only). The Imaging CNN "
             "is stage 1 fine-tuned on each fold; every other deep model takes that fold's h_v and the QC'd SNPs. "
-            "Two kinds of rows are not in the paper, fitted on the same folds and scored with the same metric: the "
+            + (f"CGNI's stage 3 learns on out-of-fold z_g ({cfg['classifier']['cross_fit']}-fold cross-fitting of "
+               "the contrastive encoder on the fold's training part; new participants go through the encoder "
+               "refitted on all of it). " if cfg.get("classifier", {}).get("cross_fit") else
+               "CGNI's stage 3 learns on the z_g of the encoder's own training participants (no cross-fitting, "
+               "as in the paper). ")
+            + "Two kinds of rows are not in the paper, fitted on the same folds and scored with the same metric: the "
             "classical rows (logistic regression, C chosen by inner cross-validation, on the atlas's regional "
             "gray-matter means, on the SNPs, and both stacked), because linear models on brain scans are as "
             "accurate as deep models at UK Biobank sample sizes (Schulz et al. 2020, Nat Commun 11:4238), and the "

@@ -555,6 +555,7 @@ def _model_configs(run):
     c["genetic_hidden"] = tuple(c["genetic_hidden"])
     cl = dict(run.cfg["classifier"])
     cl["hidden_layer_sizes"] = tuple(cl["hidden_layer_sizes"])
+    cl.pop("cross_fit")  # a setting of the CGNI pipeline (paper_models), not of CGNIClassifier
     return c, cl, dict(run.cfg["baselines"])
 
 
@@ -613,7 +614,8 @@ def _stage_models(run, folder, k):
     weights["gamma_vv"] = weights["gamma_vv"] or 0.4  # gamma's weight when Table 2 includes L3
     models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
                           class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
-                          table2=run.cfg["protocol"]["table2"], term_weights=weights)
+                          table2=run.cfg["protocol"]["table2"], term_weights=weights,
+                          cross_fit=run.cfg["classifier"]["cross_fit"])
     splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
     records = []
     bar = progress_bar(list(models.items()), enabled=run.progress, desc=f"models fold {k}", leave=False,
@@ -630,6 +632,7 @@ def _stage_models(run, folder, k):
                  recs[1]["balanced_accuracy"], recs[2]["balanced_accuracy"], time.perf_counter() - t0)
         if k == 0 and table == "Table 1" and name == TABLE1_CGNI:
             enc = est.named_steps["contrastive"]
+            enc = getattr(enc, "transformer_", enc)  # cross-fitted: the encoder refitted on all training rows
             torch.save({k2: v.detach().cpu() for k2, v in enc.net_.module_.state_dict().items()},
                        folder / "encoders.pt")
             np.save(folder / "z_v.npy", enc.transform_image(X))
@@ -1058,7 +1061,8 @@ def _stage_confounds(run, folder):
                                                                         else {}))
     contrastive, classifier, baselines = _model_configs(run)
     all_models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
-                              class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed)
+                              class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
+                              cross_fit=run.cfg["classifier"]["cross_fit"])
     names = {"CGNI": TABLE1_CGNI, "Imaging-Genetic NN": "Imaging-Genetic NN (non-linear)",
              "Imaging-Genetic SVM": "Imaging-Genetic SVM (linear)", "Sparse Genetic NN": "Sparse Genetic NN"}
     models = {}
