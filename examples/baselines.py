@@ -58,14 +58,16 @@ snp_cols = list(cohort.genotypes.columns)
 # %%
 # Stage 1 on brain age. For brevity it uses every participant's age here; the
 # paper pre-trained on a separate set of participants (``bench_table1.py`` does too).
-brain_age = BrainAgeCNNTransformer(**ARCH, max_epochs=EPOCHS, validation_fraction=0.0, early_stopping=False, lr_schedule="none", device="cpu",
+brain_age = BrainAgeCNNTransformer(**ARCH, max_epochs=EPOCHS, validation_fraction=0.0,
+                                   early_stopping=False, lr_schedule="none", device="cpu",
                                    random_state=0).fit(X["image"].tolist(), ph.loc[keep, "age"].to_numpy())
 weights = brain_age.save_weights(os.path.join(work, "brain_age_cnn.pt"))
 
 # %%
 # One cached feature step shared by every model.
 mlp = dict(max_epochs=EPOCHS, batch_size=50, class_weight="balanced", device="cpu", random_state=0)
-cnn = ImagingCNNClassifier(brain_age_model=weights, validation_fraction=0.0, early_stopping=False, lr_schedule="none", **mlp)
+cnn = ImagingCNNClassifier(brain_age_model=weights, validation_fraction=0.0,
+                           early_stopping=False, lr_schedule="none", **mlp)
 features = ColumnTransformer([("image", cnn, ["image"]), ("snp", SNPQualityFilter(), snp_cols)])
 memory = Memory(os.path.join(work, "cache"), verbose=0)
 k = ARCH["channels"][-1]   # the first k feature columns are h_v

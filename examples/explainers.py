@@ -57,7 +57,8 @@ qc = SNPQualityFilter().fit(cohort.genotypes.iloc[train])            # QC + impu
 Xg = pd.DataFrame(qc.transform(cohort.genotypes), index=cohort.genotypes.index,
                   columns=qc.get_feature_names_out())
 cnn = BrainAgeCNNTransformer(channels=(4, 8, 8), padding=1, pool_blocks=3, global_pool="avg",
-                             max_epochs=EPOCHS, validation_fraction=0.0, early_stopping=False, lr_schedule="none", device="cpu", random_state=0)
+                             max_epochs=EPOCHS, validation_fraction=0.0,
+                             early_stopping=False, lr_schedule="none", device="cpu", random_state=0)
 cnn.fit(cohort.images[train], ph["age"].to_numpy()[train])
 h_v = cnn.transform(cohort.images)
 XV = np.hstack([h_v, Xg.to_numpy()])

@@ -61,7 +61,8 @@ print(f"{len(y)} participants ({np.bincount(y)} low/high WM), {len(snp_cols)} SN
 # Stage 1: the brain-age CNN, trained on age (here on the training participants only) and
 # saved as a weights file; the WM classifier starts from its first blocks.
 train_ids = X_train.index
-brain_age = BrainAgeCNNTransformer(**ARCH, max_epochs=EPOCHS, validation_fraction=0.0, early_stopping=False, lr_schedule="none", device="cpu",
+brain_age = BrainAgeCNNTransformer(**ARCH, max_epochs=EPOCHS, validation_fraction=0.0,
+                                   early_stopping=False, lr_schedule="none", device="cpu",
                                    random_state=0)
 brain_age.fit(X_train["image"].tolist(), ph.loc[train_ids, "age"].to_numpy())
 weights = brain_age.save_weights(os.path.join(work, "brain_age_cnn.pt"))
@@ -71,7 +72,8 @@ weights = brain_age.save_weights(os.path.join(work, "brain_age_cnn.pt"))
 # feature step are h_v (the CNN's width), the rest are SNPs.
 features = ColumnTransformer([
     ("image", ImagingCNNClassifier(brain_age_model=weights, n_transfer_blocks=2, max_epochs=EPOCHS,
-                                   validation_fraction=0.0, early_stopping=False, lr_schedule="none", class_weight="balanced", device="cpu",
+                                   validation_fraction=0.0,
+                                   early_stopping=False, lr_schedule="none", class_weight="balanced", device="cpu",
                                    random_state=0), ["image"]),
     ("snp", SNPQualityFilter(), snp_cols),
 ])
