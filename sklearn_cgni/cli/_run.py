@@ -583,20 +583,23 @@ def _classical(run, n_regions):
                             class_weight=_class_weight(run.cfg), random_state=run.seed)
 
 
+def _fit_and_score(model, splits, *, table, name, k):
+    """Fit ``model`` on ``splits["train"]`` and score it on every split: ``(fitted, records)``, timed and logged."""
+    t0 = time.perf_counter()
+    est = model.fit(*splits["train"])
+    recs = score_model(est.predict, splits, table=table, model=name, fold=k)
+    for r in recs:
+        r["seconds"] = time.perf_counter() - t0
+    log.info("fold %d %s %s: validation %.3f, holdout %.3f (%.1f s)", k, table, name,
+             recs[1]["balanced_accuracy"], recs[2]["balanced_accuracy"], time.perf_counter() - t0)
+    return est, recs
+
+
 def _classical_records(run, X, n_regions, y, tr, va, hold, k):
     """Table 1's classical rows (``X`` = [regional means ⊕ SNPs]) fitted on the fold's training rows and scored."""
     splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
-    records = []
-    for name, model in _classical(run, n_regions).items():
-        t0 = time.perf_counter()
-        est = model.fit(X[tr], y[tr])
-        recs = score_model(est.predict, splits, table="Table 1", model=name, fold=k)
-        for r in recs:
-            r["seconds"] = time.perf_counter() - t0
-        records += recs
-        log.info("fold %d %s: validation %.3f, holdout %.3f (%.1f s)", k, name, recs[1]["balanced_accuracy"],
-                 recs[2]["balanced_accuracy"], time.perf_counter() - t0)
-    return records
+    return [r for name, model in _classical(run, n_regions).items()
+            for r in _fit_and_score(model, splits, table="Table 1", name=name, k=k)[1]]
 
 
 def _stage_models(run, folder, k):
@@ -622,14 +625,8 @@ def _stage_models(run, folder, k):
                        position=1, unit="model")
     for (table, name), model in bar:
         bar.set_postfix_str(name[:30])
-        t0 = time.perf_counter()
-        est = clone(model).fit(X[tr], y[tr])
-        recs = score_model(est.predict, splits, table=table, model=name, fold=k)
-        for r in recs:
-            r["seconds"] = time.perf_counter() - t0
+        est, recs = _fit_and_score(clone(model), splits, table=table, name=name, k=k)
         records += recs
-        log.info("fold %d %s %s: validation %.3f, holdout %.3f (%.1f s)", k, table, name,
-                 recs[1]["balanced_accuracy"], recs[2]["balanced_accuracy"], time.perf_counter() - t0)
         if k == 0 and table == "Table 1" and name == TABLE1_CGNI:
             enc = est.named_steps["contrastive"]
             enc = getattr(enc, "transformer_", enc)  # cross-fitted: the encoder refitted on all training rows
@@ -779,8 +776,8 @@ def _stage_genes(run, folder):
     elif len(sig_snps):
         source = run.inputs.snp_genes or run.inputs.snp_info
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # unmapped SNPs: noted and logged just below
                 table4 = genes_per_component(sig_snps, table)
             table4.to_csv(folder / "table4.csv", index=False)
             unmapped = sorted({s_ for row in table4["unmapped_snps"] for s_ in row})

@@ -351,6 +351,37 @@ class _BaseImageCNN(BaseEstimator):
         else:
             self.best_epoch_ = self.n_epochs_
 
+    def _transfer_source(self):
+        """``(arch, state_dict, description)`` of ``brain_age_model``, the transfer source, or None.
+
+        A weights path written by :meth:`save_weights`, a fitted image CNN, or a
+        ``sklearn.frozen.FrozenEstimator`` of one (used by :class:`ImagingCNNClassifier` and
+        :class:`BrainGenotypeScorer`).
+        """
+        src = self.brain_age_model
+        if src is None:
+            return None
+        if isinstance(src, (str, os.PathLike)):
+            path = os.fspath(src)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"brain_age_model file {path!r} does not exist.")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+                raise ValueError(f"brain_age_model {path!r} is not a file written by save_weights.")
+            return state["config"], state["state_dict"], repr(path)
+        if type(src).__name__ == "FrozenEstimator" and hasattr(src, "estimator"):
+            src = src.estimator
+        if not isinstance(src, _BaseImageCNN):
+            raise TypeError(f"brain_age_model must be a fitted BrainAgeCNNTransformer, a "
+                            f"FrozenEstimator of one, or a weights path; got {type(src).__name__}.")
+        if not hasattr(src, "net_"):
+            raise ValueError(
+                "brain_age_model is not fitted. clone() (used by GridSearchCV, cross_validate and "
+                "cross_fit_scores) returns unfitted copies of estimator parameters: pass the path "
+                "of its save_weights() file or sklearn.frozen.FrozenEstimator(model).")
+        state = {k: v.detach().cpu() for k, v in src.module_.state_dict().items()}
+        return src.arch_, state, f"brain_age_model ({type(src).__name__})"
+
     def _load_weights_file(self):
         path = os.fspath(self.weights)
         if not os.path.exists(path):

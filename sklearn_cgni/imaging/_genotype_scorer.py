@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
-from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _transfer_blocks, _valid_metric_callback
+from ._base import _BaseImageCNN, _transfer_blocks, _valid_metric_callback
 from ._dataset import check_image_input
 
 __all__ = ["BrainGenotypeScorer", "cross_fit_scores", "check_genotype_targets"]
@@ -412,34 +412,6 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.n_missing_ = 0
         self.n_transferred_blocks_ = 0
 
-    # ------------------------------------------------------------------ transfer source
-    def _source(self):
-        """``(arch, state_dict, description)`` of the brain-age source, or None."""
-        src = self.brain_age_model
-        if src is None:
-            return None
-        if isinstance(src, (str, os.PathLike)):
-            path = os.fspath(src)
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"brain_age_model file {path!r} does not exist.")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-                raise ValueError(f"brain_age_model {path!r} is not a file written by save_weights.")
-            return state["config"], state["state_dict"], repr(path)
-        if type(src).__name__ == "FrozenEstimator" and hasattr(src, "estimator"):
-            src = src.estimator
-        if not isinstance(src, _BaseImageCNN):
-            raise TypeError(f"brain_age_model must be a fitted BrainAgeCNNTransformer, a "
-                            f"FrozenEstimator of one, or a weights path; got {type(src).__name__}.")
-        if not hasattr(src, "net_"):
-            raise ValueError(
-                "brain_age_model is not fitted. clone() (used by cross_fit_scores, "
-                "GridSearchCV, cross_validate) returns unfitted copies of estimator "
-                "parameters: pass the path of its save_weights() file or "
-                "sklearn.frozen.FrozenEstimator(model).")
-        state = {k: v.detach().cpu() for k, v in src.module_.state_dict().items()}
-        return src.arch_, state, f"brain_age_model ({type(src).__name__})"
-
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -494,7 +466,7 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
                 raise ValueError(
                     f"{type(self).__name__}: the weights file {os.fspath(self.weights)!r} has a "
                     f"head for {n_saved} SNPs but G has {self.n_snps_} columns.")
-        source = self._source() if self.weights is None else None
+        source = self._transfer_source() if self.weights is None else None
         self.n_transferred_blocks_ = 0
 
         def prepare(module, arch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from numbers import Integral
 
 import numpy as np
@@ -13,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import WEIGHTS_FORMAT, _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
+from ._base import _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
 
 __all__ = ["ImagingCNNClassifier"]
 
@@ -165,33 +164,6 @@ recalibrate_bn, random_state, verbose
     def _set_extra_state(self, state):
         self.classes_ = np.asarray(state["classes"])
 
-    def _source(self):
-        """``(arch, state_dict, name)`` of the transfer source, or None."""
-        src = self.brain_age_model
-        if src is None:
-            return None
-        if isinstance(src, (str, os.PathLike)):
-            path = os.fspath(src)
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"brain_age_model file {path!r} does not exist.")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-                raise ValueError(f"brain_age_model {path!r} is not a file written by save_weights.")
-            return state["config"], state["state_dict"], repr(path)
-        if hasattr(src, "estimator") and type(src).__name__ == "FrozenEstimator":
-            src = src.estimator
-        if not isinstance(src, _BaseImageCNN):
-            raise TypeError(f"brain_age_model must be a fitted BrainAgeCNNTransformer, a "
-                            f"FrozenEstimator of one, or a weights path; got {type(src).__name__}.")
-        if not hasattr(src, "net_"):
-            raise ValueError(
-                "brain_age_model is not fitted. Note that clone() (used by GridSearchCV and "
-                "cross_validate) returns unfitted copies of estimator parameters: pass the "
-                "path of its save_weights() file or sklearn.frozen.FrozenEstimator(model)."
-            )
-        state = {k: v.detach().cpu() for k, v in src.module_.state_dict().items()}
-        return src.arch_, state, f"brain_age_model ({type(src).__name__})"
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fine-tune on class labels (or, with ``frozen=True``, load ``weights``).
@@ -233,7 +205,7 @@ recalibrate_bn, random_state, verbose
             w = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=codes)
             net_kwargs["criterion__weight"] = torch.as_tensor(w, dtype=torch.float32)
 
-        source = self._source() if self.weights is None else None
+        source = self._transfer_source() if self.weights is None else None
         self.n_transferred_blocks_ = 0
 
         def prepare(module, arch):
