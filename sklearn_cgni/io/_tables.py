@@ -300,7 +300,6 @@ def read_phenotypes(path, *, id_column="participant_id", required=(), columns=No
             f"({ {k: columns[k] for k in clash} }); rename or remove one of them."
         )
     renamed = {v: k for k, v in columns.items()}
-    file_column = {k: v for k, v in columns.items()}
     table = table.rename(columns=renamed)
     absent = [c for c in required if c not in table.columns]
     if absent:
@@ -317,7 +316,7 @@ def read_phenotypes(path, *, id_column="participant_id", required=(), columns=No
     for column, coding in codings.items():
         if coding is None or column not in table.columns:
             continue
-        table[column] = _apply_coding(table, column, coding, source, file_column.get(column, column))
+        table[column] = _apply_coding(table, column, coding, source, columns.get(column, column))
     return table
 
 
