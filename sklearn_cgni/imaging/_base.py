@@ -159,9 +159,29 @@ class _RecalibratingNet(NeuralNet):
     forward pass over the training images per epoch.
     """
 
-    def __init__(self, *args, recalibrate_bn=True, **kwargs):
+    def __init__(self, *args, recalibrate_bn=True, channels_last=False, bfloat16=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.recalibrate_bn = recalibrate_bn
+        self.channels_last = channels_last
+        self.bfloat16 = bfloat16
+
+    def initialize_module(self):
+        super().initialize_module()
+        if self.channels_last:  # before the optimizer sees the parameters
+            self.module_.to(memory_format=torch.channels_last_3d)
+        return self
+
+    def infer(self, x, **fit_params):
+        """The module's output, on channels_last_3d input and under bfloat16 autocast if asked."""
+        from skorch.utils import to_tensor
+
+        x = to_tensor(x, device=self.device)
+        if self.channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        device_type = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bfloat16):
+            out = self.module_(x, **fit_params)
+        return out.float() if self.bfloat16 else out
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         if training:
@@ -215,6 +235,8 @@ class _BaseImageCNN(BaseEstimator):
         "inference_backend": [StrOptions({"auto", "eager", "mkldnn"})],
         "recalibrate_bn": ["boolean"],
         "channels_last": ["boolean"],  # used by subclasses that predate inference_backend
+        "memory_format": [StrOptions({"auto", "channels_last", "contiguous"})],
+        "precision": [StrOptions({"float32", "bfloat16"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -399,6 +421,12 @@ class _BaseImageCNN(BaseEstimator):
                              f"{type(self).__name__} needs a {self._kind} network.")
         return state
 
+    def _train_channels_last(self):
+        """Whether training runs on channels_last_3d tensors (``memory_format``; auto: on the CPU)."""
+        if self.memory_format == "auto":
+            return str(self.device_).startswith("cpu")
+        return self.memory_format == "channels_last"
+
     def _make_net(self, module, criterion, seed, stratify, extra_callbacks=(), **kwargs):
         from skorch.dataset import ValidSplit
 
@@ -419,6 +447,8 @@ class _BaseImageCNN(BaseEstimator):
             module=module,
             criterion=criterion,
             recalibrate_bn=self.recalibrate_bn,
+            channels_last=self._train_channels_last(),
+            bfloat16=self.precision == "bfloat16",
             optimizer=torch.optim.Adam,
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
@@ -473,6 +503,7 @@ class _BaseImageCNN(BaseEstimator):
         self.net_.initialize()
         if self.max_epochs > 0:
             self.net_.partial_fit(dataset, y)
+            self.module_.to(memory_format=torch.contiguous_format)  # inference and saved weights: the default layout
             if self.recalibrate_bn:
                 loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
                 recalibrate_batchnorm(self.module_, loader, self.device_)

@@ -119,6 +119,19 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         (:func:`sklearn_cgni.nn.recalibrate_batchnorm`). Without it, the exponential
         running averages lag behind the weights, which at small image shapes (a 1x1x1
         last block) can push eval-mode outputs to a constant prediction.
+    memory_format : {"auto", "channels_last", "contiguous"}, default="auto"
+        Tensor layout while training. ``"channels_last"`` (``torch.channels_last_3d``) lets
+        oneDNN run the convolutions and their gradients without reordering: at 128x141x128
+        a CPU training step took 1.8 s instead of 3.3 s (66 % instead of 36 % of the fp32
+        matmul floor, ``benchmarks/results/cnn_training.md``); the numbers differ from
+        ``"contiguous"`` only by summation order. ``"auto"``: channels_last on the CPU,
+        contiguous on other devices (run ``benchmarks/bench_gpu.py`` to compare there). The
+        fitted module is returned to the contiguous layout, so saved weights do not depend on it.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` trains under ``torch.autocast`` (convolutions in bfloat16, weights,
+        loss and optimizer in float32); on CPUs with AVX-512 BF16 or AMX, and on GPUs, it is
+        faster (see the benchmark above for the measured speed and brain-age MAE).
+        Inference (``transform``/``predict``) stays in float32.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation split. On CPU
         with a fixed number of threads two fits give identical weights.
@@ -193,6 +206,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
                  lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
+                 memory_format="auto", precision="float32",
                  random_state=None, verbose=0):
         self.channels = channels
         self.padding = padding
@@ -219,6 +233,8 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         self.transform_batch_size = transform_batch_size
         self.inference_backend = inference_backend
         self.recalibrate_bn = recalibrate_bn
+        self.memory_format = memory_format
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 

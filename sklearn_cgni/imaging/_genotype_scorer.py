@@ -235,8 +235,10 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         ``n_iter_no_change // 2`` epochs.
     augment_shift : int, default=0
         Random shifts of up to this many voxels per axis in training.
-    callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, verbose
-        As in :class:`BrainAgeCNNTransformer`.
+    callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, memory_format, \
+precision, verbose
+        As in :class:`BrainAgeCNNTransformer` (``channels_last`` runs inference eagerly on the
+        channels_last_3d layout; ``memory_format`` is the layout while training).
     inference_backend : {"auto", "eager", "mkldnn"}, default="auto"
         How ``transform``/``predict`` run the network, as in
         :class:`BrainAgeCNNTransformer` (the voxel standardisation is kept in every backend).
@@ -332,6 +334,7 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
                  n_iter_no_change=10, lr_schedule="none", augment_shift=0, callbacks=None,
                  num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=None, channels_last=False, inference_backend="auto", recalibrate_bn=True,
+                 memory_format="auto", precision="float32",
                  random_state=None, verbose=0):
         self.task = task
         self.brain_age_model = brain_age_model
@@ -363,6 +366,8 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         self.channels_last = channels_last
         self.inference_backend = inference_backend
         self.recalibrate_bn = recalibrate_bn
+        self.memory_format = memory_format
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 

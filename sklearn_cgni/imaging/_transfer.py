@@ -54,7 +54,7 @@ class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
         else the paper's. An explicit value that differs from the source raises an error.
     dropout, max_epochs, batch_size, lr, weight_decay, validation_fraction, callbacks, \
 num_workers, cache_dir, device, weights, frozen, transform_batch_size, inference_backend, \
-recalibrate_bn, random_state, verbose
+recalibrate_bn, memory_format, precision, random_state, verbose
         As in :class:`BrainAgeCNNTransformer`. ``validation_fraction`` here gives a
         stratified split and ``net_.history[:, "valid_bacc"]``. ``weights`` is this
         classifier's own saved file (warm start, or ``frozen=True`` to only load it).
@@ -122,6 +122,7 @@ recalibrate_bn, random_state, verbose
                  lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
+                 memory_format="auto", precision="float32",
                  random_state=None, verbose=0):
         self.brain_age_model = brain_age_model
         self.n_transfer_blocks = n_transfer_blocks
@@ -152,6 +153,8 @@ recalibrate_bn, random_state, verbose
         self.transform_batch_size = transform_batch_size
         self.inference_backend = inference_backend
         self.recalibrate_bn = recalibrate_bn
+        self.memory_format = memory_format
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
