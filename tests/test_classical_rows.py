@@ -132,13 +132,17 @@ def test_classical_rows_reproduce_from_saved_features_and_the_deep_rows_folds(fi
     cohort, _, out = finished_run
     stages = out / "stages"
     cfg = json.loads((out / "run.json").read_text())["config"]
-    parts = pd.read_csv(stages / "data" / "participants.csv", dtype={"participant_id": str})
+    parts = pd.read_csv(stages / "data" / "participants.csv", dtype={"participant_id": str}).set_index("participant_id")
     wm = (parts["wm_group"].notna() & parts["image_qc_passed"]).to_numpy()
     y = parts.loc[wm, "wm_group"].astype(int).to_numpy()
     G = np.load(stages / "data" / "genotypes_qc.npy")[wm]
-    R = np.load(stages / "regions" / "regional_means.npy")
+    # the regions stage holds every participant with a QC-passed image, the WM ones among them
+    R_all = np.load(stages / "regions" / "regional_means.npy")
+    ids = pd.read_csv(stages / "regions" / "participants.csv", dtype={"participant_id": str})["participant_id"]
+    assert list(ids) == list(parts.index[parts["image_qc_passed"].to_numpy()])
+    R = R_all[pd.Index(ids).get_indexer(parts.index[wm])]
     regions = pd.read_csv(stages / "regions" / "regions.csv")
-    assert R.shape == (len(y), len(regions)) and len(regions) > 10
+    assert R.shape == (len(y), len(regions)) and len(regions) > 10 and len(R_all) > len(R)
     # the saved means are the atlas's regional means of each WM participant's image
     atlas = load_atlas(cohort / "atlas.nii.gz", cohort / "atlas_labels.csv")
     first = RegionalMeans(atlas).fit_transform(parts.loc[wm, "image"].iloc[:3].tolist())
@@ -201,5 +205,5 @@ def test_stages_reading_the_regional_means_follow_the_regions_stage(finished_run
     assert main(_base_args(cohort, cfg, copy)) == 0
     status = json.loads((copy / "run.json").read_text())["stage_status"]
     assert status["regions"] == "computed"
-    assert status["models_f0"] == status["models_f1"] == status["confounds"] == "computed"
+    assert status["models_f0"] == status["models_f1"] == status["confounds"] == status["scores"] == "computed"
     assert status["brain_age"] == status["finetune_f0"] == status["finetune_f1"] == "reused"

@@ -265,10 +265,21 @@ class _Run:
         cv = [(np.asarray(a), np.asarray(b)) for a, b in split["folds"]]
         return train, hold, cv
 
-    def regions(self):
-        """Regional gray-matter means of the WM participants (rows as :meth:`wm`) and the region names."""
+    def regions(self, participants=None):
+        """Regional gray-matter means and the region names.
+
+        Rows: the given participant IDs, by default the WM participants (rows as :meth:`wm`).
+        """
         d = self.store.path("regions")
-        return np.load(d / "regional_means.npy"), pd.read_csv(d / "regions.csv")["region"].astype(str).tolist()
+        ids = pd.read_csv(d / "participants.csv", dtype={"participant_id": str})["participant_id"]
+        if participants is None:
+            participants = self.wm()[0].index
+        rows = pd.Index(ids).get_indexer(pd.Index(participants))
+        if (rows < 0).any():
+            raise RuntimeError(f"regions stage: no regional means for participant(s) "
+                               f"{list(pd.Index(participants)[rows < 0][:5])}")
+        R = np.load(d / "regional_means.npy", mmap_mode="r")[rows]
+        return np.asarray(R), pd.read_csv(d / "regions.csv")["region"].astype(str).tolist()
 
 
 # ---------------------------------------------------------------------------- stages
@@ -426,16 +437,23 @@ def _stage_data(run, folder):
 
 
 def _stage_regions(run, folder):
-    """Mean gray matter per atlas region of each WM participant: a fixed transform, computed once, not per fold."""
+    """Mean gray matter per atlas region of every participant whose image passed QC.
+
+    A fixed transform, computed once and read by every later stage that needs it: the classical
+    rows and the confound table (WM participants) and the brain-genotype scores' SNP screen
+    (all participants with an image).
+    """
     from ..imaging import RegionalMeans
 
-    wm, _, _, _ = run.wm()
+    parts, _, _ = run.data()
+    qc = parts[parts["image_qc_passed"].to_numpy()]
     means = RegionalMeans(_load_atlas(run))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        R = means.fit_transform(wm["image"].tolist())
+        R = means.fit_transform(qc["image"].tolist())
     _caught(caught)
     np.save(folder / "regional_means.npy", R)
+    pd.Series(qc.index, name="participant_id").to_csv(folder / "participants.csv", index=False)
     pd.DataFrame({"region": means.region_names_, "n_voxels": means.region_sizes_}).to_csv(folder / "regions.csv",
                                                                                          index=False)
     log.info("regional gray-matter means: %d regions of %s, %d participants", R.shape[1], means.atlas_.name, len(R))
@@ -845,12 +863,10 @@ def _score_snp_choice(run, G_all, images, folds):
 
     ``scores.snps`` when given (the same SNPs in every fold). Otherwise a screen nested in the
     cross-fitting: in each fold, the ``scores.max_snps`` SNPs whose calls correlate most with
-    regional gray-matter means (max |r| over atlas regions) among that fold's training
-    participants only, so the choice never sees the participants it scores. Nothing from
-    CGNI (stage 2, occlusion) is used.
+    regional gray-matter means (max |r| over atlas regions, from the regions stage) among that
+    fold's training participants only, so the choice never sees the participants it scores.
+    Nothing from CGNI (stage 2, occlusion) is used.
     """
-    from ..imaging import RegionalMeans
-
     c = run.cfg["scores"]
     snps = list(G_all.columns)
     if c["snps"]:
@@ -862,10 +878,7 @@ def _score_snp_choice(run, G_all, images, folds):
         if flat:
             raise InputError(f"scores.snps: SNP(s) {flat[:10]} do not vary within a cross-fitting training fold.")
         return G_all[chosen], None, "config"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        R = RegionalMeans(_load_atlas(run)).fit_transform(images.tolist())
-    _caught(caught)
+    R, _ = run.regions(images.index)
     values = G_all.to_numpy(dtype=float)
     by_fold = {}
     for k, (tr, _) in enumerate(folds):
@@ -1326,7 +1339,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     if cfg["scores"]["enabled"]:
         plan.append(("scores", lambda d: _stage_scores(run, d), dict(config=sec("scores", "stage1", "data"),
                                                                      inputs=inputs_fp),
-                     ("data", "brain_age")))
+                     ("data", "regions", "brain_age")))
     if cfg["confounds"]["enabled"]:
         plan.append(("confounds", lambda d: _stage_confounds(run, d),
                      dict(config=sec("confounds", "contrastive", "classifier", "baselines", "data", "stage1",

@@ -21,7 +21,7 @@ from ._config import config_fingerprint
 
 __all__ = ["StageStore", "OutputFolderError", "epoch_bar_callback", "progress_bar", "json_default"]
 
-STAGE_CODE_VERSION = 1
+STAGE_CODE_VERSION = 2  # 2: the regions stage covers every participant with a QC-passed image
 log = logging.getLogger("sklearn_cgni.cli")
 
 
