@@ -87,3 +87,37 @@ def test_alignment_and_column_errors(cohort):
         association_table(scores.iloc[:10], ph, ["fluid_intelligence"])
     with pytest.raises(ValueError, match="NaN"):
         association_table(scores.assign(rs_null1=np.nan), ph, ["fluid_intelligence"])
+
+
+def test_permutation_p_values_are_calibrated_and_agree_with_ols_on_gaussian_data():
+    rng = np.random.default_rng(1)
+    n, k = 150, 200
+    ph = pd.DataFrame({"age": rng.uniform(40, 70, n), "sex": rng.integers(0, 2, n), "site": rng.integers(0, 3, n)})
+    scores = pd.DataFrame(rng.normal(size=(n, k)), columns=[f"rs{j}" for j in range(k)])
+    scores["rs0"] = scores["rs0"] + 0.02 * ph["age"]  # a score that carries a covariate only
+    ph["memory"] = 0.05 * ph["age"] + rng.normal(size=n)
+    with pytest.warns(UserWarning, match="cannot pass Bonferroni over 200 tests"):
+        t = association_table(scores, ph, ["memory"], covariates=["age", "sex"], categorical=["site"],
+                              n_permutations=999, random_state=0)
+    # null everywhere: about 5 % below 0.05 (binomial sd 1.5 %), none after correction
+    assert 0.02 <= (t["p_perm"] < 0.05).mean() <= 0.09
+    assert not t["significant_perm_bonferroni"].any()
+    # the exact finite-sample p of the OLS t agrees with the permutation p on Gaussian data
+    assert np.corrcoef(t["p"], t["p_perm"])[0, 1] > 0.97
+    assert t["p_perm"].min() >= 1 / 1000
+    # reproducible given random_state
+    t2 = association_table(scores, ph, ["memory"], covariates=["age", "sex"], categorical=["site"],
+                           n_permutations=999, random_state=0)
+    np.testing.assert_array_equal(t["p_perm"], t2["p_perm"])
+
+
+def test_permutation_p_values_find_a_real_association_and_are_absent_by_default():
+    rng = np.random.default_rng(2)
+    n = 200
+    ph = pd.DataFrame({"age": rng.uniform(40, 70, n), "sex": rng.integers(0, 2, n)})
+    s = pd.DataFrame({"rs1": rng.normal(size=n), "rs2": rng.normal(size=n)})
+    ph["memory"] = 0.5 * s["rs1"] + rng.normal(size=n)
+    t = association_table(s, ph, ["memory"], categorical=(), n_permutations=199, random_state=0)
+    assert t.set_index("score").loc["rs1", "p_perm"] == pytest.approx(1 / 200)
+    assert t["significant_perm_bonferroni"].tolist() == [True, False]
+    assert "p_perm" not in association_table(s, ph, ["memory"], categorical=()).columns

@@ -431,7 +431,9 @@ def render_html(out, results, tables, notes):
         if winner:
             s += _note(winner)
         for key, title in (("score_accuracy", "Held-out accuracy"), ("associations", "Associations with cognition "
-                                                                                     "(OLS with covariates)"),
+                                                                                     "(OLS with covariates; p_perm: "
+                                                                                     "Freedman-Lane permutation "
+                                                                                     "p-values)"),
                            ("saliency_top_regions", "Saliency: top regions per score")):
             if key in tables:
                 s += f"<h3>{title}</h3>" + _html_table(tables[key], max_rows=40)

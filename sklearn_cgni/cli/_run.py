@@ -964,7 +964,8 @@ def _stage_scores(run, folder):
         for name, sc in (("CNN", cnn_scores), ("IDP", idp_scores)):
             if measures and complete:
                 t = association_table(sc.loc[keep, complete], pheno[keep], measures, covariates=covs,
-                                      categorical=categorical)
+                                      categorical=categorical, n_permutations=c["n_permutations"],
+                                      random_state=run.seed)
                 t.insert(0, "model", name)
                 assoc.append(t)
     _caught(caught)
@@ -1363,7 +1364,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     bar.close()
     meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=time.perf_counter() - t_start,
                 device=device, versions=_versions(), stage_seconds=dict(store.timings),
-                stage_status=dict(store.status), inputs=asdict(inputs), threads=torch.get_num_threads(),
+                stage_cpu_seconds=dict(store.cpu_timings), stage_status=dict(store.status), inputs=asdict(inputs), threads=torch.get_num_threads(),
                 machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     write_json(out / "run.json", meta)
     return write_outputs(out)

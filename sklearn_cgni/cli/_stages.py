@@ -129,6 +129,7 @@ class StageStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.fingerprints = {}
         self.timings = {}
+        self.cpu_timings = {}  # CPU seconds of this process (all its threads), for the cost benchmark
         self.status = {}
 
     def path(self, name):
@@ -166,6 +167,7 @@ class StageStore:
             # (even with the same configuration) invalidates the stages that read its outputs
             self.fingerprints[name] = f"{fp}:{info.get('token', '')}"
             self.timings[name] = info.get("seconds", 0.0)
+            self.cpu_timings[name] = info.get("cpu_seconds", 0.0)
             self.status[name] = "reused"
             return info["result"]
         if folder.exists():
@@ -173,16 +175,18 @@ class StageStore:
             log.info("stage %-14s recomputed: %s", name, why)
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         log.info("stage %-14s running", name)
         result = func(folder) or {}
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         token = uuid.uuid4().hex[:12]
         write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "token": token, "seconds": seconds,
+                                           "cpu_seconds": cpu_seconds,
                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                            "result": _clean(result)})
         log.info("stage %-14s done in %.1f s", name, seconds)
         self.fingerprints[name] = f"{fp}:{token}"
         self.timings[name] = seconds
+        self.cpu_timings[name] = cpu_seconds
         self.status[name] = "computed"
         return json.loads((folder / "_done.json").read_text())["result"]

@@ -4,10 +4,15 @@ For every score x cognitive measure pair, an ordinary least-squares regression (
 
     measure ~ score + age + sex + other covariates
 
-with the score and the measure standardised over the participants of that test, so that the
-score's coefficient is a standardised effect size (beta). Its standard error, t and two-sided
+with the score and the measure standardized over the participants of that test, so that the
+score's coefficient is a standardized effect size (beta). Its standard error, t and two-sided
 p-value are reported, with Bonferroni and Benjamini-Hochberg FDR corrections over all tests of
 the table (statsmodels ``multipletests``).
+
+With ``n_permutations > 0`` each test also gets a permutation p-value that does not rely on the
+OLS assumptions (Freedman and Lane, 1983: the residuals of ``measure ~ covariates`` are permuted
+and added back to its fitted values, and the score's partial correlation is recomputed), and
+the same corrections are applied to those.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def _as_frame(scores, what):
 
 def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
                       covariates=("age", "sex"), categorical=("site",), alpha=0.05,
-                      standardize=True):
+                      standardize=True, n_permutations=0, random_state=None):
     """Regress each cognitive measure on each score with covariates: one tidy table.
 
     Parameters
@@ -61,8 +66,17 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
     alpha : float, default=0.05
         Family-wise / false-discovery level for the ``significant_*`` columns.
     standardize : bool, default=True
-        z-score the score and the measure within each test (``beta`` is then a standardised
+        z-score the score and the measure within each test (``beta`` is then a standardized
         coefficient: SD change of the measure per SD of the score, adjusted).
+    n_permutations : int, default=0
+        Permutations for calibrated p-values (Freedman-Lane; the same permutations for every
+        score of a measure). ``p_perm = (1 + #{|r*| >= |r|}) / (1 + n_permutations)``, with
+        ``r`` the partial correlation of score and measure given the covariates (equivalent
+        to the OLS t). A Bonferroni-corrected permutation p-value can only fall below
+        ``alpha`` if ``n_permutations + 1 >= n_tests / alpha``; fewer permutations give a
+        warning.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the permutations.
 
     Returns
     -------
@@ -71,7 +85,9 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
         ``se``, ``t``, ``p``, ``p_bonferroni``, ``p_fdr``, ``significant_bonferroni``,
         ``significant_fdr``. Corrections are over all tests with a p-value. A score with no
         variation among the participants of a test gets NaN statistics (and a warning) and
-        is not counted in the corrections.
+        is not counted in the corrections. With ``n_permutations > 0`` also ``p_perm``,
+        ``p_perm_bonferroni``, ``p_perm_fdr``, ``significant_perm_bonferroni`` and
+        ``significant_perm_fdr``.
 
     Examples
     --------
@@ -86,6 +102,7 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
     [['rs1', True], ['rs2', False]]
     """
     import statsmodels.api as sm
+    from sklearn.utils import check_random_state
     from statsmodels.stats.multitest import multipletests
 
     scores = _as_frame(scores, "scores")
@@ -148,6 +165,7 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
         warnings.warn(f"association_table: {len(flat_scores)} score(s) have no variation and "
                       f"get NaN statistics: {flat_scores[:10]}.", UserWarning, stacklevel=2)
 
+    rng = check_random_state(random_state)
     rows = []
     for m in measures:
         y_all = pd.to_numeric(ph[m], errors="coerce").to_numpy(dtype=np.float64)
@@ -161,6 +179,7 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
             warnings.warn(f"association_table: measure {m!r} has no variation; its tests get "
                           f"NaN statistics.", UserWarning, stacklevel=2)
         C = cov.to_numpy(dtype=np.float64)[ok]
+        p_perm = _freedman_lane(score_vals[ok], y, C, n_permutations, rng) if n_permutations else None
         for j, s in enumerate(scores.columns):
             x = score_vals[ok, j]
             row = {"score": str(s), "measure": m, "n": int(ok.sum()), "n_missing": n_missing,
@@ -174,6 +193,8 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
                 fit = sm.OLS(ys, design).fit()
                 row.update(beta=float(fit.params[1]), se=float(fit.bse[1]),
                            t=float(fit.tvalues[1]), p=float(fit.pvalues[1]))
+                if p_perm is not None:
+                    row["p_perm"] = float(p_perm[j])
             rows.append(row)
     table = pd.DataFrame(rows)
     table["p_bonferroni"] = np.nan
@@ -185,4 +206,55 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
         table.loc[has_p, "p_fdr"] = multipletests(p, alpha=alpha, method="fdr_bh")[1]
     table["significant_bonferroni"] = (table["p_bonferroni"] < alpha).to_numpy()
     table["significant_fdr"] = (table["p_fdr"] < alpha).to_numpy()
+    if n_permutations:
+        if "p_perm" not in table:
+            table["p_perm"] = np.nan
+        table["p_perm_bonferroni"] = np.nan
+        table["p_perm_fdr"] = np.nan
+        has_p = table["p_perm"].notna().to_numpy()
+        if has_p.any():
+            p = table.loc[has_p, "p_perm"].to_numpy()
+            table.loc[has_p, "p_perm_bonferroni"] = multipletests(p, alpha=alpha, method="bonferroni")[1]
+            table.loc[has_p, "p_perm_fdr"] = multipletests(p, alpha=alpha, method="fdr_bh")[1]
+            if n_permutations + 1 < has_p.sum() / alpha:
+                warnings.warn(f"association_table: with {n_permutations} permutations the smallest permutation "
+                              f"p-value is 1/{n_permutations + 1}, which cannot pass Bonferroni over "
+                              f"{int(has_p.sum())} tests at alpha={alpha}; use n_permutations >= "
+                              f"{int(np.ceil(has_p.sum() / alpha))}.", UserWarning, stacklevel=2)
+        table["significant_perm_bonferroni"] = (table["p_perm_bonferroni"] < alpha).to_numpy()
+        table["significant_perm_fdr"] = (table["p_perm_fdr"] < alpha).to_numpy()
     return table
+
+
+def _residualize(A, C):
+    """Residuals of the columns of ``A`` after least squares on ``[1, C]``."""
+    design = np.column_stack([np.ones(len(A)), C])
+    coef, *_ = np.linalg.lstsq(design, A, rcond=None)
+    return A - design @ coef
+
+
+def _freedman_lane(X, y, C, n_permutations, rng, chunk=1000):
+    """Two-sided Freedman-Lane permutation p-values of each column of ``X`` for ``y`` given ``C``.
+
+    Under the reduced model ``y ~ C`` the residuals ``e`` are exchangeable; ``y* = fitted + e[perm]``
+    residualized on ``C`` is ``R e[perm]``, and the test statistic, the partial correlation of
+    ``x`` and ``y`` given ``C``, is the cosine of ``R x`` and ``R y``.
+    """
+    Xr = _residualize(X, C)
+    e = _residualize(y[:, None], C)[:, 0]
+    xn = np.linalg.norm(Xr, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_obs = np.abs(Xr.T @ e) / (xn * np.linalg.norm(e))
+    exceed = np.zeros(X.shape[1])
+    done = 0
+    while done < n_permutations:
+        b = min(chunk, n_permutations - done)
+        E = np.stack([e[rng.permutation(len(e))] for _ in range(b)], axis=1)
+        E = _residualize(E, C)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.abs(Xr.T @ E) / (xn[:, None] * np.linalg.norm(E, axis=0)[None, :])
+        exceed += (r >= r_obs[:, None] - 1e-12).sum(axis=1)
+        done += b
+    p = (1 + exceed) / (1 + n_permutations)
+    p[~np.isfinite(r_obs)] = np.nan
+    return p
