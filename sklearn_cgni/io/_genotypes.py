@@ -480,7 +480,7 @@ def read_vcf(path, *, snps=None):
     wanted = None if snps is None else set(snps)
     ids, columns, seen, multi = [], [], set(), []
     try:
-        vcf = VCF(os.fspath(path), gts012=True, lazy=True)
+        vcf = VCF(os.fspath(path), gts012=True)  # lazy=True crashes cyvcf2 0.35 on FORMAT
         participants = list(vcf.samples)
         for rec in vcf:
             vid = rec.ID or f"{rec.CHROM}:{rec.POS}"
