@@ -348,7 +348,8 @@ def test_bgen_info_table_selection_and_dosages_reach_the_data_stage(cohorts, tmp
 
 
 @pytest.mark.parametrize("failure", ["sex_letters", "empty_phenotypes", "empty_genotypes", "repeated_snp",
-                                     "unreadable_image", "unreadable_plink", "two_images", "missing_column"])
+                                     "unreadable_image", "unreadable_plink", "two_images", "missing_column",
+                                     "bgen_dosage", "bgen_no_sample", "pgen_no_psam", "snp_not_found"])
 def test_bad_inputs_end_in_one_line_naming_file_participant_column(cohorts, tmp_path, capsys, failure):
     today = cohorts / "today"
     pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
@@ -397,6 +398,25 @@ def test_bad_inputs_end_in_one_line_naming_file_participant_column(cohorts, tmp_
         shutil.copy(today / "images" / f"{ids[0]}.nii.gz", images / f"sub-{ids[0]}" / "anat" / "mwp1extra.nii.gz")
         extra = ["--image-suffix", "mwp1"]
         needles = [f"'{ids[0]}'", "mwp1extra.nii.gz", f"mwp1sub-{ids[0]}_T1w.nii.gz"]
+    elif failure in ("bgen_dosage", "bgen_no_sample"):
+        geno = read_genotypes(today / "genotypes.bed")
+        if failure == "bgen_dosage":
+            geno.iloc[4, 2] = 0.7
+        genotypes = write_bgen(geno, tmp_path / "chr1.bgen")
+        if failure == "bgen_dosage":
+            needles = ["chr1.bgen", f"'{geno.index[4]}'", f"'{geno.columns[2]}'", "--allow-dosage"]
+        else:
+            genotypes.with_suffix(".sample").rename(tmp_path / "chr1_s60.sample")
+            extra = ["--sample", str(tmp_path / "chr1.sample")]
+            needles = ["chr1.sample", "chr1.bgen", "does not exist"]
+    elif failure == "pgen_no_psam":
+        genotypes = write_pgen(read_genotypes(today / "genotypes.bed"), tmp_path / "g2").with_suffix(".pgen")
+        (tmp_path / "g2.psam").unlink()
+        needles = ["g2.psam", "incomplete"]
+    elif failure == "snp_not_found":
+        (tmp_path / "snps.txt").write_text("rs_nowhere\n")
+        extra = ["--snps", str(tmp_path / "snps.txt")]
+        needles = ["genotypes.csv", "rs_nowhere"]
     elif failure == "missing_column":
         extra = ["--column", "digit_span=4282-2.0"]
         needles = ["pheno.csv", "4282-2.0", "digit_span"]
