@@ -148,7 +148,7 @@ def select_variants(ids, snps, source):
         missing = wanted.difference(ids[positions], sort=False).tolist()
         if len(positions) == 0:
             raise ValueError(f"None of the {len(wanted)} selected variant(s) (e.g. {wanted[:5].tolist()}) is in "
-                             f"{source}, whose variant IDs begin {ids[:5].tolist()}.")
+                             f"{source}" + (f", whose variant IDs begin {ids[:5].tolist()}." if len(ids) else "."))
         if missing:
             warnings.warn(f"{len(missing)} of the {len(wanted)} selected variant(s) are not in {source}: "
                           f"{missing[:20]}{' ...' if len(missing) > 20 else ''}.", UserWarning, stacklevel=3)
@@ -316,11 +316,16 @@ def read_bgen(path, *, snps=None, sample=None, info_table=None):
         reader = BgenReader(os.fspath(path), delay_parsing=indexed)
         n_samples, embedded = reader.header.nsamples, reader.header.has_sample_ids
         stored = list(reader.samples) if embedded else None
-        rsids = reader.rsids()
-        varids = None if indexed else reader.varids()
+        if indexed and snps is not None:  # only the selected rsIDs are looked up in the index
+            found = sorted((v.fileoffset, v.rsid, v) for s in dict.fromkeys(snps) for v in reader.with_rsid(s))
+            ids, variants = [f[1] for f in found], [f[2] for f in found]
+        else:
+            rsids = reader.rsids()
+            varids = None if indexed else reader.varids()
+            ids = [r if r not in ("", ".") or varids is None else varids[i] for i, r in enumerate(rsids)]
+            variants = None
     except Exception as exc:  # the reader raises ValueError/IndexError/RuntimeError on bad files
         raise OSError(f"Could not read BGEN file {source}: {exc}") from exc
-    ids = [r if r not in ("", ".") or varids is None else varids[i] for i, r in enumerate(rsids)]
 
     sample_path = Path(sample) if sample is not None else path.with_suffix(".sample")
     if sample is not None and not sample_path.is_file():
@@ -346,7 +351,7 @@ def read_bgen(path, *, snps=None, sample=None, info_table=None):
     computed = np.empty(len(positions))
     for j, pos in enumerate(positions):
         try:
-            var = reader[int(pos)]
+            var = reader[int(pos)] if variants is None else variants[pos]
             alleles = var.alleles
         except Exception as exc:  # a truncated or corrupt variant block
             raise OSError(f"Could not read variant {ids[pos]!r} of BGEN file {source}: {exc}") from exc
