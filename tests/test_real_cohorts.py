@@ -327,13 +327,14 @@ def test_bgen_info_table_selection_and_dosages_reach_the_data_stage(cohorts, tmp
     gene = genes.loc[genes["snp"] == low, "gene"].iloc[0]
     in_gene = sorted(genes.loc[genes["gene"] == gene, "snp"])
     (tmp_path / "snps.txt").write_text("\n".join([low, mfi.iloc[5, 1], "rs_not_there"]) + "\n")
-    inputs = resolve_inputs(images=str(ukb / "derivatives" / "cat12"), genotypes=str(imputed / "ukb22828_c1_b0_v3.bgen"),
+    inputs = resolve_inputs(images=str(ukb / "derivatives" / "cat12"),
+                            genotypes=str(imputed / "ukb22828_c1_b0_v3.bgen"),
                             phenotypes=str(ukb / "showcase" / "ukb_export.csv"), snp_genes=str(ukb / "snp_genes.csv"))
     base = ['data.id_column="eid"', 'data.image_suffix="mwp1"', "run.device=cpu",
             f'data.sample="{imputed / "ukb22828_c1_b0_v3_s100.sample"}"', f'data.info_table="{tmp_path / "mfi.txt"}"',
             {"data": {"columns": {**UKB_COLUMNS}}}]
-    config = load_config(cohorts / "tiny.toml", preset="cpu", overrides=[*base, f'data.snp_list="{tmp_path / "snps.txt"}"',
-                                                                         f'data.genes=["{gene}"]'])
+    config = load_config(cohorts / "tiny.toml", preset="cpu",
+                         overrides=[*base, f'data.snp_list="{tmp_path / "snps.txt"}"', f'data.genes=["{gene}"]'])
     run_pipeline(tmp_path / "sel", config, inputs, progress=False, only="data")
     data = tmp_path / "sel" / "stages" / "data"
     qc = pd.read_csv(data / "snp_qc.csv")
