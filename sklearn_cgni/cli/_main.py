@@ -53,8 +53,8 @@ info from --info-table, a UK Biobank mfi table, or computed; dosages need --allo
 (.vcf, .vcf.gz, .bcf), or a CSV with a participant_id column and one 0/1/2 column per SNP; read
 only some variants with --snps FILE (one rsID per line) or --genes GENE,... Phenotypes: a CSV
 with participant_id, digit_span (backward digit span: low group 2-5, high 9-12), age and sex
-(0/1, F/M or Female/Male); other names are mapped with --id-column eid --column digit_span=4282-2.0 ... (config: data.id_column, data.columns,
-data.sex_coding).
+(0/1, F/M or Female/Male); other names are mapped with --id-column eid --column
+digit_span=4282-2.0 ... (config: data.id_column, data.columns, data.sex_coding).
 
 Configuration: every hyperparameter has a default (the paper's, in default_config.toml; print it
 with --print-config). --preset cpu (the default without a GPU) uses a small CNN, few epochs and
