@@ -2,8 +2,9 @@
 and BIDS derivatives folders, and one-line errors (no traceback) for bad input files.
 
 The end-to-end test writes one simulated cohort twice, in today's layout and in a UK-Biobank-like
-one (``eid``, renamed phenotype columns, letter-coded sex, a BIDS image tree), runs both up to
-the last fold's models (tiny configuration, one thread) and compares Table 1's records.
+one (``eid``, renamed phenotype columns, letter-coded sex, a BIDS image tree, BGEN genotypes with a
+release-named .sample, a bgenix index and an mfi info table, and a PLINK 2 copy of them), runs
+them up to the last fold's models (tiny configuration, one thread) and compares Table 1's records.
 """
 
 import functools
@@ -24,7 +25,9 @@ from sklearn_cgni.io import (
     list_bids_images,
     read_genotypes,
     read_phenotypes,
+    write_bgen,
     write_genotypes_csv,
+    write_pgen,
     write_plink,
 )
 
@@ -235,7 +238,20 @@ def cohorts(tmp_path_factory):
     geno.index = geno.index.map(_to_eid)
     info = pd.read_csv(today / "snp_info.csv", dtype={"snp": str}).set_index("snp")
     write_plink(geno, ukb / "genotypes", snp_info=info)
-    for name in ("snp_info.csv", "atlas.nii.gz", "atlas_labels.csv"):
+    (ukb / "plink2").mkdir()
+    write_pgen(geno, ukb / "plink2" / "ukb_chr1", snp_info=info)
+    # UK Biobank's imputed release: BGEN v1.2 (zlib, 8 bits) + bgenix index, a .sample named after
+    # the release, and an mfi table (no header) holding each variant's info
+    (ukb / "imputed").mkdir()
+    bgen = write_bgen(geno, ukb / "imputed" / "ukb22828_c1_b0_v3.bgen", snp_info=info)
+    bgen.with_suffix(".sample").rename(ukb / "imputed" / "ukb22828_c1_b0_v3_s100.sample")
+    snps = info.loc[geno.columns]
+    maf = (geno.mean() / 2).clip(upper=1)
+    pd.DataFrame({"alt_id": [f"1:{p}_{a}_{b}" for p, a, b in zip(snps["pos"], snps["a2"], snps["a1"])],
+                  "rsid": snps.index, "pos": snps["pos"], "a1": snps["a2"], "a2": snps["a1"],
+                  "maf": np.minimum(maf, 1 - maf).round(4), "minor_allele": snps["a1"], "info": snps["info_r2"]}
+                 ).to_csv(ukb / "imputed" / "ukb_mfi_chr1_v3.txt", sep="\t", header=False, index=False)
+    for name in ("snp_info.csv", "snp_genes.csv", "atlas.nii.gz", "atlas_labels.csv"):
         shutil.copy(today / name, ukb / name)
     (root / "tiny.toml").write_text(TINY_CONFIG)
     (root / "ukb.toml").write_text(TINY_CONFIG + '[data]\nid_column = "eid"\n'
@@ -249,8 +265,9 @@ def _snapshot(folder):
 
 
 def test_uk_biobank_layout_gives_the_same_table1(cohorts, tmp_path, monkeypatch):
-    """eid, renamed columns, letter-coded sex, a BIDS tree and a renamed PLINK set, with flags and
-    config only: the same per-fold Table 1 records as today's layout; the inputs are untouched."""
+    """eid, renamed columns, letter-coded sex, a BIDS tree, PLINK 2 and BGEN genotypes (+ .sample and
+    an mfi table for the info filter), with flags and config only: the same per-fold Table 1 records
+    as today's layout; the inputs are untouched (no index is written next to the BGEN)."""
     from sklearn_cgni.cli import _run
 
     monkeypatch.setattr(_run, "run_pipeline", functools.partial(_run.run_pipeline, only="models_f1"))
@@ -260,13 +277,16 @@ def test_uk_biobank_layout_gives_the_same_table1(cohorts, tmp_path, monkeypatch)
                  "-o", str(tmp_path / "today"), *common]) == 0
     monkeypatch.chdir(cohorts / "ukb")  # the template is relative to the current folder
     assert main(["run", "--images", "derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz",
-                 "--genotypes", "genotypes", "--phenotypes", "showcase/ukb_export.csv",
+                 "--genotypes", "plink2/ukb_chr1", "--phenotypes", "showcase/ukb_export.csv",
                  "--snp-info", "snp_info.csv", "--atlas", "atlas.nii.gz", "--atlas-labels", "atlas_labels.csv",
                  "--config", str(cohorts / "ukb.toml"), "--column", "sex=31-0.0", "-o", str(tmp_path / "ukb"),
                  *common]) == 0
-    # and the BIDS root with the suffix filter finds the same images
-    assert main(["run", "--images", "derivatives/cat12", "--image-suffix", "mwp1", "--genotypes", "genotypes",
-                 "--phenotypes", "showcase/ukb_export.csv", "--snp-info", "snp_info.csv",
+    # and the BIDS root with the suffix filter finds the same images; BGEN genotypes whose info
+    # comes from the mfi table (no info_r2 in a --snp-info: the genes come from --snp-genes)
+    assert main(["run", "--images", "derivatives/cat12", "--image-suffix", "mwp1",
+                 "--genotypes", "imputed/ukb22828_c1_b0_v3.bgen", "--sample", "imputed/ukb22828_c1_b0_v3_s100.sample",
+                 "--info-table", "imputed/ukb_mfi_chr1_v3.txt", "--snp-genes", "snp_genes.csv",
+                 "--phenotypes", "showcase/ukb_export.csv",
                  "--atlas", "atlas.nii.gz", "--atlas-labels", "atlas_labels.csv",
                  "--config", str(cohorts / "ukb.toml"), "--column", "sex=31-0.0",
                  "-o", str(tmp_path / "bids"), *common]) == 0
@@ -282,6 +302,9 @@ def test_uk_biobank_layout_gives_the_same_table1(cohorts, tmp_path, monkeypatch)
     assert len(reference) > 10
     assert records(tmp_path / "ukb") == reference
     assert records(tmp_path / "bids") == reference
+    snp_qc = {k: pd.read_csv(tmp_path / k / "stages" / "data" / "snp_qc.csv") for k in ("today", "ukb", "bids")}
+    pd.testing.assert_frame_equal(snp_qc["bids"], snp_qc["today"])
+    pd.testing.assert_frame_equal(snp_qc["ukb"], snp_qc["today"])
     parts = pd.read_csv(tmp_path / "ukb" / "stages" / "data" / "participants.csv", dtype={"participant_id": str})
     ref = pd.read_csv(tmp_path / "today" / "stages" / "data" / "participants.csv", dtype={"participant_id": str})
     assert parts["participant_id"].tolist() == ref["participant_id"].map(_to_eid).tolist()
@@ -289,8 +312,45 @@ def test_uk_biobank_layout_gives_the_same_table1(cohorts, tmp_path, monkeypatch)
     assert _snapshot(cohorts) == before  # nothing in the input folders changed
 
 
+def test_bgen_info_table_selection_and_dosages_reach_the_data_stage(cohorts, tmp_path):
+    """data.info_table feeds qc.min_info_r2; data.snps / data.genes select before decoding;
+    imputed dosages need data.allow_dosage (the message says so)."""
+    from sklearn_cgni.cli import resolve_inputs, run_pipeline
+
+    ukb = cohorts / "ukb"
+    imputed = ukb / "imputed"
+    mfi = pd.read_csv(imputed / "ukb_mfi_chr1_v3.txt", sep="\t", header=None)
+    low = mfi.iloc[3, 1]
+    mfi.iloc[3, 7] = 0.1
+    mfi.to_csv(tmp_path / "mfi.txt", sep="\t", header=False, index=False)
+    genes = pd.read_csv(ukb / "snp_genes.csv", dtype=str)
+    gene = genes.loc[genes["snp"] == low, "gene"].iloc[0]
+    in_gene = sorted(genes.loc[genes["gene"] == gene, "snp"])
+    (tmp_path / "snps.txt").write_text("\n".join([low, mfi.iloc[5, 1], "rs_not_there"]) + "\n")
+    inputs = resolve_inputs(images=str(ukb / "derivatives" / "cat12"),
+                            genotypes=str(imputed / "ukb22828_c1_b0_v3.bgen"),
+                            phenotypes=str(ukb / "showcase" / "ukb_export.csv"), snp_genes=str(ukb / "snp_genes.csv"))
+    base = ['data.id_column="eid"', 'data.image_suffix="mwp1"', "run.device=cpu",
+            f'data.sample="{imputed / "ukb22828_c1_b0_v3_s100.sample"}"', f'data.info_table="{tmp_path / "mfi.txt"}"',
+            {"data": {"columns": {**UKB_COLUMNS}}}]
+    config = load_config(cohorts / "tiny.toml", preset="cpu",
+                         overrides=[*base, f'data.snp_list="{tmp_path / "snps.txt"}"', f'data.genes=["{gene}"]'])
+    run_pipeline(tmp_path / "sel", config, inputs, progress=False, only="data")
+    data = tmp_path / "sel" / "stages" / "data"
+    qc = pd.read_csv(data / "snp_qc.csv")
+    assert low in set(qc.loc[qc["reason"].str.contains("info"), "snp"])  # the mfi table's info 0.1
+    kept = pd.read_csv(data / "snps.csv")["snp"].tolist()
+    assert set(kept) | set(qc["snp"]) == {low, mfi.iloc[5, 1]} & set(in_gene)  # snp_list ∩ genes
+    config = load_config(cohorts / "tiny.toml", preset="cpu", overrides=[*base, f'data.genes=["{gene}"]'])
+    run_pipeline(tmp_path / "gene", config, inputs, progress=False, only="data")
+    data = tmp_path / "gene" / "stages" / "data"
+    assert sorted(pd.read_csv(data / "snps.csv")["snp"].tolist() + pd.read_csv(data / "snp_qc.csv")["snp"].tolist()
+                  ) == in_gene
+
+
 @pytest.mark.parametrize("failure", ["sex_letters", "empty_phenotypes", "empty_genotypes", "repeated_snp",
-                                     "unreadable_image", "unreadable_plink", "two_images", "missing_column"])
+                                     "unreadable_image", "unreadable_plink", "two_images", "missing_column",
+                                     "bgen_dosage", "bgen_no_sample", "pgen_no_psam", "snp_not_found"])
 def test_bad_inputs_end_in_one_line_naming_file_participant_column(cohorts, tmp_path, capsys, failure):
     today = cohorts / "today"
     pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
@@ -339,6 +399,25 @@ def test_bad_inputs_end_in_one_line_naming_file_participant_column(cohorts, tmp_
         shutil.copy(today / "images" / f"{ids[0]}.nii.gz", images / f"sub-{ids[0]}" / "anat" / "mwp1extra.nii.gz")
         extra = ["--image-suffix", "mwp1"]
         needles = [f"'{ids[0]}'", "mwp1extra.nii.gz", f"mwp1sub-{ids[0]}_T1w.nii.gz"]
+    elif failure in ("bgen_dosage", "bgen_no_sample"):
+        geno = read_genotypes(today / "genotypes.bed")
+        if failure == "bgen_dosage":
+            geno.iloc[4, 2] = 0.7
+        genotypes = write_bgen(geno, tmp_path / "chr1.bgen")
+        if failure == "bgen_dosage":
+            needles = ["chr1.bgen", f"'{geno.index[4]}'", f"'{geno.columns[2]}'", "--allow-dosage"]
+        else:
+            genotypes.with_suffix(".sample").rename(tmp_path / "chr1_s60.sample")
+            extra = ["--sample", str(tmp_path / "chr1.sample")]
+            needles = ["chr1.sample", "chr1.bgen", "does not exist"]
+    elif failure == "pgen_no_psam":
+        genotypes = write_pgen(read_genotypes(today / "genotypes.bed"), tmp_path / "g2").with_suffix(".pgen")
+        (tmp_path / "g2.psam").unlink()
+        needles = ["g2.psam", "incomplete"]
+    elif failure == "snp_not_found":
+        (tmp_path / "snps.txt").write_text("rs_nowhere\n")
+        extra = ["--snps", str(tmp_path / "snps.txt")]
+        needles = ["genotypes.csv", "rs_nowhere"]
     elif failure == "missing_column":
         extra = ["--column", "digit_span=4282-2.0"]
         needles = ["pheno.csv", "4282-2.0", "digit_span"]

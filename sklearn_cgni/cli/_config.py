@@ -259,6 +259,10 @@ def _check_data(d):
     for code, value in d["sex_coding"].items():
         if isinstance(value, bool) or value not in (0, 1):
             raise ConfigError(f"data.sex_coding: code {code!r} must map to 0 (female) or 1 (male); got {value!r}.")
+    for key in ("snps", "genes"):
+        blank = [v for v in d[key] if not v.strip()]
+        if blank or len(set(d[key])) != len(d[key]):
+            raise ConfigError(f"data.{key} must list distinct, non-empty names; got {d[key][:20]!r}.")
 
 
 def config_slice(config, *sections, exclude=EXECUTION_KEYS):

@@ -19,7 +19,7 @@ sklearn-cgni: imaging genetics from cohort files to a report, in one command.
   sklearn-cgni run                         the whole method on the embedded default cohort
                                            (simulated on the fly, reduced size on a CPU)
   sklearn-cgni run --cohort DIR            on a folder laid out like `simulate` writes it
-  sklearn-cgni run --images DIR --genotypes PREFIX --phenotypes FILE.csv
+  sklearn-cgni run --images DIR --genotypes FILE --phenotypes FILE.csv
                                            on your own files
   sklearn-cgni simulate DIR                write a simulated cohort with known ground truth
   sklearn-cgni report OUTPUT               rebuild report.html from a finished run
@@ -39,7 +39,7 @@ Run the whole CGNI method on a cohort and write a report:
 
 Inputs (pick one):
   nothing                  the embedded default cohort, simulated into OUTPUT/cohort
-  --cohort DIR             a folder with images/, genotypes.bed (or .csv), phenotypes.csv and
+  --cohort DIR             a folder with images/, genotypes.bed (.pgen, .bgen, .vcf.gz, .csv), phenotypes.csv and
                            optionally snp_info.csv, snp_genes.csv, gene_sets.gmt, atlas.nii.gz +
                            atlas_labels.csv, ground_truth.json (what `sklearn-cgni simulate` writes)
   --images --genotypes --phenotypes  (+ optional --snp-info --snp-genes --gene-sets --atlas)
@@ -47,12 +47,14 @@ Inputs (pick one):
 Images: one gray-matter NIfTI per participant named <participant_id>.nii.gz, a BIDS derivatives
 folder (sub-<id>/anat/*.nii.gz; pick the file with --image-suffix/--image-space), a path template
 with {id} ('derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz'), or a CSV with columns
-participant_id,image. Genotypes: PLINK prefix (.bed/.bim/.fam) or a CSV with a participant_id
-column and one 0/1/2 column per SNP (BGEN, PLINK 2 and VCF are not read yet: convert with
-plink2 --make-bed). Phenotypes: a CSV with participant_id, digit_span (backward digit span: low
-group 2-5, high 9-12), age and sex (0/1, F/M or Female/Male); other names are mapped with
---id-column eid --column digit_span=4282-2.0 ... (config: data.id_column, data.columns,
-data.sex_coding).
+participant_id,image. Genotypes: a PLINK 1 prefix (.bed/.bim/.fam), a PLINK 2 prefix (.pgen/.pvar/
+.psam), a BGEN v1.2 file (+ its .sample: --sample; its .bgi index is used when present; imputation
+info from --info-table, a UK Biobank mfi table, or computed; dosages need --allow-dosage), a VCF
+(.vcf, .vcf.gz, .bcf), or a CSV with a participant_id column and one 0/1/2 column per SNP; read
+only some variants with --snps FILE (one rsID per line) or --genes GENE,... Phenotypes: a CSV
+with participant_id, digit_span (backward digit span: low group 2-5, high 9-12), age and sex
+(0/1, F/M or Female/Male); other names are mapped with --id-column eid --column
+digit_span=4282-2.0 ... (config: data.id_column, data.columns, data.sex_coding).
 
 Configuration: every hyperparameter has a default (the paper's, in default_config.toml; print it
 with --print-config). --preset cpu (the default without a GPU) uses a small CNN, few epochs and
@@ -88,7 +90,8 @@ def build_parser():
                    help="folder of <participant_id>.nii[.gz], a BIDS derivatives folder (sub-<id>/anat/*.nii.gz), "
                         "a path template with {id} (e.g. 'derivatives/cat12/sub-{id}/anat/mwp1sub-{id}_T1w.nii.gz'), "
                         "or a CSV participant_id,image")
-    g.add_argument("--genotypes", metavar="PREFIX|CSV", help="PLINK prefix or .bed, or CSV of 0/1/2 per SNP")
+    g.add_argument("--genotypes", metavar="FILE|PREFIX", help="PLINK 1 prefix or .bed, PLINK 2 prefix or .pgen, "
+                   ".bgen (+ .sample), .vcf[.gz]/.bcf, or CSV of 0/1/2 per SNP")
     g.add_argument("--phenotypes", metavar="CSV", help="participant_id, digit_span, age, sex (+ other measures)")
     g.add_argument("--snp-info", metavar="CSV", help="optional: snp, info_r2 (imputation quality), gene ...")
     g.add_argument("--snp-genes", metavar="CSV", help="optional: SNP -> gene table (snp, gene[, ensembl_id])")
@@ -105,6 +108,16 @@ def build_parser():
                    "e.g. mwp1 or _T1w (data.image_suffix)")
     m.add_argument("--image-space", metavar="LABEL", help="BIDS folder: the images' space-<LABEL>, e.g. "
                    "MNI152NLin2009cAsym (data.image_space)")
+    m.add_argument("--snps", metavar="FILE", help="read only the variants listed (one ID per line) in FILE "
+                   "(data.snp_list; data.snps takes a list)")
+    m.add_argument("--genes", metavar="GENE[,GENE...]", help="read only the variants the SNP -> gene table "
+                   "maps to these genes (data.genes)")
+    m.add_argument("--sample", metavar="FILE", help="BGEN: its .sample file (data.sample; default: "
+                   "<name>.sample next to the .bgen)")
+    m.add_argument("--info-table", metavar="FILE", help="BGEN: a UK Biobank mfi table with each variant's "
+                   "imputation info (data.info_table; default: computed from the probabilities)")
+    m.add_argument("--allow-dosage", action="store_true", default=None,
+                   help="accept imputed dosages in [0, 2] (data.allow_dosage)")
     c = r.add_argument_group("configuration")
     c.add_argument("--config", metavar="TOML", help="a TOML file with the keys to change")
     c.add_argument("--preset", choices=("auto", "cpu", "paper", "tiny"), default="auto",
@@ -188,8 +201,14 @@ def _cmd_run(args):
     overrides = list(args.overrides)
     for flag, key in (("seed", "run.seed"), ("device", "run.device"), ("threads", "run.threads"),
                       ("folds", "protocol.folds"), ("id_column", "data.id_column"),
-                      ("image_suffix", "data.image_suffix"), ("image_space", "data.image_space")):
+                      ("image_suffix", "data.image_suffix"), ("image_space", "data.image_space"),
+                      ("snps", "data.snp_list"), ("genes", "data.genes"), ("sample", "data.sample"),
+                      ("info_table", "data.info_table"), ("allow_dosage", "data.allow_dosage")):
         value = getattr(args, flag)
+        if flag == "genes" and value is not None:
+            value = [g.strip() for g in value.split(",") if g.strip()]
+        elif flag in ("snps", "sample", "info_table") and value is not None:
+            value = os.path.abspath(value)  # relative to the current folder
         if value is not None:
             section, name = key.split(".")
             overrides.append({section: {name: value}})

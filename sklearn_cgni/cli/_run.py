@@ -62,6 +62,10 @@ class Inputs:
     notes: list = field(default_factory=list)
 
 
+#: Genotype files a cohort folder may hold (``genotypes<suffix>``), the first found is read.
+GENOTYPE_FILES = (".bed", ".pgen", ".bgen", ".vcf.gz", ".bcf", ".vcf", ".csv")
+
+
 def _first_existing(folder, names):
     for name in names:
         p = folder / name
@@ -77,7 +81,7 @@ def cohort_folder_inputs(folder):
         raise InputError(f"Cohort folder {os.fspath(folder)!r} does not exist.")
     inputs = Inputs(
         images=_first_existing(folder, ["images", "images.csv"]),
-        genotypes=_first_existing(folder, ["genotypes.bed", "genotypes.csv"]),
+        genotypes=_first_existing(folder, [f"genotypes{s}" for s in GENOTYPE_FILES]),
         phenotypes=_first_existing(folder, ["phenotypes.csv"]),
         snp_info=_first_existing(folder, ["snp_info.csv"]),
         snp_genes=_first_existing(folder, ["snp_genes.csv"]),
@@ -87,7 +91,7 @@ def cohort_folder_inputs(folder):
         ground_truth=_first_existing(folder, ["ground_truth.json"]),
     )
     missing = [n for n, v in (("images/ (or images.csv)", inputs.images),
-                              ("genotypes.bed (or genotypes.csv)", inputs.genotypes),
+                              ("genotypes.bed (or .pgen, .bgen, .vcf.gz, .vcf, .csv)", inputs.genotypes),
                               ("phenotypes.csv", inputs.phenotypes)) if v is None]
     if missing:
         raise InputError(f"Cohort folder {os.fspath(folder)!r} lacks {', '.join(missing)}.")
@@ -116,8 +120,11 @@ def resolve_inputs(*, cohort=None, images=None, genotypes=None, phenotypes=None,
             continue
         if value is not None:
             path = Path(value)
-            if key == "genotypes" and not path.exists() and Path(f"{value}.bed").exists():
-                path = Path(f"{value}.bed")  # a PLINK prefix
+            if key == "genotypes" and not path.exists():
+                for suffix in (".bed", ".pgen"):  # a PLINK 1 or PLINK 2 prefix
+                    if Path(f"{value}{suffix}").exists():
+                        path = Path(f"{value}{suffix}")
+                        break
             if not path.exists():
                 raise InputError(f"--{key.replace('_', '-')} {value!r} does not exist.")
             setattr(inputs, key, os.fspath(path.resolve()))
@@ -160,20 +167,26 @@ def _stat(path):
         if is_bids_root(p):  # a BIDS tree: the images of every sub-*/[ses-*/]anat
             files += sorted(f for f in p.glob("sub-*/**/anat/*.nii*") if f.is_file())
         return [(os.fspath(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    if p.suffix == ".bed":
-        return [(q.name, q.stat().st_size, q.stat().st_mtime_ns)
-                for q in (p, p.with_suffix(".bim"), p.with_suffix(".fam")) if q.exists()]
+    if p.suffix in (".bed", ".pgen", ".bgen") or p.name.endswith((".vcf", ".vcf.gz", ".bcf")):
+        from ..io._genotypes import companion_files  # .bim/.fam, .pvar/.psam, .sample/.bgi, .tbi
+
+        return [(q.name, q.stat().st_size, q.stat().st_mtime_ns) for q in companion_files(p) if q.exists()]
     st = p.stat()
     return [(p.name, st.st_size, st.st_mtime_ns)]
 
 
-def inputs_fingerprint(inputs, id_column="participant_id"):
-    """Paths, sizes and modification times of every input file (contents are not read)."""
+def inputs_fingerprint(inputs, id_column="participant_id", data=None):
+    """Paths, sizes and modification times of every input file (contents are not read), with the
+    files the ``[data]`` section names (``snp_list``, ``sample``, ``info_table``)."""
     parts = {}
     for key, value in asdict(inputs).items():
         if key in ("notes", "embedded") or value is None:
             continue
         parts[key] = [os.fspath(value), _stat(value)]
+    for key in ("snp_list", "sample", "info_table"):
+        value = (data or {}).get(key)
+        if value and Path(value).is_file():
+            parts[f"data.{key}"] = [os.path.abspath(value), _stat(value)]
     if inputs.images and Path(inputs.images).suffix == ".csv" and "{id}" not in inputs.images:  # the images a CSV lists
         try:
             from ..io import read_image_paths
@@ -330,10 +343,28 @@ def _covariates(run, frame):
     return out, categorical
 
 
+def _read_genotypes(run):
+    """The genotype file through :func:`read_genotypes`, with the ``[data]`` variant selection."""
+    from ..io import read_genotypes
+    from ..io._genotypes import read_id_list
+
+    d = run.cfg["data"]
+    snps = list(d["snps"]) + (read_id_list(d["snp_list"]) if d["snp_list"] else [])
+    genes, table = list(d["genes"]) or None, None
+    if genes:
+        table = _gene_table(run)
+        if table is None:
+            raise InputError(f"data.genes ({genes[:5]}) selects variants through a SNP -> gene table: give "
+                             "--snp-genes, or a --snp-info with a 'gene' column.")
+    return read_genotypes(run.inputs.genotypes, id_column=d["id_column"], allow_dosage=d["allow_dosage"],
+                          snps=list(dict.fromkeys(snps)) or None, genes=genes, snp_genes=table,
+                          sample=d["sample"] or None, info_table=d["info_table"] or None)
+
+
 def _stage_data(run, folder):
     from ..genetics import SNPQualityFilter
     from ..imaging import image_quality_control
-    from ..io import align_cohort, check_image_headers, find_images, read_genotypes, working_memory_groups
+    from ..io import align_cohort, check_image_headers, find_images, working_memory_groups
 
     cfg, inp = run.cfg, run.inputs
     d = cfg["data"]
@@ -343,7 +374,8 @@ def _stage_data(run, folder):
         pheno = _read_phenotypes(run, required=("digit_span", *covariates))
         images = find_images(inp.images, list(pheno.index), id_column=d["id_column"],
                              suffix=d["image_suffix"] or None, space=d["image_space"] or None)
-        geno = read_genotypes(inp.genotypes, id_column=d["id_column"])
+        geno = _read_genotypes(run)
+        info_from_file = geno.attrs.get("info")
         cohort = align_cohort(images, geno, pheno)
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
     images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
@@ -400,13 +432,13 @@ def _stage_data(run, folder):
     write_json(folder / "splits.json", {"train": train, "holdout": hold,
                                         "folds": [[a.tolist(), b.tolist()] for a, b in cv]})
 
-    info_r2 = None
+    info_r2 = info_from_file  # a BGEN's info (its mfi table, or computed from the probabilities)
     if inp.snp_info:
         info = pd.read_csv(inp.snp_info, dtype={"snp": str}).set_index("snp")
         if "info_r2" in info:
             info_r2 = info["info_r2"]
     snp_qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
-                              min_hwe_p=t["min_hwe_p"], info_r2=info_r2)
+                              min_hwe_p=t["min_hwe_p"], info_r2=info_r2, allow_dosage=d["allow_dosage"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         snp_qc.fit(geno.loc[wm_ids[train]])
@@ -1279,7 +1311,7 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     if inputs.embedded:
         inputs_fp = config_fingerprint({"embedded": config_slice(config, "cohort"), "seed": config["run"]["seed"]})
     else:
-        inputs_fp = inputs_fingerprint(inputs, config["data"]["id_column"])
+        inputs_fp = inputs_fingerprint(inputs, config["data"]["id_column"], config["data"])
     full = config_slice(config, *config)
     fingerprint = config_fingerprint({"config": full, "inputs": inputs_fp})
     state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)

@@ -4,8 +4,10 @@
   :func:`list_images`, :func:`read_image_paths`, :func:`list_bids_images`, :func:`images_from_template`
   and :func:`find_images`, which accepts any of these layouts (lazy: headers on construction, voxels
   on access).
-- Genotypes: :func:`read_genotypes` (PLINK .bed via bed-reader, or CSV), :func:`write_plink`,
-  :func:`write_genotypes_csv`, :func:`check_genotypes`.
+- Genotypes: :func:`read_genotypes` (PLINK 1 .bed via bed-reader, PLINK 2 .pgen via pgenlib, BGEN
+  v1.2 + .sample via bgen, VCF/BCF via cyvcf2, or CSV; selection by rsID or gene before decoding),
+  :func:`write_plink`, :func:`write_pgen`, :func:`write_bgen`, :func:`write_genotypes_csv`,
+  :func:`check_genotypes`, :func:`read_info_table` (UK Biobank mfi tables).
 - Phenotypes: :func:`read_phenotypes` (column mapping, categorical codings such as :data:`SEX_CODING`).
 - Cohort: :func:`align_cohort` (inner join reporting what it dropped),
   :func:`working_memory_groups`, :func:`load_cohort`.
@@ -14,6 +16,7 @@
 
 from ._atlas import aal_atlas_files, load_atlas, load_gray_matter_template
 from ._cohort import align_cohort, find_images, load_cohort, read_image_paths, working_memory_groups
+from ._genotypes import read_info_table, write_bgen, write_pgen
 from ._images import NiftiImageSet, check_image_headers, images_from_template, list_bids_images, list_images, \
     load_image
 from ._tables import SEX_CODING, check_genotypes, read_genotypes, read_phenotypes, write_genotypes_csv, write_plink
@@ -35,8 +38,11 @@ __all__ = [
     "load_image",
     "read_genotypes",
     "read_image_paths",
+    "read_info_table",
     "read_phenotypes",
     "working_memory_groups",
+    "write_bgen",
     "write_genotypes_csv",
+    "write_pgen",
     "write_plink",
 ]

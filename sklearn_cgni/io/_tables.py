@@ -1,4 +1,4 @@
-"""Genotype (PLINK .bed / CSV) and phenotype (CSV) readers and writers.
+"""Genotype (PLINK 1 and 2, BGEN, VCF, CSV) and phenotype (CSV) readers and writers.
 
 Genotypes are returned as a participant × SNP :class:`pandas.DataFrame` of float32 minor-allele
 counts (0, 1, 2) with ``NaN`` for missing calls, indexed by participant ID (str).
@@ -75,6 +75,9 @@ def check_genotypes(genotypes, *, source="genotypes", allow_dosage=False):
     else:
         bad = finite & ~np.isin(values, (0.0, 1.0, 2.0))
         allowed = "0, 1, 2 or missing"
+        if bad.any() and not (finite & ((values < 0) | (values > 2))).any():
+            allowed += (" (it looks like an imputed dosage: accept dosages with allow_dosage=True; in "
+                        "sklearn-cgni run: data.allow_dosage = true, --allow-dosage)")
     bad |= np.isinf(values)
     if bad.any():
         rows, cols = np.nonzero(bad)
@@ -87,49 +90,137 @@ def check_genotypes(genotypes, *, source="genotypes", allow_dosage=False):
 
 
 def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VALUES, allow_dosage=False,
-                   count_A1=True):
-    """Read genotypes from PLINK (.bed/.bim/.fam) or from a CSV table.
+                   count_A1=True, snps=None, genes=None, snp_genes=None, sample=None, info_table=None):
+    """Read genotypes from PLINK 1 or 2, BGEN, VCF or CSV, optionally only selected variants.
 
     Parameters
     ----------
     path : path-like
-        A PLINK prefix or ``.bed`` file (read with bed-reader; participant IDs are the .fam
-        IIDs, SNP IDs the .bim IDs), or a ``.csv``/``.tsv`` file with one row per participant,
-        an ID column and one column per SNP.
+        One of
+
+        - a PLINK 1 prefix or its ``.bed``/``.bim``/``.fam`` file (bed-reader; participant IDs
+          are the .fam IIDs, SNP IDs the .bim IDs);
+        - a PLINK 2 prefix or its ``.pgen``/``.pvar``/``.psam`` file (pgenlib; IDs from the
+          .psam IID and the .pvar ID columns; hard calls or dosages);
+        - a ``.bgen`` file (v1.1/v1.2; the ``bgen`` package), with its Oxford ``.sample`` file
+          (``sample``, default ``<stem>.sample`` next to it) unless the file stores the IDs; its
+          bgenix index ``.bgen.bgi`` is used when present and nothing is ever written next to it;
+        - a ``.vcf``, ``.vcf.gz`` or ``.bcf`` file (cyvcf2; ``GT``, or ``DS`` when present);
+        - a ``.csv``/``.tsv`` file with one row per participant, an ID column and one column
+          per SNP.
+
+        PLINK 2, BGEN and VCF values count the ALT allele (BGEN: the second allele), which is
+        PLINK 2's A1 when it writes a ``.bed``; see :mod:`sklearn_cgni.io._genotypes`.
     id_column : str, default="participant_id"
-        ID column of a CSV (ignored for PLINK).
+        ID column of a CSV (ignored for the other formats).
     na_values : sequence of str
         CSV strings read as missing calls.
     allow_dosage : bool, default=False
-        Accept imputed dosages in [0, 2] rather than only hard calls.
+        Accept imputed dosages in [0, 2] rather than only hard calls (BGEN probabilities give
+        dosages, which are hard calls only where the probabilities are 0 or 1).
     count_A1 : bool, default=True
-        For PLINK: count the A1 allele (PLINK's minor allele by convention) as bed-reader does.
+        For PLINK 1: count the A1 allele (PLINK's minor allele by convention) as bed-reader does.
+    snps : list of str or path-like, optional
+        Read only these variant IDs (rsIDs), or those listed one per line in this file. Only
+        the selected variants are decoded. IDs not in the file are warned about; none found is
+        an error.
+    genes : list of str or path-like, optional
+        Read only the variants that ``snp_genes`` maps to these genes (with ``snps``: both).
+    snp_genes : DataFrame or path-like, optional
+        SNP -> gene table with columns ``snp`` and ``gene``, for ``genes``.
+    sample : path-like, optional
+        BGEN only: the ``.sample`` file.
+    info_table : path-like, optional
+        BGEN only: a UK Biobank mfi table (``ukb_mfi_chrN_v3.txt``) giving each variant's
+        imputation info; by default the info is computed from the genotype probabilities.
 
     Returns
     -------
     genotypes : DataFrame of float32
-        Index ``participant_id`` (str), one column per SNP; ``NaN`` marks a missing call.
+        Index ``participant_id`` (str), one column per SNP; ``NaN`` marks a missing call. A BGEN
+        read also sets ``genotypes.attrs["info"]``: a dict SNP -> imputation info in [0, 1].
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing file or companion file (``.bim``, ``.pvar``, ``.psam``, ``.sample``), named.
+    OSError
+        A file the reader cannot decode (corrupt, truncated), named.
+    ValueError
+        Mismatching participants between a BGEN and its ``.sample``, no selected variant in
+        the file, duplicated variant IDs, multi-allelic variants (refused: split them first),
+        or genotype values that are not counts (or dosages with ``allow_dosage``).
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> from sklearn_cgni.io import write_bgen
+    >>> g = pd.DataFrame({"rs1": [0.0, 1.0, 2.0], "rs2": [2.0, 1.0, 0.0], "rs3": [1.0, 1.0, 0.0]},
+    ...                  index=["1001", "1002", "1003"])
+    >>> path = write_bgen(g, os.path.join(tempfile.mkdtemp(), "chr1.bgen"))
+    >>> read_genotypes(path, snps=["rs3", "rs1"]).to_dict("list")
+    {'rs1': [0.0, 1.0, 2.0], 'rs3': [1.0, 1.0, 0.0]}
     """
+    from ._genotypes import _as_id_list, genotype_format, read_bgen, read_pgen, read_vcf, snps_of_genes
+
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".gz") else path.suffix
-    if suffix in (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz"):
-        if not path.exists():
-            raise FileNotFoundError(f"Genotype file {os.fspath(path)!r} does not exist.")
-        if path.is_dir():
-            raise IsADirectoryError(f"Genotype file {os.fspath(path)!r} is a folder; expected a CSV file.")
-        sep = "\t" if ".tsv" in suffix or suffix == ".txt" else ","
-        table = _read_table(path, sep, id_column, na_values, "genotype")
-        if id_column not in table.columns:
-            raise ValueError(
-                f"Genotype table {os.fspath(path)!r} has no participant ID column {id_column!r}; "
-                f"its first columns are {list(table.columns[:5])}. Name it with id_column (data.id_column, "
-                "--id-column)."
-            )
-        table = table.set_index(id_column)
-        table.index.name = "participant_id"
-        if table.shape[1] == 0:
-            raise ValueError(f"Genotype file {os.fspath(path)!r} has no SNP column besides {id_column!r}.")
-        return check_genotypes(table, source=os.fspath(path), allow_dosage=allow_dosage)
+    snps = _as_id_list(snps)
+    if genes is not None:
+        of_genes = snps_of_genes(genes, snp_genes)
+        keep = set(of_genes)
+        snps = of_genes if snps is None else [s for s in snps if s in keep]
+        if not snps:
+            raise ValueError("No variant is both in the selected SNPs and mapped to the selected genes.")
+    fmt = genotype_format(path)
+    if fmt != "bgen" and (sample is not None or info_table is not None):
+        raise ValueError(f"sample= and info_table= apply to a BGEN file; {os.fspath(path)!r} is not one.")
+    if fmt == "csv":
+        table = _read_genotype_csv(path, id_column, na_values, snps)
+    elif fmt == "plink":
+        table = _read_plink1(path, count_A1, snps)
+    elif fmt == "pgen":
+        table = read_pgen(path, snps=snps)
+    elif fmt == "vcf":
+        table = read_vcf(path, snps=snps)
+    else:
+        table = read_bgen(path, snps=snps, sample=sample, info_table=info_table)
+    if table.shape[0] == 0 or table.shape[1] == 0:
+        raise ValueError(f"Genotype file {os.fspath(path)!r} holds {table.shape[0]} participant(s) and "
+                         f"{table.shape[1]} SNP(s); it is empty.")
+    info = table.attrs.get("info")
+    out = check_genotypes(table, source=os.fspath(path), allow_dosage=allow_dosage)
+    if info is not None:
+        out.attrs["info"] = info
+    return out
+
+
+def _read_genotype_csv(path, id_column, na_values, snps):
+    from ._genotypes import select_variants
+
+    source = os.fspath(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Genotype file {source!r} does not exist.")
+    if path.is_dir():
+        raise IsADirectoryError(f"Genotype file {source!r} is a folder; expected a CSV file.")
+    sep = "\t" if ".tsv" in "".join(path.suffixes) or path.suffix == ".txt" else ","
+    table = _read_table(path, sep, id_column, na_values, "genotype")
+    if id_column not in table.columns:
+        raise ValueError(
+            f"Genotype table {source!r} has no participant ID column {id_column!r}; "
+            f"its first columns are {list(table.columns[:5])}. Name it with id_column (data.id_column, "
+            "--id-column)."
+        )
+    table = table.set_index(id_column)
+    table.index.name = "participant_id"
+    if table.shape[1] == 0:
+        raise ValueError(f"Genotype file {source!r} has no SNP column besides {id_column!r}.")
+    if snps is not None:
+        table = table.iloc[:, select_variants(table.columns, snps, f"genotype file {source!r}")]
+    return table
+
+
+def _read_plink1(path, count_A1, snps):
+    from ._genotypes import select_variants
 
     prefix = _plink_prefix(path)
     missing = [os.fspath(prefix.with_suffix(s)) for s in (".bed", ".bim", ".fam") if not prefix.with_suffix(s).exists()]
@@ -138,17 +229,20 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     from bed_reader import open_bed
 
     try:
-        with open_bed(prefix.with_suffix(".bed"), count_A1=count_A1) as bed:
-            values = bed.read(dtype="float32")
-            iid = [str(i) for i in bed.iid]
-            sid = [str(s) for s in bed.sid]
+        bed = open_bed(prefix.with_suffix(".bed"), count_A1=count_A1)
+        sid = [str(s) for s in bed.sid]
+        iid = [str(i) for i in bed.iid]
     except Exception as exc:
         raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
-    table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
-    if table.shape[0] == 0 or table.shape[1] == 0:
-        raise ValueError(f"PLINK file set {os.fspath(prefix)!r} holds {table.shape[0]} participant(s) and "
-                         f"{table.shape[1]} SNP(s); it is empty.")
-    return check_genotypes(table, source=os.fspath(prefix.with_suffix(".bed")))
+    with bed:
+        positions = (slice(None) if snps is None
+                     else select_variants(sid, snps, f"PLINK file set {os.fspath(prefix)!r}"))
+        try:
+            values = bed.read(index=np.s_[:, positions], dtype="float32")
+        except Exception as exc:
+            raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
+    sid = sid if snps is None else [sid[p] for p in positions]
+    return pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
 
 
 #: The default coding of ``sex`` (keys compared case-insensitively): 0 = female, 1 = male, as the
