@@ -119,3 +119,47 @@ def test_with_a_fitted_scorer_finds_the_planted_region():
                                  random_state=0).fit(X, G)
     sal = SaliencyExplainer(scorer, snps=["snp0"], atlas=_atlas()).fit(X[:20], affine=np.eye(4))
     assert sal.top_regions_["region"].iloc[0] == "RightBack"
+
+
+def test_saliency_peaks_and_their_distance_to_planted_centers():
+    import torch
+
+    from sklearn_cgni.explain import SaliencyExplainer
+
+    shape = (6, 7, 6)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), 2))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        w = torch.zeros(shape)
+        w[4, 2, 1] = 3.0  # score 0 reads voxel (4, 2, 1) most
+        w[1, 1, 1] = 1.0
+        net[1].weight[0] = w.flatten()
+        net[1].weight[1, 0] = -5.0  # score 1: voxel (0, 0, 0), negative weight: the magnitude counts
+    X = np.random.default_rng(0).normal(size=(5, *shape)).astype("float32")
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-10, -20, 0]
+    def atlas(labels):
+        return Bunch(img=nib.Nifti1Image(labels.astype(np.int16), affine),
+                     labels=pd.DataFrame({"index": [1], "name": ["brain"]}))
+
+    sal = SaliencyExplainer(net, atlas=atlas(np.ones(shape)), absolute=False).fit(X, affine=affine)
+    peaks = sal.peaks_.set_index("score")
+    assert tuple(peaks.loc["score0", ["i", "j", "k"]]) == (4, 2, 1)
+    assert tuple(peaks.loc["score0", ["x", "y", "z"]]) == (-2.0, -16.0, 2.0)
+    assert tuple(peaks.loc["score1", ["i", "j", "k"]]) == (0, 0, 0) and peaks.loc["score1", "value"] < 0
+    d = sal.peak_distances({"score0": [[100.0, 0, 0], [-2.0, -16.0, 6.0]], "not_a_score": [[0, 0, 0]]})
+    assert d["score"].tolist() == ["score0"]
+    assert d.loc[0, "distance_mm"] == pytest.approx(4.0) and d.loc[0, "nearest"] == 1
+    with pytest.raises(ValueError, match="3 coordinates"):
+        sal.peak_distances({"score0": [[1.0, 2.0]]})
+    # only voxels inside the atlas's regions count: outside it, score 0's second voxel wins
+    outside = np.ones(shape)
+    outside[4, 2, 1] = 0
+    masked = SaliencyExplainer(net, atlas=atlas(outside)).fit(X, affine=affine).peaks_.set_index("score")
+    assert tuple(masked.loc["score0", ["i", "j", "k"]]) == (1, 1, 1)
+    no_affine = SaliencyExplainer(net, atlas=None)
+    with pytest.warns(UserWarning, match="no region summary"):
+        no_affine.fit(X)
+    assert np.isnan(no_affine.peaks_["x"]).all()
+    with pytest.raises(ValueError, match="affine is unknown"):
+        no_affine.peak_distances({"score0": [[0, 0, 0]]})

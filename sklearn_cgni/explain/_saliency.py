@@ -99,6 +99,11 @@ class SaliencyExplainer(BaseEstimator):
     top_regions_ : DataFrame or None
         ``score``, ``rank`` (1 = strongest), ``region``, ``attribution`` and ``zscore``
         (of the region's attribution among all regions for that score).
+    peaks_ : DataFrame
+        One row per score: ``score``, the voxel ``i, j, k`` where the mean map's magnitude is
+        largest (inside the atlas's regions when there is an atlas, so that edge artefacts
+        outside the brain do not count), its world coordinates ``x, y, z`` in mm (NaN without
+        an affine) and ``value``. See :meth:`peak_distances`.
     n_participants_ : int
 
     Examples
@@ -118,6 +123,10 @@ class SaliencyExplainer(BaseEstimator):
     (2, 4, 4, 4)
     >>> sal.top_regions_.query("score == 'score0'")["region"].iloc[0]
     'A'
+    >>> bool(sal.peaks_.loc[0, "i"] < 2)  # score 0's peak lies in region A (i < 2)
+    True
+    >>> sal.peak_distances({"score0": [[0.0, 0.0, 0.0], [3.0, 3.0, 3.0]]}).columns.tolist()
+    ['score', 'distance_mm', 'nearest', 'x', 'y', 'z']
     """
 
     _parameter_constraints: dict = {
@@ -246,6 +255,7 @@ class SaliencyExplainer(BaseEstimator):
         self.maps_ = (sums / self.n_participants_).astype(np.float32)
 
         self.atlas_ = self.region_attributions_ = self.top_regions_ = None
+        self._set_peaks(None)
         if self.atlas is None and self.affine_ is None:
             warnings.warn("SaliencyExplainer: no atlas and no affine (array images without "
                           "fit(..., affine=...)), so no region summary was computed.",
@@ -255,6 +265,7 @@ class SaliencyExplainer(BaseEstimator):
                                     caller=type(self).__name__)
         pos, region_names, sizes = _region_index(self.atlas_, type(self).__name__)
         inside = pos >= 0
+        self._set_peaks(inside.reshape(shape))
         flat = self.maps_.reshape(len(targets), -1)[:, inside].astype(np.float64)
         means = np.stack([np.bincount(pos[inside], weights=row, minlength=len(sizes)) / sizes
                           for row in flat], axis=1)
@@ -271,6 +282,53 @@ class SaliencyExplainer(BaseEstimator):
                              "attribution": float(col[region]), "zscore": float(z[region])})
         self.top_regions_ = pd.DataFrame(rows)
         return self
+
+    def _set_peaks(self, mask):
+        """``peaks_``: the voxel of largest magnitude of each mean map (within ``mask`` if given)."""
+        rows = []
+        for name, m in zip(self.score_names_, self.maps_):
+            mag = np.abs(m).astype(np.float64)
+            if mask is not None and mask.any():
+                mag = np.where(mask, mag, -np.inf)
+            ijk = np.unravel_index(int(np.argmax(mag)), m.shape)
+            xyz = (self.affine_ @ np.r_[ijk, 1.0])[:3] if self.affine_ is not None else [np.nan] * 3
+            rows.append({"score": name, "i": int(ijk[0]), "j": int(ijk[1]), "k": int(ijk[2]),
+                         "x": float(xyz[0]), "y": float(xyz[1]), "z": float(xyz[2]), "value": float(m[ijk])})
+        self.peaks_ = pd.DataFrame(rows)
+
+    def peak_distances(self, centers):
+        """Distance in mm from each score's saliency peak to the nearest of its given centers.
+
+        Parameters
+        ----------
+        centers : dict
+            Score name -> array-like of shape (n_centers, 3) of world coordinates in mm (for
+            example the planted clusters of a simulated cohort,
+            ``ground_truth["focal_effects"]``). Scores not in the dict are left out.
+
+        Returns
+        -------
+        distances : DataFrame
+            ``score``, ``distance_mm`` (to the nearest center), ``nearest`` (its position in
+            that score's list) and the peak's ``x, y, z``.
+        """
+        check_is_fitted(self, "maps_")
+        if self.affine_ is None:
+            raise ValueError("SaliencyExplainer: peak distances need world coordinates; the input grid's "
+                             "affine is unknown (pass fit(..., affine=...) for array images).")
+        rows = []
+        peaks = self.peaks_.set_index("score")
+        for name, c in centers.items():
+            if str(name) not in peaks.index:
+                continue
+            c = np.atleast_2d(np.asarray(c, dtype=float))
+            if c.shape[1] != 3:
+                raise ValueError(f"peak_distances: centers of {name!r} must have 3 coordinates; got shape {c.shape}.")
+            p = peaks.loc[str(name), ["x", "y", "z"]].to_numpy(dtype=float)
+            d = np.linalg.norm(c - p, axis=1)
+            rows.append({"score": str(name), "distance_mm": float(d.min()), "nearest": int(np.argmin(d)),
+                         "x": p[0], "y": p[1], "z": p[2]})
+        return pd.DataFrame(rows, columns=["score", "distance_mm", "nearest", "x", "y", "z"])
 
     # ------------------------------------------------------------------ output
     def _index(self, score):
