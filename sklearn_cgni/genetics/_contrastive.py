@@ -12,6 +12,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.utils import to_tensor
@@ -19,7 +20,52 @@ from skorch.utils import to_tensor
 from ..utils._device import resolve_device, torch_seed
 from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
 
-__all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler"]
+__all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
+
+
+def matching_score(z_v, z_g):
+    """How well each participant's two embeddings find each other: a label-free cross-modal score.
+
+    For every participant ``i`` and every other participant ``j``, the pair counts as matched
+    when ``cos(z_v[i], z_g[i]) > cos(z_v[i], z_g[j])`` (image -> gene) and, separately, when
+    ``cos(z_g[i], z_v[i]) > cos(z_g[i], z_v[j])`` (gene -> image); ties count 1/2. The score
+    is the fraction matched over both directions: an AUC of the true pair against every
+    impostor. 0.5 is chance whatever the number of participants (unlike top-1 retrieval, whose
+    chance level is ``1/n``), 1.0 means every participant's image embedding is closer to its
+    own SNP embedding than to anyone else's. It is what the cross-modal terms of the loss
+    ask for, measured on participants the encoders did not train on, and it needs no labels.
+
+    Parameters
+    ----------
+    z_v, z_g : array-like of shape (n_samples, n_components)
+        Matched embeddings (row ``i`` of both is participant ``i``), at least 2 rows.
+
+    Returns
+    -------
+    score : float in [0, 1]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cgni.genetics import matching_score
+    >>> z = np.eye(4)
+    >>> matching_score(z, z), round(matching_score(z, z[::-1]), 3)
+    (1.0, 0.333)
+    """
+    z_v = np.asarray(z_v, dtype=np.float64)
+    z_g = np.asarray(z_g, dtype=np.float64)
+    if z_v.shape != z_g.shape or z_v.ndim != 2 or len(z_v) < 2:
+        raise ValueError(f"matching_score needs two matched (n, k) arrays with n >= 2; got shapes "
+                         f"{z_v.shape} and {z_g.shape}.")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_v = z_v / np.linalg.norm(z_v, axis=1, keepdims=True)
+        z_g = z_g / np.linalg.norm(z_g, axis=1, keepdims=True)
+    sim = np.nan_to_num(z_v @ z_g.T)  # sim[i, j] = cos(z_v[i], z_g[j])
+    own = np.diag(sim)
+    off = ~np.eye(len(sim), dtype=bool)
+    v2g = ((own[:, None] > sim) + 0.5 * (own[:, None] == sim))[off].mean()
+    g2v = ((own[None, :] > sim) + 0.5 * (own[None, :] == sim))[off].mean()
+    return float((v2g + g2v) / 2)
 
 
 class StratifiedBatchSampler:
@@ -105,6 +151,25 @@ class _ContrastiveNet(NeuralNet):
         return self.criterion_(z_v, z_g, to_tensor(y_true, device=self.device))
 
 
+class _ValidMatching(Callback):
+    """skorch callback: :func:`matching_score` of the held-out samples after each epoch (``valid_matching``)."""
+
+    def __init__(self, h_v, x_g):
+        self.h_v, self.x_g = h_v, x_g
+
+    def on_epoch_end(self, net, **kwargs):
+        import torch
+
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            z_v = module.image_encoder(torch.as_tensor(self.h_v, device=net.device)).cpu().numpy()
+            z_g = module.genetic_encoder(torch.as_tensor(self.x_g, device=net.device)).cpu().numpy()
+        module.train(was_training)
+        net.history.record("valid_matching", matching_score(z_v, z_g))
+
+
 def _check_finite(X, owner, feature_names, index):
     bad = ~np.isfinite(X)
     if bad.any():
@@ -164,14 +229,25 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Adam learning rate.
     weight_decay : float, default=0.0
         Adam weight decay.
+    dropout : float in [0, 1), default=0.0
+        Dropout after every hidden layer of ``e_v`` and ``e_g`` (training only).
+    snp_dropout : float in [0, 1), default=0.0
+        Dropout on the SNP input of ``e_g`` (training only): each participant's SNPs are
+        zeroed at random, so the encoder cannot identify a training participant from a few
+        rare genotypes (one way stage 2 memorises).
     max_epochs : int, default=50
     early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the training samples, compute the
-        contrastive loss on them (one batch) after every epoch, stop when it has not
-        improved for ``n_iter_no_change`` epochs and keep the weights of the best epoch. The
-        paper trains for a fixed number of epochs (False). With label-supervised terms
-        (``theta_gg``, ``gamma_vv`` > 0) and few participants per SNP, the encoders can
-        memorise the training labels; early stopping on held-out participants limits that.
+        Hold out a stratified ``validation_fraction`` of the training samples, evaluate
+        ``scoring`` on them after every epoch, stop when it has not improved for
+        ``n_iter_no_change`` epochs and keep the weights of the best epoch. The paper trains
+        for a fixed number of epochs (False). With label-supervised terms (``theta_gg``,
+        ``gamma_vv`` > 0) and few participants per SNP, the encoders can memorise the training
+        labels; early stopping on held-out participants limits that.
+    scoring : {"loss", "matching"}, default="loss"
+        What early stopping watches on the held-out samples: the contrastive loss (one batch,
+        ``valid_loss``) or :func:`matching_score` of their ``z_v`` and ``z_g``
+        (``valid_matching``, higher is better; needs no labels, as :meth:`score`). Both
+        are recorded when ``early_stopping``.
     validation_fraction : float in (0, 1), default=0.1
         Share of the samples held out when ``early_stopping`` (stratified by ``y``).
     n_iter_no_change : int, default=10
@@ -196,6 +272,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Mean training loss per epoch.
     validation_loss_curve_ : list of float
         Held-out loss per epoch (``early_stopping`` only, else None).
+    validation_matching_curve_ : list of float
+        Held-out :func:`matching_score` per epoch (``early_stopping`` only, else None).
     best_epoch_ : int
         Epoch (1-based) whose weights were kept: the last one without ``early_stopping``.
     n_iter_ : int
@@ -235,7 +313,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "snp_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
+        "scoring": [StrOptions({"loss", "matching"})],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str],
@@ -260,8 +341,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         min_per_class=1,
         lr=1e-3,
         weight_decay=0.0,
+        dropout=0.0,
+        snp_dropout=0.0,
         max_epochs=50,
         early_stopping=False,
+        scoring="loss",
         validation_fraction=0.1,
         n_iter_no_change=10,
         device="auto",
@@ -283,8 +367,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.min_per_class = min_per_class
         self.lr = lr
         self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.snp_dropout = snp_dropout
         self.max_epochs = max_epochs
         self.early_stopping = early_stopping
+        self.scoring = scoring
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.device = device
@@ -359,6 +446,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         if valid_rows is not None:
             extra["train_split"] = predefined_split(
                 Dataset({"h_v": h_v[valid_rows], "x_g": x_g[valid_rows]}, y_enc[valid_rows]))
+            extra["callbacks"].insert(0, ("valid_matching", _ValidMatching(h_v[valid_rows], x_g[valid_rows])))
             h_v, x_g, y_enc = h_v[fit_rows], x_g[fit_rows], y_enc[fit_rows]
         self.net_ = _ContrastiveNet(
             module=ContrastiveEncoders,
@@ -367,6 +455,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             module__image_hidden=tuple(self.image_hidden),
             module__genetic_hidden=tuple(self.genetic_hidden),
             module__n_components=self.n_components,
+            module__dropout=self.dropout,
+            module__snp_dropout=self.snp_dropout,
             criterion=CGNIContrastiveLoss,
             **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
             optimizer=torch.optim.Adam,
@@ -384,11 +474,13 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.net_.fit({"h_v": h_v, "x_g": x_g}, y_enc)
         self.net_.module_.eval()
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
-        self.validation_loss_curve_ = None
+        self.validation_loss_curve_ = self.validation_matching_curve_ = None
         self.best_epoch_ = len(self.loss_curve_)
         if valid_rows is not None:
             self.validation_loss_curve_ = [float(v) for v in self.net_.history[:, "valid_loss"]]
-            self.best_epoch_ = int(np.argmin(self.validation_loss_curve_)) + 1
+            self.validation_matching_curve_ = [float(v) for v in self.net_.history[:, "valid_matching"]]
+            self.best_epoch_ = (int(np.argmin(self.validation_loss_curve_)) if self.scoring == "loss"
+                                else int(np.argmax(self.validation_matching_curve_))) + 1
         if not np.all(np.isfinite(self.loss_curve_)):  # pragma: no cover - defensive
             raise FloatingPointError(f"{owner}: the contrastive loss became non-finite.")
         self.n_iter_ = len(self.loss_curve_)
@@ -411,8 +503,9 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             )
         fit_rows, valid_rows = train_test_split(np.arange(n), test_size=n_valid, stratify=y_enc,
                                                 random_state=seed)
-        stop = EarlyStopping(monitor="valid_loss", patience=self.n_iter_no_change, threshold=0.0,
-                             threshold_mode="abs", load_best=True, sink=lambda *a, **k: None)
+        monitor = "valid_loss" if self.scoring == "loss" else "valid_matching"
+        stop = EarlyStopping(monitor=monitor, lower_is_better=self.scoring == "loss", patience=self.n_iter_no_change,
+                             threshold=0.0, threshold_mode="abs", load_best=True, sink=lambda *a, **k: None)
         extra = {"callbacks": [("early_stopping", stop)],
                  "iterator_valid__batch_size": int(valid_rows.size)}  # the whole held-out set, one batch
         return np.sort(fit_rows), np.sort(valid_rows), extra
@@ -471,6 +564,28 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         X = self._validated(X)
         _, x_g = self._split(X)
         return self._encode(self.genetic_encoder_, x_g, X.dtype)
+
+    def score(self, X, y=None):
+        """Held-out cross-modal :func:`matching_score` of ``z_v`` and ``z_g`` (higher is better).
+
+        A label-free objective for model selection: ``GridSearchCV(encoder, grid)`` without a
+        ``scoring`` tunes the encoder for how well participants it never saw are matched
+        across modalities, which is what the cross-modal loss terms train for.
+
+        Parameters
+        ----------
+        X : {array-like, DataFrame} of shape (n_samples, n_features_in_)
+            Same layout as in ``fit``; at least 2 rows.
+        y : ignored
+
+        Returns
+        -------
+        score : float in [0, 1] (0.5 = chance)
+        """
+        X = self._validated(X)
+        h_v, x_g = self._split(X)
+        return matching_score(self._encode(self.image_encoder_, h_v, np.float64),
+                              self._encode(self.genetic_encoder_, x_g, np.float64))
 
     def get_feature_names_out(self, input_features=None):
         """``z_g0 .. z_g{k-1}`` followed by the names of the ``h_v`` columns."""

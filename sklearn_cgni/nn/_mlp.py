@@ -151,6 +151,11 @@ class ContrastiveEncoders(nn.Module):
     n_components : int, default=100
         Size of ``z_v`` and ``z_g``.
     dropout : float, default=0.0
+        Dropout after each hidden layer of both encoders.
+    snp_dropout : float, default=0.0
+        Dropout on the SNP vector itself in training (each SNP of each participant zeroed
+        with this probability and the rest scaled by ``1 / (1 - p)``), so that ``e_g`` cannot
+        lean on a few SNPs to identify a participant. Identity in eval mode.
     normalize : bool, default=True
         L2-normalise ``z_v`` and ``z_g``.
 
@@ -173,8 +178,10 @@ class ContrastiveEncoders(nn.Module):
         n_components=100,
         dropout=0.0,
         normalize=True,
+        snp_dropout=0.0,
     ):
         super().__init__()
+        self.snp_dropout = nn.Dropout(snp_dropout)
         self.image_encoder = image_encoder(
             n_image_features, image_hidden, n_components, dropout=dropout, normalize=normalize
         )
@@ -183,5 +190,5 @@ class ContrastiveEncoders(nn.Module):
         )
 
     def forward(self, h_v, x_g):
-        return self.image_encoder(h_v), self.genetic_encoder(x_g)
+        return self.image_encoder(h_v), self.genetic_encoder(self.snp_dropout(x_g))
 
