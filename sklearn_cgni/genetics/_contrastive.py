@@ -292,6 +292,19 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
+    def _check_params(self):
+        """Checks that the parameter constraints cannot express, run by ``fit`` after them.
+
+        ``sklearn-cgni run`` also runs them (with the constraints) when it loads a config.
+        """
+        from ..nn.losses import _check_weights
+        from ..utils._validation import check_layer_sizes
+
+        owner = type(self).__name__
+        check_layer_sizes(self.image_hidden, "image_hidden", owner)
+        check_layer_sizes(self.genetic_hidden, "genetic_hidden", owner)
+        _check_weights(self.lambda_vg, self.sigma_gv, self.gamma_vv, self.theta_gg)
+
     def _loss_kwargs(self):
         return dict(
             lambda_vg=float(self.lambda_vg),
@@ -324,10 +337,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         import torch
 
         from ..nn._mlp import ContrastiveEncoders
-        from ..nn.losses import CGNIContrastiveLoss, _check_weights
+        from ..nn.losses import CGNIContrastiveLoss
 
         owner = type(self).__name__
-        _check_weights(self.lambda_vg, self.sigma_gv, self.gamma_vv, self.theta_gg)
+        self._check_params()
         index = getattr(X, "index", None)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
         _check_finite(X, owner, getattr(self, "feature_names_in_", None), index)

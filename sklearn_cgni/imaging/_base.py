@@ -238,6 +238,16 @@ class _BaseImageCNN(BaseEstimator):
         pass
 
     # ------------------------------------------------------------------ helpers
+    def _check_params(self):
+        """Checks that the parameter constraints cannot express, run by ``fit`` after them.
+
+        ``sklearn-cgni run`` also runs them (with the constraints) when it loads a config.
+        """
+        from ..utils._validation import check_layer_sizes
+
+        if self.channels is not None:
+            check_layer_sizes(self.channels, "channels", type(self).__name__, allow_empty=False)
+
     def _requested_arch(self):
         """Architecture parameters given explicitly (None = not given)."""
         arch = {}
@@ -443,6 +453,7 @@ class _BaseImageCNN(BaseEstimator):
         ``source_arch``: architecture of a transfer source (used when no ``weights``);
         ``prepare_module(module)``: called after building (transfer of blocks, freezing).
         """
+        self._check_params()
         self.device_ = resolve_device(self.device)
         images, ids, shape = self._check_X(X, reset=True)
         if self.frozen:

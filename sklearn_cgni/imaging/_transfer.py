@@ -10,6 +10,7 @@ from sklearn.base import ClassifierMixin, TransformerMixin, _fit_context
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
@@ -196,6 +197,7 @@ recalibrate_bn, random_state, verbose
                 who = [ids[i] for i in np.flatnonzero(bad)[:10]]
                 raise ValueError(f"Labels are NaN for {int(bad.sum())} participant(s): {who}. "
                                  f"Exclude them (e.g. participants outside both WM groups).")
+        check_classification_targets(y)  # refuses continuous targets (e.g. ages), as scikit-learn's classifiers do
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"fit needs at least two classes; got only {self.classes_.tolist()}.")

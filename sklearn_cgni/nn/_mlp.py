@@ -73,9 +73,11 @@ class MLP(nn.Module):
 
     def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, l1=0.0, l1_on="hidden"):
         super().__init__()
+        from ..utils._validation import check_layer_sizes
+
         if l1_on not in _L1_ON:
             raise ValueError(f"l1_on must be one of {_L1_ON}; got {l1_on!r}.")
-        sizes = [int(in_features), *[int(h) for h in hidden_sizes]]
+        sizes = [int(in_features), *check_layer_sizes(hidden_sizes, "hidden_sizes", type(self).__name__)]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.output = nn.Linear(sizes[-1], int(out_features))
         self.dropout = float(dropout)

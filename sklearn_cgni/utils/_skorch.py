@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 
 from ._device import resolve_device, torch_seed
+from ._validation import check_layer_sizes
 
 __all__ = [
     "forward64",
@@ -177,8 +178,20 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         "class_weight": [StrOptions({"balanced"}), dict, None],
     }
 
+    #: whether ``hidden_layer_sizes`` may be empty (a linear model on the inputs)
+    _allow_no_hidden_layer = True
+
     def _build_module(self, n_features, n_classes):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check_params(self):
+        """Checks that the parameter constraints cannot express, run by ``fit`` after them.
+
+        ``sklearn-cgni run`` also runs them (with the constraints) when it loads a config.
+        """
+        if hasattr(self, "hidden_layer_sizes"):
+            check_layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes", type(self).__name__,
+                              allow_empty=self._allow_no_hidden_layer)
 
     def _validate_fit_data(self, X, y):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
@@ -235,6 +248,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        self._check_params()
         X, y_enc = self._validate_fit_data(X, y)
         return self._fit_net(X, y_enc)
 
