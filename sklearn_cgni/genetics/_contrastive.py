@@ -16,7 +16,7 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
-from ..utils._device import resolve_device, torch_seed
+from ..utils._device import fit_seed, resolve_device
 from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler"]
@@ -359,7 +359,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             getattr(self, "feature_names_in_", None),
             owner=owner,
         )
-        seed = torch_seed(self.random_state)
+        seed = fit_seed(self.random_state)
         fit_rows, valid_rows = np.arange(X.shape[0]), None
         extra = {"train_split": None}
         if self.early_stopping:
@@ -390,11 +390,22 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             iterator_train__batch_size=1,  # DataLoader rule when a batch_sampler is given
             iterator_train__shuffle=False,
             iterator_train__batch_sampler=sampler,
+            # DataLoaders draw their workers' base seed from a generator: never from torch's global one
+            iterator_train__generator=torch.Generator().manual_seed(seed),
+            iterator_valid__generator=torch.Generator().manual_seed(seed),
             device=resolve_device(self.device),
             verbose=self.verbose,
             **extra,
         )
-        self.net_.fit({"h_v": h_v, "x_g": x_g}, y_enc)
+        from ..nn._random import seeded_init, set_generators
+
+        with seeded_init(seed):  # the encoders' initial weights, from this fit's seed only
+            self.net_.initialize()
+        set_generators(self.net_.module_, seed, self.net_.device)
+        try:
+            self.net_.partial_fit({"h_v": h_v, "x_g": x_g}, y_enc)
+        finally:
+            set_generators(self.net_.module_, None)
         self.net_.module_.eval()
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
         self.validation_loss_curve_ = None

@@ -24,7 +24,8 @@ from ..nn._cnn import (
     backbone_output_shape,
     recalibrate_batchnorm,
 )
-from ..utils import resolve_device, torch_seed
+from ..nn._random import seeded_init, set_generators
+from ..utils import fit_seed, resolve_device
 from ._dataset import (
     ImageDataset,
     build_float16_cache,
@@ -437,6 +438,8 @@ class _BaseImageCNN(BaseEstimator):
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
             iterator_train__generator=generator,
+            # DataLoaders draw their workers' base seed from a generator: never from torch's global one
+            iterator_valid__generator=torch.Generator().manual_seed(seed),
             **{f"iterator_train__{k}": v for k, v in loader_kwargs.items()},
             **{f"iterator_valid__{k}": v for k, v in loader_kwargs.items()},
             train_split=train_split,
@@ -462,12 +465,13 @@ class _BaseImageCNN(BaseEstimator):
                                  f"written by save_weights().")
             self._load_frozen(shape)
             return self
-        seed = torch_seed(self.random_state)
+        seed = fit_seed(self.random_state)
         source = self._load_weights_file() if self.weights is not None else None
         if source is not None:
             source_arch, source_name = source["config"], repr(os.fspath(self.weights))
         arch = self._resolve_arch(source_arch, source_name=source_name)
-        module = self._build_module(shape, arch)
+        with seeded_init(seed):  # initial weights from this fit's seed; torch's global generator is untouched
+            module = self._build_module(shape, arch)
         if source is not None:
             module.load_state_dict(source["state_dict"])
         else:
@@ -483,10 +487,14 @@ class _BaseImageCNN(BaseEstimator):
         self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks, **net_kwargs)
         self.net_.initialize()
         if self.max_epochs > 0:
-            self.net_.partial_fit(dataset, y)
-            if self.recalibrate_bn:
-                loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
-                recalibrate_batchnorm(self.module_, loader, self.device_)
+            set_generators(self.module_, seed, self.device_)  # dropout masks and random shifts
+            try:
+                self.net_.partial_fit(dataset, y)
+                if self.recalibrate_bn:  # a train-mode pass: dropout draws from the generators too
+                    loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
+                    recalibrate_batchnorm(self.module_, loader, self.device_)
+            finally:
+                set_generators(self.module_, None)
         self._record_training()
         self.module_.eval()
         return self
