@@ -36,7 +36,7 @@ __all__ = [
     "paper_models",
     "paper_splits",
     "score_model",
-    "summarise_scores",
+    "summarize_scores",
     "table_markdown",
 ]
 
@@ -299,11 +299,20 @@ def score_model(predict, splits, *, table, model, fold):
             for name, (X, y) in splits.items()]
 
 
-def summarise_scores(records):
+def summarize_scores(records):
     """Per table, model and split: mean and sd (over folds) of the balanced accuracy, in %."""
     df = pd.DataFrame(records)
     return (df.groupby(["table", "model", "split"], sort=False)["balanced_accuracy"]
             .agg(["mean", "std"]).mul(100).reset_index())
+
+
+def summarise_scores(records):
+    """Deprecated spelling of :func:`summarize_scores` (a FutureWarning); it will be removed."""
+    import warnings
+
+    warnings.warn("summarise_scores is deprecated and will be removed; use summarize_scores.", FutureWarning,
+                  stacklevel=2)
+    return summarize_scores(records)
 
 
 def _fmt(summary, table, model, split):
