@@ -178,7 +178,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Patience, in epochs, of ``early_stopping``.
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
-        Seeds weights, batches and the validation split.
+        Seeds weights, batches and the validation split (torch's global generator is
+        neither read nor changed).
     verbose : int, default=0
         skorch's per-epoch log when > 0.
 

@@ -120,7 +120,9 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         running averages lag behind the weights, which at small image shapes (a 1x1x1
         last block) can push eval-mode outputs to a constant prediction.
     random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, shuffling, dropout and the validation split. On CPU
+        Seeds weight initialization, shuffling, dropout, random shifts and the validation
+        split, through generators of the fit's own: torch's global generator is neither
+        read nor changed, so fits in threads of one process are reproducible too. On CPU
         with a fixed number of threads two fits give identical weights.
     verbose : int, default=0
         skorch's epoch log when > 0.
