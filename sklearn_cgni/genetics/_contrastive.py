@@ -22,6 +22,10 @@ from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, t
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler"]
 
 
+
+def _silent(*args, **kwargs):
+    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
+
 class StratifiedBatchSampler:
     """Batch sampler whose every batch holds every class (both WM groups).
 
@@ -437,7 +441,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         fit_rows, valid_rows = train_test_split(np.arange(n), test_size=n_valid, stratify=y_enc,
                                                 random_state=seed)
         stop = EarlyStopping(monitor="valid_loss", patience=self.n_iter_no_change, threshold=0.0,
-                             threshold_mode="abs", load_best=True, sink=lambda *a, **k: None)
+                             threshold_mode="abs", load_best=True, sink=_silent)
         extra = {"callbacks": [("early_stopping", stop)],
                  "iterator_valid__batch_size": int(valid_rows.size)}  # the whole held-out set, one batch
         return np.sort(fit_rows), np.sort(valid_rows), extra

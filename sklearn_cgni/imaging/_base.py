@@ -13,6 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -83,28 +84,38 @@ def _check_aligned(X, y, caller):
         )
 
 
-def _valid_metric_callback(name, metric):
+
+def _silent(*args, **kwargs):
+    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
+
+class _ValidMetric(Callback):
     """A skorch callback recording ``name`` = ``metric(y_true, y_pred)`` on the validation split.
 
     ``y_pred`` is the network's output over the whole validation split (numpy), ``y_true``
-    the targets as the net received them.
+    the targets as the net received them. A module-level class (and ``metric`` a module-level
+    function), so that a fitted estimator holding it can be pickled.
     """
-    from skorch.callbacks import Callback
 
-    class ValidMetric(Callback):
-        def on_epoch_begin(self, net, **kwargs):
-            self._y, self._p = [], []
+    def __init__(self, name, metric):
+        self.name = name
+        self.metric = metric
 
-        def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
-            if not training and y_pred is not None:
-                self._y.append(batch[1].detach().cpu().numpy())
-                self._p.append(y_pred.detach().float().cpu().numpy())
+    def on_epoch_begin(self, net, **kwargs):
+        self._y, self._p = [], []
 
-        def on_epoch_end(self, net, **kwargs):
-            if self._y:
-                net.history.record(name, float(metric(np.concatenate(self._y), np.concatenate(self._p))))
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if not training and y_pred is not None:
+            self._y.append(batch[1].detach().cpu().numpy())
+            self._p.append(y_pred.detach().float().cpu().numpy())
 
-    return ValidMetric()
+    def on_epoch_end(self, net, **kwargs):
+        if self._y:
+            net.history.record(self.name, float(self.metric(np.concatenate(self._y), np.concatenate(self._p))))
+
+
+def _valid_metric_callback(name, metric):
+    """A :class:`_ValidMetric` callback recording ``name`` = ``metric(y_true, y_pred)``."""
+    return _ValidMetric(name, metric)
 
 
 def _voxel_statistics(images, ids):
@@ -343,7 +354,7 @@ class _BaseImageCNN(BaseEstimator):
         if self.early_stopping:
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=monitor, lower_is_better=lower, patience=self.n_iter_no_change,
-                threshold=0.0, load_best=True, sink=lambda *args, **kwargs: None)))
+                threshold=0.0, load_best=True, sink=_silent)))
         return callbacks
 
     def _record_training(self):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin, TransformerMixin, _fit_context
@@ -29,6 +31,11 @@ def _check_ages(y, participant_ids, name="age"):
                          f"{' ...' if bad.sum() > 10 else ''}. Drop them before fitting.")
     return y
 
+
+
+def _scaled_mae(y_true, y_pred, scale):
+    """Mean absolute error of standardized ages, in years (module level: picklable)."""
+    return np.mean(np.abs(y_true - y_pred)) * scale
 
 class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     """3D CNN brain-age regressor whose last convolutional block gives image features h_v.
@@ -186,8 +193,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     _monitor = ("valid_mae", True)
 
     def _monitor_callbacks(self):
-        return [("valid_mae", _valid_metric_callback(
-            "valid_mae", lambda y, p: np.mean(np.abs(y - p)) * self.y_scale_))]
+        return [("valid_mae", _valid_metric_callback("valid_mae", partial(_scaled_mae, scale=self.y_scale_)))]
 
     def __init__(self, *, channels=None, padding=None, pool_blocks=None, global_pool=None,
                  dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,

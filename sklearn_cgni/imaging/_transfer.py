@@ -18,6 +18,11 @@ from ._base import _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metri
 __all__ = ["ImagingCNNClassifier"]
 
 
+
+def _balanced_accuracy_of_logits(y_true, logits):
+    """Balanced accuracy of the arg-max class (module level: picklable)."""
+    return balanced_accuracy_score(y_true, logits.argmax(1))
+
 class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
     """3D CNN classifier (e.g. working-memory group) initialised from a brain-age CNN.
 
@@ -113,8 +118,7 @@ recalibrate_bn, random_state, verbose
         return ("valid_bacc", False) if self.scoring == "balanced_accuracy" else ("valid_loss", True)
 
     def _monitor_callbacks(self):
-        return [("valid_bacc", _valid_metric_callback(
-            "valid_bacc", lambda y, p: balanced_accuracy_score(y, p.argmax(1))))]
+        return [("valid_bacc", _valid_metric_callback("valid_bacc", _balanced_accuracy_of_logits))]
 
     def __init__(self, brain_age_model=None, *, n_transfer_blocks=2, freeze_transferred=False,
                  class_weight=None, scoring="loss", channels=None, padding=None, pool_blocks=None,
@@ -235,6 +239,7 @@ recalibrate_bn, random_state, verbose
 
     def predict(self, X):
         """Most probable class per image."""
+        check_is_fitted(self, "net_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def score(self, X, y, sample_weight=None):
