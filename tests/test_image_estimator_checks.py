@@ -1,5 +1,7 @@
 """The image estimators pass the image-aware checks of sklearn_cgni.utils.estimator_checks."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,12 @@ def test_a_broken_estimator_fails_the_checks():
     checks = dict(image_estimator_checks(est, X, y))
     with pytest.raises(AssertionError, match="subset"):
         checks["check_subset_invariance"]()
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_fitted_image_estimator_pickles(name):
+    """Fitted nets hold no local classes or lambdas (validation metrics, early stopping)."""
+    est, y = TARGETS[name]
+    fitted = est.__sklearn_clone__().fit(X, y)
+    loaded = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(loaded.transform(X), fitted.transform(X), rtol=1e-5, atol=1e-5)
