@@ -1,18 +1,7 @@
-"""Shared test configuration: keep torch on few threads so two xdist workers share 2 cores."""
+"""Shared test fixtures (torch's thread count is set in the root ``conftest.py``)."""
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-try:  # torch is a core dependency; keep the import guarded so collection errors are clear
-    import torch
-
-    torch.set_num_threads(1)
-except ImportError:  # pragma: no cover
-    torch = None
+import numpy as np
+import pytest
 
 
 @pytest.fixture

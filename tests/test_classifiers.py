@@ -219,3 +219,18 @@ def test_pipeline_grid_search_over_loss_weights_reuses_cached_stage1(tmp_path):
     assert proba.shape == (120, 2)
     names = search.best_estimator_[:-1].get_feature_names_out()
     assert list(names[:4]) == ["z_g0", "z_g1", "z_g2", "z_g3"] and names[4] == "image__f0"
+
+
+@pytest.mark.parametrize("Estimator", [CGNIClassifier, SparseGeneticNN, ImagingGeneticNN])
+@pytest.mark.parametrize("sizes", [(0,), (-3,), (8, 2.5)])
+def test_layer_widths_must_be_positive_integers(Estimator, sizes):
+    X, y = make_classification(n_samples=40, n_features=10, random_state=0)
+    with pytest.raises(ValueError, match=rf"{Estimator.__name__}: hidden_layer_sizes must list integers >= 1"):
+        Estimator(hidden_layer_sizes=sizes, max_epochs=1).fit(X, y)
+
+
+def test_sparse_genetic_nn_needs_a_hidden_layer_but_cgni_classifier_does_not():
+    X, y = make_classification(n_samples=40, n_features=10, random_state=0)
+    with pytest.raises(ValueError, match="hidden_layer_sizes must list at least one layer"):
+        SparseGeneticNN(hidden_layer_sizes=(), max_epochs=1).fit(X, y)
+    assert CGNIClassifier(hidden_layer_sizes=(), max_epochs=1, batch_size=40).fit(X, y).predict(X).shape == (40,)

@@ -88,5 +88,10 @@ def test_plot_snp_contributions_and_correlations(tmp_path):
     fig2.savefig(tmp_path / "cc.png")
     with pytest.raises(ValueError, match="non-empty DataFrame"):
         plot_snp_contributions(pd.DataFrame())
+    raw = plot_snp_contributions(contrib, standardize=False)
+    assert raw.axes[0].get_ylabel() == "comp. 1"  # no "(z)": raw contributions
+    with pytest.warns(FutureWarning, match="'standardise' is deprecated"):
+        old = plot_snp_contributions(contrib, standardise=False)
+    assert old.axes[0].get_ylabel() == "comp. 1"
     with pytest.raises(ValueError, match="no split column"):
         plot_canonical_correlations(table[["p_value"]])

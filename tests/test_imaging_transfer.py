@@ -98,6 +98,11 @@ def test_save_load_and_bad_labels(data, tmp_path):
         ImagingCNNClassifier(source, n_transfer_blocks=6, max_epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="channels"):
         ImagingCNNClassifier(source, channels=(8, 8, 8, 8, 8), max_epochs=1).fit(X, y)
+    ages = np.linspace(45.0, 80.0, len(y))  # a regression target: refused, not taken as len(y) classes
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        ImagingCNNClassifier(source, max_epochs=1).fit(X, ages)
+    with pytest.raises(ValueError, match=r"channels must list integers >= 1"):
+        ImagingCNNClassifier(channels=(4, 0), max_epochs=1, device="cpu").fit(X, y)
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(data):

@@ -247,7 +247,7 @@ def test_labels_missing_from_the_label_table():
 def test_bad_inputs():
     e_g = torch.nn.Linear(5, 3)
     X = np.ones((4, 5))
-    Xdf = pd.DataFrame(X, index=["p1", "p2", "p3", "p4"], columns=list("abcde"))
+    Xdf = pd.DataFrame(X.copy(), index=["p1", "p2", "p3", "p4"], columns=list("abcde"))
     Xdf.iloc[2, 3] = np.nan
     with pytest.raises(ValueError, match=r"missing call\(s\) \(participant/SNP: \['p3/d'\]\)"):
         OcclusionExplainer((np.eye(3), np.eye(3)), genetic_encoder=e_g).fit(genotypes=Xdf)

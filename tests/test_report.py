@@ -16,6 +16,7 @@ from sklearn_cgni.cli._protocol import (
     combo_params,
     paper_splits,
     summarise_scores,
+    summarize_scores,
     table_markdown,
 )
 from sklearn_cgni.cli._report import SECTIONS, markdown_table
@@ -96,7 +97,9 @@ def test_protocol_tables():
         combo_params("L1+L5")
     recs = [dict(table="Table 1", model="Imaging CNN", fold=f, split=s, balanced_accuracy=b)
             for f, b in ((0, 0.6), (1, 0.8)) for s in ("train", "validation", "holdout")]
-    summary = summarise_scores(recs)
+    summary = summarize_scores(recs)
+    with pytest.warns(FutureWarning, match="summarise_scores is deprecated"):
+        pd.testing.assert_frame_equal(summarise_scores(recs), summary)
     row = summary[(summary.split == "holdout")].iloc[0]
     assert row["mean"] == pytest.approx(70.0) and row["std"] == pytest.approx(14.142, abs=1e-3)
     md = table_markdown(summary, "Table 1")

@@ -74,6 +74,8 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
     (80, 10)
     """
 
+    _allow_no_hidden_layer = False  # h_g is the last hidden layer
+
     _parameter_constraints = {
         **SkorchClassifierBase._parameter_constraints,
         "hidden_layer_sizes": [tuple, list],
@@ -107,8 +109,6 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
     def _build_module(self, n_features, n_classes):
         from ..nn._mlp import MLP
 
-        if len(self.hidden_layer_sizes) == 0:
-            raise ValueError("SparseGeneticNN needs at least one hidden layer (h_g is the last one).")
         return MLP(n_features, self.hidden_layer_sizes, n_classes, l1=self.l1, l1_on="hidden")
 
     def transform(self, X):
@@ -407,6 +407,7 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
         -------
         self
         """
+        self._check_params()
         X, y_enc = self._validate_fit_data(X, y)
         F = self._fit_features(X, y_enc)
         return self._fit_net(F, y_enc)

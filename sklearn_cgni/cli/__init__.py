@@ -8,7 +8,7 @@ Python access to the same machinery:
     The checked configuration (defaults in ``default_config.toml``).
 ``run_pipeline(output, config, inputs)``, ``resolve_inputs(...)``
     The stage runner.
-``paper_splits``, ``paper_models``, ``classical_models``, ``combo_params``, ``summarise_scores``,
+``paper_splits``, ``paper_models``, ``classical_models``, ``combo_params``, ``summarize_scores``,
 ``table_markdown``
     The paper's protocol for Tables 1-2 and Table 1's classical rows (also used by
     ``benchmarks/bench_table1.py``).
@@ -27,6 +27,7 @@ from ._protocol import (
     paper_models,
     paper_splits,
     summarise_scores,
+    summarize_scores,
     table_markdown,
 )
 from ._run import InputError, Inputs, resolve_inputs, run_pipeline
@@ -50,6 +51,6 @@ __all__ = [
     "paper_splits",
     "resolve_inputs",
     "run_pipeline",
-    "summarise_scores",
+    "summarize_scores",
     "table_markdown",
 ]

@@ -6,6 +6,13 @@ the schema. A user file, a preset (``preset_<name>.toml`` next to this module) a
 ``defaults < preset < user file < --set / named flags``. A key that is not in the defaults
 is refused with the nearest valid key (``difflib``); a value whose type differs from the
 default's is refused naming the key.
+
+The sections that configure estimators map their keys onto the estimators' parameters
+(:data:`ESTIMATOR_KEYS`, the one place where a config key is tied to a parameter). Loading a
+config runs those estimators' own parameter validation on the merged values, so a value an
+estimator would refuse (``stage1.lr = -1``, ``contrastive.temperature = 0``) is refused
+before any stage runs, naming the key and the estimator's constraint. The keys that are the
+command line's own (protocol, budgets, stage switches) are range-checked here.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from ._protocol import CONFOUND_MODELS
 
 __all__ = [
     "ConfigError",
+    "ESTIMATOR_KEYS",
     "PRESETS",
     "EXECUTION_KEYS",
     "config_fingerprint",
@@ -39,6 +47,100 @@ EXECUTION_KEYS = frozenset({"run.device", "run.threads"})
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used (unknown key, wrong type...)."""
+
+
+_SHARED_CNN = ("dropout", "batch_size", "lr", "weight_decay", "num_workers")
+_STAGE1_CNN = (*_SHARED_CNN, "channels", "padding", "pool_blocks", "global_pool", "early_stopping",
+               "validation_fraction", "n_iter_no_change", "lr_schedule", "standardize_voxels", "augment_shift")
+_MLP = ("lr", "max_epochs", "batch_size")
+
+#: Per config section, the estimators it configures: ``(module, class, {config key: parameter})``.
+#: A key may configure several estimators (``stage1.lr`` sets every CNN's learning rate);
+#: keys of a section not listed here are the command line's own.
+ESTIMATOR_KEYS = {
+    "qc": (("sklearn_cgni.genetics", "SNPQualityFilter",
+            {k: k for k in ("min_info_r2", "max_missing", "min_maf", "min_hwe_p")}),),
+    "stage1": (
+        ("sklearn_cgni.imaging", "BrainAgeCNNTransformer",
+         {**{k: k for k in _STAGE1_CNN}, "pretrain_max_epochs": "max_epochs"}),
+        ("sklearn_cgni.imaging", "ImagingCNNClassifier",
+         {**{k: k for k in _STAGE1_CNN}, "finetune_max_epochs": "max_epochs", "finetune_scoring": "scoring",
+          "n_transfer_blocks": "n_transfer_blocks", "freeze_transferred": "freeze_transferred"}),
+        # the genotype-score CNN shares stage 1's training settings (the [scores] section sets the rest)
+        ("sklearn_cgni.imaging", "BrainGenotypeScorer", {k: k for k in _SHARED_CNN}),
+    ),
+    "contrastive": (("sklearn_cgni.genetics", "ContrastiveSNPEncoder",
+                     {k: k for k in ("n_components", "image_hidden", "genetic_hidden", "lambda_vg", "sigma_gv",
+                                     "gamma_vv", "theta_gg", "temperature", "denominator", "reduction",
+                                     "batch_size", "lr", "weight_decay", "max_epochs", "early_stopping",
+                                     "validation_fraction", "n_iter_no_change")}),),
+    "classifier": (("sklearn_cgni.classification", "CGNIClassifier",
+                    {k: k for k in ("hidden_layer_sizes", "dropout", "lr", "weight_decay", "max_epochs",
+                                    "batch_size")}),),
+    "baselines": (
+        ("sklearn_cgni.classification", "SparseGeneticNN",
+         {"sparse_hidden": "hidden_layer_sizes", "sparse_l1": "l1", "sparse_weight_decay": "weight_decay",
+          **{k: k for k in _MLP}}),
+        ("sklearn_cgni.classification", "ImagingGeneticNN", {"ig_hidden": "hidden_layer_sizes", **{k: k for k in _MLP}}),
+        ("sklearn_cgni.classification", "ImagingGeneticSVM", {"svm_C": "C"}),
+    ),
+    "scca": (("sklearn_cgni.explain", "SparseCCA",
+              {k: k for k in ("n_components", "alpha_x", "alpha_y", "cv", "n_permutations")}),),
+    "occlusion": (("sklearn_cgni.explain", "OcclusionExplainer",
+                   {k: k for k in ("region_threshold", "snp_threshold", "batch_size")}),),
+    "scores": (
+        ("sklearn_cgni.imaging", "BrainGenotypeScorer",
+         {k: k for k in ("task", "max_epochs", "early_stopping", "lr_schedule", "validation_fraction",
+                         "n_iter_no_change", "n_transfer_blocks")}),
+        ("sklearn_cgni.imaging", "IDPGenotypeScorer", {"idp_alpha": "alpha"}),
+    ),
+}
+
+
+def estimator_params(config, section, estimator):
+    """The parameters that ``config[section]`` gives ``estimator`` (a class name), by :data:`ESTIMATOR_KEYS`.
+
+    List values become tuples (TOML has no tuples).
+    """
+    for _, name, keys in ESTIMATOR_KEYS[section]:
+        if name == estimator:
+            return {param: tuple(v) if isinstance(v := config[section][key], list) else v
+                    for key, param in keys.items()}
+    raise KeyError(f"[{section}] configures no {estimator}.")
+
+
+def _check_estimators(config):
+    """Run each configured estimator's parameter validation on its config values.
+
+    The constraints (``_parameter_constraints``) are checked one parameter at a time so
+    the error names the key; then the estimator's further checks (``_check_params``, e.g.
+    layer widths >= 1), which also run in its ``fit``.
+    """
+    import importlib
+
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    for section, estimators in ESTIMATOR_KEYS.items():
+        for module, name, keys in estimators:
+            cls = getattr(importlib.import_module(module), name)
+            params = estimator_params(config, section, name)
+            for key, param in keys.items():
+                try:
+                    validate_parameter_constraints({param: cls._parameter_constraints[param]},
+                                                   {param: params[param]}, caller_name=name)
+                except InvalidParameterError as exc:
+                    rule = str(exc).split(" must be ", 1)[-1].rsplit(". Got ", 1)[0]
+                    raise ConfigError(f"{section}.{key} = {config[section][key]!r} is refused: {name}'s "
+                                      f"{param} must be {rule}.") from None
+            if not hasattr(cls, "_check_params"):
+                continue
+            est = cls(**params)  # the estimators with further checks need no argument
+            try:
+                est._check_params()
+            except ValueError as exc:
+                named = [key for key, param in keys.items() if f"{param} must" in str(exc)]
+                where = f"{section}.{named[0]} = {config[section][named[0]]!r}" if named else f"[{section}]"
+                raise ConfigError(f"{where} is refused: {exc}") from None
 
 
 def _read_toml(path):
@@ -177,6 +279,7 @@ def load_config(path=None, *, preset="paper", overrides=()):
         item = parse_override(item) if isinstance(item, str) else item
         config = merge(config, item, "the command-line overrides")
     _check_semantics(config)
+    _check_estimators(config)
     return config
 
 
@@ -188,28 +291,13 @@ def _check_semantics(config):
         raise ConfigError(f"protocol.folds must be at least 2; got {p['folds']!r}.")
     if p["class_weight"] not in ("balanced", "none"):
         raise ConfigError(f"protocol.class_weight must be 'balanced' or 'none'; got {p['class_weight']!r}.")
-    if config["stage1"]["global_pool"] not in ("none", "avg", "max"):
-        raise ConfigError(f"stage1.global_pool must be 'none', 'avg' or 'max'; got {config['stage1']['global_pool']!r}.")
     if config["classifier"]["cross_fit"] == 1 or config["classifier"]["cross_fit"] < 0:
         raise ConfigError(f"classifier.cross_fit must be 0 (off) or a number of folds >= 2; "
                           f"got {config['classifier']['cross_fit']!r}.")
-    s1 = config["stage1"]
-    if s1["lr_schedule"] not in ("plateau", "none"):
-        raise ConfigError(f"stage1.lr_schedule must be 'plateau' or 'none'; got {s1['lr_schedule']!r}.")
-    if s1["finetune_scoring"] not in ("loss", "balanced_accuracy"):
-        raise ConfigError(f"stage1.finetune_scoring must be 'loss' or 'balanced_accuracy'; "
-                          f"got {s1['finetune_scoring']!r}.")
-    if not 0 <= s1["validation_fraction"] < 1:
-        raise ConfigError(f"stage1.validation_fraction must be in [0, 1); got {s1['validation_fraction']!r}.")
+    s1 = config["stage1"]  # single values are checked by the estimators (_check_estimators)
     if (s1["early_stopping"] or s1["lr_schedule"] != "none") and s1["validation_fraction"] == 0:
         raise ConfigError("stage1.early_stopping and stage1.lr_schedule watch a validation split: set "
                           "stage1.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
-    for key in ("n_iter_no_change", "pretrain_max_epochs", "finetune_max_epochs"):
-        if s1[key] < (1 if key == "n_iter_no_change" else 0):
-            raise ConfigError(f"stage1.{key} must be {'positive' if key == 'n_iter_no_change' else 'non-negative'}; "
-                              f"got {s1[key]!r}.")
-    if s1["augment_shift"] < 0:
-        raise ConfigError(f"stage1.augment_shift must be non-negative; got {s1['augment_shift']!r}.")
     _check_data(config["data"])
     if config["cohort"]["effect_pattern"] not in ("region", "focal", "mixed"):
         raise ConfigError(f"cohort.effect_pattern must be 'region', 'focal' or 'mixed'; got "
@@ -217,18 +305,11 @@ def _check_semantics(config):
     if len(config["cohort"]["shape"]) != 3:
         raise ConfigError(f"cohort.shape must list 3 sizes; got {config['cohort']['shape']!r}.")
     sc = config["scores"]
-    if sc["task"] not in ("classes", "dosage"):
-        raise ConfigError(f"scores.task must be 'classes' or 'dosage'; got {sc['task']!r}.")
-    if sc["lr_schedule"] not in ("plateau", "none"):
-        raise ConfigError(f"scores.lr_schedule must be 'plateau' or 'none'; got {sc['lr_schedule']!r}.")
-    if not 0 <= sc["validation_fraction"] < 1:
-        raise ConfigError(f"scores.validation_fraction must be in [0, 1); got {sc['validation_fraction']!r}.")
+    if sc["cv"] < 2:
+        raise ConfigError(f"scores.cv must be at least 2; got {sc['cv']!r}.")
     if (sc["early_stopping"] or sc["lr_schedule"] != "none") and sc["validation_fraction"] == 0:
         raise ConfigError("scores.early_stopping and scores.lr_schedule watch a validation split: set "
                           "scores.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
-    if sc["n_iter_no_change"] < 1 or sc["max_epochs"] < 0:
-        raise ConfigError(f"scores.n_iter_no_change must be positive and scores.max_epochs non-negative; got "
-                          f"{sc['n_iter_no_change']!r} and {sc['max_epochs']!r}.")
     b = config["baselines"]
     if b["classical_cv"] < 2:
         raise ConfigError(f"baselines.classical_cv must be at least 2; got {b['classical_cv']!r}.")

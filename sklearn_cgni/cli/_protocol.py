@@ -36,7 +36,7 @@ __all__ = [
     "paper_models",
     "paper_splits",
     "score_model",
-    "summarise_scores",
+    "summarize_scores",
     "table_markdown",
 ]
 
@@ -80,10 +80,17 @@ SPLITS = ("train", "validation", "holdout")
 def combo_params(combo, weights=None):
     """Loss weights of a Table-2 combination, e.g. ``"L1+L4"`` -> lambda 0.7, theta 0.4, others 0.
 
-    ``weights`` maps a term's parameter name to the weight it takes when included (default:
-    the paper's, :data:`TERM_WEIGHTS`).
+    ``weights`` maps a term's parameter name to the weight it takes when included; a term
+    missing from it, or whose weight there is 0 (switched off, as ``gamma_vv`` is in the
+    paper's Table 1 model), takes the paper's weight, :data:`TERM_WEIGHTS`.
+
+    Examples
+    --------
+    >>> from sklearn_cgni.cli import combo_params
+    >>> combo_params("L1+L3", {"lambda_vg": 0.5, "gamma_vv": 0.0})
+    {'lambda_vg': 0.5, 'sigma_gv': 0.0, 'gamma_vv': 0.4, 'theta_gg': 0.0}
     """
-    weights = weights or {name: w for name, w in TERM_WEIGHTS.values()}
+    weights = {name: (weights or {}).get(name) or paper for name, paper in TERM_WEIGHTS.values()}
     params = {name: 0.0 for name, _ in TERM_WEIGHTS.values()}
     for term in combo.split("+"):
         if term not in TERM_WEIGHTS:
@@ -131,8 +138,10 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         Keyword arguments of :class:`~sklearn_cgni.genetics.ContrastiveSNPEncoder` and
         :class:`~sklearn_cgni.classification.CGNIClassifier`.
     baselines : dict, optional
-        ``sparse_hidden``, ``sparse_l1``, ``sparse_weight_decay``, ``ig_hidden``, ``svm_C``,
-        ``lr``, ``max_epochs``, ``batch_size``.
+        Keys of the config's ``[baselines]`` section: ``sparse_hidden``, ``sparse_l1``,
+        ``sparse_weight_decay``, ``ig_hidden``, ``svm_C``, ``lr``, ``max_epochs``,
+        ``batch_size``, given to the estimators as :data:`~sklearn_cgni.cli._config.ESTIMATOR_KEYS`
+        maps them; a key left out takes the estimator's default.
     class_weight : "balanced" or None
         For every classifier (the WM groups are ~36/64 %, the metric is balanced accuracy).
     table2 : bool, default=False
@@ -150,18 +159,22 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
     """
     from ..classification import CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM, SparseGeneticNN
     from ..genetics import ContrastiveSNPEncoder
+    from ._config import ESTIMATOR_KEYS
 
     k = int(n_image_features)
     contrastive = dict(contrastive or {})
     classifier = dict(classifier or {})
     b = dict(baselines or {})
+    unknown = set(b) - {key for _, _, keys in ESTIMATOR_KEYS["baselines"] for key in keys}
+    if unknown:
+        raise ValueError(f"paper_models: unknown baselines key(s) {sorted(unknown)}.")
+    given = {name: {param: tuple(b[key]) if isinstance(b[key], list) else b[key]
+                    for key, param in keys.items() if key in b}
+             for _, name, keys in ESTIMATOR_KEYS["baselines"]}
     common = dict(device=device, random_state=random_state)
-    mlp = dict(lr=b.get("lr", 1e-3), max_epochs=b.get("max_epochs", 50), batch_size=b.get("batch_size", 75),
-               class_weight=class_weight, **common)
 
     def sparse():
-        return SparseGeneticNN(hidden_layer_sizes=tuple(b.get("sparse_hidden", (800, 600, 400))),
-                               l1=b.get("sparse_l1", 1e-5), weight_decay=b.get("sparse_weight_decay", 1e-4), **mlp)
+        return SparseGeneticNN(**given["SparseGeneticNN"], class_weight=class_weight, **common)
 
     def cgni(**weights):
         enc_kw = {**contrastive, **weights}
@@ -181,11 +194,11 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
     models = {
         ("Table 1", "Sparse Genetic NN"): Pipeline([("snps", _snp_columns(k)), ("model", sparse())]),
         ("Table 1", "Imaging-Genetic SVM (linear)"): ImagingGeneticSVM(
-            image_features=k, genetic_encoder=sparse(), C=b.get("svm_C", 1.0), class_weight=class_weight,
+            image_features=k, genetic_encoder=sparse(), **given["ImagingGeneticSVM"], class_weight=class_weight,
             random_state=random_state),
         ("Table 1", "Imaging-Genetic NN (non-linear)"): ImagingGeneticNN(
-            image_features=k, genetic_encoder=sparse(), hidden_layer_sizes=tuple(b.get("ig_hidden", (500, 200))),
-            **mlp),
+            image_features=k, genetic_encoder=sparse(), **given["ImagingGeneticNN"], class_weight=class_weight,
+            **common),
         ("Table 1", TABLE1_CGNI): cgni(),
     }
     if table2:
@@ -286,11 +299,20 @@ def score_model(predict, splits, *, table, model, fold):
             for name, (X, y) in splits.items()]
 
 
-def summarise_scores(records):
+def summarize_scores(records):
     """Per table, model and split: mean and sd (over folds) of the balanced accuracy, in %."""
     df = pd.DataFrame(records)
     return (df.groupby(["table", "model", "split"], sort=False)["balanced_accuracy"]
             .agg(["mean", "std"]).mul(100).reset_index())
+
+
+def summarise_scores(records):
+    """Deprecated spelling of :func:`summarize_scores` (a FutureWarning); it will be removed."""
+    import warnings
+
+    warnings.warn("summarise_scores is deprecated and will be removed; use summarize_scores.", FutureWarning,
+                  stacklevel=2)
+    return summarize_scores(records)
 
 
 def _fmt(summary, table, model, split):

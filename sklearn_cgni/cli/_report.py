@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._protocol import CLASSICAL_MODELS, PAPER_TABLE1, PAPER_TABLE2, SPLITS, summarise_scores, table_markdown
+from ._protocol import CLASSICAL_MODELS, PAPER_TABLE1, PAPER_TABLE2, SPLITS, summarize_scores, table_markdown
 from ._stages import _clean, write_json
 
 __all__ = ["write_outputs", "SECTIONS", "markdown_table"]
@@ -101,7 +101,7 @@ def collect(out):
     if records:
         per_fold = pd.DataFrame(records)
         tables["per_fold_scores"] = per_fold
-        summary = summarise_scores(records)
+        summary = summarize_scores(records)
         for table, key in (("Table 1", "table1"), ("Table 2", "table2")):
             s = summary[summary.table == table]
             if len(s):

@@ -600,13 +600,12 @@ def _stage_training_curves(run, folder):
 
 
 def _model_configs(run):
-    c = dict(run.cfg["contrastive"])
-    c["image_hidden"] = tuple(c["image_hidden"])
-    c["genetic_hidden"] = tuple(c["genetic_hidden"])
-    cl = dict(run.cfg["classifier"])
-    cl["hidden_layer_sizes"] = tuple(cl["hidden_layer_sizes"])
-    cl.pop("cross_fit")  # a setting of the CGNI pipeline (paper_models), not of CGNIClassifier
-    return c, cl, dict(run.cfg["baselines"])
+    """The encoder's and stage-3 classifier's parameters, and the [baselines] keys (for paper_models)."""
+    from ._config import ESTIMATOR_KEYS, estimator_params
+
+    baselines = {key: run.cfg["baselines"][key] for _, _, keys in ESTIMATOR_KEYS["baselines"] for key in keys}
+    return (estimator_params(run.cfg, "contrastive", "ContrastiveSNPEncoder"),
+            estimator_params(run.cfg, "classifier", "CGNIClassifier"), baselines)
 
 
 def _covariate_records(run, wm, y, tr, va, hold, k):
@@ -663,8 +662,8 @@ def _stage_models(run, folder, k):
     X = np.hstack([hv, G]).astype(np.float32)
     n_img = hv.shape[1]
     contrastive, classifier, baselines = _model_configs(run)
+    # a term switched off here (gamma_vv = 0, as in the paper) takes the paper's weight in the combinations with it
     weights = {n: contrastive[n] for n in ("lambda_vg", "sigma_gv", "gamma_vv", "theta_gg")}
-    weights["gamma_vv"] = weights["gamma_vv"] or 0.4  # gamma's weight when Table 2 includes L3
     models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
                           class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
                           table2=run.cfg["protocol"]["table2"], term_weights=weights,

@@ -284,8 +284,10 @@ def make_cohort(
     >>> cohort = make_cohort(40, 50, shape=(24, 28, 24), n_causal_snps=4, random_state=0)
     >>> cohort.images.shape, cohort.genotypes.shape
     ((40, 24, 28, 24), (40, 50))
-    >>> sorted(cohort.ground_truth)[:3]
-    ['affected_regions', 'bad_images', 'causal_snps']
+    >>> len(cohort.ground_truth["causal_snps"])
+    4
+    >>> {"affected_regions", "bad_images", "qc_fail_snps"} <= set(cohort.ground_truth)
+    True
     """
     rng = check_random_state(random_state)
     seed_root = int(rng.randint(np.iinfo(np.int32).max))

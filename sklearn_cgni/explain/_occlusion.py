@@ -437,7 +437,7 @@ class OcclusionExplainer(BaseEstimator):
             self.region_contributions_ = pd.DataFrame(node, index=index, columns=cols)
             self.region_variate_contributions_ = pd.DataFrame(variate, index=index, columns=cols)
 
-        self._summarise()
+        self._summarize()
         return self
 
     # ------------------------------------------------------------------ atlas
@@ -637,7 +637,7 @@ class OcclusionExplainer(BaseEstimator):
         ones = np.ones(self.n_components_)
         return self.snp_variate_contributions_, self.region_variate_contributions_, (ones, ones)
 
-    def _summarise(self):
+    def _summarize(self):
         snp_table, region_table, (sign_v, sign_g) = self._tables()
         orientation = np.ones(self.n_components_)
         snp_z = None

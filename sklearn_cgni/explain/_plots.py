@@ -118,7 +118,8 @@ def plot_region_effects(significant_regions, atlas, *, component=None, value="si
     raise ValueError(f"kind must be 'glass' or 'stat_map'; got {kind!r}.")
 
 
-def plot_snp_contributions(contributions, *, threshold=3.0, standardise=True, label_top=5, figure=None):
+def plot_snp_contributions(contributions, *, threshold=3.0, standardize=True, label_top=5, figure=None,
+                           standardise="deprecated"):
     """SNP contributions per component (one panel each) with the significance threshold.
 
     Parameters
@@ -127,11 +128,13 @@ def plot_snp_contributions(contributions, *, threshold=3.0, standardise=True, la
         ``OcclusionExplainer.snp_contributions_``.
     threshold : float, default=3.0
         Drawn at ``mean +- threshold * sd`` (the explainer's ``snp_threshold``).
-    standardise : bool, default=True
+    standardize : bool, default=True
         Plot z-scores ((c - mean) / sd per component) rather than raw contributions.
     label_top : int, default=5
         Name the SNPs with the largest |z| beyond the threshold in each panel.
     figure : matplotlib Figure, optional
+    standardise : bool
+        Deprecated spelling of ``standardize`` (a FutureWarning); it will be removed.
 
     Returns
     -------
@@ -139,6 +142,12 @@ def plot_snp_contributions(contributions, *, threshold=3.0, standardise=True, la
     """
     from matplotlib.figure import Figure
 
+    if standardise != "deprecated":
+        import warnings
+
+        warnings.warn("plot_snp_contributions: 'standardise' is deprecated and will be removed; use "
+                      "'standardize'.", FutureWarning, stacklevel=2)
+        standardize = standardise
     if not isinstance(contributions, pd.DataFrame) or contributions.empty:
         raise ValueError("contributions must be a non-empty DataFrame (SNPs x components).")
     values = contributions.to_numpy(dtype=float)
@@ -150,9 +159,9 @@ def plot_snp_contributions(contributions, *, threshold=3.0, standardise=True, la
     axes = fig.subplots(k, 1, sharex=True, squeeze=False)[:, 0]
     x = np.arange(values.shape[0])
     for j, ax in enumerate(axes):
-        y = z[:, j] if standardise else values[:, j]
-        hi = threshold if standardise else mean[j] + threshold * sd[j]
-        lo = -threshold if standardise else mean[j] - threshold * sd[j]
+        y = z[:, j] if standardize else values[:, j]
+        hi = threshold if standardize else mean[j] + threshold * sd[j]
+        lo = -threshold if standardize else mean[j] - threshold * sd[j]
         sig = (y > hi) | (y < lo)
         ax.scatter(x[~sig], y[~sig], s=4, color="0.6")
         ax.scatter(x[sig], y[sig], s=10, color="tab:red")
@@ -161,7 +170,7 @@ def plot_snp_contributions(contributions, *, threshold=3.0, standardise=True, la
         for i in np.flatnonzero(sig)[np.argsort(-np.abs(y[sig]))][:label_top]:
             ax.annotate(str(contributions.index[i]), (x[i], y[i]), fontsize=6,
                         xytext=(2, 2), textcoords="offset points")
-        ax.set_ylabel(f"comp. {contributions.columns[j]}" + ("\n(z)" if standardise else ""))
+        ax.set_ylabel(f"comp. {contributions.columns[j]}" + ("\n(z)" if standardize else ""))
     axes[-1].set_xlabel("SNP")
     fig.suptitle("SNP contributions (eq. 6)")
     return fig

@@ -221,7 +221,7 @@ class SparseCCA(TransformerMixin, BaseEstimator):
     def _scores(model, X, Y):
         return (X - model.means_[0]) @ model.weights_[0], (Y - model.means_[1]) @ model.weights_[1]
 
-    def _standardise(self, X, Y):
+    def _standardize(self, X, Y):
         return (X - self.x_mean_) / self.x_std_, (Y - self.y_mean_) / self.y_std_
 
     # ------------------------------------------------------------------ fit
@@ -252,7 +252,7 @@ class SparseCCA(TransformerMixin, BaseEstimator):
         else:
             self.x_mean_, self.y_mean_ = np.zeros(X.shape[1]), np.zeros(Y.shape[1])
             self.x_std_, self.y_std_ = np.ones(X.shape[1]), np.ones(Y.shape[1])
-        Xs, Ys = self._standardise(X, Y)
+        Xs, Ys = self._standardize(X, Y)
 
         n_comp = [int(c) for c in _candidates(self.n_components, "n_components")]
         alphas_x = [float(a) for a in _candidates(self.alpha_x, "alpha_x")]

@@ -17,7 +17,7 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 
-from ..utils._device import resolve_device, torch_seed
+from ..utils._device import fit_seed, resolve_device
 from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
@@ -66,6 +66,10 @@ def matching_score(z_v, z_g):
     v2g = ((own[:, None] > sim) + 0.5 * (own[:, None] == sim))[off].mean()
     g2v = ((own[None, :] > sim) + 0.5 * (own[None, :] == sim))[off].mean()
     return float((v2g + g2v) / 2)
+
+
+def _silent(*args, **kwargs):
+    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
 
 
 class StratifiedBatchSampler:
@@ -254,7 +258,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Patience, in epochs, of ``early_stopping``.
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
-        Seeds weights, batches and the validation split.
+        Seeds weights, batches and the validation split (torch's global generator is
+        neither read nor changed).
     verbose : int, default=0
         skorch's per-epoch log when > 0.
 
@@ -379,6 +384,19 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
+    def _check_params(self):
+        """Checks that the parameter constraints cannot express, run by ``fit`` after them.
+
+        ``sklearn-cgni run`` also runs them (with the constraints) when it loads a config.
+        """
+        from ..nn.losses import _check_weights
+        from ..utils._validation import check_layer_sizes
+
+        owner = type(self).__name__
+        check_layer_sizes(self.image_hidden, "image_hidden", owner)
+        check_layer_sizes(self.genetic_hidden, "genetic_hidden", owner)
+        _check_weights(self.lambda_vg, self.sigma_gv, self.gamma_vv, self.theta_gg)
+
     def _loss_kwargs(self):
         return dict(
             lambda_vg=float(self.lambda_vg),
@@ -411,10 +429,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         import torch
 
         from ..nn._mlp import ContrastiveEncoders
-        from ..nn.losses import CGNIContrastiveLoss, _check_weights
+        from ..nn.losses import CGNIContrastiveLoss
 
         owner = type(self).__name__
-        _check_weights(self.lambda_vg, self.sigma_gv, self.gamma_vv, self.theta_gg)
+        self._check_params()
         index = getattr(X, "index", None)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
         _check_finite(X, owner, getattr(self, "feature_names_in_", None), index)
@@ -433,7 +451,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             getattr(self, "feature_names_in_", None),
             owner=owner,
         )
-        seed = torch_seed(self.random_state)
+        seed = fit_seed(self.random_state)
         fit_rows, valid_rows = np.arange(X.shape[0]), None
         extra = {"train_split": None}
         if self.early_stopping:
@@ -467,11 +485,22 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             iterator_train__batch_size=1,  # DataLoader rule when a batch_sampler is given
             iterator_train__shuffle=False,
             iterator_train__batch_sampler=sampler,
+            # DataLoaders draw their workers' base seed from a generator: never from torch's global one
+            iterator_train__generator=torch.Generator().manual_seed(seed),
+            iterator_valid__generator=torch.Generator().manual_seed(seed),
             device=resolve_device(self.device),
             verbose=self.verbose,
             **extra,
         )
-        self.net_.fit({"h_v": h_v, "x_g": x_g}, y_enc)
+        from ..nn._random import seeded_init, set_generators
+
+        with seeded_init(seed):  # the encoders' initial weights, from this fit's seed only
+            self.net_.initialize()
+        set_generators(self.net_.module_, seed, self.net_.device)
+        try:
+            self.net_.partial_fit({"h_v": h_v, "x_g": x_g}, y_enc)
+        finally:
+            set_generators(self.net_.module_, None)
         self.net_.module_.eval()
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
         self.validation_loss_curve_ = self.validation_matching_curve_ = None
@@ -505,7 +534,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
                                                 random_state=seed)
         monitor = "valid_loss" if self.scoring == "loss" else "valid_matching"
         stop = EarlyStopping(monitor=monitor, lower_is_better=self.scoring == "loss", patience=self.n_iter_no_change,
-                             threshold=0.0, threshold_mode="abs", load_best=True, sink=lambda *a, **k: None)
+                             threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent)
         extra = {"callbacks": [("early_stopping", stop)],
                  "iterator_valid__batch_size": int(valid_rows.size)}  # the whole held-out set, one batch
         return np.sort(fit_rows), np.sort(valid_rows), extra

@@ -13,6 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -24,7 +25,8 @@ from ..nn._cnn import (
     backbone_output_shape,
     recalibrate_batchnorm,
 )
-from ..utils import resolve_device, torch_seed
+from ..nn._random import seeded_init, set_generators
+from ..utils import fit_seed, resolve_device
 from ._dataset import (
     ImageDataset,
     build_float16_cache,
@@ -82,28 +84,38 @@ def _check_aligned(X, y, caller):
         )
 
 
-def _valid_metric_callback(name, metric):
+
+def _silent(*args, **kwargs):
+    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
+
+class _ValidMetric(Callback):
     """A skorch callback recording ``name`` = ``metric(y_true, y_pred)`` on the validation split.
 
     ``y_pred`` is the network's output over the whole validation split (numpy), ``y_true``
-    the targets as the net received them.
+    the targets as the net received them. A module-level class (and ``metric`` a module-level
+    function), so that a fitted estimator holding it can be pickled.
     """
-    from skorch.callbacks import Callback
 
-    class ValidMetric(Callback):
-        def on_epoch_begin(self, net, **kwargs):
-            self._y, self._p = [], []
+    def __init__(self, name, metric):
+        self.name = name
+        self.metric = metric
 
-        def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
-            if not training and y_pred is not None:
-                self._y.append(batch[1].detach().cpu().numpy())
-                self._p.append(y_pred.detach().float().cpu().numpy())
+    def on_epoch_begin(self, net, **kwargs):
+        self._y, self._p = [], []
 
-        def on_epoch_end(self, net, **kwargs):
-            if self._y:
-                net.history.record(name, float(metric(np.concatenate(self._y), np.concatenate(self._p))))
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if not training and y_pred is not None:
+            self._y.append(batch[1].detach().cpu().numpy())
+            self._p.append(y_pred.detach().float().cpu().numpy())
 
-    return ValidMetric()
+    def on_epoch_end(self, net, **kwargs):
+        if self._y:
+            net.history.record(self.name, float(self.metric(np.concatenate(self._y), np.concatenate(self._p))))
+
+
+def _valid_metric_callback(name, metric):
+    """A :class:`_ValidMetric` callback recording ``name`` = ``metric(y_true, y_pred)``."""
+    return _ValidMetric(name, metric)
 
 
 def _voxel_statistics(images, ids):
@@ -260,6 +272,16 @@ class _BaseImageCNN(BaseEstimator):
         pass
 
     # ------------------------------------------------------------------ helpers
+    def _check_params(self):
+        """Checks that the parameter constraints cannot express, run by ``fit`` after them.
+
+        ``sklearn-cgni run`` also runs them (with the constraints) when it loads a config.
+        """
+        from ..utils._validation import check_layer_sizes
+
+        if self.channels is not None:
+            check_layer_sizes(self.channels, "channels", type(self).__name__, allow_empty=False)
+
     def _requested_arch(self):
         """Architecture parameters given explicitly (None = not given)."""
         arch = {}
@@ -354,7 +376,7 @@ class _BaseImageCNN(BaseEstimator):
         if self.early_stopping:
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=monitor, lower_is_better=lower, patience=self.n_iter_no_change,
-                threshold=0.0, load_best=True, sink=lambda *args, **kwargs: None)))
+                threshold=0.0, load_best=True, sink=_silent)))
         return callbacks
 
     def _record_training(self):
@@ -457,6 +479,8 @@ class _BaseImageCNN(BaseEstimator):
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
             iterator_train__generator=generator,
+            # DataLoaders draw their workers' base seed from a generator: never from torch's global one
+            iterator_valid__generator=torch.Generator().manual_seed(seed),
             **{f"iterator_train__{k}": v for k, v in loader_kwargs.items()},
             **{f"iterator_valid__{k}": v for k, v in loader_kwargs.items()},
             train_split=train_split,
@@ -473,6 +497,7 @@ class _BaseImageCNN(BaseEstimator):
         ``source_arch``: architecture of a transfer source (used when no ``weights``);
         ``prepare_module(module)``: called after building (transfer of blocks, freezing).
         """
+        self._check_params()
         self.device_ = resolve_device(self.device)
         images, ids, shape = self._check_X(X, reset=True)
         if self.frozen:
@@ -481,12 +506,13 @@ class _BaseImageCNN(BaseEstimator):
                                  f"written by save_weights().")
             self._load_frozen(shape)
             return self
-        seed = torch_seed(self.random_state)
+        seed = fit_seed(self.random_state)
         source = self._load_weights_file() if self.weights is not None else None
         if source is not None:
             source_arch, source_name = source["config"], repr(os.fspath(self.weights))
         arch = self._resolve_arch(source_arch, source_name=source_name)
-        module = self._build_module(shape, arch)
+        with seeded_init(seed):  # initial weights from this fit's seed; torch's global generator is untouched
+            module = self._build_module(shape, arch)
         if source is not None:
             module.load_state_dict(source["state_dict"])
         else:
@@ -502,11 +528,15 @@ class _BaseImageCNN(BaseEstimator):
         self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks, **net_kwargs)
         self.net_.initialize()
         if self.max_epochs > 0:
-            self.net_.partial_fit(dataset, y)
-            self.module_.to(memory_format=torch.contiguous_format)  # inference and saved weights: the default layout
-            if self.recalibrate_bn:
-                loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
-                recalibrate_batchnorm(self.module_, loader, self.device_)
+            set_generators(self.module_, seed, self.device_)  # dropout masks and random shifts
+            try:
+                self.net_.partial_fit(dataset, y)
+                self.module_.to(memory_format=torch.contiguous_format)  # inference and saved weights: the default
+                if self.recalibrate_bn:  # a train-mode pass: dropout draws from the generators too
+                    loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
+                    recalibrate_batchnorm(self.module_, loader, self.device_)
+            finally:
+                set_generators(self.module_, None)
         self._record_training()
         self.module_.eval()
         return self

@@ -313,9 +313,13 @@ def make_loader(dataset, batch_size=25, *, shuffle=False, num_workers=0, seed=No
     """A DataLoader over ``dataset`` that is reproducible given ``seed``.
 
     ``num_workers > 0`` decodes images in worker processes (each limited to one torch
-    thread), overlapping decoding with the network.
+    thread), overlapping decoding with the network. A loader without shuffling draws
+    nothing from torch's global generator (its workers' base seed comes from ``seed``, 0
+    when not given).
     """
     generator = None
+    if seed is None and not shuffle:
+        seed = 0
     if seed is not None:
         generator = torch.Generator()
         generator.manual_seed(int(seed))

@@ -10,12 +10,18 @@ from sklearn.base import ClassifierMixin, TransformerMixin, _fit_context
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
 
 __all__ = ["ImagingCNNClassifier"]
 
+
+
+def _balanced_accuracy_of_logits(y_true, logits):
+    """Balanced accuracy of the arg-max class (module level: picklable)."""
+    return balanced_accuracy_score(y_true, logits.argmax(1))
 
 class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
     """3D CNN classifier (e.g. working-memory group) initialised from a brain-age CNN.
@@ -112,8 +118,7 @@ recalibrate_bn, memory_format, precision, random_state, verbose
         return ("valid_bacc", False) if self.scoring == "balanced_accuracy" else ("valid_loss", True)
 
     def _monitor_callbacks(self):
-        return [("valid_bacc", _valid_metric_callback(
-            "valid_bacc", lambda y, p: balanced_accuracy_score(y, p.argmax(1))))]
+        return [("valid_bacc", _valid_metric_callback("valid_bacc", _balanced_accuracy_of_logits))]
 
     def __init__(self, brain_age_model=None, *, n_transfer_blocks=2, freeze_transferred=False,
                  class_weight=None, scoring="loss", channels=None, padding=None, pool_blocks=None,
@@ -199,6 +204,7 @@ recalibrate_bn, memory_format, precision, random_state, verbose
                 who = [ids[i] for i in np.flatnonzero(bad)[:10]]
                 raise ValueError(f"Labels are NaN for {int(bad.sum())} participant(s): {who}. "
                                  f"Exclude them (e.g. participants outside both WM groups).")
+        check_classification_targets(y)  # refuses continuous targets (e.g. ages), as scikit-learn's classifiers do
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"fit needs at least two classes; got only {self.classes_.tolist()}.")
@@ -236,6 +242,7 @@ recalibrate_bn, memory_format, precision, random_state, verbose
 
     def predict(self, X):
         """Most probable class per image."""
+        check_is_fitted(self, "net_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def score(self, X, y, sample_weight=None):

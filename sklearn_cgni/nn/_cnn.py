@@ -36,6 +36,8 @@ import math
 import torch
 from torch import nn
 
+from ._random import Dropout
+
 __all__ = [
     "PAPER_CHANNELS",
     "ConvBlock3d",
@@ -258,7 +260,7 @@ class RegressionHead(nn.Sequential):
     """Dropout -> Linear(n_features, n_outputs): the paper's fully connected layer."""
 
     def __init__(self, n_features, n_outputs=1, dropout=0.2):
-        super().__init__(nn.Dropout(dropout), nn.Linear(int(n_features), int(n_outputs)))
+        super().__init__(Dropout(dropout), nn.Linear(int(n_features), int(n_outputs)))
 
 
 class MultiOutputHead(nn.Module):
@@ -282,10 +284,10 @@ class MultiOutputHead(nn.Module):
         super().__init__()
         self.n_tasks = int(n_tasks)
         self.n_classes = int(n_classes)
-        layers = [nn.Dropout(dropout)]
+        layers = [Dropout(dropout)]
         d = int(n_features)
         if hidden:
-            layers += [nn.Linear(d, int(hidden)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            layers += [nn.Linear(d, int(hidden)), nn.ReLU(inplace=True), Dropout(dropout)]
             d = int(hidden)
         layers.append(nn.Linear(d, self.n_tasks * self.n_classes))
         self.net = nn.Sequential(*layers)
@@ -301,7 +303,8 @@ class RandomShift3d(nn.Module):
     """Training-time augmentation: shift each image by up to ``max_shift`` voxels per axis.
 
     Every image of a batch gets its own integer offsets, drawn uniformly in
-    ``[-max_shift, max_shift]`` from torch's generator; the voxels moved in are
+    ``[-max_shift, max_shift]`` from its ``generator`` (torch's global one when None, see
+    :func:`~sklearn_cgni.nn._random.set_generators`); the voxels moved in are
     ``fill`` (0: the mean image once the input is voxel-wise standardised). Inactive in eval
     mode and with ``max_shift=0``, so inference is unchanged. It has no parameters or
     buffers: a state dict is the same with or without it.
@@ -311,6 +314,9 @@ class RandomShift3d(nn.Module):
     max_shift : int, default=0
     fill : float, default=0.0
     """
+
+    generator = None
+    generator_device = "cpu"  # the offsets are used on the host
 
     def __init__(self, max_shift=0, fill=0.0):
         super().__init__()
@@ -325,7 +331,7 @@ class RandomShift3d(nn.Module):
             return x
         spatial = x.shape[2:]
         padded = nn.functional.pad(x, (m, m) * 3, value=self.fill)
-        offsets = torch.randint(0, 2 * m + 1, (x.shape[0], 3)).tolist()
+        offsets = torch.randint(0, 2 * m + 1, (x.shape[0], 3), generator=self.generator).tolist()
         out = torch.empty_like(x)
         for i, (a, b, c) in enumerate(offsets):
             out[i] = padded[i, :, a:a + spatial[0], b:b + spatial[1], c:c + spatial[2]]

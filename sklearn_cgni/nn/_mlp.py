@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._random import dropout
+
 __all__ = [
     "MLP",
     "Encoder",
@@ -71,11 +73,16 @@ class MLP(nn.Module):
     (torch.Size([3, 2]), torch.Size([3, 4]))
     """
 
+    #: dropout masks come from this generator when set (:func:`~sklearn_cgni.nn._random.set_generators`)
+    generator = None
+
     def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, l1=0.0, l1_on="hidden"):
         super().__init__()
+        from ..utils._validation import check_layer_sizes
+
         if l1_on not in _L1_ON:
             raise ValueError(f"l1_on must be one of {_L1_ON}; got {l1_on!r}.")
-        sizes = [int(in_features), *[int(h) for h in hidden_sizes]]
+        sizes = [int(in_features), *check_layer_sizes(hidden_sizes, "hidden_sizes", type(self).__name__)]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.output = nn.Linear(sizes[-1], int(out_features))
         self.dropout = float(dropout)
@@ -87,7 +94,7 @@ class MLP(nn.Module):
         for layer in self.hidden:
             x = F.relu(layer(x))
             if self.dropout:
-                x = F.dropout(x, self.dropout, self.training)
+                x = dropout(x, self.dropout, self.training, self.generator)
         return x
 
     def forward(self, x):

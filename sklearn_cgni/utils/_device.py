@@ -32,8 +32,37 @@ def resolve_device(device="auto"):
     return device
 
 
+def fit_seed(random_state):
+    """Derive a fit's integer seed from ``random_state`` (torch's global generator is not touched).
+
+    The torch-based estimators seed their own generators with it
+    (:mod:`sklearn_cgni.nn._random`): weight initialization, batch order, dropout.
+
+    Parameters
+    ----------
+    random_state : int, RandomState instance or None
+        As everywhere in scikit-learn. ``None`` draws a fresh seed.
+
+    Returns
+    -------
+    seed : int
+
+    Examples
+    --------
+    >>> from sklearn_cgni.utils import fit_seed
+    >>> fit_seed(0) == fit_seed(0)
+    True
+    """
+    rng = check_random_state(random_state)
+    return int(rng.randint(np.iinfo(np.int32).max))
+
+
 def torch_seed(random_state):
-    """Derive an integer seed from ``random_state`` and seed torch's generators with it.
+    """Derive an integer seed from ``random_state`` and seed torch's global generator with it.
+
+    .. deprecated:: 0.1
+        The estimators no longer seed torch's global generator; use :func:`fit_seed` and a
+        ``torch.Generator``. ``torch_seed`` will be removed.
 
     Parameters
     ----------
@@ -45,9 +74,12 @@ def torch_seed(random_state):
     seed : int
         The seed given to :func:`torch.manual_seed`.
     """
+    import warnings
+
     import torch
 
-    rng = check_random_state(random_state)
-    seed = int(rng.randint(np.iinfo(np.int32).max))
+    warnings.warn("torch_seed is deprecated and will be removed: it reseeds torch's global generator. "
+                  "Use sklearn_cgni.utils.fit_seed and a torch.Generator.", FutureWarning, stacklevel=2)
+    seed = fit_seed(random_state)
     torch.manual_seed(seed)
     return seed

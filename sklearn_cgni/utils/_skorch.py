@@ -23,7 +23,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 
-from ._device import resolve_device, torch_seed
+from ._device import fit_seed, resolve_device
+from ._validation import check_layer_sizes
 
 __all__ = [
     "forward64",
@@ -177,8 +178,20 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         "class_weight": [StrOptions({"balanced"}), dict, None],
     }
 
+    #: whether ``hidden_layer_sizes`` may be empty (a linear model on the inputs)
+    _allow_no_hidden_layer = True
+
     def _build_module(self, n_features, n_classes):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check_params(self):
+        """Checks that the parameter constraints cannot express, run by ``fit`` after them.
+
+        ``sklearn-cgni run`` also runs them (with the constraints) when it loads a config.
+        """
+        if hasattr(self, "hidden_layer_sizes"):
+            check_layer_sizes(self.hidden_layer_sizes, "hidden_layer_sizes", type(self).__name__,
+                              allow_empty=self._allow_no_hidden_layer)
 
     def _validate_fit_data(self, X, y):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
@@ -195,9 +208,13 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
     def _fit_net(self, X, y_enc):
         import torch
 
+        from ..nn._random import seeded_init, set_generators
+
         device = resolve_device(self.device)
-        torch_seed(self.random_state)
-        module = self._build_module(X.shape[1], len(self.classes_))
+        seed = fit_seed(self.random_state)
+        with seeded_init(seed):
+            module = self._build_module(X.shape[1], len(self.classes_))
+        set_generators(module, seed, device)
         criterion_kwargs = {}
         if self.class_weight is not None:
             weight = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_[y_enc])
@@ -214,10 +231,14 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
             batch_size=batch_size,
             train_split=None,
             iterator_train__shuffle=True,
+            iterator_train__generator=torch.Generator().manual_seed(seed),
             device=device,
             verbose=self.verbose,
         )
-        self.net_.fit(to_float32(X), y_enc.astype(np.int64))
+        try:
+            self.net_.fit(to_float32(X), y_enc.astype(np.int64))
+        finally:
+            set_generators(module, None)
         self.net_.module_.eval()
         self.n_iter_ = len(self.net_.history)
         return self
@@ -235,6 +256,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        self._check_params()
         X, y_enc = self._validate_fit_data(X, y)
         return self._fit_net(X, y_enc)
 
