@@ -103,7 +103,6 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
     """
     import statsmodels.api as sm
     from sklearn.utils import check_random_state
-    from statsmodels.stats.multitest import multipletests
 
     scores = _as_frame(scores, "scores")
     if not isinstance(phenotypes, pd.DataFrame):
@@ -197,33 +196,33 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
                     row["p_perm"] = float(p_perm[j])
             rows.append(row)
     table = pd.DataFrame(rows)
-    table["p_bonferroni"] = np.nan
-    table["p_fdr"] = np.nan
-    has_p = table["p"].notna().to_numpy()
-    if has_p.any():
-        p = table.loc[has_p, "p"].to_numpy()
-        table.loc[has_p, "p_bonferroni"] = multipletests(p, alpha=alpha, method="bonferroni")[1]
-        table.loc[has_p, "p_fdr"] = multipletests(p, alpha=alpha, method="fdr_bh")[1]
-    table["significant_bonferroni"] = (table["p_bonferroni"] < alpha).to_numpy()
-    table["significant_fdr"] = (table["p_fdr"] < alpha).to_numpy()
+    _correct(table, "p", "", alpha)
     if n_permutations:
         if "p_perm" not in table:
             table["p_perm"] = np.nan
-        table["p_perm_bonferroni"] = np.nan
-        table["p_perm_fdr"] = np.nan
-        has_p = table["p_perm"].notna().to_numpy()
-        if has_p.any():
-            p = table.loc[has_p, "p_perm"].to_numpy()
-            table.loc[has_p, "p_perm_bonferroni"] = multipletests(p, alpha=alpha, method="bonferroni")[1]
-            table.loc[has_p, "p_perm_fdr"] = multipletests(p, alpha=alpha, method="fdr_bh")[1]
-            if n_permutations + 1 < has_p.sum() / alpha:
-                warnings.warn(f"association_table: with {n_permutations} permutations the smallest permutation "
-                              f"p-value is 1/{n_permutations + 1}, which cannot pass Bonferroni over "
-                              f"{int(has_p.sum())} tests at alpha={alpha}; use n_permutations >= "
-                              f"{int(np.ceil(has_p.sum() / alpha))}.", UserWarning, stacklevel=2)
-        table["significant_perm_bonferroni"] = (table["p_perm_bonferroni"] < alpha).to_numpy()
-        table["significant_perm_fdr"] = (table["p_perm_fdr"] < alpha).to_numpy()
+        n_tests = _correct(table, "p_perm", "perm_", alpha)
+        if n_tests and n_permutations + 1 < n_tests / alpha:
+            warnings.warn(f"association_table: with {n_permutations} permutations the smallest permutation "
+                          f"p-value is 1/{n_permutations + 1}, which cannot pass Bonferroni over "
+                          f"{n_tests} tests at alpha={alpha}; use n_permutations >= "
+                          f"{int(np.ceil(n_tests / alpha))}.", UserWarning, stacklevel=2)
     return table
+
+
+def _correct(table, column, prefix, alpha):
+    """Bonferroni and BH-FDR columns for the p-values in ``column`` (NaN rows left out); returns the test count."""
+    from statsmodels.stats.multitest import multipletests
+
+    table[f"{column}_bonferroni"] = np.nan
+    table[f"{column}_fdr"] = np.nan
+    has_p = table[column].notna().to_numpy()
+    if has_p.any():
+        p = table.loc[has_p, column].to_numpy()
+        table.loc[has_p, f"{column}_bonferroni"] = multipletests(p, alpha=alpha, method="bonferroni")[1]
+        table.loc[has_p, f"{column}_fdr"] = multipletests(p, alpha=alpha, method="fdr_bh")[1]
+    table[f"significant_{prefix}bonferroni"] = (table[f"{column}_bonferroni"] < alpha).to_numpy()
+    table[f"significant_{prefix}fdr"] = (table[f"{column}_fdr"] < alpha).to_numpy()
+    return int(has_p.sum())
 
 
 def _residualize(A, C):
