@@ -398,7 +398,12 @@ def test_score_snp_screen_never_sees_the_scored_participants(tiny_cohort):
     cohort, _ = tiny_cohort
     G = read_genotypes(cohort / "genotypes.csv")
     images = pd.Series([str(cohort / "images" / f"{pid}.nii.gz") for pid in G.index], index=G.index)
-    run = SimpleNamespace(cfg={"scores": {"snps": [], "max_snps": 3}}, inputs=SimpleNamespace(atlas=None))
+    from sklearn_cgni.imaging import RegionalMeans
+    from sklearn_cgni.io import load_atlas
+
+    R_all = pd.DataFrame(RegionalMeans(load_atlas()).fit_transform(images.tolist()), index=images.index)
+    run = SimpleNamespace(cfg={"scores": {"snps": [], "max_snps": 3}}, inputs=SimpleNamespace(atlas=None),
+                          regions=lambda ids: (R_all.loc[ids].to_numpy(), None))  # the regions stage's means
     folds = list(KFold(2, shuffle=True, random_state=0).split(G))
     G_all, select, source = _score_snp_choice(run, G, images, folds)
     assert source == "screen" and G_all is G
