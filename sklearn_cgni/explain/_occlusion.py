@@ -101,50 +101,23 @@ def _canonical_weights(cca):
 
 # ---------------------------------------------------------------------- inputs
 def _image_grid_and_loader(images, affine):
-    """Shape, affine (or None) and a function returning images[a:b] as float32 (b-a, X, Y, Z)."""
-    import nibabel as nib
+    """Shape, affine (or None) and a function returning images[a:b] as float32 (b-a, X, Y, Z).
 
-    from ..io import load_image
+    The images go through :func:`sklearn_cgni.io.check_images` (an ImageSource is used as is).
+    """
+    from ..io import check_images
 
-    if isinstance(images, np.ndarray):
-        arr = images
-        if arr.ndim == 5 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 4:
-            raise ValueError(
-                "OcclusionExplainer: images must be an array of shape (n, X, Y, Z) or "
-                f"(n, 1, X, Y, Z), or a list of NIfTI paths; got an array of shape {images.shape}."
-            )
-        if not np.isfinite(arr).all():
-            bad = np.where(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))[0]
-            raise ValueError(f"OcclusionExplainer: images {bad[:10].tolist()} contain NaN or infinity.")
-        return arr.shape[1:], affine, (lambda a, b: np.asarray(arr[a:b], dtype=np.float32)), len(arr)
-    items = list(images)
-    if not items:
-        raise ValueError("OcclusionExplainer: images is empty.")
-    first = items[0]
-    hdr = nib.load(os.fspath(first)) if isinstance(first, (str, os.PathLike)) else first
-    shape = tuple(int(s) for s in hdr.shape[:3])
-    file_affine = np.asarray(hdr.affine)
-    if affine is not None and not np.allclose(affine, file_affine, atol=1e-3):
+    source = check_images(images, caller="OcclusionExplainer")
+    if source.affine is not None and affine is not None and not np.allclose(affine, source.affine, atol=1e-3):
         raise ValueError(
             "OcclusionExplainer: the affine given to fit differs from the images' own affine "
-            f"({first!r}); leave affine=None for NIfTI inputs."
+            f"({source.describe(0)}); leave affine=None for NIfTI inputs."
         )
 
     def load(a, b):
-        out = []
-        for item in items[a:b]:
-            if isinstance(item, (str, os.PathLike)):
-                out.append(load_image(item, expected_shape=shape))
-            else:
-                data = np.asarray(item.dataobj, dtype=np.float32)
-                if data.shape[:3] != shape:
-                    raise ValueError(f"Image {item!r} has shape {data.shape}; expected {shape}.")
-                out.append(data.reshape(shape))
-        return np.stack(out)
+        return np.stack([source.load(i) for i in range(a, b)])
 
-    return shape, file_affine, load, len(items)
+    return source.shape, source.affine if source.affine is not None else affine, load, len(source)
 
 
 def _expected_snp_names(encoder):
