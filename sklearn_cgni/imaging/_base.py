@@ -474,8 +474,8 @@ class _BaseImageCNN(BaseEstimator):
         """
         self._check_params()
         self.device_ = resolve_device(self.device)
-        source = self._check_X(X, reset=True)
-        shape = source.shape
+        images = self._check_X(X, reset=True)
+        shape = images.shape
         if self.frozen:
             if self.weights is None:
                 raise ValueError(f"{type(self).__name__}(frozen=True) needs weights=<path> "
@@ -493,14 +493,14 @@ class _BaseImageCNN(BaseEstimator):
             module.load_state_dict(source["state_dict"])
         else:
             if module.standardizes_input:
-                module.set_voxel_statistics(*_voxel_statistics(source))
+                module.set_voxel_statistics(*_voxel_statistics(images))
             if prepare_module is not None:
                 prepare_module(module, arch)
         self.image_shape_ = shape
         self.arch_ = arch
         self.n_features_out_ = int(np.prod(backbone_output_shape(
             shape, arch["channels"], arch["padding"], arch["pool_blocks"], arch["global_pool"])))
-        dataset = ImageDataset(source, y, target_dtype=target_dtype)
+        dataset = ImageDataset(images, y, target_dtype=target_dtype)
         self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks, **net_kwargs)
         self.net_.initialize()
         if self.max_epochs > 0:

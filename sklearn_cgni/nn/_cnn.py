@@ -358,7 +358,6 @@ class VoxelStandardize(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from sklearn_cgni.nn import VoxelStandardize
     >>> z = VoxelStandardize((2, 2, 2)).set_statistics(torch.full((2, 2, 2), 1.0), torch.full((2, 2, 2), 2.0))
     >>> z(torch.full((1, 1, 2, 2, 2), 5.0)).unique().tolist()
     [2.0]
