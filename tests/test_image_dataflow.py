@@ -11,7 +11,8 @@ How we count, independently of the package's code:
 
 A *pass* is one sweep over the images: the voxel statistics of ``standardize_voxels=True``,
 each training epoch, the final BatchNorm recalibration of ``recalibrate_bn=True``, one
-``transform``, each of the two sweeps of image QC (mean image, then correlations). The
+``transform``, an occlusion or saliency fit, each of the two sweeps of image QC (mean image,
+then correlations). The
 DataLoaders run in the main process (``num_workers=0``) so that every read is seen.
 """
 
@@ -22,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from nibabel.arrayproxy import ArrayProxy
 from sklearn.utils import Bunch
 
@@ -100,10 +102,7 @@ def test_fit_transform_qc_and_regional_means_read_each_header_once(images, count
     _each(decodes, images, 2)  # two passes: the mean image, then each correlation
 
     decodes.clear()
-    atlas = np.zeros(SHAPE, np.int16)
-    atlas[:6], atlas[6:] = 1, 2
-    atlas = Bunch(img=nib.Nifti1Image(atlas, np.eye(4)), labels=pd.DataFrame({"index": [1, 2], "name": ["L", "R"]}))
-    rm = RegionalMeans(atlas).fit(images)
+    rm = RegionalMeans(_atlas()).fit(images)
     _each(decodes, images, 0)  # the grid comes from the headers
     out = rm.transform(images)
     assert list(out.index) == images.index.tolist()
@@ -115,6 +114,37 @@ def test_fit_transform_qc_and_regional_means_read_each_header_once(images, count
     _each(decodes, images, 2)  # fit (one pass) + adjusting the training images (one pass)
 
     _each(headers, images, 1)  # after all of the above: still one header read per image
+
+
+def _atlas():
+    atlas = np.zeros(SHAPE, np.int16)
+    atlas[:6], atlas[6:] = 1, 2
+    return Bunch(img=nib.Nifti1Image(atlas, np.eye(4)), labels=pd.DataFrame({"index": [1, 2], "name": ["L", "R"]}))
+
+
+class _Linear(torch.nn.Module):
+    snp_names = ["rsA", "rsB"]
+
+    def __init__(self, n_out=2):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(int(np.prod(SHAPE)), n_out)
+
+    def forward(self, x):
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
+def test_occlusion_and_saliency_decode_each_image_once(images, counts):
+    from sklearn_cgni.explain import OcclusionExplainer, SaliencyExplainer
+
+    headers, decodes = counts
+    OcclusionExplainer((np.eye(2), np.eye(2)), feature_extractor=_Linear(3), image_encoder=torch.nn.Linear(3, 2),
+                       atlas=_atlas(), batch_size=4).fit(images)
+    _each(decodes, images, 1)
+    decodes.clear()
+    SaliencyExplainer(_Linear(), atlas=_atlas(), batch_size=4).fit(images)
+    _each(decodes, images, 1)
+    _each(headers, images, 1)
 
 
 def test_float16_cache_decodes_each_image_once_per_fit(images, counts, tmp_path):

@@ -492,7 +492,7 @@ class OcclusionExplainer(BaseEstimator):
             return torch.cat([z[:, nodes].sum(dim=0), (z @ proj).sum(dim=0)])
 
         with torch.no_grad():
-            probe = torch.as_tensor(load(0, 1), device=device).unsqueeze(1)
+            probe = torch.zeros((1, 1, *shape), device=device)  # from the shape: no image decoded twice
             try:
                 z_probe = e_v(f_v(probe))
             except RuntimeError as exc:
