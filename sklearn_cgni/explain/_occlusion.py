@@ -415,55 +415,9 @@ class OcclusionExplainer(BaseEstimator):
 
     # ------------------------------------------------------------------ atlas
     def _atlas_on_grid(self, shape, affine):
-        import nibabel as nib
+        from ..imaging._idp import atlas_on_grid
 
-        from ..io import load_atlas
-
-        atlas, labels = self.atlas, self.atlas_labels
-        if atlas is None:
-            if labels is not None:
-                raise ValueError("OcclusionExplainer: atlas_labels were given without an atlas.")
-            if affine is None:
-                raise ValueError(
-                    "OcclusionExplainer: the default AAL atlas must be resampled to the images, "
-                    "which needs their affine: pass fit(..., affine=...) or NIfTI paths, or give "
-                    "an atlas already on the image grid."
-                )
-            return load_atlas(target_img=(shape, affine))
-        if hasattr(atlas, "img") and hasattr(atlas, "labels"):
-            img, labels = atlas.img, atlas.labels if labels is None else labels
-        else:
-            img = nib.load(os.fspath(atlas)) if isinstance(atlas, (str, os.PathLike)) else atlas
-            if labels is None:
-                raise ValueError(
-                    "OcclusionExplainer: an atlas image needs atlas_labels (a table with columns "
-                    "'index' and 'name'), or pass a Bunch(img=..., labels=...)."
-                )
-        if not hasattr(img, "affine"):
-            raise TypeError(f"OcclusionExplainer: atlas must be a labelled NIfTI image; got {type(img).__name__}.")
-        same_shape = tuple(img.shape[:3]) == tuple(shape)
-        same_affine = affine is None or np.allclose(img.affine, affine, atol=1e-3)
-        name = getattr(atlas, "name", None) if hasattr(atlas, "labels") else None
-        if same_shape and same_affine:
-            result = load_atlas(img=img, labels=labels)
-            result.name = name or result.name
-            return result
-        if affine is None:
-            raise ValueError(
-                f"OcclusionExplainer: the atlas grid {tuple(img.shape[:3])} differs from the images' "
-                f"{tuple(shape)} and the images' affine is unknown, so it cannot be resampled. Pass "
-                "fit(..., affine=...) or an atlas on the image grid."
-            )
-        warnings.warn(
-            f"OcclusionExplainer: the atlas grid (shape {tuple(img.shape[:3])}) differs from the "
-            f"images' (shape {tuple(shape)}); resampling the atlas with nearest-neighbour "
-            "interpolation.",
-            UserWarning,
-            stacklevel=3,
-        )
-        result = load_atlas(img=img, labels=labels, target_img=(shape, affine))
-        result.name = name or result.name
-        return result
+        return atlas_on_grid(self.atlas, self.atlas_labels, shape, affine, caller="OcclusionExplainer")
 
     # ------------------------------------------------------------------ regions
     def _occlude_regions(self, f_v, e_v, load, n, shape):

@@ -61,8 +61,9 @@ def atlas_on_grid(atlas, atlas_labels, shape, affine, *, caller="estimator"):
         raise TypeError(f"{caller}: atlas must be a labelled NIfTI image; got {type(img).__name__}.")
     same_shape = tuple(img.shape[:3]) == tuple(shape)
     same_affine = affine is None or np.allclose(img.affine, affine, atol=1e-3)
+    name = getattr(atlas, "name", None) if hasattr(atlas, "labels") else None
     if same_shape and same_affine:
-        return load_atlas(img=img, labels=labels)
+        return _named(load_atlas(img=img, labels=labels), name)
     if affine is None:
         raise ValueError(
             f"{caller}: the atlas grid {tuple(img.shape[:3])} differs from the images' "
@@ -71,7 +72,13 @@ def atlas_on_grid(atlas, atlas_labels, shape, affine, *, caller="estimator"):
     warnings.warn(f"{caller}: the atlas grid (shape {tuple(img.shape[:3])}) differs from the "
                   f"images' (shape {tuple(shape)}); resampling the atlas (nearest neighbour).",
                   UserWarning, stacklevel=3)
-    return load_atlas(img=img, labels=labels, target_img=(tuple(shape), affine))
+    return _named(load_atlas(img=img, labels=labels, target_img=(tuple(shape), affine)), name)
+
+
+def _named(result, name):
+    """Keep the name of a given atlas Bunch (e.g. a cohort's ``atlas.name``)."""
+    result.name = name or getattr(result, "name", None)
+    return result
 
 
 def _region_index(atlas, caller):
