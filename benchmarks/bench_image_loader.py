@@ -33,8 +33,8 @@ from sklearn_cgni.imaging._dataset import (
     ImageDataset,
     build_float16_cache,
     make_loader,
-    read_image,
 )
+from sklearn_cgni.io import load_image
 
 
 def rate(n, seconds):
@@ -98,7 +98,7 @@ def main(argv=None):
     rows = []
     t = time.perf_counter()
     for q in paths[: args.n_images]:
-        read_image(q)
+        load_image(q)
     rows.append(("decode .nii.gz, main process", rate(args.n_images, time.perf_counter() - t)))
     ds = ImageDataset(paths[: args.n_images], expected_shape=shape)
     for w in (0, 1, 2):
@@ -114,7 +114,7 @@ def main(argv=None):
 
     torch.manual_seed(0)
     cnn = BrainCNN.build(shape, squeeze=True).eval()
-    x = torch.from_numpy(np.stack([read_image(q) for q in paths[:2]]))
+    x = torch.from_numpy(np.stack([load_image(q) for q in paths[:2]]))
     fast = FoldedInferenceCNN(cnn, "mkldnn")
     with torch.inference_mode():
         fast.features(x)

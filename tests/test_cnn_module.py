@@ -168,14 +168,38 @@ def test_voxel_standardisation_is_part_of_the_network_and_its_copies():
     net = BrainCNN.build(shape, channels=(4, 8), padding=1, pool_blocks=2, standardize_voxels=True)
     plain = BrainCNN.build(shape, channels=(4, 8), padding=1, pool_blocks=2)
     assert net.standardizes_input and not plain.standardizes_input
-    assert {"voxel_mean", "voxel_scale"} <= set(net.state_dict()) and "voxel_mean" not in plain.state_dict()
+    assert {"voxel.mean", "voxel.scale"} <= set(net.state_dict()) and "voxel.mean" not in plain.state_dict()
     x = torch.rand(5, *shape) + 2.0
     mean, scale = x.mean(0), x.std(0)
     net.set_voxel_statistics(mean.numpy(), scale.numpy())
-    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("voxel")})
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("voxel.")})
     net.eval(), plain.eval()
     with torch.no_grad():
         torch.testing.assert_close(net.features(x), plain.features((x - mean) / scale))
         torch.testing.assert_close(FoldedInferenceCNN(net, backend="eager")(x), net(x), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="does not standardise"):
         plain.set_voxel_statistics(mean, scale)
+
+
+def test_state_dicts_with_the_former_voxel_keys_still_load():
+    """Weights saved before VoxelStandardize kept ``voxel_mean``/``voxel_scale`` at the top level."""
+    from sklearn_cgni.nn import FoldedInferenceCNN, VoxelStandardize
+
+    torch.manual_seed(0)
+    shape = (12, 14, 12)
+    net = BrainCNN.build(shape, channels=(4, 8), padding=1, pool_blocks=2, standardize_voxels=True)
+    assert isinstance(net.voxel, VoxelStandardize)
+    x = torch.rand(3, *shape) + 1.0
+    net.set_voxel_statistics(x.mean(0).numpy(), x.std(0).numpy())
+    old = {("voxel_" + k[len("voxel."):] if k.startswith("voxel.") else k): v for k, v in net.state_dict().items()}
+    assert "voxel_mean" in old and BrainCNN.state_dict_standardizes(old)
+    fresh = BrainCNN.build(shape, channels=(4, 8), padding=1, pool_blocks=2, standardize_voxels=True)
+    fresh.load_state_dict(old)  # strict: every key maps
+    torch.testing.assert_close(fresh.voxel_mean, net.voxel_mean)
+    assert BrainCNN.upgrade_state_dict(old).keys() == net.state_dict().keys()
+    net.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), net(x))
+        folded = FoldedInferenceCNN(fresh, backend="eager")
+        assert isinstance(folded.voxel, VoxelStandardize)  # the copy keeps the standardisation
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)

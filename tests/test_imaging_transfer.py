@@ -137,7 +137,7 @@ def test_voxel_statistics_travel_with_the_transferred_blocks(data, tmp_path):
     assert source.module_.standardizes_input
     est = ImagingCNNClassifier(source, **TINY, max_epochs=1, standardize_voxels=True,
                                random_state=0).fit(X[:40], y[:40])
-    for key in ("voxel_mean", "voxel_scale"):
+    for key in ("voxel.mean", "voxel.scale"):
         torch.testing.assert_close(est.module_.state_dict()[key], source.module_.state_dict()[key])
     # the source's statistics are those of its own training images, not the identity
     torch.testing.assert_close(source.module_.voxel_mean[0, 0], torch.as_tensor(X.mean(0)), rtol=1e-4, atol=1e-5)

@@ -54,9 +54,18 @@ def test_image_set_is_lazy_and_ordered(image_dir, monkeypatch):
         calls.append(os.fspath(path))
         return orig(path, *a, **k)
 
+    decoded = []
+    orig_array = nib.arrayproxy.ArrayProxy.__array__
+
+    def counting_array(proxy, *a, **k):
+        decoded.append(os.fspath(proxy.file_like))
+        return orig_array(proxy, *a, **k)
+
     monkeypatch.setattr(nib, "load", counting_load)
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "__array__", counting_array)
     x = images[1]
-    assert calls == [images.paths[1]]  # one image decoded on access, no other
+    assert calls == []  # the header was read on construction, once per process
+    assert decoded == [images.paths[1]]  # one image decoded on access, no other
     np.testing.assert_array_equal(x, nib.load(images.paths[1]).get_fdata(dtype=np.float32))
     sub = images[1:]
     assert isinstance(sub, NiftiImageSet) and sub.participant_ids == ["sub-2", "sub-3"]

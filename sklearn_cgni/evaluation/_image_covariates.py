@@ -27,7 +27,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ..imaging._dataset import check_image_input, read_image
+from ..io import check_images
 from ._covariates import CovariateRegressor
 
 __all__ = ["ImageCovariateRegressor"]
@@ -137,8 +137,8 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
     transformer = None
     passthrough = False
 
-    def _images(self, X, F):
-        """The image paths and participant IDs of X's non-covariate part F."""
+    def _images(self, X, F, expected_shape=None):
+        """The :class:`~sklearn_cgni.io.ImageSource` of the image column of X's non-covariate part F."""
         from ._covariates import _is_dataframe
 
         if not _is_dataframe(X):
@@ -155,43 +155,44 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         else:
             raise ValueError(f"ImageCovariateRegressor: X has {len(columns)} columns besides the covariates "
                              f"({columns[:10]}); name the one holding the NIfTI paths with image_column.")
-        images, ids, kind = check_image_input(F[[F.columns[columns.index(col)]]], caller="ImageCovariateRegressor")
-        if kind != "paths":  # pragma: no cover - a one-column DataFrame is always paths or an error
+        images = check_images(F[[F.columns[columns.index(col)]]], caller="ImageCovariateRegressor",
+                              expected_shape=expected_shape)
+        if images.kind != "paths":  # pragma: no cover - a one-column DataFrame is always paths or an error
             raise TypeError(f"ImageCovariateRegressor: column {col!r} must hold NIfTI paths.")
-        return images, ids
+        return images
 
-    def _read_all(self, paths, ids, shape):
-        """Yield (position, image) for every path, decoded in n_jobs threads, in order."""
+    def _read_all(self, images):
+        """Yield (position, image) for every image, decoded in n_jobs threads, in order."""
         chunk = max(1, 4 * (self.n_jobs or 1))
         par = Parallel(n_jobs=self.n_jobs, prefer="threads")
-        for start in range(0, len(paths), chunk):
-            stop = min(start + chunk, len(paths))
-            imgs = par(delayed(read_image)(paths[i], ids[i], shape) for i in range(start, stop))
+        for start in range(0, len(images), chunk):
+            stop = min(start + chunk, len(images))
+            imgs = par(delayed(images.load)(i) for i in range(start, stop))
             yield from zip(range(start, stop), imgs)
 
     def _fit(self, X, y):
         X, F, C, self._cov_names, _ = self._split(X, reset=True)
-        paths, ids = self._images(X, F)
+        images = self._images(X, F)
         D, self.design_names_ = self._design(X, C, fit=True)
         self.covariate_mean_ = D.mean(axis=0)
         Dc = D - self.covariate_mean_
-        first = read_image(paths[0], ids[0])
-        self.image_shape_ = tuple(first.shape)
+        self.image_shape_ = images.shape
+        size = int(np.prod(images.shape))
         # Accumulate the mean image and Dc^T X over images, one image at a time (float64 sums).
-        total = np.zeros(first.size)
-        cross = np.zeros((D.shape[1], first.size))
-        for i, img in self._read_all(paths, ids, self.image_shape_):
+        total = np.zeros(size)
+        cross = np.zeros((D.shape[1], size))
+        for i, img in self._read_all(images):
             v = img.ravel().astype(np.float64)
             total += v
             cross += np.outer(Dc[i], v)
-        mean = total / len(paths)
+        mean = total / len(images)
         # Sum_i Dc_i = 0, so the slope solves (Dc^T Dc) beta = Dc^T X; pinv copes with a
         # rank-deficient design (a site absent from the fold).
         beta = np.linalg.pinv(Dc.T @ Dc) @ cross if D.shape[1] else cross
         self.coef_ = beta.reshape((D.shape[1],) + self.image_shape_).astype(np.float32)
         self.mean_image_ = mean.reshape(self.image_shape_).astype(np.float32)
         self.intercept_ = (mean - self.covariate_mean_ @ beta).reshape(self.image_shape_).astype(np.float32)
-        return X, paths, ids, Dc
+        return X, images, Dc
 
     def _output(self, n):
         shape = (n,) + self.image_shape_
@@ -202,10 +203,10 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         path = folder / f"image_covariate_residuals_{uuid.uuid4().hex}.npy"
         return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
 
-    def _adjust_images(self, paths, ids, Dc):
-        out = self._output(len(paths))
+    def _adjust_images(self, images, Dc):
+        out = self._output(len(images))
         coef = self.coef_.reshape(self.coef_.shape[0], -1)
-        for i, img in self._read_all(paths, ids, self.image_shape_):
+        for i, img in self._read_all(images):
             out[i] = img - (Dc[i] @ coef).astype(np.float32).reshape(self.image_shape_)
         if isinstance(out, np.memmap):
             out.flush()
@@ -243,8 +244,8 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         -------
         images : ndarray of shape (n_samples, X, Y, Z), float32
         """
-        _, paths, ids, Dc = self._fit(X, y)
-        return self._adjust_images(paths, ids, Dc)
+        _, images, Dc = self._fit(X, y)
+        return self._adjust_images(images, Dc)
 
     def transform(self, X):
         """Adjust images with the coefficients learned in ``fit``.
@@ -262,9 +263,9 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         """
         check_is_fitted(self, "coef_")
         X, F, C, _, _ = self._split(X, reset=False)
-        paths, ids = self._images(X, F)
+        images = self._images(X, F, expected_shape=self.image_shape_)
         D, _ = self._design(X, C, fit=False)
-        return self._adjust_images(paths, ids, D - self.covariate_mean_)
+        return self._adjust_images(images, D - self.covariate_mean_)
 
     @available_if(lambda self: False)  # images (n, X, Y, Z) have no feature names: hasattr is False
     def get_feature_names_out(self, input_features=None):

@@ -101,50 +101,23 @@ def _canonical_weights(cca):
 
 # ---------------------------------------------------------------------- inputs
 def _image_grid_and_loader(images, affine):
-    """Shape, affine (or None) and a function returning images[a:b] as float32 (b-a, X, Y, Z)."""
-    import nibabel as nib
+    """Shape, affine (or None) and a function returning images[a:b] as float32 (b-a, X, Y, Z).
 
-    from ..io import load_image
+    The images go through :func:`sklearn_cgni.io.check_images` (an ImageSource is used as is).
+    """
+    from ..io import check_images
 
-    if isinstance(images, np.ndarray):
-        arr = images
-        if arr.ndim == 5 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 4:
-            raise ValueError(
-                "OcclusionExplainer: images must be an array of shape (n, X, Y, Z) or "
-                f"(n, 1, X, Y, Z), or a list of NIfTI paths; got an array of shape {images.shape}."
-            )
-        if not np.isfinite(arr).all():
-            bad = np.where(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))[0]
-            raise ValueError(f"OcclusionExplainer: images {bad[:10].tolist()} contain NaN or infinity.")
-        return arr.shape[1:], affine, (lambda a, b: np.asarray(arr[a:b], dtype=np.float32)), len(arr)
-    items = list(images)
-    if not items:
-        raise ValueError("OcclusionExplainer: images is empty.")
-    first = items[0]
-    hdr = nib.load(os.fspath(first)) if isinstance(first, (str, os.PathLike)) else first
-    shape = tuple(int(s) for s in hdr.shape[:3])
-    file_affine = np.asarray(hdr.affine)
-    if affine is not None and not np.allclose(affine, file_affine, atol=1e-3):
+    source = check_images(images, caller="OcclusionExplainer")
+    if source.affine is not None and affine is not None and not np.allclose(affine, source.affine, atol=1e-3):
         raise ValueError(
             "OcclusionExplainer: the affine given to fit differs from the images' own affine "
-            f"({first!r}); leave affine=None for NIfTI inputs."
+            f"({source.describe(0)}); leave affine=None for NIfTI inputs."
         )
 
     def load(a, b):
-        out = []
-        for item in items[a:b]:
-            if isinstance(item, (str, os.PathLike)):
-                out.append(load_image(item, expected_shape=shape))
-            else:
-                data = np.asarray(item.dataobj, dtype=np.float32)
-                if data.shape[:3] != shape:
-                    raise ValueError(f"Image {item!r} has shape {data.shape}; expected {shape}.")
-                out.append(data.reshape(shape))
-        return np.stack(out)
+        return np.stack([source.load(i) for i in range(a, b)])
 
-    return shape, file_affine, load, len(items)
+    return source.shape, source.affine if source.affine is not None else affine, load, len(source)
 
 
 def _expected_snp_names(encoder):
@@ -442,55 +415,9 @@ class OcclusionExplainer(BaseEstimator):
 
     # ------------------------------------------------------------------ atlas
     def _atlas_on_grid(self, shape, affine):
-        import nibabel as nib
+        from ..imaging._idp import atlas_on_grid
 
-        from ..io import load_atlas
-
-        atlas, labels = self.atlas, self.atlas_labels
-        if atlas is None:
-            if labels is not None:
-                raise ValueError("OcclusionExplainer: atlas_labels were given without an atlas.")
-            if affine is None:
-                raise ValueError(
-                    "OcclusionExplainer: the default AAL atlas must be resampled to the images, "
-                    "which needs their affine: pass fit(..., affine=...) or NIfTI paths, or give "
-                    "an atlas already on the image grid."
-                )
-            return load_atlas(target_img=(shape, affine))
-        if hasattr(atlas, "img") and hasattr(atlas, "labels"):
-            img, labels = atlas.img, atlas.labels if labels is None else labels
-        else:
-            img = nib.load(os.fspath(atlas)) if isinstance(atlas, (str, os.PathLike)) else atlas
-            if labels is None:
-                raise ValueError(
-                    "OcclusionExplainer: an atlas image needs atlas_labels (a table with columns "
-                    "'index' and 'name'), or pass a Bunch(img=..., labels=...)."
-                )
-        if not hasattr(img, "affine"):
-            raise TypeError(f"OcclusionExplainer: atlas must be a labelled NIfTI image; got {type(img).__name__}.")
-        same_shape = tuple(img.shape[:3]) == tuple(shape)
-        same_affine = affine is None or np.allclose(img.affine, affine, atol=1e-3)
-        name = getattr(atlas, "name", None) if hasattr(atlas, "labels") else None
-        if same_shape and same_affine:
-            result = load_atlas(img=img, labels=labels)
-            result.name = name or result.name
-            return result
-        if affine is None:
-            raise ValueError(
-                f"OcclusionExplainer: the atlas grid {tuple(img.shape[:3])} differs from the images' "
-                f"{tuple(shape)} and the images' affine is unknown, so it cannot be resampled. Pass "
-                "fit(..., affine=...) or an atlas on the image grid."
-            )
-        warnings.warn(
-            f"OcclusionExplainer: the atlas grid (shape {tuple(img.shape[:3])}) differs from the "
-            f"images' (shape {tuple(shape)}); resampling the atlas with nearest-neighbour "
-            "interpolation.",
-            UserWarning,
-            stacklevel=3,
-        )
-        result = load_atlas(img=img, labels=labels, target_img=(shape, affine))
-        result.name = name or result.name
-        return result
+        return atlas_on_grid(self.atlas, self.atlas_labels, shape, affine, caller="OcclusionExplainer")
 
     # ------------------------------------------------------------------ regions
     def _occlude_regions(self, f_v, e_v, load, n, shape):
@@ -519,7 +446,7 @@ class OcclusionExplainer(BaseEstimator):
             return torch.cat([z[:, nodes].sum(dim=0), (z @ proj).sum(dim=0)])
 
         with torch.no_grad():
-            probe = torch.as_tensor(load(0, 1), device=device).unsqueeze(1)
+            probe = torch.zeros((1, 1, *shape), device=device)  # from the shape: no image decoded twice
             try:
                 z_probe = e_v(f_v(probe))
             except RuntimeError as exc:

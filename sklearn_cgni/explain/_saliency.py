@@ -215,30 +215,24 @@ class SaliencyExplainer(BaseEstimator):
         """
         import torch
 
-        from ..imaging._dataset import ImageDataset, check_image_input, make_loader
+        from ..imaging._dataset import ImageDataset, make_loader
         from ..imaging._idp import _region_index, atlas_on_grid
+        from ..io import check_images
 
         module, names = _score_module(self.model, self.input_space)
         to_input = getattr(module, "to_model_input", None) or (lambda x: x)
-        imgs, ids, kind = check_image_input(images, caller=type(self).__name__)
-        dataset = ImageDataset(imgs, participant_ids=ids)
-        first = dataset.load(0)
-        shape = first.shape
-        dataset.expected_shape = shape
-        file_affine = None
-        if kind == "paths":
-            import nibabel as nib
-
-            file_affine = np.asarray(nib.load(imgs[0]).affine)
-            if affine is not None and not np.allclose(affine, file_affine, atol=1e-3):
-                raise ValueError("SaliencyExplainer: the affine given to fit differs from the "
-                                 f"images' own ({imgs[0]!r}); leave affine=None for NIfTI inputs.")
-        self.affine_ = file_affine if file_affine is not None else \
+        source = check_images(images, caller=type(self).__name__)
+        dataset = ImageDataset(source)
+        shape = source.shape
+        if source.affine is not None and affine is not None and not np.allclose(affine, source.affine, atol=1e-3):
+            raise ValueError("SaliencyExplainer: the affine given to fit differs from the "
+                             f"images' own ({source.describe(0)}); leave affine=None for NIfTI inputs.")
+        self.affine_ = source.affine if source.affine is not None else \
             (None if affine is None else np.asarray(affine, dtype=float))
 
         device = next(module.parameters()).device
-        with torch.no_grad():
-            n_out = module(to_input(torch.as_tensor(first[None, None], device=device))).shape[1]
+        with torch.no_grad():  # the number of scores, from the shape alone (no image decoded twice)
+            n_out = module(to_input(torch.zeros((1, 1, *shape), device=device))).shape[1]
         targets, self.score_names_ = self._targets(names, n_out)
         attribute = self._attributor(module)
         sums = np.zeros((len(targets), *shape), dtype=np.float64)

@@ -27,35 +27,13 @@ from ..nn._cnn import (
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
-from ._dataset import (
-    ImageDataset,
-    build_float16_cache,
-    check_image_input,
-    make_loader,
-)
+from ..io import check_images
+from ._dataset import ImageDataset, make_loader
 
 WEIGHTS_FORMAT = "sklearn_cgni.BrainCNN/1"
 _ARCH_PARAMS = ("channels", "padding", "pool_blocks", "global_pool")
 _ARCH_DEFAULTS = {"channels": PAPER_CHANNELS, "padding": 0, "pool_blocks": None,
                   "global_pool": None}
-
-
-def _image_shape_of_paths(paths, ids):
-    """Spatial shape of the first image, from its header only."""
-    import nibabel as nib
-
-    path, pid = paths[0], ids[0]
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Image not found: participant {pid!r}, file {path!r} does not exist.")
-    try:
-        shape = tuple(int(s) for s in nib.load(path).shape)
-    except Exception as exc:
-        raise OSError(f"Could not read NIfTI image for participant {pid!r}, file {path!r}: {exc}") from exc
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise ValueError(f"Expected a 3-D image for participant {pid!r}, file {path!r}; got shape {shape}.")
-    return shape
 
 
 def _train_loader(dataset, batch_size=25, **kwargs):
@@ -118,21 +96,20 @@ def _valid_metric_callback(name, metric):
     return _ValidMetric(name, metric)
 
 
-def _voxel_statistics(images, ids):
-    """Voxel-wise mean and SD of the images (one streamed pass, float64 sums).
+def _voxel_statistics(source):
+    """Voxel-wise mean and SD of the images of an ``ImageSource`` (one streamed pass, float64 sums).
 
     The SD has a floor of a tenth of the median positive SD, so that voxels outside the
     brain (constant) do not blow up after standardisation.
     """
-    dataset = ImageDataset(images, participant_ids=ids)
     total = sq = None
-    for i in range(len(dataset)):
-        img = dataset.load(i).astype(np.float64)
+    for i in range(len(source)):
+        img = source.load(i).astype(np.float64)
         if total is None:
             total, sq = np.zeros_like(img), np.zeros_like(img)
         total += img
         sq += img * img
-    n = len(dataset)
+    n = len(source)
     mean = total / n
     sd = np.sqrt(np.maximum(sq / n - mean ** 2, 0.0))
     positive = sd[sd > 0]
@@ -144,14 +121,15 @@ def _transfer_blocks(module, source_state, n_blocks, freeze=False):
     """Copy the first ``n_blocks`` backbone blocks of ``source_state`` into ``module``.
 
     When both networks standardise their input voxel by voxel, the source's voxel mean and
-    scale are copied too: the transferred first block was trained on that input scale.
-    ``freeze=True`` then freezes the copied blocks (:meth:`CNNBackbone3d.freeze_blocks`).
+    scale (its :class:`~sklearn_cgni.nn.VoxelStandardize`) are copied too: the transferred
+    first block was trained on that input scale. ``freeze=True`` then freezes the copied
+    blocks (:meth:`CNNBackbone3d.freeze_blocks`).
     """
+    source_state = BrainCNN.upgrade_state_dict(source_state)
     own = module.state_dict()
     prefixes = tuple(f"backbone.blocks.{b}." for b in range(n_blocks))
     for key in own:
-        if key.startswith(prefixes) or (n_blocks and key in ("voxel_mean", "voxel_scale")
-                                        and key in source_state):
+        if key.startswith(prefixes) or (n_blocks and key.startswith("voxel.") and key in source_state):
             own[key] = source_state[key].clone()
     module.load_state_dict(own)
     if freeze:
@@ -317,33 +295,28 @@ class _BaseImageCNN(BaseEstimator):
         return arch
 
     def _check_X(self, X, *, reset):
-        images, ids, kind = check_image_input(X, caller=type(self).__name__)
-        if kind == "array":
-            shape = tuple(int(s) for s in images.shape[1:])
-        else:
-            shape = _image_shape_of_paths(images, ids)
+        """The :class:`~sklearn_cgni.io.ImageSource` of ``X`` (built once; one given is used as is).
+
+        With ``cache_dir``, NIfTI images are read from the float16 memory map (decoded once).
+        """
+        source = check_images(X, caller=type(self).__name__)
         if reset:
-            if hasattr(X, "columns"):
-                self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+            if source.feature_names is not None:
+                self.feature_names_in_ = np.asarray(source.feature_names, dtype=object)
                 self.n_features_in_ = 1
             elif hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
                 del self.n_features_in_
         else:
             expected = tuple(self.image_shape_)
-            if shape != expected:
+            if source.shape != expected:
                 raise ValueError(
                     f"{type(self).__name__} was fitted on images of shape {expected}; the image "
-                    f"of participant {ids[0]!r} has shape {shape}."
+                    f"of participant {source.participant_ids[0]!r} has shape {source.shape}."
                 )
-        if kind == "array":
-            from ._dataset import _check_finite_array
-
-            _check_finite_array(images, ids)
-        elif self.cache_dir is not None:
-            images = build_float16_cache(images, self.cache_dir, ids, expected_shape=shape,
-                                         n_threads=max(1, self.num_workers))
-        return images, ids, shape
+        if self.cache_dir is not None:
+            source = source.cached(self.cache_dir, n_threads=max(1, self.num_workers))
+        return source
 
     def _build_module(self, image_shape, arch, standardize_voxels=None):
         if standardize_voxels is None:
@@ -406,13 +379,8 @@ class _BaseImageCNN(BaseEstimator):
         if src is None:
             return None
         if isinstance(src, (str, os.PathLike)):
-            path = os.fspath(src)
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"brain_age_model file {path!r} does not exist.")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-                raise ValueError(f"brain_age_model {path!r} is not a file written by save_weights.")
-            return state["config"], state["state_dict"], repr(path)
+            state = self._load_weights_file(src, what="brain_age_model", kind=None)
+            return state["config"], state["state_dict"], repr(os.fspath(src))
         if type(src).__name__ == "FrozenEstimator" and hasattr(src, "estimator"):
             src = src.estimator
         if not isinstance(src, _BaseImageCNN):
@@ -426,21 +394,28 @@ class _BaseImageCNN(BaseEstimator):
         state = {k: v.detach().cpu() for k, v in src.module_.state_dict().items()}
         return src.arch_, state, f"brain_age_model ({type(src).__name__})"
 
-    def _load_weights_file(self):
-        path = os.fspath(self.weights)
+    def _load_weights_file(self, path=None, *, what="weights file", kind="own"):
+        """The package's one weights loader: a :meth:`save_weights` file, checked.
+
+        ``path`` defaults to ``weights``; ``kind="own"`` requires a network of this
+        estimator's kind, ``None`` accepts any (a transfer source). Old state dicts (voxel
+        statistics at the top level) are upgraded.
+        """
+        path = os.fspath(self.weights if path is None else path)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{type(self).__name__}: weights file {path!r} does not exist.")
+            raise FileNotFoundError(f"{type(self).__name__}: {what} {path!r} does not exist.")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise OSError(f"{type(self).__name__}: could not load weights file {path!r} with "
+            raise OSError(f"{type(self).__name__}: could not load {what} {path!r} with "
                           f"torch.load(weights_only=True): {exc}") from exc
         if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{path!r} is not a weights file written by save_weights "
-                             f"(format {WEIGHTS_FORMAT!r}).")
-        if state["kind"] != self._kind:
+            raise ValueError(f"{type(self).__name__}: {what} {path!r} is not a weights file written by "
+                             f"save_weights (format {WEIGHTS_FORMAT!r}).")
+        if kind == "own" and state["kind"] != self._kind:
             raise ValueError(f"{path!r} holds a {state['kind']} network; "
                              f"{type(self).__name__} needs a {self._kind} network.")
+        state["state_dict"] = BrainCNN.upgrade_state_dict(state["state_dict"])
         return state
 
     def _train_channels_last(self):
@@ -499,7 +474,8 @@ class _BaseImageCNN(BaseEstimator):
         """
         self._check_params()
         self.device_ = resolve_device(self.device)
-        images, ids, shape = self._check_X(X, reset=True)
+        images = self._check_X(X, reset=True)
+        shape = images.shape
         if self.frozen:
             if self.weights is None:
                 raise ValueError(f"{type(self).__name__}(frozen=True) needs weights=<path> "
@@ -517,14 +493,14 @@ class _BaseImageCNN(BaseEstimator):
             module.load_state_dict(source["state_dict"])
         else:
             if module.standardizes_input:
-                module.set_voxel_statistics(*_voxel_statistics(images, ids))
+                module.set_voxel_statistics(*_voxel_statistics(images))
             if prepare_module is not None:
                 prepare_module(module, arch)
         self.image_shape_ = shape
         self.arch_ = arch
         self.n_features_out_ = int(np.prod(backbone_output_shape(
             shape, arch["channels"], arch["padding"], arch["pool_blocks"], arch["global_pool"])))
-        dataset = ImageDataset(images, y, ids, expected_shape=shape, target_dtype=target_dtype)
+        dataset = ImageDataset(images, y, target_dtype=target_dtype)
         self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks, **net_kwargs)
         self.net_.initialize()
         if self.max_epochs > 0:
@@ -551,7 +527,7 @@ class _BaseImageCNN(BaseEstimator):
                 f"{trained_shape}; the given images have shape {tuple(shape)}."
             )
         self._set_extra_state(state["extra"])
-        module = self._build_module(shape, arch, standardize_voxels="voxel_mean" in state["state_dict"])
+        module = self._build_module(shape, arch, standardize_voxels=BrainCNN.state_dict_standardizes(state["state_dict"]))
         module.load_state_dict(state["state_dict"])
         self.image_shape_ = tuple(shape)
         self.arch_ = arch
@@ -583,8 +559,7 @@ class _BaseImageCNN(BaseEstimator):
     def _run(self, X, fn, n_out):
         """Apply ``fn(module, batch)`` over X in batches; memory stays flat in len(X)."""
         check_is_fitted(self, "net_")
-        images, ids, shape = self._check_X(X, reset=False)
-        dataset = ImageDataset(images, None, ids, expected_shape=tuple(self.image_shape_))
+        dataset = ImageDataset(self._check_X(X, reset=False))
         loader = make_loader(dataset, self.transform_batch_size or self.batch_size,
                              num_workers=self.num_workers)
         module = self._inference_module()

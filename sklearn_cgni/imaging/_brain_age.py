@@ -10,6 +10,7 @@ from sklearn.base import RegressorMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ..io import check_images
 from ._base import _BaseImageCNN, _check_aligned, _valid_metric_callback
 
 __all__ = ["BrainAgeCNNTransformer"]
@@ -273,15 +274,14 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         if self.frozen:
             return self._fit(X, None, target_dtype=torch.float32, criterion=None,
                              stratify=False)
-        from ._dataset import check_image_input
-
-        _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        images = check_images(X, caller=type(self).__name__)  # built once, handed down to _fit
+        ids = images.participant_ids
         _check_aligned(X, y, type(self).__name__)
         ages = _check_ages(y, ids)
         self.y_mean_ = float(ages.mean())
         self.y_scale_ = float(ages.std()) or 1.0
         target = ((ages - self.y_mean_) / self.y_scale_).astype(np.float32)
-        return self._fit(X, target, target_dtype=torch.float32, criterion=_LOSSES[self.loss],
+        return self._fit(images, target, target_dtype=torch.float32, criterion=_LOSSES[self.loss],
                          stratify=False)
 
     def predict(self, X):

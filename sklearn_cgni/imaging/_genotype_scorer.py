@@ -23,9 +23,9 @@ from sklearn.model_selection import check_cv
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ..io import ImageSource, check_images
 from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
 from ._base import _BaseImageCNN, _transfer_blocks, _valid_metric_callback
-from ._dataset import check_image_input
 
 __all__ = ["BrainGenotypeScorer", "cross_fit_scores", "check_genotype_targets"]
 
@@ -437,7 +437,8 @@ precision, verbose
         if self.frozen:
             return self._fit(X, None, target_dtype=torch.float32, criterion=None,
                              stratify=False)
-        _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        images = check_images(X, caller=type(self).__name__)  # built once, handed down to _fit
+        ids = images.participant_ids
         G = y
         values, names = check_genotype_targets(G, ids, task=self.task, caller=type(self).__name__)
         if values.shape[0] != len(ids):
@@ -486,7 +487,7 @@ precision, verbose
             _transfer_blocks(module, source[1], k, freeze=self.freeze_transferred)
             self.n_transferred_blocks_ = k
 
-        return self._fit(X, target, target_dtype=target_dtype,
+        return self._fit(images, target, target_dtype=target_dtype,
                          criterion=_MaskedMultiSNPLoss, criterion__task=self.task,
                          stratify=False, source_arch=source[0] if source else None,
                          source_name=source[2] if source else None, prepare_module=prepare)
@@ -600,6 +601,8 @@ def per_snp_correlation(scores, genotypes):
 
 # ---------------------------------------------------------------------- cross-fitting
 def _take(X, idx):
+    if isinstance(X, ImageSource):
+        return X.subset(idx)
     if isinstance(X, (pd.Series, pd.DataFrame)):
         return X.iloc[idx]
     if isinstance(X, np.ndarray):

@@ -22,19 +22,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._dataset import ImageDataset, check_image_input
+from ..io import check_images
 from ._genotype_scorer import check_genotype_targets
 
 __all__ = ["RegionalMeans", "IDPGenotypeScorer", "make_idp_scorer", "atlas_on_grid"]
-
-
-def _image_affine(images, kind):
-    """Affine of the first NIfTI path (None for arrays)."""
-    if kind != "paths":
-        return None
-    import nibabel as nib
-
-    return np.asarray(nib.load(images[0]).affine)
 
 
 def atlas_on_grid(atlas, atlas_labels, shape, affine, *, caller="estimator"):
@@ -70,8 +61,9 @@ def atlas_on_grid(atlas, atlas_labels, shape, affine, *, caller="estimator"):
         raise TypeError(f"{caller}: atlas must be a labelled NIfTI image; got {type(img).__name__}.")
     same_shape = tuple(img.shape[:3]) == tuple(shape)
     same_affine = affine is None or np.allclose(img.affine, affine, atol=1e-3)
+    name = getattr(atlas, "name", None) if hasattr(atlas, "labels") else None
     if same_shape and same_affine:
-        return load_atlas(img=img, labels=labels)
+        return _named(load_atlas(img=img, labels=labels), name)
     if affine is None:
         raise ValueError(
             f"{caller}: the atlas grid {tuple(img.shape[:3])} differs from the images' "
@@ -80,7 +72,13 @@ def atlas_on_grid(atlas, atlas_labels, shape, affine, *, caller="estimator"):
     warnings.warn(f"{caller}: the atlas grid (shape {tuple(img.shape[:3])}) differs from the "
                   f"images' (shape {tuple(shape)}); resampling the atlas (nearest neighbour).",
                   UserWarning, stacklevel=3)
-    return load_atlas(img=img, labels=labels, target_img=(tuple(shape), affine))
+    return _named(load_atlas(img=img, labels=labels, target_img=(tuple(shape), affine)), name)
+
+
+def _named(result, name):
+    """Keep the name of a given atlas Bunch (e.g. a cohort's ``atlas.name``)."""
+    result.name = name or getattr(result, "name", None)
+    return result
 
 
 def _region_index(atlas, caller):
@@ -160,11 +158,9 @@ class RegionalMeans(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Put the atlas on the images' grid (reads one image header)."""
-        images, ids, kind = check_image_input(X, caller=type(self).__name__)
-        shape = tuple(images.shape[1:]) if kind == "array" else \
-            tuple(ImageDataset(images[:1], participant_ids=ids[:1]).load(0).shape)
-        affine = _image_affine(images, kind)
+        """Put the atlas on the images' grid (reads image headers, decodes no voxel)."""
+        images = check_images(X, caller=type(self).__name__)
+        shape, affine = images.shape, images.affine
         if affine is None and self.affine is not None:
             affine = np.asarray(self.affine, dtype=float)
         self.atlas_ = atlas_on_grid(self.atlas, self.atlas_labels, shape, affine,
@@ -178,13 +174,12 @@ class RegionalMeans(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Regional means, shape (n, n_regions), float64 (a DataFrame for Series/DataFrame input)."""
         check_is_fitted(self, "atlas_")
-        images, ids, _ = check_image_input(X, caller=type(self).__name__)
-        dataset = ImageDataset(images, participant_ids=ids, expected_shape=self.image_shape_)
+        images = check_images(X, expected_shape=self.image_shape_, caller=type(self).__name__)
         inside = self._pos >= 0
         pos = self._pos[inside]
-        out = np.empty((len(dataset), self.n_features_out_))
-        for i in range(len(dataset)):
-            img = dataset.load(i).reshape(-1)[inside].astype(np.float64)
+        out = np.empty((len(images), self.n_features_out_))
+        for i in range(len(images)):
+            img = images.load(i).reshape(-1)[inside].astype(np.float64)
             out[i] = np.bincount(pos, weights=img, minlength=self.n_features_out_) / self.region_sizes_
         if isinstance(X, (pd.Series, pd.DataFrame)):
             return pd.DataFrame(out, index=X.index, columns=self.region_names_)

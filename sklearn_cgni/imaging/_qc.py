@@ -3,37 +3,26 @@
 import numpy as np
 import pandas as pd
 
-from ..io._images import NiftiImageSet
+from ..io import check_images
 
 __all__ = ["image_quality_control"]
-
-
-def _as_image_source(images, participant_ids):
-    """Return (n, getter, ids) for an array, a NiftiImageSet, a Series of paths or a list of paths."""
-    if isinstance(images, np.ndarray):
-        if images.ndim != 4:
-            raise ValueError(f"An in-memory image array must have shape (n, X, Y, Z); got {images.shape}.")
-        ids = list(participant_ids) if participant_ids is not None else [str(i) for i in range(len(images))]
-        return len(images), (lambda i: np.asarray(images[i], dtype=np.float64)), ids
-    if not isinstance(images, NiftiImageSet):
-        images = NiftiImageSet(images, participant_ids)
-    ids = [pid if pid is not None else images.paths[i] for i, pid in enumerate(images.participant_ids)]
-    return len(images), (lambda i: images[i].astype(np.float64)), ids
 
 
 def image_quality_control(images, participant_ids=None, *, threshold=0.9, mask=None):
     """Flag gray-matter images whose correlation with the mean image is below a threshold.
 
     The reference study kept images correlating above 0.9 with the average gray-matter image.
-    Images are read one at a time (two passes: the mean, then each correlation), so memory
-    stays at a few volumes whatever the cohort size.
+    Images are read one at a time (two passes: the mean, then each correlation; each image is
+    decoded once per pass and its header read once per process), so memory stays at a few
+    volumes whatever the cohort size.
 
     Parameters
     ----------
-    images : ndarray (n, X, Y, Z), NiftiImageSet, pandas.Series of paths or list of paths
-        The images. A Series' index gives the participant IDs.
+    images : ImageSource, ndarray (n, X, Y, Z), NiftiImageSet, pandas.Series of paths or list of paths
+        The images (anything :func:`~sklearn_cgni.io.check_images` accepts). A Series' index
+        gives the participant IDs.
     participant_ids : sequence of str, optional
-        IDs for an array or a list of paths.
+        IDs for an array or a list of paths (default: the file names, or ``"index <i>"``).
     threshold : float, default=0.9
         Minimum Pearson correlation with the mean image.
     mask : ndarray of bool (X, Y, Z), optional
@@ -55,7 +44,14 @@ def image_quality_control(images, participant_ids=None, *, threshold=0.9, mask=N
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1); got {threshold!r}.")
-    n, get, ids = _as_image_source(images, participant_ids)
+    if participant_ids is None and isinstance(images, np.ndarray):  # the report's index: 0 .. n-1
+        participant_ids = [str(i) for i in range(len(images))]
+    source = check_images(images, participant_ids=participant_ids, caller="image_quality_control")
+    n, ids = len(source), source.participant_ids
+
+    def get(i):
+        return source.load(i).astype(np.float64)
+
     if n < 2:
         raise ValueError(f"Image QC compares each image with the mean image and needs at least 2 images; got {n}.")
     mean = None

@@ -13,6 +13,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from ..io import check_images
 from ._base import _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
 
 __all__ = ["ImagingCNNClassifier"]
@@ -189,9 +190,8 @@ recalibrate_bn, memory_format, precision, random_state, verbose
         """
         if self.frozen:
             return self._fit(X, None, target_dtype=torch.int64, criterion=None, stratify=False)
-        from ._dataset import check_image_input
-
-        _, ids, _ = check_image_input(X, caller=type(self).__name__)
+        images = check_images(X, caller=type(self).__name__)  # built once, handed down to _fit
+        ids = images.participant_ids
         if y is None:
             raise ValueError("fit needs y (class labels) unless frozen=True.")
         _check_aligned(X, y, type(self).__name__)
@@ -230,7 +230,7 @@ recalibrate_bn, memory_format, precision, random_state, verbose
             self.n_transferred_blocks_ = k
 
         return self._fit(
-            X, codes, target_dtype=torch.int64, criterion=torch.nn.CrossEntropyLoss,
+            images, codes, target_dtype=torch.int64, criterion=torch.nn.CrossEntropyLoss,
             stratify=True, source_arch=source[0] if source else None,
             source_name=source[2] if source else None, prepare_module=prepare, **net_kwargs,
         )

@@ -1,6 +1,7 @@
 """Reading cohort files and aligning them by participant ID.
 
-- Images: :class:`NiftiImageSet`, :func:`load_image`, :func:`check_image_headers`,
+- Images: :func:`check_images` (the one gate for image input, returning an :class:`ImageSource`),
+  :class:`NiftiImageSet`, :func:`load_image`, :func:`check_image_headers`,
   :func:`list_images`, :func:`read_image_paths`, :func:`list_bids_images`, :func:`images_from_template`
   and :func:`find_images`, which accepts any of these layouts (lazy: headers on construction, voxels
   on access).
@@ -17,17 +18,19 @@
 from ._atlas import aal_atlas_files, load_atlas, load_gray_matter_template
 from ._cohort import align_cohort, find_images, load_cohort, read_image_paths, working_memory_groups
 from ._genotypes import read_info_table, write_bgen, write_pgen
-from ._images import NiftiImageSet, check_image_headers, images_from_template, list_bids_images, list_images, \
-    load_image
+from ._images import check_image_headers, images_from_template, list_bids_images, list_images, load_image
+from ._source import ImageSource, NiftiImageSet, check_images
 from ._tables import SEX_CODING, check_genotypes, read_genotypes, read_phenotypes, write_genotypes_csv, write_plink
 
 __all__ = [
+    "ImageSource",
     "NiftiImageSet",
     "SEX_CODING",
     "aal_atlas_files",
     "align_cohort",
     "check_genotypes",
     "check_image_headers",
+    "check_images",
     "find_images",
     "images_from_template",
     "list_bids_images",

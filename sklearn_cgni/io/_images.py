@@ -6,14 +6,16 @@ one volume in memory unless the caller asks for it.
 
 import os
 import re
-from collections.abc import Sequence
+import stat
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-__all__ = ["NiftiImageSet", "check_image_headers", "load_image", "list_images", "images_from_template",
+__all__ = ["check_image_headers", "load_image", "list_images", "images_from_template",
            "list_bids_images", "is_bids_root"]
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -21,21 +23,75 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 def _describe(path, participant):
     who = f"participant {participant!r}, " if participant is not None else ""
+    if _is_image_object(path):
+        return f"{who}in-memory image" if who else "in-memory image"
     return f"{who}file {os.fspath(path)!r}"
 
 
+def _is_image_object(x):
+    """Whether ``x`` is an in-memory nibabel image (has a header, an affine and a data object)."""
+    return hasattr(x, "dataobj") and hasattr(x, "affine") and hasattr(x, "shape")
+
+
+#: Most image headers kept by :func:`_open` (a nibabel image without voxels is about 4 kB, so
+#: at most about 200 MB; reading one header of a .nii.gz takes about 0.3 ms).
+HEADER_CACHE_SIZE = 50_000
+_headers = OrderedDict()
+_headers_lock = threading.Lock()
+
+
+def clear_header_cache():
+    """Forget every image header read so far in this process."""
+    with _headers_lock:
+        _headers.clear()
+
+
 def _open(path, participant=None):
+    """The nibabel image of ``path``, its header read once per process.
+
+    Headers are kept in a least-recently-used cache keyed by ``(absolute path, size,
+    modification time)``, so a rewritten file is read again. The cached image holds no voxels:
+    callers decode with ``np.asarray(img.dataobj)`` (never ``get_fdata``, which would keep them).
+    An in-memory nibabel image is returned as is.
+    """
+    if _is_image_object(path):
+        return path
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Image not found: {_describe(path, participant)} does not exist.")
-    if path.is_dir():
-        raise IsADirectoryError(f"Expected a NIfTI file, got a directory: {_describe(path, participant)}.")
     try:
-        return nib.load(path)
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"Image not found: {_describe(path, participant)} does not exist.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"Expected a NIfTI file, got a directory: {_describe(path, participant)}.")
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    with _headers_lock:
+        img = _headers.get(key)
+        if img is not None:
+            _headers.move_to_end(key)
+            return img
+    try:
+        img = nib.load(path)
     except Exception as exc:  # nibabel raises several types for unreadable files
         raise OSError(
             f"Could not read NIfTI image for {_describe(path, participant)}: {exc}"
         ) from exc
+    with _headers_lock:
+        _headers[key] = img
+        while len(_headers) > HEADER_CACHE_SIZE:
+            _headers.popitem(last=False)
+    return img
+
+
+def _spatial_shape(img, path, participant):
+    """The 3-D shape of ``img`` (a trailing axis of 1 dropped), or a ``ValueError``."""
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ValueError(
+            f"Expected a 3-D gray-matter image for {_describe(path, participant)}; got shape {img.shape}."
+        )
+    return shape
 
 
 def load_image(path, participant=None, *, expected_shape=None, dtype=np.float32, allow_nan=False):
@@ -43,8 +99,9 @@ def load_image(path, participant=None, *, expected_shape=None, dtype=np.float32,
 
     Parameters
     ----------
-    path : str or path-like
-        Path to a ``.nii`` or ``.nii.gz`` file.
+    path : str, path-like or nibabel image
+        Path to a ``.nii`` or ``.nii.gz`` file (its header is read once per process, see
+        :func:`check_images`), or an in-memory nibabel image.
     participant : str, optional
         Participant ID, used only in error messages.
     expected_shape : tuple of int, optional
@@ -64,13 +121,7 @@ def load_image(path, participant=None, *, expected_shape=None, dtype=np.float32,
         With a message naming the participant and the file.
     """
     img = _open(path, participant)
-    shape = tuple(int(s) for s in img.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise ValueError(
-            f"Expected a 3-D gray-matter image for {_describe(path, participant)}; got shape {img.shape}."
-        )
+    shape = _spatial_shape(img, path, participant)
     if expected_shape is not None and shape != tuple(expected_shape):
         raise ValueError(
             f"Image shape {shape} of {_describe(path, participant)} differs from the expected "
@@ -119,9 +170,7 @@ def check_image_headers(paths, participant_ids=None, *, atol=1e-3):
     ref_shape = ref_affine = None
     for path, pid in zip(paths, ids):
         img = _open(path, pid)
-        shape = tuple(int(s) for s in img.shape[:3])
-        if len(img.shape) not in (3, 4) or (len(img.shape) == 4 and img.shape[3] != 1):
-            raise ValueError(f"Expected a 3-D image for {_describe(path, pid)}; got shape {img.shape}.")
+        shape = _spatial_shape(img, path, pid)
         if ref_shape is None:
             ref_shape, ref_affine, ref_desc = shape, img.affine, _describe(path, pid)
             continue
@@ -309,78 +358,3 @@ def list_bids_images(root, *, suffix=None, space=None, participant_ids=None):
     ids = sorted(matches)
     return pd.Series([os.fspath(matches[i][0].resolve()) for i in ids], index=pd.Index(ids, name="participant_id"),
                      name="image")
-
-
-class NiftiImageSet(Sequence):
-    """A lazy, indexable collection of same-grid NIfTI images.
-
-    Only headers are read on construction (to check shape and affine); voxels are decoded
-    on access, one image at a time.
-
-    Parameters
-    ----------
-    paths : sequence of path-like, or pandas.Series indexed by participant ID
-        Image files.
-    participant_ids : sequence of str, optional
-        IDs in the order of ``paths``; taken from the Series index when ``paths`` is one.
-    check : bool, default=True
-        Check shapes and affines on construction.
-
-    Attributes
-    ----------
-    shape : tuple of int
-        Shape of every image.
-    affine : ndarray of shape (4, 4)
-        Affine shared by every image.
-
-    Examples
-    --------
-    >>> import nibabel as nib, numpy as np, tempfile, os
-    >>> d = tempfile.mkdtemp()
-    >>> for pid in ["s1", "s2"]:
-    ...     nib.save(nib.Nifti1Image(np.ones((4, 5, 6), "float32"), np.eye(4)), os.path.join(d, pid + ".nii"))
-    >>> images = NiftiImageSet.from_directory(d)
-    >>> len(images), images.shape, images.participant_ids
-    (2, (4, 5, 6), ['s1', 's2'])
-    >>> float(images[0].sum())
-    120.0
-    """
-
-    def __init__(self, paths, participant_ids=None, *, check=True):
-        if isinstance(paths, pd.Series):
-            if participant_ids is None:
-                participant_ids = [str(i) for i in paths.index]
-            paths = paths.tolist()
-        self.paths = [os.fspath(p) for p in paths]
-        self.participant_ids = (
-            [str(i) for i in participant_ids] if participant_ids is not None else [None] * len(self.paths)
-        )
-        if len(self.participant_ids) != len(self.paths):
-            raise ValueError(f"Got {len(self.paths)} paths but {len(self.participant_ids)} participant IDs.")
-        if check:
-            self.shape, self.affine = check_image_headers(self.paths, self.participant_ids)
-        else:
-            img = _open(self.paths[0], self.participant_ids[0])
-            self.shape, self.affine = tuple(int(s) for s in img.shape[:3]), np.asarray(img.affine, float)
-
-    @classmethod
-    def from_directory(cls, directory, pattern=None):
-        """Collect every ``<participant_id>.nii[.gz]`` in ``directory``."""
-        series = list_images(directory, pattern)
-        return cls(series)
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return NiftiImageSet(self.paths[index], self.participant_ids[index], check=False)
-        return load_image(self.paths[index], self.participant_ids[index], expected_shape=self.shape)
-
-    def __repr__(self):
-        return f"NiftiImageSet(n_images={len(self)}, shape={self.shape})"
-
-    def iter_arrays(self):
-        """Yield ``(participant_id, array)`` pairs, one decoded image at a time."""
-        for i in range(len(self)):
-            yield self.participant_ids[i], self[i]

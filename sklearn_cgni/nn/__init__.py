@@ -17,6 +17,7 @@ from ._cnn import (  # noqa: E402,F401
     FoldedInferenceCNN,
     MultiOutputHead,
     RandomShift3d,
+    VoxelStandardize,
     RegressionHead,
     backbone_output_shape,
     conv_forward_flops,

@@ -47,6 +47,7 @@ __all__ = [
     "BrainCNN",
     "FoldedInferenceCNN",
     "RandomShift3d",
+    "VoxelStandardize",
     "backbone_output_shape",
     "conv_forward_flops",
     "recalibrate_batchnorm",
@@ -341,6 +342,51 @@ class RandomShift3d(nn.Module):
         return f"max_shift={self.max_shift}"
 
 
+class VoxelStandardize(nn.Module):
+    """Voxel-wise z-scores: ``(x - mean) / scale`` with buffers of shape ``(1, 1, X, Y, Z)``.
+
+    The one place the package standardises image voxels. :class:`BrainCNN` composes it (as
+    ``voxel``), so the statistics travel in the state dict and every copy of the network
+    (:class:`FoldedInferenceCNN`, attribution modules) takes raw images.
+
+    Parameters
+    ----------
+    shape : tuple of 3 int
+        The spatial image shape. ``mean`` is zeros and ``scale`` ones until
+        :meth:`set_statistics` is called (e.g. with the training images' voxel mean and SD).
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = VoxelStandardize((2, 2, 2)).set_statistics(torch.full((2, 2, 2), 1.0), torch.full((2, 2, 2), 2.0))
+    >>> z(torch.full((1, 1, 2, 2, 2), 5.0)).unique().tolist()
+    [2.0]
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        shape = tuple(int(s) for s in shape)
+        self.register_buffer("mean", torch.zeros(1, 1, *shape))
+        self.register_buffer("scale", torch.ones(1, 1, *shape))
+
+    def set_statistics(self, mean, scale):
+        """Copy the voxel-wise mean and scale (arrays of the image shape) into the buffers."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(self.mean.shape))
+        self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(self.scale.shape))
+        return self
+
+    def forward(self, x):
+        return (x - self.mean) / self.scale
+
+    def extra_repr(self):
+        return f"shape={tuple(self.mean.shape[2:])}"
+
+
+#: State-dict keys of the voxel statistics before :class:`VoxelStandardize` (weights files
+#: written then keep loading).
+_OLD_VOXEL_KEYS = {"voxel_mean": "voxel.mean", "voxel_scale": "voxel.scale"}
+
+
 class BrainCNN(nn.Module):
     """Backbone + head. ``features(x)`` gives h_v, ``forward(x)`` the head's output.
 
@@ -353,11 +399,12 @@ class BrainCNN(nn.Module):
     squeeze : bool, default=False
         Return shape ``(batch,)`` instead of ``(batch, 1)`` for a one-output head.
     voxel_shape : tuple of 3 int or None, default=None
-        If given, the input is first z-scored voxel by voxel with the buffers
-        ``voxel_mean`` and ``voxel_scale`` (shape ``(1, 1, *voxel_shape)``; zeros and ones
-        until set with :meth:`set_voxel_statistics`, e.g. from the training images). They are saved
-        in the state dict, so every copy of the network (inference, attribution) takes raw
-        images.
+        If given, the input is first z-scored voxel by voxel by a :class:`VoxelStandardize`
+        module ``voxel`` (state-dict keys ``voxel.mean`` and ``voxel.scale``; zeros and ones
+        until set with :meth:`set_voxel_statistics`, e.g. from the training images). They are
+        saved in the state dict, so every copy of the network (inference, attribution) takes
+        raw images. State dicts with the former top-level keys ``voxel_mean`` and
+        ``voxel_scale`` still load.
     augment_shift : int, default=0
         Random shifts of up to this many voxels per axis in training mode
         (:class:`RandomShift3d`, applied after standardisation).
@@ -371,14 +418,40 @@ class BrainCNN(nn.Module):
         self.head = head
         self.squeeze = squeeze
         self.augment = RandomShift3d(augment_shift)
-        if voxel_shape is not None:
-            self.register_buffer("voxel_mean", torch.zeros(1, 1, *voxel_shape))
-            self.register_buffer("voxel_scale", torch.ones(1, 1, *voxel_shape))
+        self.voxel = VoxelStandardize(voxel_shape) if voxel_shape is not None else nn.Identity()
 
     @property
     def standardizes_input(self):
-        """Whether the input is z-scored voxel by voxel (``voxel_mean``/``voxel_scale``)."""
-        return hasattr(self, "voxel_mean")
+        """Whether the input is z-scored voxel by voxel (a :class:`VoxelStandardize` module)."""
+        return isinstance(self.voxel, VoxelStandardize)
+
+    @property
+    def voxel_mean(self):
+        """The voxel-wise mean buffer ``(1, 1, X, Y, Z)`` (``voxel.mean``)."""
+        return self.voxel.mean
+
+    @property
+    def voxel_scale(self):
+        """The voxel-wise scale buffer ``(1, 1, X, Y, Z)`` (``voxel.scale``)."""
+        return self.voxel.scale
+
+    @staticmethod
+    def upgrade_state_dict(state_dict):
+        """A state dict with the former top-level ``voxel_mean``/``voxel_scale`` keys renamed."""
+        if not any(k in state_dict for k in _OLD_VOXEL_KEYS):
+            return state_dict
+        return {_OLD_VOXEL_KEYS.get(k, k): v for k, v in state_dict.items()}
+
+    @staticmethod
+    def state_dict_standardizes(state_dict):
+        """Whether a (possibly old) state dict holds voxel statistics."""
+        return "voxel.mean" in state_dict or "voxel_mean" in state_dict
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in _OLD_VOXEL_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _as_5d(x):
@@ -386,17 +459,13 @@ class BrainCNN(nn.Module):
 
     def standardize(self, x):
         """Raw images -> the backbone's input space (voxel z-scores when standardising)."""
-        x = self._as_5d(x)
-        if self.standardizes_input:
-            x = (x - self.voxel_mean) / self.voxel_scale
-        return x
+        return self.voxel(self._as_5d(x))
 
     def set_voxel_statistics(self, mean, scale):
         """Copy the voxel-wise mean and scale (arrays of the image shape) into the buffers."""
         if not self.standardizes_input:
             raise ValueError("This BrainCNN was built without voxel_shape: it does not standardise.")
-        self.voxel_mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(self.voxel_mean.shape))
-        self.voxel_scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(self.voxel_scale.shape))
+        self.voxel.set_statistics(mean, scale)
         return self
 
     def features(self, x):
@@ -433,8 +502,8 @@ class FoldedInferenceCNN(nn.Module):
     (``torch.utils.mkldnn``), the fastest CPU path measured in
     ``benchmarks/bench_cnn_throughput.py`` (about 2x the plain eager forward). The copy
     does not track later changes to ``cnn``. A network that standardises its input voxel
-    by voxel first (``voxel_mean`` and ``voxel_scale`` buffers, as the brain-genotype
-    scorer's) keeps doing so.
+    by voxel first (a :class:`VoxelStandardize` module, as the brain-genotype scorer's)
+    keeps doing so: the copy holds a copy of that module.
 
     Parameters
     ----------
@@ -466,16 +535,11 @@ class FoldedInferenceCNN(nn.Module):
         self.head = copy.deepcopy(cnn.head).eval()
         self.squeeze = cnn.squeeze
         self.backend = backend
-        self.standardize = getattr(cnn, "standardizes_input", False)
-        if self.standardize:
-            self.register_buffer("voxel_mean", cnn.voxel_mean.detach().clone())
-            self.register_buffer("voxel_scale", cnn.voxel_scale.detach().clone())
+        self.voxel = copy.deepcopy(cnn.voxel)
         self.eval()
 
     def features(self, x):
-        x = x.unsqueeze(1) if x.dim() == 4 else x
-        if self.standardize:
-            x = (x - self.voxel_mean) / self.voxel_scale
+        x = self.voxel(x.unsqueeze(1) if x.dim() == 4 else x)
         if self.backend == "mkldnn":
             x = self.body(x.float().contiguous().to_mkldnn()).to_dense()
         else:
