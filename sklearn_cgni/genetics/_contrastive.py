@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import os
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
@@ -21,6 +22,8 @@ from ..utils._device import fit_seed, resolve_device
 from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
+
+WEIGHTS_FORMAT = "sklearn_cgni.ContrastiveSNPEncoder/1"
 
 
 def matching_score(z_v, z_g):
@@ -299,6 +302,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     ...                             random_state=0)
     >>> enc.fit_transform(np.hstack([h_v, snps]), y).shape  # z_g (4) + h_v (8)
     (60, 12)
+    >>> import os, tempfile
+    >>> path = enc.save_weights(os.path.join(tempfile.mkdtemp(), "encoder.pt"))
+    >>> loaded = ContrastiveSNPEncoder.from_weights(path)
+    >>> bool(np.array_equal(loaded.transform(np.hstack([h_v, snps])), enc.transform(np.hstack([h_v, snps]))))
+    True
     """
 
     _parameter_constraints = {
@@ -615,6 +623,104 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         h_v, x_g = self._split(X)
         return matching_score(self._encode(self.image_encoder_, h_v, np.float64),
                               self._encode(self.genetic_encoder_, x_g, np.float64))
+
+    # ------------------------------------------------------------ persistence
+    def save_weights(self, path):
+        """Write the parameters, the fitted attributes and the encoders' weights to ``path``.
+
+        The file (a torch file) holds only tensors, numbers, strings and lists, so it is
+        read back with ``torch.load(weights_only=True)``: nothing is unpickled. Rebuild
+        the fitted encoder with :meth:`from_weights`. The optimizer state is not saved.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        path : str or path-like
+            ``path``, as given.
+        """
+        import torch
+
+        check_is_fitted(self)
+        params = self.get_params()
+        params.update(image_features=self.image_indices_.tolist(), image_hidden=list(self.image_hidden),
+                      genetic_hidden=list(self.genetic_hidden),
+                      random_state=self.random_state if isinstance(self.random_state, numbers.Integral) else None)
+        names = getattr(self, "feature_names_in_", None)
+        curves = ("loss_curve_", "validation_loss_curve_", "validation_matching_curve_")
+        state = {
+            "format": WEIGHTS_FORMAT,
+            "params": params,
+            "classes": self.classes_.tolist(),
+            "genetic_indices": self.genetic_indices_.tolist(),
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": None if names is None else [str(n) for n in names],
+            "fitted": {**{c: getattr(self, c) for c in curves}, "best_epoch_": int(self.best_epoch_),
+                       "n_iter_": int(self.n_iter_)},
+            "state_dict": {k: v.detach().cpu() for k, v in self.net_.module_.state_dict().items()},
+        }
+        torch.save(state, os.fspath(path))
+        return path
+
+    @classmethod
+    def from_weights(cls, path, *, device="cpu"):
+        """The fitted encoder written by :meth:`save_weights`, ready to ``transform``.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default="cpu"
+            Where the encoders run (``"auto"``, ``"cpu"``, ``"cuda"``...).
+
+        Returns
+        -------
+        encoder : ContrastiveSNPEncoder
+            Fitted: same parameters, weights and fitted attributes as the saved one.
+        """
+        import torch
+
+        from ..nn._mlp import ContrastiveEncoders
+        from ..nn.losses import CGNIContrastiveLoss
+
+        path = os.fspath(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise OSError(f"{cls.__name__}: could not load weights file {path!r} with "
+                          f"torch.load(weights_only=True): {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{path!r} is not a weights file written by {cls.__name__}.save_weights "
+                             f"(format {WEIGHTS_FORMAT!r}).")
+        params = dict(state["params"], device=device)
+        params["image_hidden"], params["genetic_hidden"] = tuple(params["image_hidden"]), tuple(params["genetic_hidden"])
+        est = cls(**params)
+        est.image_indices_ = np.asarray(params["image_features"], dtype=np.intp)
+        est.genetic_indices_ = np.asarray(state["genetic_indices"], dtype=np.intp)
+        est.classes_ = np.asarray(state["classes"])
+        est.n_features_in_ = state["n_features_in"]
+        if state["feature_names_in"] is not None:
+            est.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
+        for name, value in state["fitted"].items():
+            setattr(est, name, value)
+        est.net_ = _ContrastiveNet(
+            module=ContrastiveEncoders,
+            module__n_image_features=est.image_indices_.size,
+            module__n_genetic_features=est.genetic_indices_.size,
+            module__image_hidden=est.image_hidden,
+            module__genetic_hidden=est.genetic_hidden,
+            module__n_components=est.n_components,
+            module__dropout=est.dropout,
+            module__snp_dropout=est.snp_dropout,
+            criterion=CGNIContrastiveLoss,
+            **{f"criterion__{k}": v for k, v in est._loss_kwargs().items()},
+            device=resolve_device(device),
+        ).initialize()
+        est.net_.module_.load_state_dict(state["state_dict"])
+        est.net_.module_.eval()
+        est._n_features_out = est.n_components + est.image_indices_.size
+        return est
 
     def get_feature_names_out(self, input_features=None):
         """``z_g0 .. z_g{k-1}`` followed by the names of the ``h_v`` columns."""
