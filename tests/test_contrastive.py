@@ -295,5 +295,5 @@ def test_save_weights_round_trip_is_weights_only_and_transforms_identically(tmp_
     with pytest.raises(ValueError, match="Feature names|feature names"):
         loaded.transform(X.rename(columns={"rs0": "other"}))
     torch.save({"format": "other"}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not a weights file written by ContrastiveSNPEncoder.save_weights"):
+    with pytest.raises(ValueError, match="not a weights file written by save_weights"):
         ContrastiveSNPEncoder.from_weights(tmp_path / "bad.pt")

@@ -416,6 +416,24 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             reduction=self.reduction,
         )
 
+    def _net_kwargs(self, n_image_features, n_genetic_features):
+        """The encoders and the loss of the net: the skorch arguments that fit and from_weights share."""
+        from ..nn._mlp import ContrastiveEncoders
+        from ..nn.losses import CGNIContrastiveLoss
+
+        return dict(
+            module=ContrastiveEncoders,
+            module__n_image_features=n_image_features,
+            module__n_genetic_features=n_genetic_features,
+            module__image_hidden=tuple(self.image_hidden),
+            module__genetic_hidden=tuple(self.genetic_hidden),
+            module__n_components=self.n_components,
+            module__dropout=self.dropout,
+            module__snp_dropout=self.snp_dropout,
+            criterion=CGNIContrastiveLoss,
+            **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
+        )
+
     def _split(self, X):
         return to_float32(X[:, self.image_indices_]), to_float32(X[:, self.genetic_indices_])
 
@@ -435,9 +453,6 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self
         """
         import torch
-
-        from ..nn._mlp import ContrastiveEncoders
-        from ..nn.losses import CGNIContrastiveLoss
 
         owner = type(self).__name__
         self._check_params()
@@ -475,16 +490,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             extra["callbacks"].insert(0, ("valid_matching", _ValidMatching(h_v[valid_rows], x_g[valid_rows])))
             h_v, x_g, y_enc = h_v[fit_rows], x_g[fit_rows], y_enc[fit_rows]
         self.net_ = _ContrastiveNet(
-            module=ContrastiveEncoders,
-            module__n_image_features=h_v.shape[1],
-            module__n_genetic_features=x_g.shape[1],
-            module__image_hidden=tuple(self.image_hidden),
-            module__genetic_hidden=tuple(self.genetic_hidden),
-            module__n_components=self.n_components,
-            module__dropout=self.dropout,
-            module__snp_dropout=self.snp_dropout,
-            criterion=CGNIContrastiveLoss,
-            **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
+            **self._net_kwargs(h_v.shape[1], x_g.shape[1]),
             optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.lr,
@@ -679,20 +685,9 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         encoder : ContrastiveSNPEncoder
             Fitted: same parameters, weights and fitted attributes as the saved one.
         """
-        import torch
+        from ..utils._weights import load_weights_file
 
-        from ..nn._mlp import ContrastiveEncoders
-        from ..nn.losses import CGNIContrastiveLoss
-
-        path = os.fspath(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise OSError(f"{cls.__name__}: could not load weights file {path!r} with "
-                          f"torch.load(weights_only=True): {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{path!r} is not a weights file written by {cls.__name__}.save_weights "
-                             f"(format {WEIGHTS_FORMAT!r}).")
+        state = load_weights_file(path, WEIGHTS_FORMAT, cls.__name__)
         params = dict(state["params"], device=device)
         params["image_hidden"], params["genetic_hidden"] = tuple(params["image_hidden"]), tuple(params["genetic_hidden"])
         est = cls(**params)
@@ -704,19 +699,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             est.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
         for name, value in state["fitted"].items():
             setattr(est, name, value)
-        est.net_ = _ContrastiveNet(
-            module=ContrastiveEncoders,
-            module__n_image_features=est.image_indices_.size,
-            module__n_genetic_features=est.genetic_indices_.size,
-            module__image_hidden=est.image_hidden,
-            module__genetic_hidden=est.genetic_hidden,
-            module__n_components=est.n_components,
-            module__dropout=est.dropout,
-            module__snp_dropout=est.snp_dropout,
-            criterion=CGNIContrastiveLoss,
-            **{f"criterion__{k}": v for k, v in est._loss_kwargs().items()},
-            device=resolve_device(device),
-        ).initialize()
+        est.net_ = _ContrastiveNet(**est._net_kwargs(est.image_indices_.size, est.genetic_indices_.size),
+                                   device=resolve_device(device)).initialize()
         est.net_.module_.load_state_dict(state["state_dict"])
         est.net_.module_.eval()
         est._n_features_out = est.n_components + est.image_indices_.size

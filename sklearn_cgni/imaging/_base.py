@@ -427,17 +427,10 @@ class _BaseImageCNN(BaseEstimator):
         return src.arch_, state, f"brain_age_model ({type(src).__name__})"
 
     def _load_weights_file(self):
+        from ..utils._weights import load_weights_file
+
         path = os.fspath(self.weights)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{type(self).__name__}: weights file {path!r} does not exist.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise OSError(f"{type(self).__name__}: could not load weights file {path!r} with "
-                          f"torch.load(weights_only=True): {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{path!r} is not a weights file written by save_weights "
-                             f"(format {WEIGHTS_FORMAT!r}).")
+        state = load_weights_file(path, WEIGHTS_FORMAT, type(self).__name__)
         if state["kind"] != self._kind:
             raise ValueError(f"{path!r} holds a {state['kind']} network; "
                              f"{type(self).__name__} needs a {self._kind} network.")
