@@ -352,7 +352,9 @@ def test_explicit_files_csv_of_paths_and_plink_prefix(tiny_cohort, tmp_path):
 
 
 def test_keyboard_interrupt_then_resume(finished_run, tmp_path, monkeypatch, capsys):
-    from sklearn_cgni.cli import _run
+    import dataclasses
+
+    from sklearn_cgni.cli.stages import REGISTRY
 
     cohort, cfg, out = finished_run
     out = _copy(out, tmp_path)
@@ -362,12 +364,12 @@ def test_keyboard_interrupt_then_resume(finished_run, tmp_path, monkeypatch, cap
         (folder / "partial.csv").write_text("half-written")
         raise KeyboardInterrupt
 
-    original = _run._stage_genes
-    monkeypatch.setattr(_run, "_stage_genes", interrupted)
+    original = REGISTRY["genes"]
+    monkeypatch.setitem(REGISTRY, "genes", dataclasses.replace(original, func=interrupted))
     assert main(_base_args(cohort, cfg, out)) == 130
     assert "Run the same command again to resume" in capsys.readouterr().err
     assert not (out / "stages" / "genes" / "_done.json").exists()
-    monkeypatch.setattr(_run, "_stage_genes", original)
+    monkeypatch.setitem(REGISTRY, "genes", original)
     assert main(_base_args(cohort, cfg, out)) == 0
     status = json.loads((out / "run.json").read_text())["stage_status"]
     assert status["genes"] == "computed" and status["occlusion"] == "reused"
@@ -392,18 +394,16 @@ def test_score_snp_screen_never_sees_the_scored_participants(tiny_cohort):
 
     from sklearn.model_selection import KFold
 
-    from sklearn_cgni.cli._run import _score_snp_choice, _screen_snps
+    from sklearn_cgni.cli.stages.scores import _score_snp_choice
+    from sklearn_cgni.imaging import RegionalMeans, screen_snps
     from sklearn_cgni.io import read_genotypes
 
     cohort, _ = tiny_cohort
     G = read_genotypes(cohort / "genotypes.csv")
     images = pd.Series([str(cohort / "images" / f"{pid}.nii.gz") for pid in G.index], index=G.index)
-    from sklearn_cgni.imaging import RegionalMeans
-    from sklearn_cgni.io import load_atlas
-
-    R_all = pd.DataFrame(RegionalMeans(load_atlas()).fit_transform(images.tolist()), index=images.index)
-    run = SimpleNamespace(cfg={"scores": {"snps": [], "max_snps": 3}}, inputs=SimpleNamespace(atlas=None),
-                          regions=lambda ids: (R_all.loc[ids].to_numpy(), None))  # the regions stage's means
+    R = RegionalMeans().fit_transform(images.tolist())
+    run = SimpleNamespace(cfg={"scores": {"snps": [], "max_snps": 3}},
+                          regions=lambda ids: (R[images.index.get_indexer(ids)], None))
     folds = list(KFold(2, shuffle=True, random_state=0).split(G))
     G_all, select, source = _score_snp_choice(run, G, images, folds)
     assert source == "screen" and G_all is G
@@ -421,8 +421,39 @@ def test_score_snp_screen_never_sees_the_scored_participants(tiny_cohort):
     Gs[:, 2] = np.digitize(R[:, 3], [-0.5, 0.5])
     Gs[:5, 2] = np.nan
     Gs[:, 0] = 1.0  # constant: never chosen
-    assert _screen_snps(R, Gs, ["a", "b", "c", "d"], 2)[0] == "c"
-    assert "a" not in _screen_snps(R, Gs, ["a", "b", "c", "d"], 4)
-    run_user = SimpleNamespace(cfg={"scores": {"snps": [G.columns[1]], "max_snps": 3}}, inputs=run.inputs)
+    Gs = pd.DataFrame(Gs, columns=["a", "b", "c", "d"])
+    assert screen_snps(R, Gs, 2)[0] == "c"
+    assert "a" not in screen_snps(R, Gs, 4)
+    assert screen_snps(R, Gs.to_numpy(), 1) == [2]  # positions for an array
+    run_user = SimpleNamespace(cfg={"scores": {"snps": [G.columns[1]], "max_snps": 3}})
     Gu, sel_u, src_u = _score_snp_choice(run_user, G, images, folds)
     assert list(Gu.columns) == [G.columns[1]] and sel_u is None and src_u == "config"
+
+
+# ---------------------------------------------------------------------------- stage registry
+def test_a_stage_reading_an_undeclared_upstream_output_fails(finished_run, tmp_path, monkeypatch):
+    """The plan comes from the registry; a stage may read only the stages it names in ``after``."""
+    from sklearn_cgni.cli import Inputs
+    from sklearn_cgni.cli.stages import REGISTRY, Run, Stage, UndeclaredStageError, build_plan
+
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    run = Run(out, load_config(cfg, preset="cpu"), Inputs(), progress=False, device="cpu")
+    plan = {p.name: p for p in build_plan(run)}
+    assert plan["models_f1"].after == ("data", "regions", "finetune_f1")
+    assert plan["training_curves"].after == ("brain_age", "finetune_f0", "finetune_f1")
+    assert "simulate" not in plan and "recovery" not in plan  # not enabled: no embedded cohort, no ground truth
+    with run.running(plan["scca"]):
+        assert run.splits()[0].size and run.path("models_f0").is_dir()
+        with pytest.raises(UndeclaredStageError, match="'scca' reads the outputs of stage 'regions'"):
+            run.regions()  # upstream of models_f0, but not declared by scca: direct reads only
+    with pytest.raises(UndeclaredStageError, match="outside a running stage"):
+        run.data()
+
+    def reads_regions(run, folder):
+        run.regions()
+
+    monkeypatch.setitem(REGISTRY, "sloppy", Stage("sloppy", reads_regions, after=("data",)))
+    with pytest.raises(UndeclaredStageError, match="'sloppy' reads the outputs of stage 'regions'"):
+        main(_base_args(cohort, cfg, out))
+    assert not (out / "stages" / "sloppy" / "_done.json").exists()

@@ -273,3 +273,27 @@ def test_encoder_regularizers_are_validated_and_search_uses_score():
     search = GridSearchCV(enc, {"snp_dropout": [0.0, 0.3]}, cv=2).fit(X, y)  # no scoring: encoder.score
     scores = search.cv_results_["mean_test_score"]
     assert np.all((scores >= 0) & (scores <= 1))
+
+
+# ----------------------------------------------------------------- weights
+def test_save_weights_round_trip_is_weights_only_and_transforms_identically(tmp_path):
+    h_v, snps, y = _data()
+    X = pd.DataFrame(np.hstack([h_v, snps]), columns=[f"image__{i}" for i in range(8)] + [f"rs{i}" for i in range(30)])
+    enc = ContrastiveSNPEncoder(max_epochs=3, early_stopping=True, validation_fraction=0.2, snp_dropout=0.1,
+                                **SMALL).fit(X, np.where(y == 1, "high", "low"))
+    path = enc.save_weights(tmp_path / "encoder.pt")
+    state = torch.load(path, weights_only=True)  # nothing unpickled
+    assert state["format"].startswith("sklearn_cgni.ContrastiveSNPEncoder")
+    loaded = ContrastiveSNPEncoder.from_weights(path)
+    for method in ("transform", "transform_image", "transform_genetic"):
+        np.testing.assert_array_equal(getattr(loaded, method)(X), getattr(enc, method)(X))
+    assert loaded.score(X) == enc.score(X)
+    assert list(loaded.classes_) == ["high", "low"] and loaded.best_epoch_ == enc.best_epoch_
+    assert loaded.validation_matching_curve_ == enc.validation_matching_curve_
+    assert list(loaded.get_feature_names_out()) == list(enc.get_feature_names_out())
+    assert loaded.get_params()["snp_dropout"] == 0.1
+    with pytest.raises(ValueError, match="Feature names|feature names"):
+        loaded.transform(X.rename(columns={"rs0": "other"}))
+    torch.save({"format": "other"}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a weights file written by save_weights"):
+        ContrastiveSNPEncoder.from_weights(tmp_path / "bad.pt")

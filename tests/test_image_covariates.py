@@ -142,3 +142,33 @@ def test_in_a_pipeline_before_the_imaging_cnn_inside_evaluate_confounds(cohort):
     row = res.summary.set_index("model").loc["CNN"]
     assert np.isfinite(row[["raw_mean", "adjusted_mean", "gain_mean"]].astype(float)).all()
     assert res.summary.set_index("model").loc["covariates: age", "raw_mean"] > 0.9
+
+
+def test_adjusted_image_scores_fit_each_fold_on_its_training_images(cohort, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sklearn_cgni.evaluation import adjusted_image_scores
+
+    X, _, _ = cohort
+    X = X[["image", "age", "site"]]
+    y = (X["age"].to_numpy() > 55).astype(int)  # age alone: adjusted images lose it
+    model = Pipeline([("flat", FunctionTransformer(lambda a: np.asarray(a).reshape(len(a), -1))),
+                      ("logistic", LogisticRegression(max_iter=500))])
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    made = []
+    scores, adjusters = adjusted_image_scores(lambda k: made.append(k) or clone(model), X, y,
+                                              covariates=["age", "site"], categorical=["site"], cv=folds,
+                                              scratch_dir=tmp_path, max_memory=0, return_adjusters=True)
+    assert made == [0, 1, 2] and scores.shape == (3,) and list(tmp_path.iterdir()) == []  # memory maps removed
+    for (train, test), score, adj in zip(folds, scores, adjusters):
+        ref = ImageCovariateRegressor(["age", "site"], categorical=["site"]).fit(X.iloc[train])
+        np.testing.assert_allclose(adj.coef_, ref.coef_, atol=1e-6)
+        fitted = clone(model).fit(ref.transform(X.iloc[train]), y[train])
+        assert score == pytest.approx(balanced_accuracy_score(y[test], fitted.predict(ref.transform(X.iloc[test]))))
+    images = np.stack([nib.load(p).get_fdata() for p in X["image"]])
+    raw = [balanced_accuracy_score(y[te], clone(model).fit(images[tr], y[tr]).predict(images[te])) for tr, te in folds]
+    assert scores.mean() < np.mean(raw)
+    with pytest.raises(ValueError, match="one image column"):
+        adjusted_image_scores(model, X.assign(other=1), y, covariates=["age"], cv=folds)

@@ -448,7 +448,8 @@ def test_output_path_that_is_a_file_or_not_writable(cohorts, tmp_path, capsys):
 
 def test_significant_snp_missing_from_the_gene_table_is_a_gap_not_a_failure(cohorts, tmp_path):
     """The genes stage notes the unmapped SNPs (Table 4, enrichment) and the report is still written."""
-    from sklearn_cgni.cli._run import Inputs, _Run, _stage_genes
+    from sklearn_cgni.cli import Inputs
+    from sklearn_cgni.cli.stages import Run
 
     out = tmp_path / "out"
     occ = out / "stages" / "occlusion"
@@ -464,17 +465,17 @@ def test_significant_snp_missing_from_the_gene_table_is_a_gap_not_a_failure(coho
     (tmp_path / "genes.csv").write_text("snp,gene\nrs9,GENE9\n")  # none of the significant SNPs
     (tmp_path / "sets.gmt").write_text("SET1\tdesc\tGENE9\tGENE1\n")
     inputs = Inputs(snp_genes=os.fspath(tmp_path / "genes.csv"), gene_sets=os.fspath(tmp_path / "sets.gmt"))
-    run = _Run(out, load_config(preset="tiny"), inputs, progress=False, device="cpu")
+    run = Run(out, load_config(preset="tiny"), inputs, progress=False, device="cpu")
     folder = out / "stages" / "genes"
     folder.mkdir()
-    result = _stage_genes(run, folder)
+    result = run.call("genes", folder)
     text = " ".join(result["notes"])
     assert "3 significant SNP(s) are not in the SNP -> gene table" in text and "rs2" in text and "genes.csv" in text
     assert "Enrichment skipped" in text
     assert pd.read_csv(folder / "table4.csv")["genes"].isna().all()
     # an unreadable gene table is a note too
     (tmp_path / "genes.csv").write_bytes(b"")
-    result = _stage_genes(run, folder)
+    result = run.call("genes", folder)
     assert "could not be read" in " ".join(result["notes"])
 
 

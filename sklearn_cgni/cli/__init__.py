@@ -30,7 +30,8 @@ from ._protocol import (
     summarize_scores,
     table_markdown,
 )
-from ._run import InputError, Inputs, resolve_inputs, run_pipeline
+from ._inputs import InputError, Inputs, resolve_inputs
+from ._run import run_pipeline
 from ._stages import OutputFolderError
 
 __all__ = [

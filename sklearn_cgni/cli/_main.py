@@ -195,7 +195,8 @@ def _resolve_preset(preset):
 
 def _cmd_run(args):
     from ._config import ConfigError, load_config, to_toml
-    from ._run import resolve_inputs, run_pipeline
+    from ._inputs import resolve_inputs
+    from ._run import run_pipeline
 
     preset = _resolve_preset(args.preset)
     overrides = list(args.overrides)
@@ -235,7 +236,7 @@ def _cmd_run(args):
 
 def _cmd_simulate(args):
     from ..datasets import make_cohort
-    from ._run import InputError
+    from ._inputs import InputError
 
     out = Path(args.output)
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -250,7 +251,7 @@ def _cmd_simulate(args):
 
 def _cmd_report(args):
     from ._report import write_outputs
-    from ._run import InputError
+    from ._inputs import InputError
 
     out = Path(args.output)
     if not (out / "run.json").exists():
@@ -262,7 +263,7 @@ def _cmd_report(args):
 def main(argv=None):
     """Entry point of the ``sklearn-cgni`` console script; returns the exit status."""
     from ._config import ConfigError
-    from ._run import InputError
+    from ._inputs import InputError
     from ._stages import OutputFolderError
 
     parser = build_parser()

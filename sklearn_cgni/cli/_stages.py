@@ -21,7 +21,9 @@ from ._config import config_fingerprint
 
 __all__ = ["StageStore", "OutputFolderError", "epoch_bar_callback", "progress_bar", "json_default"]
 
-STAGE_CODE_VERSION = 2  # 2: the regions stage covers every participant with a QC-passed image
+# 2: the regions stage covers every participant with a QC-passed image
+# 3: models_f0 saves its encoder with ContrastiveSNPEncoder.save_weights (encoder.pt)
+STAGE_CODE_VERSION = 3
 log = logging.getLogger("sklearn_cgni.cli")
 
 

@@ -8,6 +8,8 @@ answers "how much of a model's accuracy is age?" for any scikit-learn model:
     Regresses covariates out of features with coefficients learned on the training fold.
 ``ImageCovariateRegressor``
     The same for every voxel of NIfTI images, before a CNN that is trained on them.
+``adjusted_image_scores``
+    Per-fold scores of an image model trained on covariate-adjusted images.
 ``match_groups``
     Age- and sex-matched subset of the two groups with a balance report.
 ``corrected_resampled_ttest``, ``paired_permutation_test``
@@ -37,9 +39,9 @@ __all__ += ["incremental_value"]
 from ._confounds import adjusted_model, covariate_baselines, evaluate_confounds, summarize_confounds  # noqa: E402
 
 __all__ += ["adjusted_model", "covariate_baselines", "evaluate_confounds", "summarize_confounds"]
-from ._image_covariates import ImageCovariateRegressor  # noqa: E402
+from ._image_covariates import ImageCovariateRegressor, adjusted_image_scores  # noqa: E402
 
-__all__ += ["ImageCovariateRegressor"]
+__all__ += ["ImageCovariateRegressor", "adjusted_image_scores"]
 from ._cross_fit import CrossFitTransformer  # noqa: E402
 
 __all__ += ["CrossFitTransformer"]

@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..io import check_images
 from ._covariates import CovariateRegressor
 
-__all__ = ["ImageCovariateRegressor"]
+__all__ = ["ImageCovariateRegressor", "adjusted_image_scores"]
 
 
 class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
@@ -277,3 +277,104 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
+
+
+def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, image_column=None,
+                          scratch_dir=None, max_memory=2**31, return_adjusters=False):
+    """Per-fold held-out balanced accuracy of an image model trained on covariate-adjusted images.
+
+    For every ``(train, test)`` fold, an :class:`ImageCovariateRegressor` is fitted on the
+    training participants, a fresh model is trained on their adjusted images, and it is
+    scored on the test participants' images adjusted with the training coefficients: the
+    "adjusted" score of an image model (e.g. a fine-tuned
+    :class:`~sklearn_cgni.imaging.ImagingCNNClassifier`) in a confound table, whose input
+    has no feature table to adjust.
+
+    Parameters
+    ----------
+    estimator : estimator or callable
+        The image model, cloned for every fold, or ``estimator(k)`` returning the unfitted
+        model of fold ``k`` (e.g. one with a per-fold progress bar).
+    X : DataFrame of shape (n_samples, 1 + n_covariates)
+        The NIfTI paths (``image_column``) and the covariates.
+    y : array-like of shape (n_samples,)
+    covariates : list of str
+        Covariate columns of ``X``.
+    cv : iterable of (train, test) index arrays
+    categorical : list of str, optional
+        Covariates to one-hot encode (see :class:`ImageCovariateRegressor`).
+    image_column : str, optional
+        By default the one column of ``X`` that is not a covariate.
+    scratch_dir : str or path-like, optional
+        When a fold's adjusted training images take more than ``max_memory`` bytes, they are
+        memory-mapped in ``scratch_dir/residuals_f<k>``, removed after the fold.
+    max_memory : int, default=2**31
+        Bytes of adjusted images (float32) held in memory before using ``scratch_dir``.
+    return_adjusters : bool, default=False
+        Also return the fitted :class:`ImageCovariateRegressor` of every fold (their
+        ``coef_`` maps are what was removed).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_folds,)
+        Balanced accuracy on each test fold.
+    adjusters : list of ImageCovariateRegressor
+        Only if ``return_adjusters``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, nibabel as nib, tempfile, os
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import StratifiedKFold
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import FunctionTransformer
+    >>> from sklearn_cgni.evaluation import adjusted_image_scores
+    >>> rng = np.random.default_rng(0)
+    >>> d = tempfile.mkdtemp()
+    >>> y = np.tile([0, 1], 10)
+    >>> age = rng.uniform(40, 70, size=20)
+    >>> paths = []
+    >>> for i in range(20):
+    ...     img = 0.01 * age[i] + 0.5 * y[i] + 0.1 * rng.standard_normal((4, 4, 4))
+    ...     paths.append(os.path.join(d, f"sub{i}.nii.gz"))
+    ...     nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), paths[-1])
+    >>> X = pd.DataFrame({"image": paths, "age": age})
+    >>> flat = FunctionTransformer(lambda a: a.reshape(len(a), -1))
+    >>> model = make_pipeline(flat, LogisticRegression())
+    >>> folds = list(StratifiedKFold(2).split(X, y))
+    >>> adjusted_image_scores(model, X, y, covariates=["age"], cv=folds).shape
+    (2,)
+    """
+    import shutil
+
+    import nibabel as nib
+    from sklearn.base import clone
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import Pipeline
+
+    y = np.asarray(y)
+    if image_column is None:
+        others = [c for c in X.columns if c not in set(covariates)]
+        if len(others) != 1:
+            raise ValueError(f"adjusted_image_scores: X must hold one image column besides the covariates; "
+                             f"got {others}. Pass image_column.")
+        image_column = others[0]
+    n_voxels = int(np.prod(nib.load(X[image_column].iloc[0]).shape[:3]))
+    scores, adjusters = [], []
+    for k, (train, test) in enumerate(cv):
+        scratch = None
+        if scratch_dir is not None and len(train) * n_voxels * 4 > max_memory:
+            scratch = Path(scratch_dir) / f"residuals_f{k}"
+        adjuster = ImageCovariateRegressor(list(covariates), categorical=categorical, image_column=image_column,
+                                           output_dir=scratch)
+        model = estimator(k) if callable(estimator) and not hasattr(estimator, "fit") else clone(estimator)
+        pipe = Pipeline([("covariate_adjustment", adjuster), ("model", model)])
+        try:
+            pipe.fit(X.iloc[train], y[train])
+            scores.append(float(balanced_accuracy_score(y[test], pipe.predict(X.iloc[test]))))
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        adjusters.append(pipe.named_steps["covariate_adjustment"])
+    scores = np.asarray(scores)
+    return (scores, adjusters) if return_adjusters else scores

@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import os
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
@@ -21,6 +22,8 @@ from ..utils._device import fit_seed, resolve_device
 from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
+
+WEIGHTS_FORMAT = "sklearn_cgni.ContrastiveSNPEncoder/1"
 
 
 def matching_score(z_v, z_g):
@@ -299,6 +302,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     ...                             random_state=0)
     >>> enc.fit_transform(np.hstack([h_v, snps]), y).shape  # z_g (4) + h_v (8)
     (60, 12)
+    >>> import os, tempfile
+    >>> path = enc.save_weights(os.path.join(tempfile.mkdtemp(), "encoder.pt"))
+    >>> loaded = ContrastiveSNPEncoder.from_weights(path)
+    >>> bool(np.array_equal(loaded.transform(np.hstack([h_v, snps])), enc.transform(np.hstack([h_v, snps]))))
+    True
     """
 
     _parameter_constraints = {
@@ -408,6 +416,24 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             reduction=self.reduction,
         )
 
+    def _net_kwargs(self, n_image_features, n_genetic_features):
+        """The encoders and the loss of the net: the skorch arguments that fit and from_weights share."""
+        from ..nn._mlp import ContrastiveEncoders
+        from ..nn.losses import CGNIContrastiveLoss
+
+        return dict(
+            module=ContrastiveEncoders,
+            module__n_image_features=n_image_features,
+            module__n_genetic_features=n_genetic_features,
+            module__image_hidden=tuple(self.image_hidden),
+            module__genetic_hidden=tuple(self.genetic_hidden),
+            module__n_components=self.n_components,
+            module__dropout=self.dropout,
+            module__snp_dropout=self.snp_dropout,
+            criterion=CGNIContrastiveLoss,
+            **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
+        )
+
     def _split(self, X):
         return to_float32(X[:, self.image_indices_]), to_float32(X[:, self.genetic_indices_])
 
@@ -427,9 +453,6 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self
         """
         import torch
-
-        from ..nn._mlp import ContrastiveEncoders
-        from ..nn.losses import CGNIContrastiveLoss
 
         owner = type(self).__name__
         self._check_params()
@@ -467,16 +490,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             extra["callbacks"].insert(0, ("valid_matching", _ValidMatching(h_v[valid_rows], x_g[valid_rows])))
             h_v, x_g, y_enc = h_v[fit_rows], x_g[fit_rows], y_enc[fit_rows]
         self.net_ = _ContrastiveNet(
-            module=ContrastiveEncoders,
-            module__n_image_features=h_v.shape[1],
-            module__n_genetic_features=x_g.shape[1],
-            module__image_hidden=tuple(self.image_hidden),
-            module__genetic_hidden=tuple(self.genetic_hidden),
-            module__n_components=self.n_components,
-            module__dropout=self.dropout,
-            module__snp_dropout=self.snp_dropout,
-            criterion=CGNIContrastiveLoss,
-            **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
+            **self._net_kwargs(h_v.shape[1], x_g.shape[1]),
             optimizer=torch.optim.Adam,
             optimizer__weight_decay=self.weight_decay,
             lr=self.lr,
@@ -615,6 +629,82 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         h_v, x_g = self._split(X)
         return matching_score(self._encode(self.image_encoder_, h_v, np.float64),
                               self._encode(self.genetic_encoder_, x_g, np.float64))
+
+    # ------------------------------------------------------------ persistence
+    def save_weights(self, path):
+        """Write the parameters, the fitted attributes and the encoders' weights to ``path``.
+
+        The file (a torch file) holds only tensors, numbers, strings and lists, so it is
+        read back with ``torch.load(weights_only=True)``: nothing is unpickled. Rebuild
+        the fitted encoder with :meth:`from_weights`. The optimizer state is not saved.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        path : str or path-like
+            ``path``, as given.
+        """
+        import torch
+
+        check_is_fitted(self)
+        params = self.get_params()
+        params.update(image_features=self.image_indices_.tolist(), image_hidden=list(self.image_hidden),
+                      genetic_hidden=list(self.genetic_hidden),
+                      random_state=self.random_state if isinstance(self.random_state, numbers.Integral) else None)
+        names = getattr(self, "feature_names_in_", None)
+        curves = ("loss_curve_", "validation_loss_curve_", "validation_matching_curve_")
+        state = {
+            "format": WEIGHTS_FORMAT,
+            "params": params,
+            "classes": self.classes_.tolist(),
+            "genetic_indices": self.genetic_indices_.tolist(),
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": None if names is None else [str(n) for n in names],
+            "fitted": {**{c: getattr(self, c) for c in curves}, "best_epoch_": int(self.best_epoch_),
+                       "n_iter_": int(self.n_iter_)},
+            "state_dict": {k: v.detach().cpu() for k, v in self.net_.module_.state_dict().items()},
+        }
+        torch.save(state, os.fspath(path))
+        return path
+
+    @classmethod
+    def from_weights(cls, path, *, device="cpu"):
+        """The fitted encoder written by :meth:`save_weights`, ready to ``transform``.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default="cpu"
+            Where the encoders run (``"auto"``, ``"cpu"``, ``"cuda"``...).
+
+        Returns
+        -------
+        encoder : ContrastiveSNPEncoder
+            Fitted: same parameters, weights and fitted attributes as the saved one.
+        """
+        from ..utils._weights import load_weights_file
+
+        state = load_weights_file(path, WEIGHTS_FORMAT, cls.__name__)
+        params = dict(state["params"], device=device)
+        params["image_hidden"], params["genetic_hidden"] = tuple(params["image_hidden"]), tuple(params["genetic_hidden"])
+        est = cls(**params)
+        est.image_indices_ = np.asarray(params["image_features"], dtype=np.intp)
+        est.genetic_indices_ = np.asarray(state["genetic_indices"], dtype=np.intp)
+        est.classes_ = np.asarray(state["classes"])
+        est.n_features_in_ = state["n_features_in"]
+        if state["feature_names_in"] is not None:
+            est.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
+        for name, value in state["fitted"].items():
+            setattr(est, name, value)
+        est.net_ = _ContrastiveNet(**est._net_kwargs(est.image_indices_.size, est.genetic_indices_.size),
+                                   device=resolve_device(device)).initialize()
+        est.net_.module_.load_state_dict(state["state_dict"])
+        est.net_.module_.eval()
+        est._n_features_out = est.n_components + est.image_indices_.size
+        return est
 
     def get_feature_names_out(self, input_features=None):
         """``z_g0 .. z_g{k-1}`` followed by the names of the ``h_v`` columns."""

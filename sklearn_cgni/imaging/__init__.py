@@ -20,3 +20,6 @@ __all__ += ["BrainGenotypeScorer", "cross_fit_scores"]
 from ._idp import IDPGenotypeScorer, RegionalMeans, make_idp_scorer  # noqa: E402
 
 __all__ += ["IDPGenotypeScorer", "RegionalMeans", "make_idp_scorer"]
+from ._snp_screen import screen_snps  # noqa: E402
+
+__all__ += ["screen_snps"]

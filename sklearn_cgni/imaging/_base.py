@@ -395,23 +395,16 @@ class _BaseImageCNN(BaseEstimator):
         return src.arch_, state, f"brain_age_model ({type(src).__name__})"
 
     def _load_weights_file(self, path=None, *, what="weights file", kind="own"):
-        """The package's one weights loader: a :meth:`save_weights` file, checked.
+        """The package's one weights loader for CNNs: a :meth:`save_weights` file, checked.
 
         ``path`` defaults to ``weights``; ``kind="own"`` requires a network of this
         estimator's kind, ``None`` accepts any (a transfer source). Old state dicts (voxel
         statistics at the top level) are upgraded.
         """
+        from ..utils._weights import load_weights_file
+
         path = os.fspath(self.weights if path is None else path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{type(self).__name__}: {what} {path!r} does not exist.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise OSError(f"{type(self).__name__}: could not load {what} {path!r} with "
-                          f"torch.load(weights_only=True): {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{type(self).__name__}: {what} {path!r} is not a weights file written by "
-                             f"save_weights (format {WEIGHTS_FORMAT!r}).")
+        state = load_weights_file(path, WEIGHTS_FORMAT, type(self).__name__, what=what)
         if kind == "own" and state["kind"] != self._kind:
             raise ValueError(f"{path!r} holds a {state['kind']} network; "
                              f"{type(self).__name__} needs a {self._kind} network.")

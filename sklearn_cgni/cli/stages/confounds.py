@@ -1,0 +1,156 @@
+"""``confounds`` stage: covariate-only baselines, covariate-adjusted and matched scores."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .._protocol import CLASSICAL_MODELS, TABLE1_CGNI, paper_models
+from ._base import register
+from ._common import _caught, _class_weight, _classical, _covariates, _model_configs, _wm_cnn
+
+log = logging.getLogger("sklearn_cgni.cli")
+
+
+def _brain_age_feature_model(n_img, class_weight, seed):
+    """Logistic regression on the frozen brain-age CNN features h_v (no WM label ever reached the CNN)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("h_v", ColumnTransformer([("h_v", "passthrough", slice(0, n_img))])),
+                     ("scale", StandardScaler()),
+                     ("logistic", LogisticRegression(class_weight=class_weight, max_iter=2000, random_state=seed))])
+
+
+def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical, matched_ids):
+    """Per-fold confound scores of the fine-tuned imaging CNN (Table 1's "Imaging CNN").
+
+    raw and matched: the fold models of the finetune stages (their saved predictions), scored
+    on each validation fold and on its matched participants; adjusted: the same CNN
+    re-fine-tuned per fold on images whose voxels have the covariates regressed out
+    (:func:`~sklearn_cgni.evaluation.adjusted_image_scores`).
+    """
+    import nibabel as nib
+    from sklearn.metrics import balanced_accuracy_score
+
+    from ...evaluation import adjusted_image_scores
+    from ...evaluation._incremental import _proba_logit
+
+    frame = pd.concat([wm[["image"]], _covariates(run, wm)[0]], axis=1)
+    adjusted, adjusters = adjusted_image_scores(lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}"), frame, y,
+                                                covariates=covariates, categorical=categorical, cv=cv,
+                                                image_column="image", scratch_dir=folder, return_adjusters=True)
+    affine = nib.load(wm["image"].iloc[0]).affine
+    for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):  # what was removed in fold 0
+        nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{name}.nii.gz")
+    rows, preds = [], []
+    in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
+    for k, (tr, va) in enumerate(cv):
+        proba = np.load(run.path(f"finetune_f{k}") / "cnn_proba.npy")
+        pred = proba.argmax(1)  # the classes are 0 (low) and 1 (high) in every fold
+        preds.append(pd.DataFrame({"model": "Imaging CNN", "fold": k, "participant": wm.index[va],
+                                   "prediction": _proba_logit(proba[va, 1])}))
+        evals = {"raw": va}
+        if in_match is not None:
+            evals["matched"] = va[in_match[va]]
+        for ev, idx in evals.items():
+            ok = len(idx) and len(np.unique(y[idx])) == 2
+            rows.append({"model": "Imaging CNN", "kind": "model", "evaluation": ev, "fold": k,
+                         "score": float(balanced_accuracy_score(y[idx], pred[idx])) if ok else np.nan,
+                         "n_train": len(tr), "n_test": len(idx)})
+        rows.append({"model": "Imaging CNN", "kind": "model", "evaluation": "adjusted", "fold": k,
+                     "score": adjusted[k], "n_train": len(tr), "n_test": len(va)})
+        log.info("fold %d imaging CNN: raw %.3f, adjusted %.3f", k, rows[-len(evals) - 1]["score"], rows[-1]["score"])
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True)
+
+
+@register("confounds", config=("confounds", "contrastive", "classifier", "baselines", "data", "stage1", "protocol"),
+          after=("data", "regions", "brain_age", "finetune"), enabled=lambda run: run.cfg["confounds"]["enabled"])
+def _stage_confounds(run, folder):
+    from ...evaluation import evaluate_confounds, match_groups, summarize_confounds
+
+    c = run.cfg["confounds"]
+    covariates = list(run.cfg["data"]["covariates"])
+    wm, y, G, snps = run.wm()
+    train, _, cv = run.splits()
+    hv = np.load(run.path("brain_age") / "hv_wm.npy")
+    n_img = hv.shape[1]
+    pos = {p: i for i, p in enumerate(train)}
+    folds = [(np.array([pos[i] for i in tr]), np.array([pos[i] for i in va])) for tr, va in cv]
+    X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
+                     columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
+    covs, categorical = _covariates(run, wm.iloc[train])
+    match = None
+    if c["match"]:
+        match = match_groups(covs, y[train], random_state=run.seed, **(c["match"] if isinstance(c["match"], dict)
+                                                                        else {}))
+    contrastive, classifier, baselines = _model_configs(run)
+    all_models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
+                              class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
+                              cross_fit=run.cfg["classifier"]["cross_fit"])
+    names = {"CGNI": TABLE1_CGNI, "Imaging-Genetic NN": "Imaging-Genetic NN (non-linear)",
+             "Imaging-Genetic SVM": "Imaging-Genetic SVM (linear)", "Sparse Genetic NN": "Sparse Genetic NN"}
+    models = {}
+    for m in c["models"]:
+        if m == "Brain-age CNN features":
+            models[m] = _brain_age_feature_model(n_img, _class_weight(run.cfg), run.seed)
+        elif m in names:
+            models[m] = all_models[("Table 1", names[m])]
+    R, regions = run.regions()
+    classical = {m: est for m, est in _classical(run, R.shape[1]).items() if m in c["models"]}
+    X_classical = pd.DataFrame(np.hstack([R, G])[train], index=wm.index[train],
+                               columns=[f"GM: {r}" for r in regions] + list(snps))
+    log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(c["models"]), len(X),
+             len(folds))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        kw = dict(cv=folds, adjust="first", categorical=categorical, match=match if c["match"] else False,
+                  n_permutations=c["n_permutations"], alternative="greater", random_state=run.seed)
+        res = evaluate_confounds(models, X, y[train], covs, **kw)
+        scores, predictions = res.scores, res.predictions
+        if classical:  # their own input, [regional means ⊕ SNPs]; the covariate-only rows are already there
+            res = evaluate_confounds(classical, X_classical, y[train], covs, **kw)
+            scores = pd.concat([scores, res.scores[res.scores["model"].isin(list(classical))]], ignore_index=True)
+            predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(classical))]],
+                                    ignore_index=True)
+        if "Imaging CNN" in c["models"]:
+            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical,
+                                                         None if match is None else match.ids)
+            scores = pd.concat([scores, cnn], ignore_index=True)
+            predictions = pd.concat([predictions, cnn_pred], ignore_index=True)
+    _caught(caught)
+    rank = {m: i for i, m in enumerate(c["models"])}  # rows in the configuration's order, baselines last
+    scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
+    summary = summarize_confounds(scores, predictions=predictions, y=y[train], covariates=covs,
+                                  categorical=categorical, baseline="covariates: " + " + ".join(covariates),
+                                  alternative="greater",
+                                  n_permutations=c["n_permutations"], random_state=run.seed)
+    summary.to_csv(folder / "confounds.csv", index=False)
+    scores.to_csv(folder / "confound_scores.csv", index=False)
+    predictions.to_csv(folder / "confound_predictions.csv", index=False)
+    if match is not None and match.get("balance") is not None:
+        pd.DataFrame(match.balance).to_csv(folder / "matching_balance.csv")
+    features = {
+        "Imaging CNN": "the fine-tuned stage-1 CNN of each fold on the images (adjusted: covariates regressed out of "
+                       "every voxel inside the fold, then the CNN fine-tuned again)",
+        "Brain-age CNN features": "logistic regression on h_v of the frozen brain-age CNN (never saw WM labels)",
+        CLASSICAL_MODELS[0]: "logistic regression (C by inner CV) on the atlas's regional gray-matter means "
+                             "(adjusted: covariates regressed out of each region's mean)",
+        CLASSICAL_MODELS[1]: "logistic regression (C by inner CV) on the QC'd SNPs (adjusted: covariates regressed "
+                             "out of each SNP)",
+        CLASSICAL_MODELS[2]: "logistic regression on the out-of-fold probabilities of the two classical logistic "
+                             "regressions (adjusted: both fitted on adjusted inputs; their probabilities are a "
+                             "non-linear function of these)",
+    }
+    return {"models": list(c["models"]),
+            "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates regressed out of "
+                        "these columns for 'adjusted'",
+            "model_features": {m: features[m] for m in c["models"] if m in features},
+            # models linear in their input features, for which the adjusted score is age-free
+            "linear_models": [m for m in c["models"] if m in ("Brain-age CNN features", *CLASSICAL_MODELS[:2])],
+            "n_matched": len(match.ids) if match is not None else None}

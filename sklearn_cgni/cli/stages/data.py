@@ -1,0 +1,131 @@
+"""``data`` stage: align by participant ID, working-memory groups, image QC, splits and SNP QC."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .._inputs import InputError, use_embedded_cohort
+from .._protocol import paper_splits
+from .._stages import write_json
+from ._base import register
+from ._common import _caught, _covariates, _read_genotypes, _read_phenotypes
+
+log = logging.getLogger("sklearn_cgni.cli")
+
+
+def _setup(run):
+    """The embedded cohort: read the files the simulate stage wrote (whether data runs or is reused)."""
+    if run.inputs.embedded:
+        use_embedded_cohort(run.inputs, run.out / "cohort")
+
+
+@register("data", config=("data", "qc", "protocol", "run"), inputs=True, after=("simulate",), setup=_setup)
+def _stage_data(run, folder):
+    from ...genetics import SNPQualityFilter
+    from ...imaging import image_quality_control
+    from ...io import align_cohort, check_image_headers, find_images, working_memory_groups
+
+    cfg, inp = run.cfg, run.inputs
+    d = cfg["data"]
+    covariates = list(d["covariates"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        pheno = _read_phenotypes(run, required=("digit_span", *covariates))
+        images = find_images(inp.images, list(pheno.index), id_column=d["id_column"],
+                             suffix=d["image_suffix"] or None, space=d["image_space"] or None)
+        geno = _read_genotypes(run)
+        info_from_file = geno.attrs.get("info")
+        cohort = align_cohort(images, geno, pheno)
+    _caught([w for w in caught if issubclass(w.category, UserWarning)])
+    images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
+    shape, affine = check_image_headers(images.tolist(), list(images.index))
+    log.info("cohort: %d participants with an image, genotypes and phenotypes (%d dropped), %d SNPs, images %s",
+             len(images), len(cohort.dropped), geno.shape[1], shape)
+
+    t = cfg["qc"]
+    qc = image_quality_control(images, threshold=t["image_threshold"])
+    qc.to_csv(folder / "image_qc.csv")
+    failed = qc.index[~qc["passed"].astype(bool)].tolist()
+    if failed:
+        log.warning("image QC: %d image(s) correlate below %.2f with the mean image and are excluded: %s",
+                    len(failed), t["image_threshold"], failed[:50])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        groups = working_memory_groups(pheno["digit_span"], low=tuple(cfg["data"]["wm_low"]),
+                                       high=tuple(cfg["data"]["wm_high"]))
+    n_between = len(pheno) - len(groups)
+    missing_cov = pheno[covariates].isna().any(axis=1)
+    if missing_cov.any():
+        log.warning("%d participant(s) miss a covariate %s and are left out of the WM analysis: %s",
+                    int(missing_cov.sum()), covariates, pheno.index[missing_cov].tolist()[:50])
+    _, categorical = _covariates(run, pheno)
+    for c in categorical:
+        levels = pheno[c].dropna().astype(str).unique()
+        log.info("covariate %r is categorical: %d levels (%s), one-hot encoded with %r as reference", c,
+                 len(levels), ", ".join(sorted(levels)[:10]), sorted(levels)[0] if len(levels) else None)
+    parts = pd.DataFrame(index=pheno.index)
+    parts["image"] = images
+    for c in dict.fromkeys(["age", "sex", *covariates]):
+        if c in pheno:
+            parts[c] = pheno[c]
+    parts["image_qc_r"] = qc["correlation"].reindex(parts.index)
+    parts["image_qc_passed"] = qc["passed"].reindex(parts.index).astype(bool)
+    wm = groups.reindex(parts.index)
+    wm[missing_cov.reindex(parts.index).to_numpy()] = np.nan
+    parts["wm_group"] = wm
+    in_wm = parts["wm_group"].notna() & parts["image_qc_passed"]
+    y = parts.loc[in_wm, "wm_group"].astype(int).to_numpy()
+    if (np.bincount(y, minlength=2) < cfg["protocol"]["folds"] + 1).any():
+        raise InputError(f"Too few participants in a WM group for {cfg['protocol']['folds']}-fold CV: "
+                         f"{int((y == 0).sum())} low, {int((y == 1).sum())} high.")
+    p = cfg["protocol"]
+    train, hold, cv = paper_splits(y, holdout=p["holdout"], folds=p["folds"], random_state=run.seed)
+    wm_ids = parts.index[in_wm]
+    parts["split"] = ""
+    parts.loc[wm_ids[train], "split"] = "train"
+    parts.loc[wm_ids[hold], "split"] = "holdout"
+    parts["fold"] = -1
+    for k, (_, va) in enumerate(cv):
+        parts.loc[wm_ids[va], "fold"] = k
+    write_json(folder / "splits.json", {"train": train, "holdout": hold,
+                                        "folds": [[a.tolist(), b.tolist()] for a, b in cv]})
+
+    info_r2 = info_from_file  # a BGEN's info (its mfi table, or computed from the probabilities)
+    if inp.snp_info:
+        info = pd.read_csv(inp.snp_info, dtype={"snp": str}).set_index("snp")
+        if "info_r2" in info:
+            info_r2 = info["info_r2"]
+    snp_qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
+                              min_hwe_p=t["min_hwe_p"], info_r2=info_r2, allow_dosage=d["allow_dosage"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        snp_qc.fit(geno.loc[wm_ids[train]])
+    _caught([w for w in caught if issubclass(w.category, UserWarning)])
+    kept = list(np.asarray(geno.columns)[snp_qc.get_support()])
+    G = np.asarray(snp_qc.transform(geno), dtype=np.float32)
+    np.save(folder / "genotypes_qc.npy", G)
+    np.save(folder / "genotypes_raw.npy", geno[kept].to_numpy(dtype=np.float32))
+    pd.DataFrame({"snp": kept}).to_csv(folder / "snps.csv", index=False)
+    snp_qc.exclusions_.to_csv(folder / "snp_qc.csv", index=False)
+    parts.to_csv(folder / "participants.csv")
+    np.save(folder / "affine.npy", affine)
+    reasons = snp_qc.exclusions_["reason"].value_counts().to_dict() if len(snp_qc.exclusions_) else {}
+    log.info("WM groups: %d low, %d high (%d between the groups or missing); train %d, holdout %d; "
+             "SNP QC keeps %d of %d", int((y == 0).sum()), int((y == 1).sum()), n_between, len(train),
+             len(hold), len(kept), geno.shape[1])
+    return {
+        "n_aligned": len(parts), "n_dropped_by_alignment": len(cohort.dropped),
+        "dropped_by_alignment": cohort.dropped.head(50).to_dict("records"),
+        "image_shape": list(shape), "n_image_qc_failed": len(failed), "image_qc_failed": failed,
+        "n_wm": int(in_wm.sum()), "n_low": int((y == 0).sum()), "n_high": int((y == 1).sum()),
+        "n_between_groups_or_missing": int(n_between), "n_train": len(train), "n_holdout": len(hold),
+        "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
+        "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
+        "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
+        "covariates": covariates, "categorical_covariates": categorical,
+    }
