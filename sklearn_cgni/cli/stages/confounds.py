@@ -36,6 +36,8 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
     (:func:`~sklearn_cgni.evaluation.adjusted_image_scores`).
     """
     import nibabel as nib
+
+    from ...io import check_images
     from sklearn.metrics import balanced_accuracy_score
 
     from ...evaluation import adjusted_image_scores
@@ -45,7 +47,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
     adjusted, adjusters = adjusted_image_scores(lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}"), frame, y,
                                                 covariates=covariates, categorical=categorical, cv=cv,
                                                 image_column="image", scratch_dir=folder, return_adjusters=True)
-    affine = nib.load(wm["image"].iloc[0]).affine
+    affine = check_images(wm["image"]).affine  # headers are cached: no second read
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):  # what was removed in fold 0
         nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{name}.nii.gz")
     rows, preds = [], []

@@ -27,7 +27,7 @@ def _setup(run):
 def _stage_data(run, folder):
     from ...genetics import SNPQualityFilter
     from ...imaging import image_quality_control
-    from ...io import align_cohort, check_image_headers, find_images, working_memory_groups
+    from ...io import align_cohort, check_images, find_images, working_memory_groups
 
     cfg, inp = run.cfg, run.inputs
     d = cfg["data"]
@@ -42,7 +42,8 @@ def _stage_data(run, folder):
         cohort = align_cohort(images, geno, pheno)
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
     images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
-    shape, affine = check_image_headers(images.tolist(), list(images.index))
+    source = check_images(images, caller="sklearn-cgni run")  # every header once, errors name the participant
+    shape, affine = source.shape, source.affine
     log.info("cohort: %d participants with an image, genotypes and phenotypes (%d dropped), %d SNPs, images %s",
              len(images), len(cohort.dropped), geno.shape[1], shape)
 

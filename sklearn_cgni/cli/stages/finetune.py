@@ -18,13 +18,13 @@ def _stage_finetune(run, folder, k):
     wm, y, _, _ = run.wm()
     train, hold, cv = run.splits()
     tr, va = cv[k]
-    paths = wm["image"].to_numpy()
+    paths = wm["image"]  # indexed by participant ID: errors name the participant
     cnn = _wm_cnn(run, f"WM CNN fold {k}")
-    cnn.fit(paths[tr].tolist(), y[tr])
+    cnn.fit(paths.iloc[tr], y[tr])
     cnn.save_weights(folder / "cnn.pt")
-    proba = cnn.predict_proba(paths.tolist())
+    proba = cnn.predict_proba(paths)
     np.save(folder / "cnn_proba.npy", proba)
-    np.save(folder / "hv.npy", cnn.transform(paths.tolist()))
+    np.save(folder / "hv.npy", cnn.transform(paths))
     pred = cnn.classes_[proba.argmax(1)]
     idx = {"train": tr, "validation": va, "holdout": hold}
     records = score_model(lambda ix: pred[ix], {n: (ix, y[ix]) for n, ix in idx.items()},

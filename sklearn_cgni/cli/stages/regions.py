@@ -29,7 +29,7 @@ def _stage_regions(run, folder):
     means = RegionalMeans(_load_atlas(run))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        R = means.fit_transform(qc["image"].tolist())
+        R = means.fit_transform(qc["image"])
     _caught(caught)
     np.save(folder / "regional_means.npy", R)
     pd.Series(qc.index, name="participant_id").to_csv(folder / "participants.csv", index=False)
