@@ -127,7 +127,7 @@ def build_parser():
                    help="change one key, e.g. --set contrastive.max_epochs=20 (repeatable)")
     c.add_argument("--seed", type=int, help="run.seed")
     c.add_argument("--device", help="run.device: auto, cpu, cuda, cuda:1 ...")
-    c.add_argument("--threads", type=int, help="run.threads (torch CPU threads; 0 = default)")
+    c.add_argument("--threads", type=int, help="run.threads (CPU threads of torch and of the BLAS/OpenMP pools; 0 = default)")
     c.add_argument("--folds", type=int, help="protocol.folds")
     c.add_argument("--print-config", action="store_true", help="print the resolved configuration (TOML) and exit")
     o = r.add_argument_group("output")

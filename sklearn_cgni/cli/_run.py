@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from ._config import config_fingerprint, config_slice, to_toml
 from ._folder import check_output_folder
 from ._inputs import InputError, Inputs, cohort_folder_inputs, inputs_fingerprint, resolve_inputs
@@ -76,8 +78,9 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
 
     out = Path(out)
     t_start = time.perf_counter()
-    if config["run"]["threads"]:
-        torch.set_num_threads(int(config["run"]["threads"]))
+    threads = int(config["run"]["threads"] or 0)
+    if threads:
+        torch.set_num_threads(threads)
     device = resolve_device(config["run"]["device"])
     if inputs.embedded:
         inputs_fp = config_fingerprint({"embedded": config_slice(config, "cohort"), "seed": config["run"]["seed"]})
@@ -88,10 +91,11 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)
     out.mkdir(parents=True, exist_ok=True)
     handler = _attach_file_log(out)
-    try:
-        return _run_stages(out, config, inputs, force=force, progress=progress, preset=preset, argv=argv,
-                           only=only, device=device, inputs_fp=inputs_fp, fingerprint=fingerprint,
-                           state=state, t_start=t_start)
+    try:  # run.threads caps torch and the BLAS/OpenMP pools of numpy, scipy and scikit-learn alike
+        with threadpool_limits(limits=threads or None):
+            return _run_stages(out, config, inputs, force=force, progress=progress, preset=preset, argv=argv,
+                               only=only, device=device, inputs_fp=inputs_fp, fingerprint=fingerprint,
+                               state=state, t_start=t_start)
     finally:
         log.removeHandler(handler)
         logging.getLogger("py.warnings").removeHandler(handler)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ..io import check_images
 
@@ -14,7 +15,9 @@ def image_quality_control(images, participant_ids=None, *, threshold=0.9, mask=N
     The reference study kept images correlating above 0.9 with the average gray-matter image.
     Images are read one at a time (two passes: the mean, then each correlation; each image is
     decoded once per pass and its header read once per process), so memory stays at a few
-    volumes whatever the cohort size.
+    volumes whatever the cohort size. The per-image dot products run on one BLAS thread: they are
+    memory-bound, and OpenBLAS's threaded level-1 kernels made them ~20x slower on a loaded
+    2-core machine (benchmarks/results/stage_costs.md).
 
     Parameters
     ----------
@@ -64,6 +67,14 @@ def image_quality_control(images, participant_ids=None, *, threshold=0.9, mask=N
     mc = mean.ravel() - mean.mean()
     mnorm = np.linalg.norm(mc)
     corr = np.empty(n)
+    with threadpool_limits(limits=1, user_api="blas"):
+        _correlations(get, n, mask, mc, mnorm, corr)
+    return pd.DataFrame({"correlation": corr, "passed": corr >= threshold},
+                        index=pd.Index(ids, name="participant_id"))
+
+
+def _correlations(get, n, mask, mc, mnorm, corr):
+    """Pearson correlation of each image with the centred mean image ``mc`` (norm ``mnorm``), into ``corr``."""
     for i in range(n):
         x = get(i)
         if mask is not None:
@@ -71,5 +82,3 @@ def image_quality_control(images, participant_ids=None, *, threshold=0.9, mask=N
         xc = x.ravel() - x.mean()
         denom = np.linalg.norm(xc) * mnorm
         corr[i] = float(xc @ mc / denom) if denom > 0 else 0.0
-    return pd.DataFrame({"correlation": corr, "passed": corr >= threshold},
-                        index=pd.Index(ids, name="participant_id"))
