@@ -163,3 +163,24 @@ def test_saliency_peaks_and_their_distance_to_planted_centers():
     assert np.isnan(no_affine.peaks_["x"]).all()
     with pytest.raises(ValueError, match="affine is unknown"):
         no_affine.peak_distances({"score0": [[0, 0, 0]]})
+
+
+@pytest.mark.parametrize("center", [(2.5, 3.0, 2.0), (3.3, 2.6, 2.8)])
+def test_saliency_peak_centroid_is_sub_voxel(center):
+    import torch
+
+    from sklearn_cgni.explain import SaliencyExplainer
+
+    shape = (6, 7, 6)
+    d2 = sum((g - c) ** 2 for g, c in zip(np.indices(shape), center))
+    w = np.exp(-d2 / (2 * 1.2**2))  # a smooth bump centred between voxels
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), 1))
+    with torch.no_grad():
+        net[1].weight[0] = torch.as_tensor(w.ravel(), dtype=torch.float32)
+    X = np.random.default_rng(0).normal(size=(3, *shape)).astype("float32")
+    affine = np.diag([8.0, 8.0, 8.0, 1.0])  # 8 mm voxels, as at 24x28x24
+    lab = Bunch(img=nib.Nifti1Image(np.ones(shape, np.int16), affine), labels=pd.DataFrame({"index": [1], "name": ["b"]}))
+    truth = {"score0": [list(affine[:3, :3] @ np.asarray(center))]}
+    err = {p: SaliencyExplainer(net, atlas=lab, peak=p).fit(X, affine=affine).peak_distances(truth)
+           .loc[0, "distance_mm"] for p in ("voxel", "centroid")}
+    assert err["centroid"] < 2.0 < err["voxel"]  # within a quarter voxel, where the voxel centre is 4+ mm off
