@@ -229,7 +229,7 @@ def _cmd_run(args):
                             phenotypes=args.phenotypes, snp_info=args.snp_info, snp_genes=args.snp_genes,
                             gene_sets=args.gene_sets, atlas=args.atlas, atlas_labels=args.atlas_labels)
     report = run_pipeline(args.output, config, inputs, force=args.force, progress=not args.no_progress,
-                          preset=preset, argv=["sklearn-cgni", *sys.argv[1:]])
+                          preset=preset, argv=["sklearn-cgni", *args.argv])
     print(f"Report: {os.fspath(report)}")
     return 0
 
@@ -268,6 +268,7 @@ def main(argv=None):
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command recorded in run.json
     if args.version:
         from importlib.metadata import PackageNotFoundError, version
 
