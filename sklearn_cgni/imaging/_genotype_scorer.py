@@ -12,100 +12,24 @@ saliency (:class:`sklearn_cgni.explain.SaliencyExplainer`).
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import TransformerMixin, _fit_context, clone
-from sklearn.model_selection import check_cv
+from sklearn.base import TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..io import ImageSource, check_images
+from ..io import check_images
 from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
 from ._base import _BaseImageCNN, _transfer_blocks, _valid_metric_callback
+from ._cross_fit_scores import cross_fit_scores  # noqa: F401 (re-exported)
+from ._genotype_targets import _MISSING_CLASS, check_genotype_targets, per_snp_correlation  # noqa: F401
 
 __all__ = ["BrainGenotypeScorer", "cross_fit_scores", "check_genotype_targets"]
 
-_MISSING_CLASS = -100  # torch's CrossEntropyLoss ignore_index
-
-
 # ---------------------------------------------------------------------- targets
-def check_genotype_targets(G, participant_ids=None, *, task="classes", caller="estimator"):
-    """Validate a genotype matrix: ``(values float64 (n, S) with NaN = missing, snp names)``.
-
-    Parameters
-    ----------
-    G : DataFrame, array-like of shape (n, n_snps) or (n,)
-        Genotypes: minor-allele counts 0/1/2 (``task="classes"``) or dosages (any real
-        values, e.g. imputed dosages in [0, 2], for ``task="dosage"``). NaN marks a missing
-        call; it is masked out of the training loss.
-    participant_ids : list of str, optional
-        For error messages (row ``i`` is participant ``participant_ids[i]``).
-    task : {"classes", "dosage"}
-
-    Raises
-    ------
-    ValueError
-        Infinite values; values other than 0/1/2 in class mode; SNPs with no observed call;
-        SNPs with no variation among their observed calls (all named).
-    """
-    if G is None:
-        raise ValueError(f"{caller} requires y to be passed, but the target y is None: fit needs "
-                         f"the genotypes G (n_participants, n_snps) as y.")
-    if isinstance(G, pd.Series):
-        G = G.to_frame()
-    if isinstance(G, pd.DataFrame):
-        names = np.asarray([str(c) for c in G.columns], dtype=object)
-        if participant_ids is None or all(str(i).startswith("index ") for i in participant_ids):
-            participant_ids = [str(i) for i in G.index]
-        try:
-            values = G.to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{caller}: genotypes must be numeric; {exc}") from exc
-    else:
-        values = np.asarray(G, dtype=np.float64)
-        if values.ndim == 1:
-            values = values[:, None]
-        names = np.asarray([f"snp{i}" for i in range(values.shape[1])], dtype=object)
-    if values.ndim != 2:
-        raise ValueError(f"{caller}: genotypes must be 2-D (n_participants, n_snps); got shape {values.shape}.")
-    if values.shape[1] == 0:
-        raise ValueError(f"{caller}: genotypes have no SNP column.")
-    n = values.shape[0]
-    ids = list(participant_ids) if participant_ids is not None else [f"index {i}" for i in range(n)]
-    if np.isinf(values).any():
-        r, c = np.argwhere(np.isinf(values))[0]
-        raise ValueError(f"{caller}: genotype of participant {ids[r]!r} for SNP {names[c]!r} is infinite.")
-    observed = ~np.isnan(values)
-    if task == "classes":
-        bad = observed & ~np.isin(values, (0.0, 1.0, 2.0))
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ValueError(
-                f"{caller}(task='classes') needs genotype classes 0, 1 or 2 (NaN = missing); "
-                f"participant {ids[r]!r} has {float(values[r, c])!r} for SNP {names[c]!r} "
-                f"({int(bad.sum())} such value(s)). Use task='dosage' for imputed dosages."
-            )
-    empty = ~observed.any(axis=0)
-    if empty.any():
-        raise ValueError(f"{caller}: SNP(s) with no observed call (all NaN): "
-                         f"{names[empty].tolist()[:20]}. Remove them before fitting.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
-    flat = span == 0
-    if flat.any():
-        raise ValueError(
-            f"{caller}: {int(flat.sum())} SNP(s) have no variation among the observed calls "
-            f"(monomorphic here, nothing to predict): {names[flat].tolist()[:20]}"
-            f"{' ...' if flat.sum() > 20 else ''}. Remove them (e.g. with SNPQualityFilter's "
-            f"MAF filter) before fitting."
-        )
-    return values, names
-
 
 # ---------------------------------------------------------------------- torch parts
 class _MaskedMultiSNPLoss(torch.nn.Module):
@@ -584,164 +508,3 @@ precision, verbose
         tags.target_tags.required = True
         tags.target_tags.multi_output = True
         return tags
-
-
-def per_snp_correlation(scores, genotypes):
-    """Pearson r per column between scores and genotypes, over rows where both are observed."""
-    scores = np.asarray(scores, dtype=np.float64)
-    G = np.asarray(genotypes, dtype=np.float64)
-    r = np.full(scores.shape[1], np.nan)
-    for j in range(scores.shape[1]):
-        ok = np.isfinite(G[:, j]) & np.isfinite(scores[:, j])
-        a, b = scores[ok, j], G[ok, j]
-        if ok.sum() > 2 and a.std() > 0 and b.std() > 0:
-            r[j] = float(np.corrcoef(a, b)[0, 1])
-    return r
-
-
-# ---------------------------------------------------------------------- cross-fitting
-def _take(X, idx):
-    if isinstance(X, ImageSource):
-        return X.subset(idx)
-    if isinstance(X, (pd.Series, pd.DataFrame)):
-        return X.iloc[idx]
-    if isinstance(X, np.ndarray):
-        return X[idx]
-    if hasattr(X, "paths") and hasattr(X, "participant_ids"):
-        return pd.Series([os.fspath(X.paths[i]) for i in idx],
-                         index=[str(X.participant_ids[i]) for i in idx])
-    return [X[i] for i in idx]
-
-
-def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, select=None,
-                     return_estimators=False, verbose=0):
-    """Held-out brain-genotype scores: each participant scored by a model not trained on them.
-
-    Like :func:`sklearn.model_selection.cross_val_predict` (which cannot pass a
-    genotype matrix with missing calls through a skorch estimator): for every fold, a clone
-    of ``estimator`` is fitted on the other folds and ``transform``-s the fold.
-
-    Parameters
-    ----------
-    estimator : estimator with ``fit(X, G)`` and ``transform(X)`` returning one column per SNP
-        E.g. :class:`BrainGenotypeScorer` or the IDP baseline pipeline
-        (:func:`sklearn_cgni.imaging.make_idp_scorer`).
-    X : images (array or paths) or 2-D features, as the estimator accepts
-    G : DataFrame or array-like of shape (n, n_snps)
-    cv : int, cross-validation generator or iterable, default=5
-        An int gives ``KFold(cv, shuffle=True, random_state=0)``. The test folds must
-        partition the participants (each exactly once).
-    groups : array-like, optional
-        Group labels for group-aware splitters (e.g. families, sites).
-    snps : list, optional
-        Passed to ``transform`` when the estimator supports it.
-    select : callable, optional
-        ``select(train) -> SNPs`` (column names of ``G``, or positions): the SNPs to fit and
-        score in the fold whose training rows are ``train`` (an index array), e.g. a screen
-        fitted on those rows only, so that the choice of SNPs never sees the participants it
-        scores. The result has a column for every SNP chosen in at least one fold (in ``G``'s
-        order) and NaN for participants of folds that did not choose it. Not with ``snps``.
-    return_estimators : bool, default=False
-    verbose : int, default=0
-        Print one line per fold.
-
-    Returns
-    -------
-    scores : DataFrame of shape (n, n_snps)
-        Index: participant IDs (from ``G``'s index if a DataFrame, else ``X``'s, else
-        ``0..n-1``); columns: SNP ids (with ``select``: the SNPs chosen in any fold).
-    estimators : list, only if ``return_estimators``
-
-    Notes
-    -----
-    Correlations between held-out scores and genotypes are over-dispersed under the null
-    (cross-validated predictions of pure noise anti-correlate with it, and fold models
-    differ), so the textbook Pearson p-value is anti-conservative: on ``make_cohort`` the
-    permutation SD of r was 0.051 against 1/sqrt(n) = 0.038 (see
-    ``benchmarks/results/brain_genotype_scores.md``). Use permutation p-values (permute
-    the rows of ``G`` and cross-fit again) to call a score significant.
-    """
-    from sklearn.model_selection import KFold
-
-    n = len(X)
-    ids = None
-    values, names = check_genotype_targets(G, task="dosage", caller="cross_fit_scores")
-    if values.shape[0] != n:
-        raise ValueError(f"cross_fit_scores: got {n} images but genotypes for {values.shape[0]} participants.")
-    if isinstance(G, pd.DataFrame):
-        ids = G.index
-    elif isinstance(X, (pd.Series, pd.DataFrame)):
-        ids = X.index
-    if isinstance(cv, Integral):
-        cv = KFold(int(cv), shuffle=True, random_state=0)
-    cv = check_cv(cv)
-    folds = list(cv.split(np.zeros((n, 1)), None, groups))
-    seen = np.zeros(n, dtype=int)
-    for _, test in folds:
-        seen[test] += 1
-    if (seen != 1).any():
-        raise ValueError(
-            f"cross_fit_scores: the cv test folds must cover every participant exactly once; "
-            f"{int((seen == 0).sum())} never and {int((seen > 1).sum())} several times "
-            f"(use KFold/GroupKFold-like splitters, not ShuffleSplit).")
-    if select is not None and snps is not None:
-        raise ValueError("cross_fit_scores: pass either snps (one subset for every fold) or select "
-                         "(a subset chosen per fold), not both.")
-    lookup = {str(s): j for j, s in enumerate(names)}
-    fold_columns = []
-    for k, (train, _) in enumerate(folds):
-        if select is None:
-            fold_columns.append(np.arange(len(names)))
-            continue
-        chosen = list(select(np.asarray(train)))
-        if not chosen:
-            raise ValueError(f"cross_fit_scores: select chose no SNP in fold {k + 1}.")
-        unknown = [s for s in chosen if not isinstance(s, (Integral, np.integer)) and str(s) not in lookup]
-        if unknown:
-            raise ValueError(f"cross_fit_scores: select chose SNP(s) {unknown[:10]} that are not columns of G.")
-        fold_columns.append(np.array([int(s) if isinstance(s, (Integral, np.integer)) else lookup[str(s)]
-                                      for s in chosen]))
-    for k, (train, _) in enumerate(folds):   # fail before training anything
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cols_k = fold_columns[k]
-            span = np.zeros(len(names))
-            span[cols_k] = np.nanmax(values[train][:, cols_k], axis=0) - np.nanmin(values[train][:, cols_k], axis=0)
-            span[np.setdiff1d(np.arange(len(names)), cols_k)] = 1.0
-        flat = ~(span > 0)
-        if flat.any():
-            raise ValueError(
-                f"cross_fit_scores: SNP(s) {list(names[flat][:10])} have no variation in the "
-                f"training participants of fold {k + 1} (rare variants). Raise the MAF "
-                f"threshold (SNPQualityFilter(min_maf=...)) or use fewer folds.")
-    G_rows = G if isinstance(G, pd.DataFrame) else values
-    out = None
-    estimators = []
-    for k, (train, test) in enumerate(folds):
-        est = clone(estimator)
-        Gk = G_rows.iloc[train] if isinstance(G_rows, pd.DataFrame) else G_rows[train]
-        if select is not None:
-            Gk = Gk.iloc[:, fold_columns[k]] if isinstance(Gk, pd.DataFrame) else Gk[:, fold_columns[k]]
-        est.fit(_take(X, train), Gk)
-        scores = est.transform(_take(X, test), snps=snps) if snps is not None else \
-            est.transform(_take(X, test))
-        scores = np.asarray(scores, dtype=np.float64)
-        if select is not None:
-            if out is None:
-                out = np.full((n, len(names)), np.nan)
-            out[np.ix_(test, fold_columns[k])] = scores
-        else:
-            if out is None:
-                out = np.full((n, scores.shape[1]), np.nan)
-            out[test] = scores
-        if verbose:
-            print(f"cross_fit_scores: fold {k + 1}/{len(folds)} done ({len(test)} scored)")
-        if return_estimators:
-            estimators.append(est)
-    cols = names if snps is None else [str(s) for s in snps]
-    if snps is None and out.shape[1] != len(names):
-        cols = [f"score{j}" for j in range(out.shape[1])]
-    result = pd.DataFrame(out, index=ids if ids is not None else pd.RangeIndex(n), columns=cols)
-    if select is not None:
-        result = result.iloc[:, np.unique(np.concatenate(fold_columns))]
-    return (result, estimators) if return_estimators else result
