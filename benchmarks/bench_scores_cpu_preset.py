@@ -40,7 +40,7 @@ RESULTS = Path(__file__).parent / "results"
 def one_effect(effect, args, tmp):
     cohort_dir = Path(tmp) / f"cohort_{effect}"
     make_cohort(args.n, args.snps, shape=tuple(args.shape), effect_pattern="region", snp_effect=effect,
-                output_dir=cohort_dir, random_state=args.seed)
+                n_causal_snps=args.causal, output_dir=cohort_dir, random_state=args.seed)
     gt = json.loads((cohort_dir / "ground_truth.json").read_text())
     causal = [str(s) for s in gt["causal_snps"]]
     config = load_config(None, preset="cpu", overrides=[
@@ -64,10 +64,12 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=400, help="participants (the cpu preset's embedded cohort: 400)")
     ap.add_argument("--snps", type=int, default=200)
     ap.add_argument("--shape", type=int, nargs=3, default=[24, 28, 24])
+    ap.add_argument("--causal", type=int, default=20, help="make_cohort(n_causal_snps=...) (its default: 20)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.fspath(RESULTS / "scores_cpu_preset"))
+    ap.add_argument("--out", default=None, help="default: results/scores_cpu_preset_causal<N>")
     args = ap.parse_args(argv)
+    args.out = args.out or os.fspath(RESULTS / f"scores_cpu_preset_causal{args.causal}")
     load0 = os.getloadavg()
     parts, lines = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +90,7 @@ def main(argv=None):
     md = [f"# Brain-genotype scores at the cpu preset: region pattern, strong effects ({time.strftime('%Y-%m-%d')})",
           "",
           f"`python benchmarks/bench_scores_cpu_preset.py --effects {' '.join(map(str, args.effects))} --n {args.n} "
-          f"--snps {args.snps} --shape {' '.join(map(str, args.shape))} --threads {args.threads} --seed {args.seed}`: "
+          f"--snps {args.snps} --causal {args.causal} --shape {' '.join(map(str, args.shape))} --threads {args.threads} --seed {args.seed}`: "
           "`sklearn-cgni run --preset cpu` up to the scores stage on a simulated cohort (region pattern), every "
           "causal SNP scored (the preset's 3-fold cross-fitting), held-out r of each score with the true "
           f"genotype. Load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, 2 cores.",
