@@ -11,7 +11,8 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..io import check_images
-from ._base import _BaseImageCNN, _check_aligned, _valid_metric_callback
+from ._base import _BaseImageCNN, _valid_metric_callback
+from ._cnn_utils import _check_aligned
 
 __all__ = ["BrainAgeCNNTransformer"]
 

@@ -23,7 +23,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..io import check_images
 from ..nn._cnn import BrainCNN, CNNBackbone3d, MultiOutputHead
-from ._base import _BaseImageCNN, _transfer_blocks, _valid_metric_callback
+from ._base import _BaseImageCNN, _valid_metric_callback
+from ._cnn_utils import _transfer_blocks
 from ._cross_fit_scores import cross_fit_scores  # noqa: F401 (re-exported)
 from ._genotype_targets import _MISSING_CLASS, check_genotype_targets, per_snp_correlation  # noqa: F401
 

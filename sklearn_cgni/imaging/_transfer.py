@@ -14,7 +14,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ..io import check_images
-from ._base import _BaseImageCNN, _check_aligned, _transfer_blocks, _valid_metric_callback
+from ._base import _BaseImageCNN, _valid_metric_callback
+from ._cnn_utils import _check_aligned, _transfer_blocks
 
 __all__ = ["ImagingCNNClassifier"]
 
