@@ -9,7 +9,7 @@ Python access to the same machinery:
 ``run_pipeline(output, config, inputs)``, ``resolve_inputs(...)``
     The stage runner.
 ``paper_splits``, ``paper_models``, ``classical_models``, ``combo_params``, ``summarize_scores``,
-``table_markdown``
+``table_markdown``, ``search_grid``, ``tuned``
     The paper's protocol for Tables 1-2 and Table 1's classical rows (also used by
     ``benchmarks/bench_table1.py``).
 """
@@ -26,9 +26,11 @@ from ._protocol import (
     combo_params,
     paper_models,
     paper_splits,
+    search_grid,
     summarise_scores,
     summarize_scores,
     table_markdown,
+    tuned,
 )
 from ._inputs import InputError, Inputs, resolve_inputs
 from ._run import run_pipeline
@@ -52,6 +54,8 @@ __all__ = [
     "paper_splits",
     "resolve_inputs",
     "run_pipeline",
+    "search_grid",
     "summarize_scores",
     "table_markdown",
+    "tuned",
 ]

@@ -299,6 +299,7 @@ def _check_semantics(config):
         raise ConfigError("stage1.early_stopping and stage1.lr_schedule watch a validation split: set "
                           "stage1.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
     _check_data(config["data"])
+    _check_search(config["search"])
     if config["cohort"]["effect_pattern"] not in ("region", "focal", "mixed"):
         raise ConfigError(f"cohort.effect_pattern must be 'region', 'focal' or 'mixed'; got "
                           f"{config['cohort']['effect_pattern']!r}.")
@@ -320,6 +321,39 @@ def _check_semantics(config):
             near = difflib.get_close_matches(name, CONFOUND_MODELS, n=1)
             raise ConfigError(f"confounds.models: unknown model {name!r}"
                               + (f"; did you mean {near[0]!r}?" if near else f"; choose from {list(CONFOUND_MODELS)}."))
+
+
+def _check_search(search):
+    """The nested search's settings; every candidate of the grid must pass the estimator's own validation."""
+    import importlib
+
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    if search["inner_cv"] < 1:
+        raise ConfigError(f"search.inner_cv must be 1 (one split) or a number of folds >= 2; got {search['inner_cv']!r}.")
+    if not 0 < search["validation_fraction"] < 1:
+        raise ConfigError(f"search.validation_fraction must be in (0, 1); got {search['validation_fraction']!r}.")
+    for key, values in search["grid"].items():
+        section, _, param = key.partition(".")
+        if section not in ("contrastive", "classifier"):
+            raise ConfigError(f"search.grid: {key!r} must be 'contrastive.<parameter>' or 'classifier.<parameter>'.")
+        (module, name, _), = ESTIMATOR_KEYS[section]
+        cls = getattr(importlib.import_module(module), name)
+        if param not in cls._parameter_constraints:
+            near = difflib.get_close_matches(param, cls._parameter_constraints, n=1)
+            raise ConfigError(f"search.grid: {key!r} is not a parameter of {name}"
+                              + (f"; did you mean '{section}.{near[0]}'?" if near else "."))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"search.grid.{key} must list at least one candidate value; got {values!r}.")
+        for value in values:
+            try:
+                validate_parameter_constraints({param: cls._parameter_constraints[param]},
+                                               {param: tuple(value) if isinstance(value, list) else value},
+                                               caller_name=name)
+            except InvalidParameterError as exc:
+                rule = str(exc).split(" must be ", 1)[-1].rsplit(". Got ", 1)[0]
+                raise ConfigError(f"search.grid: candidate {value!r} of {key!r} is refused: {name}'s {param} "
+                                  f"must be {rule}.") from None
 
 
 def _check_data(d):

@@ -36,8 +36,10 @@ __all__ = [
     "paper_models",
     "paper_splits",
     "score_model",
+    "search_grid",
     "summarize_scores",
     "table_markdown",
+    "tuned",
 ]
 
 PAPER_TABLE1 = {
@@ -127,7 +129,7 @@ def _snp_columns(n_image_features):
 
 def paper_models(n_image_features, *, contrastive=None, classifier=None, baselines=None,
                  class_weight="balanced", device="auto", random_state=0, table2=False,
-                 term_weights=None, cross_fit=0):
+                 term_weights=None, cross_fit=0, standardize=False):
     """The models of Table 1 (and optionally Table 2) on ``[h_v ⊕ SNPs]`` arrays.
 
     Parameters
@@ -151,6 +153,10 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         :class:`~sklearn_cgni.evaluation.CrossFitTransformer` with ``k`` stratified folds), so
         it never trains on embeddings of participants the encoder was fitted on. 0: the
         paper's single encoder fit.
+    standardize : bool, default=False
+        Put a :class:`~sklearn.preprocessing.StandardScaler` in front of CGNI's encoder, so
+        that ``h_v`` and the SNP dosages enter stage 2 (and ``h_v`` stage 3) with unit variance
+        per column; the paper does not say it scaled its inputs.
 
     Returns
     -------
@@ -158,6 +164,8 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         The "Imaging CNN" row is not here: it is the fine-tuned stage-1 CNN itself.
     """
     from ..classification import CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM, SparseGeneticNN
+    from sklearn.preprocessing import StandardScaler
+
     from ..genetics import ContrastiveSNPEncoder
     from ._config import ESTIMATOR_KEYS
 
@@ -186,7 +194,9 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
 
             encoder = CrossFitTransformer(encoder, cv=StratifiedKFold(int(cross_fit), shuffle=True,
                                                                        random_state=random_state))
+        steps = [("scale", StandardScaler())] if standardize else []
         return Pipeline([
+            *steps,
             ("contrastive", encoder),
             ("classifier", CGNIClassifier(class_weight=class_weight, **classifier, **common)),
         ])
@@ -205,6 +215,97 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         for combo in COMBOS:
             models[("Table 2", combo)] = cgni(**combo_params(combo, term_weights))
     return models
+
+
+def search_grid(model, grid, *, combo=None):
+    """A configuration-style grid as the parameter grid of a CGNI pipeline.
+
+    Parameters
+    ----------
+    model : Pipeline
+        A CGNI pipeline of :func:`paper_models` (steps ``contrastive`` and ``classifier``).
+    grid : dict of str -> list
+        ``{"contrastive.temperature": [0.1, 0.5], "classifier.dropout": [0.0, 0.3]}``: keys
+        ``"<step>.<parameter>"``, values the candidates (lists become tuples: layer sizes).
+    combo : str, optional
+        A Table-2 combination such as ``"L1+L4"``: the weights of the loss terms it leaves
+        out stay 0, so their grid entries are dropped.
+
+    Returns
+    -------
+    param_grid : dict
+        For :class:`~sklearn.model_selection.GridSearchCV`: ``contrastive__temperature``, or
+        ``contrastive__transformer__temperature`` when the encoder is cross-fitted.
+
+    Examples
+    --------
+    >>> from sklearn_cgni.cli import paper_models, search_grid
+    >>> cgni = paper_models(8, cross_fit=3)[("Table 1", "CGNI contrastive (terms 1+2+4)")]
+    >>> search_grid(cgni, {"contrastive.temperature": [0.1, 0.5], "contrastive.genetic_hidden": [[], [64]]})
+    {'contrastive__transformer__temperature': [0.1, 0.5], 'contrastive__transformer__genetic_hidden': [(), (64,)]}
+    """
+    from ..evaluation import CrossFitTransformer
+
+    params = model.get_params()
+    left_out = set() if combo is None else {name for name, value in combo_params(combo).items() if value == 0}
+    out = {}
+    for key, values in grid.items():
+        section, _, name = key.partition(".")
+        if section not in ("contrastive", "classifier") or not name:
+            raise ValueError(f"search.grid: {key!r} must be 'contrastive.<parameter>' or "
+                             "'classifier.<parameter>'.")
+        if name in left_out:
+            continue
+        step = model.named_steps[section]
+        path = f"{section}__transformer__{name}" if isinstance(step, CrossFitTransformer) else f"{section}__{name}"
+        if path not in params:
+            inner = getattr(step, "transformer", step)
+            raise ValueError(f"search.grid: {key!r} is not a parameter of {type(inner).__name__}.")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"search.grid: {key!r} must list at least one candidate value; got {values!r}.")
+        out[path] = [tuple(v) if isinstance(v, list) else v for v in values]
+    return out
+
+
+def tuned(model, grid, *, inner_cv=1, validation_fraction=0.2, combo=None, random_state=0):
+    """A CGNI pipeline tuned by an inner search on the rows it is fitted on.
+
+    The search sees only the training rows given to ``fit`` (in the protocol: one outer
+    fold's training part), so the outer validation fold and the holdout stay unseen. The
+    inputs (``[h_v ⊕ SNPs]``) are computed once; every candidate trains stages 2-3 only.
+
+    Parameters
+    ----------
+    model : Pipeline
+        A CGNI pipeline of :func:`paper_models`.
+    grid : dict of str -> list
+        See :func:`search_grid`.
+    inner_cv : int, default=1
+        1: one stratified split holding out ``validation_fraction`` of the rows (each
+        candidate costs one fit); ``k >= 2``: stratified k-fold (k fits per candidate).
+    validation_fraction : float, default=0.2
+        Share of the rows held out when ``inner_cv=1``.
+    combo : str, optional
+        Table-2 combination (see :func:`search_grid`).
+    random_state : int, default=0
+        Seed of the inner split(s).
+
+    Returns
+    -------
+    search : GridSearchCV
+        Scored by balanced accuracy and refitted on all rows with the best candidate
+        (``best_params_``, ``cv_results_``).
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedShuffleSplit
+
+    if isinstance(inner_cv, bool) or not isinstance(inner_cv, Integral) or inner_cv < 1:
+        raise ValueError(f"tuned: inner_cv must be an integer >= 1; got {inner_cv!r}.")
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"tuned: validation_fraction must be in (0, 1); got {validation_fraction!r}.")
+    cv = (StratifiedShuffleSplit(1, test_size=validation_fraction, random_state=random_state) if inner_cv == 1
+          else StratifiedKFold(int(inner_cv), shuffle=True, random_state=random_state))
+    return GridSearchCV(model, search_grid(model, grid, combo=combo), scoring="balanced_accuracy", cv=cv,
+                        refit=True, error_score="raise")
 
 
 def _l2_only():

@@ -93,11 +93,15 @@ def collect(out):
     out = Path(out)
     st = out / "stages"
     tables, notes, figures = {}, {}, []
-    records = []
+    records, searched = [], []
     for d in sorted(st.glob("finetune_f*")) + sorted(st.glob("models_f*")):
         r = _done(out, d.name)
         if r:
             records += r["records"]
+            searched += r.get("search", [])
+    if searched:
+        tables["search"] = pd.DataFrame([{**{k: v for k, v in r.items() if k != "best_params"},
+                                          "best_params": json.dumps(r["best_params"])} for r in searched])
     if records:
         per_fold = pd.DataFrame(records)
         tables["per_fold_scores"] = per_fold
@@ -290,6 +294,21 @@ def _table1_html(df):
             + "".join(rows) + "</tbody></table>")
 
 
+def _search_note(search, cfg):
+    """What the nested search tried and chose per fold, for Table 1's note."""
+    sc = cfg.get("search", {})
+    if search is None or not len(search):
+        return "CGNI's loss weights and settings are the configured ones (no nested search). "
+    rows = search[search["table"] == "Table 1"]
+    chosen = "; ".join(f"{r['model']}, fold {r['fold']}: {r['best_params']} (inner balanced accuracy "
+                       f"{100 * r['inner_score']:.1f} %)" for r in rows.to_dict("records"))
+    inner = (f"one stratified {100 * sc.get('validation_fraction', 0.2):.0f} % split" if sc.get("inner_cv", 1) == 1
+             else f"{sc.get('inner_cv')}-fold CV")
+    return (f"CGNI was tuned by a nested search on each fold's training part ({inner}; "
+            f"{int(rows['n_candidates'].max()) if len(rows) else 0} candidates over {sorted(sc.get('grid', {}))}; "
+            f"h_v computed once). Chosen: {chosen}. ")
+
+
 def _best_note(table1):
     """The best holdout score overall, and whether the best deep model beats the best classical row."""
     t1 = table1.dropna(subset=["holdout_mean"])
@@ -377,7 +396,10 @@ def render_html(out, results, tables, notes):
                "refitted on all of it). " if cfg.get("classifier", {}).get("cross_fit") else
                "CGNI's stage 3 learns on the z_g of the encoder's own training participants (no cross-fitting, "
                "as in the paper). ")
-            + "Two kinds of rows are not in the paper, fitted on the same folds and scored with the same metric: the "
+            + _search_note(tables.get("search"), cfg)
+            + "Rows not in the paper, fitted on the same folds and scored with the same metric: the CNN's features "
+            "h_v alone through the classical logistic regression (what CGNI must beat to show that the SNPs add "
+            "anything), CGNI on regional GM means when contrastive.regional_row is set, the "
             "classical rows (logistic regression, C chosen by inner cross-validation, on the atlas's regional "
             "gray-matter means, on the SNPs, and both stacked), because linear models on brain scans are as "
             "accurate as deep models at UK Biobank sample sizes (Schulz et al. 2020, Nat Commun 11:4238), and the "
@@ -385,8 +407,11 @@ def render_html(out, results, tables, notes):
     if "table2" in tables:
         parts["table2"] = _table1_html(tables["table2"]) + _note(
             "CGNI with one or more contrastive terms (L1 = L(v,g), L2 = L(g,v), L3 = L(v,v), L4 = L(g,g)); "
-            "included terms take the configured weights, no per-combination tuning. The covariate-only rows are "
-            "those of Table 1.")
+            + ("each combination's weights and settings were tuned by the nested search on each fold's training part "
+               "(the grid's weights of the terms a combination leaves out stay 0). "
+               if cfg.get("search", {}).get("grid") and cfg["search"].get("table2") else
+               "included terms take the configured weights, no per-combination tuning (fixed weights). ")
+            + "The covariate-only rows are those of Table 1.")
     elif cfg.get("protocol", {}).get("table2") is False:
         parts["table2"] = _note("Not computed: protocol.table2 = false in this run's configuration.")
     if "table3" in tables:

@@ -51,9 +51,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     n_components : int, default=100
         Size of ``z_v`` and ``z_g``.
     image_hidden : tuple of int, default=(250, 200, 150)
-        Hidden layers of ``e_v``.
+        Hidden layers of ``e_v``; ``()`` makes ``e_v`` linear.
     genetic_hidden : tuple of int, default=(400, 600, 400, 300, 150)
-        Hidden layers of ``e_g``.
+        Hidden layers of ``e_g``; ``()`` makes ``e_g`` linear (with few participants per SNP,
+        a linear encoder can generalise where the paper's five layers memorise; see
+        ``benchmarks/results/paper_size.md``).
     lambda_vg, sigma_gv, gamma_vv, theta_gg : float in [0, 1], default=0.7, 0.3, 0.0, 0.4
         Weights of L(v,g), L(g,v), L(v,v), L(g,g); the defaults are the paper's best. All
         four zero is an error.

@@ -6,13 +6,19 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 
-from .._protocol import TABLE1_CGNI, paper_models, score_model
+from .._protocol import CLASSICAL_MODELS, TABLE1_CGNI, paper_models, score_model, tuned
 from .._stages import progress_bar
 from ._base import register
 from ._common import _class_weight, _classical, _covariates, _model_configs
 
 log = logging.getLogger("sklearn_cgni.cli")
+
+#: Table 1 rows the command line adds to the paper's: CGNI on regional means (``contrastive.regional_row``)
+#: and the CNN features alone -> logistic regression
+REGIONAL_CGNI = "CGNI on regional GM means"
+HV_LOGISTIC = "CNN features h_v -> logistic"
 
 
 def _covariate_records(run, wm, y, tr, va, hold, k):
@@ -32,26 +38,41 @@ def _covariate_records(run, wm, y, tr, va, hold, k):
     return records
 
 
-def _fit_and_score(model, splits, *, table, name, k):
-    """Fit ``model`` on ``splits["train"]`` and score it on every split: ``(fitted, records)``, timed and logged."""
+def _fit_and_score(model, splits, *, table, name, k, predictions=None):
+    """Fit ``model`` on ``splits["train"]`` and score it on every split: ``(fitted, records)``, timed and logged.
+
+    ``predictions``: a list that receives each split's predicted labels (one record per split).
+    """
     t0 = time.perf_counter()
     est = model.fit(*splits["train"])
     recs = score_model(est.predict, splits, table=table, model=name, fold=k)
     for r in recs:
         r["seconds"] = time.perf_counter() - t0
+    if predictions is not None:
+        predictions += [dict(table=table, model=name, split=split, predicted=est.predict(X).astype(int))
+                        for split, (X, _) in splits.items() if split != "train"]
     log.info("fold %d %s %s: validation %.3f, holdout %.3f (%.1f s)", k, table, name,
              recs[1]["balanced_accuracy"], recs[2]["balanced_accuracy"], time.perf_counter() - t0)
     return est, recs
 
 
-def _classical_records(run, X, n_regions, y, tr, va, hold, k):
+def _search_record(est, *, table, name, k):
+    """What the inner search of a tuned row chose, for the report."""
+    res = est.cv_results_
+    return dict(table=table, model=name, fold=k, best_params={p.rsplit("__", 1)[-1]: v for p, v in
+                                                               est.best_params_.items()},
+                inner_score=float(est.best_score_), n_candidates=len(res["params"]),
+                seconds=float(sum(res["mean_fit_time"]) * est.n_splits_ + est.refit_time_))
+
+
+def _classical_records(run, X, n_regions, y, tr, va, hold, k, predictions=None):
     """Table 1's classical rows (``X`` = [regional means ⊕ SNPs]) fitted on the fold's training rows and scored."""
     splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
     return [r for name, model in _classical(run, n_regions).items()
-            for r in _fit_and_score(model, splits, table="Table 1", name=name, k=k)[1]]
+            for r in _fit_and_score(model, splits, table="Table 1", name=name, k=k, predictions=predictions)[1]]
 
 
-@register("models", config=("contrastive", "classifier", "baselines", "protocol", "data"),
+@register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
           after=("data", "regions", "finetune"), per_fold=True)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
@@ -68,22 +89,49 @@ def _stage_models(run, folder, k):
     models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
                           class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
                           table2=run.cfg["protocol"]["table2"], term_weights=weights,
-                          cross_fit=run.cfg["classifier"]["cross_fit"])
+                          cross_fit=run.cfg["classifier"]["cross_fit"],
+                          standardize=run.cfg["contrastive"]["standardize"])
     splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
-    records = []
-    bar = progress_bar(list(models.items()), enabled=run.progress, desc=f"models fold {k}", leave=False,
-                       position=1, unit="model")
-    for (table, name), model in bar:
+    R, _ = run.regions()
+    c, search = run.cfg["contrastive"], run.cfg["search"]
+    jobs = [(table, name, model, splits) for (table, name), model in models.items()]
+    if c["regional_row"]:  # item 4 of issue 14: the same CGNI with regional GM means as its image input
+        XR = np.hstack([R, G]).astype(np.float32)
+        regional = paper_models(R.shape[1], contrastive=contrastive, classifier=classifier, baselines=baselines,
+                                class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
+                                cross_fit=run.cfg["classifier"]["cross_fit"],
+                                standardize=c["standardize"])[("Table 1", TABLE1_CGNI)]
+        jobs.append(("Table 1", REGIONAL_CGNI, regional,
+                     {"train": (XR[tr], y[tr]), "validation": (XR[va], y[va]), "holdout": (XR[hold], y[hold])}))
+    records, searched, predictions = [], [], []
+    bar = progress_bar(jobs, enabled=run.progress, desc=f"models fold {k}", leave=False, position=1, unit="model")
+    for table, name, model, data in bar:
         bar.set_postfix_str(name[:30])
-        est, recs = _fit_and_score(clone(model), splits, table=table, name=name, k=k)
+        is_cgni = name in (TABLE1_CGNI, REGIONAL_CGNI) or table == "Table 2"
+        if search["grid"] and is_cgni and (table == "Table 1" or search["table2"]):
+            model = tuned(model, search["grid"], inner_cv=search["inner_cv"],
+                          validation_fraction=search["validation_fraction"],
+                          combo=name if table == "Table 2" else None, random_state=run.seed)
+        est, recs = _fit_and_score(clone(model), data, table=table, name=name, k=k, predictions=predictions)
         records += recs
+        if hasattr(est, "best_params_"):
+            searched.append(_search_record(est, table=table, name=name, k=k))
+            est = est.best_estimator_
         if k == 0 and table == "Table 1" and name == TABLE1_CGNI:
             enc = est.named_steps["contrastive"]
             enc = getattr(enc, "transformer_", enc)  # cross-fitted: the encoder refitted on all training rows
+            Xs = est.named_steps["scale"].transform(X) if "scale" in est.named_steps else X
             enc.save_weights(folder / "encoder.pt")
-            np.save(folder / "z_v.npy", enc.transform_image(X))
-            np.save(folder / "z_g.npy", enc.transform_genetic(X))
-    R, _ = run.regions()
-    records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k)
+            np.save(folder / "z_v.npy", enc.transform_image(Xs))
+            np.save(folder / "z_g.npy", enc.transform_genetic(Xs))
+    hv_splits = {name: (hv[rows], y[rows]) for name, rows in (("train", tr), ("validation", va), ("holdout", hold))}
+    # the CNN features alone through the classical row's logistic regression (same inner folds, C grid, weights)
+    records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], hv_splits, table="Table 1", name=HV_LOGISTIC, k=k,
+                              predictions=predictions)[1]
+    records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
     records += _covariate_records(run, wm, y, tr, va, hold, k)
-    return {"records": records}
+    ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
+    pd.concat([pd.DataFrame({"participant_id": ids[p["split"]], "table": p["table"], "model": p["model"],
+                             "split": p["split"], "predicted": p["predicted"]}) for p in predictions]
+              ).to_csv(folder / "predictions.csv.gz", index=False)
+    return {"records": records, "search": searched}
