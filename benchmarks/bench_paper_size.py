@@ -1,0 +1,224 @@
+"""Issue 14's paper-size experiment: does CGNI beat the CNN's features alone as n grows?
+
+For each cohort size the command line's own stages run on the embedded simulated cohort
+(``make_cohort`` with 1,060 SNPs, demographics independent of the working-memory groups by
+default, small images so that a CPU can train the CNNs): data and QC, regional means, the
+brain-age CNN (once), the working-memory CNN fine-tuned on each outer fold (``h_v`` cached in
+``finetune_f*/hv.npy``), then the ``models`` stage twice on the same ``h_v``:
+
+A. **the paper's stages 2-3**: the paper's encoder and classifier sizes, 50 epochs, no
+   cross-fitting, fixed loss weights; with it the paper's baselines, the CNN features alone
+   (``h_v`` -> logistic regression), the classical rows and age + sex;
+B. **CGNI with issue 14's items 1-4**: inputs standardised, small encoders with early stopping
+   on held-out cross-modal matching, stage 3 cross-fitted (3 folds), and a nested search
+   (one stratified 20 % inner split of each fold's training part) over a grid fixed before
+   the runs (:data:`GRID`, 8 candidates); the same model with regional gray-matter means as
+   the image input instead of ``h_v`` (item 4).
+
+Reported per size: balanced accuracy on the pooled out-of-fold validation predictions (every
+training-part participant once) with a 95 % bootstrap interval, the holdout mean ± sd over
+folds, and a paired test of each row against ``h_v -> logistic`` on the same participants
+(the difference of balanced accuracies, 10,000 random swaps of the two rows' predictions per
+participant, two-sided). Then the learning curve and Table 3 (sparse CCA of fold 0's
+``z_v``, ``z_g`` on training, validation and holdout) for A and B.
+
+Usage (the results file was written by this; one torch thread)::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --sizes 500 1000 2000
+
+Writes ``benchmarks/results/paper_size.md`` and ``paper_size.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score
+
+from sklearn_cgni.cli._config import default_config, load_config
+from sklearn_cgni.cli._inputs import Inputs
+from sklearn_cgni.cli._run import run_pipeline
+
+RESULTS = Path(__file__).parent / "results"
+#: the nested search of row B, fixed before any run: 2 x 2 x 2 = 8 candidates
+GRID = {"contrastive.genetic_hidden": [[], [64]], "contrastive.temperature": [0.1, 0.5],
+        "contrastive.weight_decay": [1e-4, 1e-2]}
+#: row B's base settings (items 1-4 of issue 14)
+ITEMS = {"contrastive": {"standardize": True, "regional_row": True, "n_components": 32, "image_hidden": [],
+                         "genetic_hidden": [64], "max_epochs": 200, "early_stopping": True, "scoring": "matching",
+                         "n_iter_no_change": 15, "snp_dropout": 0.2},
+         "classifier": {"cross_fit": 3, "hidden_layer_sizes": [64, 32], "max_epochs": 15},
+         "search": {"grid": GRID, "inner_cv": 1, "validation_fraction": 0.2}}
+REFERENCE = "CNN features h_v -> logistic"
+
+
+def config(args, n, items):
+    paper = default_config()
+    over = [{"cohort": {"n_participants": n, "n_snps": args.snps, "shape": list(args.shape),
+                        "demographics": args.demographics, "effect_pattern": args.effect_pattern},
+             "protocol": {"folds": args.folds, "table2": False},
+             "run": {"seed": args.seed, "threads": 1},
+             # A: the paper's stages 2-3 and baselines (the cpu preset shrinks them)
+             "contrastive": paper["contrastive"], "classifier": paper["classifier"], "baselines": paper["baselines"]}]
+    if items:
+        over.append(ITEMS)
+    return load_config(None, preset="cpu", overrides=over)
+
+
+def collect(out, folds, label):
+    """Per-fold records and held-out predictions of the models stage (and the imaging CNN's)."""
+    st = Path(out) / "stages"
+    recs, preds = [], []
+    wm = pd.read_csv(st / "data" / "participants.csv", dtype={"participant_id": str}).set_index("participant_id")
+    wm = wm[wm["wm_group"].notna() & wm["image_qc_passed"]]
+    split = json.loads((st / "data" / "splits.json").read_text())
+    for k in range(folds):
+        done = json.loads((st / f"models_f{k}" / "_done.json").read_text())["result"]
+        recs += done["records"]
+        p = pd.read_csv(st / f"models_f{k}" / "predictions.csv.gz", dtype={"participant_id": str})
+        preds.append(p.assign(fold=k))
+        fine = json.loads((st / f"finetune_f{k}" / "_done.json").read_text())["result"]
+        recs += fine["records"]
+        proba = np.load(st / f"finetune_f{k}" / "cnn_proba.npy")
+        for name, rows in (("validation", split["folds"][k][1]), ("holdout", split["holdout"])):
+            preds.append(pd.DataFrame({"participant_id": wm.index[rows], "table": "Table 1", "model": "Imaging CNN",
+                                       "split": name, "predicted": proba[rows].argmax(1), "fold": k}))
+    recs = pd.DataFrame(recs)
+    preds = pd.concat(preds)
+    for frame in (recs, preds):
+        frame["run"] = label
+    y = wm["wm_group"].astype(int)
+    preds["y"] = preds["participant_id"].map(y).to_numpy()
+    return recs[recs["table"] == "Table 1"], preds[preds["table"] == "Table 1"]
+
+
+def paired_p(y, a, b, rng, n=10000):
+    """Two-sided permutation p of BA(a) - BA(b): swap the two predictions per participant at random."""
+    obs = balanced_accuracy_score(y, a) - balanced_accuracy_score(y, b)
+    swap = rng.random((n, len(y))) < 0.5
+    cls = np.unique(y)
+    w = np.zeros(len(y))
+    for c in cls:
+        w[y == c] = 1.0 / ((y == c).sum() * len(cls))
+    ca, cb = (a == y).astype(float), (b == y).astype(float)
+    diff = np.where(swap, cb - ca, ca - cb) @ w  # BA = class-weighted mean of correct predictions
+    return float(obs), float((1 + np.sum(np.abs(diff) >= abs(obs) - 1e-12)) / (n + 1))
+
+
+def summarize(recs, preds, n, rng):
+    val = preds[preds["split"] == "validation"]
+    ref = val[val["model"] == REFERENCE].set_index("participant_id")
+    rows = []
+    for (run, model), d in val.groupby(["run", "model"], sort=False):
+        d = d.set_index("participant_id")
+        y, p = d["y"].to_numpy(), d["predicted"].to_numpy()
+        ba = balanced_accuracy_score(y, p)
+        boot = [balanced_accuracy_score(y[i], p[i]) for i in rng.integers(0, len(y), (1000, len(y)))]
+        r_ref = ref.loc[d.index, "predicted"].to_numpy()
+        diff, pval = paired_p(y, p, r_ref, rng) if model != REFERENCE else (0.0, 1.0)
+        h = recs[(recs["run"] == run) & (recs["model"] == model) & (recs["split"] == "holdout")]["balanced_accuracy"]
+        rows.append({"n": n, "run": run, "model": model, "n_validation": len(y), "validation_ba": 100 * ba,
+                     "ci_low": 100 * np.percentile(boot, 2.5), "ci_high": 100 * np.percentile(boot, 97.5),
+                     "minus_hv": 100 * diff, "p_vs_hv": pval, "holdout_mean": 100 * h.mean(),
+                     "holdout_sd": 100 * h.std()})
+    return pd.DataFrame(rows)
+
+
+def table3(out):
+    p = Path(out) / "stages" / "scca" / "table3.csv"
+    return pd.read_csv(p) if p.exists() else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
+    ap.add_argument("--snps", type=int, default=1060)
+    ap.add_argument("--shape", type=int, nargs=3, default=[20, 24, 20])
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--demographics", default="independent", choices=("independent", "reference"))
+    ap.add_argument("--effect-pattern", default="region", choices=("region", "focal", "mixed"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="/tmp/sklearn_cgni_paper_size")
+    ap.add_argument("--out", default=os.fspath(RESULTS / "paper_size"))
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    rng = np.random.default_rng(args.seed)
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    summaries, t3, timings = [], [], []
+    for n in args.sizes:
+        out = Path(args.work) / f"n{n}_{args.demographics}_{args.effect_pattern}"
+        both = []
+        for label, items in (("A", False), ("B", True)):
+            t = time.perf_counter()
+            run_pipeline(out, config(args, n, items), Inputs(embedded=True), force=True, progress=False,
+                         preset="cpu", only="scca")
+            timings.append({"n": n, "run": label, "seconds": time.perf_counter() - t})
+            both.append(collect(out, args.folds, label))
+            tab = table3(out)
+            if tab is not None:
+                t3.append(tab.assign(n=n, run=label))
+            print(f"n={n} run {label}: {timings[-1]['seconds']:.0f} s", flush=True)
+        recs = pd.concat([b[0] for b in both])
+        preds = pd.concat([b[1] for b in both])
+        # A's rows other than CGNI are B's too (same h_v, folds and seeds): keep them once
+        keep_b = preds["run"].eq("A") | preds["model"].str.startswith("CGNI")
+        preds, recs = preds[keep_b], recs[recs["run"].eq("A") | recs["model"].str.startswith("CGNI")]
+        s = summarize(recs, preds, n, rng)
+        summaries.append(s)
+        print(s.round(3).to_string(), flush=True)
+    df = pd.concat(summaries)
+    df.to_csv(f"{args.out}.csv", index=False)
+    write_markdown(args, df, pd.concat(t3) if t3 else None, pd.DataFrame(timings), load0, time.perf_counter() - t0)
+    return df
+
+
+def write_markdown(args, df, t3, timings, load0, wall):
+    name = {("A", "CGNI contrastive (terms 1+2+4)"): "CGNI, paper's stages 2-3 (A)",
+            ("B", "CGNI contrastive (terms 1+2+4)"): "CGNI, items 1-4, tuned (B)",
+            ("B", "CGNI on regional GM means"): "CGNI, items 1-4, tuned, regional GM input (B)"}
+    df = df.assign(row=[name.get((r, m), m) for r, m in zip(df["run"], df["model"])])
+    lines = [f"# Issue 14: the paper-size experiment ({time.strftime('%Y-%m-%d')})", "",
+             "`OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --sizes "
+             f"{' '.join(map(str, args.sizes))} --snps {args.snps} --shape {' '.join(map(str, args.shape))} "
+             f"--folds {args.folds} --demographics {args.demographics} --effect-pattern {args.effect_pattern}`: "
+             f"the command line's stages (cpu preset stage 1: brain-age CNN once, working-memory CNN per fold with "
+             f"early stopping) on `make_cohort(n, {args.snps}, shape={tuple(args.shape)}, "
+             f"demographics={args.demographics!r}, effect_pattern={args.effect_pattern!r}, random_state={args.seed})`, "
+             f"{args.folds} outer folds + a 10 % holdout. {platform.machine()}, {os.cpu_count()} cores, load average "
+             f"{load0[0]:.1f} at the start; wall time {wall:.0f} s.", "",
+             "Row B's nested search grid (fixed before the runs): " + json.dumps(GRID) + "; its base settings: "
+             + json.dumps(ITEMS["contrastive"]) + ", stage 3 " + json.dumps(ITEMS["classifier"]) + ".", "",
+             "`validation BA` = balanced accuracy of the pooled out-of-fold validation predictions (each "
+             "training-part participant once) with a 95 % bootstrap interval; `- h_v` = that minus the "
+             "`CNN features h_v -> logistic` row on the same participants, `p` its paired permutation p; holdout = "
+             "mean ± sd over the folds' models.", ""]
+    for n, d in df.groupby("n", sort=False):
+        lines += [f"## n = {n}", "", "| row | validation BA % [95 % CI] | − h_v (points) | p vs h_v | holdout % |",
+                  "|---|---|---|---|---|"]
+        for r in d.sort_values("validation_ba", ascending=False).to_dict("records"):
+            lines.append(f"| {r['row']} | {r['validation_ba']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] | "
+                         f"{r['minus_hv']:+.1f} | {r['p_vs_hv']:.3g} | {r['holdout_mean']:.1f} ± {r['holdout_sd']:.1f} |")
+        lines.append("")
+    lines += ["## Learning curve (validation BA %)", ""]
+    curve = df.pivot_table(index="row", columns="n", values="validation_ba", sort=False)
+    lines.append("| row | " + " | ".join(f"n = {c}" for c in curve.columns) + " |")
+    lines.append("|---|" + "---|" * len(curve.columns))
+    for row, vals in curve.iterrows():
+        lines.append(f"| {row} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    if t3 is not None:
+        lines += ["", "## Table 3: sparse CCA of fold 0's z_v, z_g", "", t3.round(3).to_markdown(index=False)]
+    lines += ["", "## Time per run (s)", "", timings.round(0).to_markdown(index=False)]
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
