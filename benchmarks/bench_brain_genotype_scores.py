@@ -16,7 +16,8 @@ For each setting (SNP effect pattern x planted effect size), on one simulated co
    pattern only). For the IDP baseline the analogue is the ridge coefficient magnitude per
    region. Focal pattern: distance in mm from each causal score's saliency peak
    (``SaliencyExplainer.peaks_``, inside the atlas; the sub-voxel centroid peak and the peak
-   voxel's centre) to the nearest planted cluster center, and
+   voxel's centre; and the peak of the signed mean gradient smoothed by a Gaussian of the
+   planted clusters' FWHM, ``--smoothing-fwhm``) to the nearest planted cluster center, and
    the fraction within 10 mm among the causal SNPs the CNN reads at held-out r >= 0.2.
 5. Association: every score x (digit span, fluid intelligence, reaction time), OLS with age,
    sex and site; Bonferroni-significant tests per SNP class, from the OLS p-values and from
@@ -235,8 +236,15 @@ def run_setting(args, snp_effect, log, pattern="region"):
                         np.asarray(centers[p["score"]], float) - xyz, axis=1)))})
             return pd.DataFrame(rows)
 
+        # the signed mean gradient smoothed by a matched filter: a Gaussian of the planted clusters' own
+        # FWHM (2 x focal_radius, the radius at half maximum) unless --smoothing-fwhm says otherwise
+        fwhm = args.smoothing_fwhm or 2 * args.focal_radius
+        smooth = SaliencyExplainer(cnn_models[0], method="saliency", snps=causal, atlas=cohort.atlas, batch_size=8,
+                                   absolute=False, smoothing_fwhm=fwhm).fit(X[test0[: args.saliency_n]],
+                                                                            affine=cohort.affine)
         dist = pd.concat([f(ex).assign(method=name + suffix)
-                          for name, ex in (("CNN saliency", sal), ("CNN integrated gradients", ig))
+                          for name, ex in (("CNN saliency", sal), ("CNN integrated gradients", ig),
+                                           (f"CNN saliency, signed, smoothed {fwhm:g} mm", smooth))
                           for suffix, f in ((" (centroid peak)", lambda e: e.peak_distances(centers)),
                                             (" (voxel peak)", voxel_peak_distances))])
         dist["r_held_out"] = dist["score"].map(r_cnn)
@@ -300,6 +308,8 @@ def main():
     p.add_argument("--patterns", nargs="+", default=("region", "focal"), choices=("region", "focal", "mixed"),
                    help="make_cohort(effect_pattern=...)")
     p.add_argument("--focal-radius", type=float, default=12.0, help="make_cohort(focal_radius=...), mm")
+    p.add_argument("--smoothing-fwhm", type=float, default=None,
+                   help="FWHM (mm) of the signed saliency maps' smoothing; default 2 x focal radius (matched filter)")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=40, help="epoch budget (max_epochs)")
     p.add_argument("--early-stopping", action="store_true", help="stop on valid_r, keep the best epoch")

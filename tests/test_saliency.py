@@ -184,3 +184,33 @@ def test_saliency_peak_centroid_is_sub_voxel(center):
     err = {p: SaliencyExplainer(net, atlas=lab, peak=p).fit(X, affine=affine).peak_distances(truth)
            .loc[0, "distance_mm"] for p in ("voxel", "centroid")}
     assert err["centroid"] < 2.0 < err["voxel"]  # within a quarter voxel, where the voxel centre is 4+ mm off
+
+
+def test_smoothing_fwhm_finds_a_smooth_effect_past_an_isolated_spike():
+    import torch
+    from nilearn.image import smooth_img
+
+    from sklearn_cgni.explain import SaliencyExplainer
+
+    shape, center, spike = (10, 11, 10), (3.0, 4.0, 3.0), (7, 8, 7)
+    d2 = sum((g - c) ** 2 for g, c in zip(np.indices(shape), center))
+    w = np.exp(-d2 / (2 * 1.2**2))  # the effect: a smooth cluster
+    w[spike] = 1.5  # a single speckle, larger than the cluster's peak
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), 1))
+    with torch.no_grad():
+        net[1].weight[0] = torch.as_tensor(w.ravel(), dtype=torch.float32)
+    X = np.random.default_rng(0).normal(size=(3, *shape)).astype("float32")
+    affine = np.diag([8.0, 8.0, 8.0, 1.0])
+    lab = Bunch(img=nib.Nifti1Image(np.ones(shape, np.int16), affine), labels=pd.DataFrame({"index": [1], "name": ["b"]}))
+    truth = {"score0": [list(affine[:3, :3] @ np.asarray(center))]}
+    raw = SaliencyExplainer(net, atlas=lab, absolute=False).fit(X, affine=affine)
+    smooth = SaliencyExplainer(net, atlas=lab, absolute=False, smoothing_fwhm=16.0).fit(X, affine=affine)
+    assert raw.peak_distances(truth).loc[0, "distance_mm"] > 30  # the spike wins unsmoothed
+    assert smooth.peak_distances(truth).loc[0, "distance_mm"] < 4
+    # the maps are nilearn's smoothing of the unsmoothed mean maps
+    expected = smooth_img(nib.Nifti1Image(raw.maps_[0].astype(np.float64), affine), 16.0).get_fdata()
+    np.testing.assert_allclose(smooth.maps_[0], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="smoothing_fwhm is in mm and needs the images' affine"):
+        SaliencyExplainer(net, smoothing_fwhm=16.0).fit(X)
+    with pytest.raises(ValueError, match="smoothing_fwhm"):
+        SaliencyExplainer(net, smoothing_fwhm=-1.0).fit(X, affine=affine)
