@@ -93,8 +93,9 @@ def test_encoder_early_stopping_and_confound_models_from_the_config():
     from sklearn_cgni.cli._protocol import TABLE1_CGNI, paper_models
 
     cfg = load_config(preset="cpu", overrides=["contrastive.early_stopping=true", "contrastive.n_iter_no_change=3"])
-    c = dict(cfg["contrastive"], image_hidden=tuple(cfg["contrastive"]["image_hidden"]),
-             genetic_hidden=tuple(cfg["contrastive"]["genetic_hidden"]))
+    from sklearn_cgni.cli._config import estimator_params
+
+    c = estimator_params(cfg, "contrastive", "ContrastiveSNPEncoder")  # the section's encoder parameters
     enc = paper_models(8, contrastive=c)[("Table 1", TABLE1_CGNI)].named_steps["contrastive"]
     assert enc.early_stopping is True and enc.n_iter_no_change == 3 and enc.validation_fraction == 0.1
     assert load_config()["contrastive"]["early_stopping"] is False  # the paper's fixed epochs by default
