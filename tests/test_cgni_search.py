@@ -24,8 +24,8 @@ SMALL = dict(n_components=4, image_hidden=(), genetic_hidden=(8,), max_epochs=3,
 
 
 def _cgni(cross_fit=0, **kw):
-    return paper_models(4, contrastive=SMALL, classifier=dict(hidden_layer_sizes=(8,), max_epochs=3),
-                        cross_fit=cross_fit, device="cpu", **kw)[("Table 1", TABLE1_CGNI)]
+    return paper_models(4, contrastive={**SMALL, **kw}, classifier=dict(hidden_layer_sizes=(8,), max_epochs=3),
+                        cross_fit=cross_fit, device="cpu")[("Table 1", TABLE1_CGNI)]
 
 
 def _toy(n=80, seed=0):
@@ -70,8 +70,9 @@ def test_tuned_searches_on_the_rows_it_is_given_and_refits_the_best():
     search.fit(X, y)
     assert len(search.cv_results_["params"]) == 2 and search.n_splits_ == 1
     assert search.best_params_["contrastive__temperature"] in (0.1, 0.5)
-    # the refitted pipeline standardises its input, then encodes and classifies
-    assert list(search.best_estimator_.named_steps) == ["scale", "contrastive", "classifier"]
+    # the refitted pipeline encodes (z-scoring its input inside the encoders) and classifies
+    assert list(search.best_estimator_.named_steps) == ["contrastive", "classifier"]
+    assert search.best_estimator_.named_steps["contrastive"].standardize is True
     assert search.predict(X).shape == y.shape
     assert isinstance(tuned(_cgni(), grid, inner_cv=3).cv, StratifiedKFold)
     for bad in (0, 1.5, True):

@@ -297,3 +297,32 @@ def test_save_weights_round_trip_is_weights_only_and_transforms_identically(tmp_
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a weights file written by save_weights"):
         ContrastiveSNPEncoder.from_weights(tmp_path / "bad.pt")
+
+
+def test_standardize_makes_the_encoder_blind_to_the_inputs_units(tmp_path):
+    h_v, snps, y = _data()
+    X = np.hstack([h_v, snps])
+    rng = np.random.default_rng(1)
+    scale, shift = rng.uniform(0.01, 100, X.shape[1]), rng.normal(0, 50, X.shape[1])
+    kw = dict(image_features=8, n_components=4, image_hidden=(8,), genetic_hidden=(8,), batch_size=20,
+              max_epochs=3, snp_dropout=0.2, standardize=True, random_state=0)
+    a = ContrastiveSNPEncoder(**kw).fit(X, y)
+    b = ContrastiveSNPEncoder(**kw).fit(X * scale + shift, y)
+    # the same z-scores reach the layers, so the same training and the same embeddings
+    np.testing.assert_allclose(a.transform_genetic(X), b.transform_genetic(X * scale + shift), atol=1e-4)
+    np.testing.assert_allclose(a.transform_image(X), b.transform_image(X * scale + shift), atol=1e-4)
+    # transform returns z_g and the z-scored h_v (the training rows' mean 0, SD 1)
+    h = a.transform(X)[:, 4:]
+    np.testing.assert_allclose(h.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(h.std(0), 1, atol=1e-4)
+    # the statistics travel with the weights: the reloaded encoder and its torch modules take raw inputs
+    back = ContrastiveSNPEncoder.from_weights(a.save_weights(tmp_path / "enc.pt"))
+    np.testing.assert_allclose(back.transform(X), a.transform(X), atol=1e-6)
+    with torch.no_grad():
+        z = back.genetic_encoder_(torch.as_tensor(X[:, 8:], dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(z, a.transform_genetic(X), atol=1e-5)
+    # unstandardised, the units matter
+    plain = {**kw, "standardize": False}
+    c = ContrastiveSNPEncoder(**plain).fit(X, y)
+    d = ContrastiveSNPEncoder(**plain).fit(X * scale + shift, y)
+    assert not np.allclose(c.transform_genetic(X), d.transform_genetic(X * scale + shift), atol=1e-2)

@@ -72,7 +72,7 @@ ESTIMATOR_KEYS = {
     "contrastive": (("sklearn_cgni.genetics", "ContrastiveSNPEncoder",
                      {k: k for k in ("n_components", "image_hidden", "genetic_hidden", "lambda_vg", "sigma_gv",
                                      "gamma_vv", "theta_gg", "temperature", "denominator", "reduction",
-                                     "batch_size", "lr", "weight_decay", "dropout", "snp_dropout", "max_epochs",
+                                     "batch_size", "lr", "weight_decay", "dropout", "snp_dropout", "standardize", "max_epochs",
                                      "early_stopping", "scoring", "validation_fraction", "n_iter_no_change")}),),
     "classifier": (("sklearn_cgni.classification", "CGNIClassifier",
                     {k: k for k in ("hidden_layer_sizes", "dropout", "lr", "weight_decay", "max_epochs",

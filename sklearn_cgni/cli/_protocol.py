@@ -129,7 +129,7 @@ def _snp_columns(n_image_features):
 
 def paper_models(n_image_features, *, contrastive=None, classifier=None, baselines=None,
                  class_weight="balanced", device="auto", random_state=0, table2=False,
-                 term_weights=None, cross_fit=0, standardize=False):
+                 term_weights=None, cross_fit=0):
     """The models of Table 1 (and optionally Table 2) on ``[h_v ⊕ SNPs]`` arrays.
 
     Parameters
@@ -153,10 +153,6 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         :class:`~sklearn_cgni.evaluation.CrossFitTransformer` with ``k`` stratified folds), so
         it never trains on embeddings of participants the encoder was fitted on. 0: the
         paper's single encoder fit.
-    standardize : bool, default=False
-        Put a :class:`~sklearn.preprocessing.StandardScaler` in front of CGNI's encoder, so
-        that ``h_v`` and the SNP dosages enter stage 2 (and ``h_v`` stage 3) with unit variance
-        per column; the paper does not say it scaled its inputs.
 
     Returns
     -------
@@ -164,8 +160,6 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
         The "Imaging CNN" row is not here: it is the fine-tuned stage-1 CNN itself.
     """
     from ..classification import CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM, SparseGeneticNN
-    from sklearn.preprocessing import StandardScaler
-
     from ..genetics import ContrastiveSNPEncoder
     from ._config import ESTIMATOR_KEYS
 
@@ -194,9 +188,7 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
 
             encoder = CrossFitTransformer(encoder, cv=StratifiedKFold(int(cross_fit), shuffle=True,
                                                                        random_state=random_state))
-        steps = [("scale", StandardScaler())] if standardize else []
         return Pipeline([
-            *steps,
             ("contrastive", encoder),
             ("classifier", CGNIClassifier(class_weight=class_weight, **classifier, **common)),
         ])

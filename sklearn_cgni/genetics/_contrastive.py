@@ -78,7 +78,13 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     snp_dropout : float in [0, 1), default=0.0
         Dropout on the SNP input of ``e_g`` (training only): each participant's SNPs are
         zeroed at random, so the encoder cannot identify a training participant from a few
-        rare genotypes (one way stage 2 memorises).
+        rare genotypes (one way stage 2 memorises). With ``standardize=True`` a dropped SNP is
+        set to its training mean.
+    standardize : bool, default=False
+        Z-score ``h_v`` and the SNPs with the training rows' mean and SD inside each encoder
+        (a :class:`~sklearn_cgni.nn.Standardize` layer, so saved weights and occlusion keep
+        it); :meth:`transform` then returns the z-scored ``h_v`` too. The paper does not say
+        it scaled its inputs (False).
     max_epochs : int, default=50
     early_stopping : bool, default=False
         Hold out a stratified ``validation_fraction`` of the training samples, evaluate
@@ -165,6 +171,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "snp_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "standardize": ["boolean"],
         "early_stopping": ["boolean"],
         "scoring": [StrOptions({"loss", "matching"})],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
@@ -193,6 +200,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         weight_decay=0.0,
         dropout=0.0,
         snp_dropout=0.0,
+        standardize=False,
         max_epochs=50,
         early_stopping=False,
         scoring="loss",
@@ -219,6 +227,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.dropout = dropout
         self.snp_dropout = snp_dropout
+        self.standardize = standardize
         self.max_epochs = max_epochs
         self.early_stopping = early_stopping
         self.scoring = scoring
@@ -267,6 +276,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             module__n_components=self.n_components,
             module__dropout=self.dropout,
             module__snp_dropout=self.snp_dropout,
+            module__standardize=bool(self.standardize),
             criterion=CGNIContrastiveLoss,
             **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
         )
@@ -347,6 +357,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
 
         with seeded_init(seed):  # the encoders' initial weights, from this fit's seed only
             self.net_.initialize()
+        if self.standardize:  # z-scores from the rows the encoders train on (a constant column keeps scale 1)
+            for enc, data in ((self.net_.module_.image_encoder, h_v), (self.net_.module_.genetic_encoder, x_g)):
+                sd = data.std(axis=0, dtype=np.float64)
+                enc.standardize.set_statistics(data.mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
         set_generators(self.net_.module_, seed, self.net_.device)
         try:
             self.net_.partial_fit({"h_v": h_v, "x_g": x_g}, y_enc)
@@ -426,12 +440,17 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Returns
         -------
         Xt : ndarray of shape (n_samples, n_components + n_image_features)
-            The L2-normalised genetic embedding ``z_g`` followed by the untouched ``h_v``.
+            The L2-normalised genetic embedding ``z_g`` followed by ``h_v`` (z-scored with the
+            training rows' statistics when ``standardize=True``, as the encoders see it).
         """
         X = self._validated(X)
         _, x_g = self._split(X)
         z_g = self._encode(self.genetic_encoder_, x_g, X.dtype)
-        return np.hstack([z_g, X[:, self.image_indices_]])
+        h_v = X[:, self.image_indices_]
+        if self.standardize:
+            z = self.image_encoder_.standardize
+            h_v = ((h_v - z.mean.cpu().numpy()[0]) / z.scale.cpu().numpy()[0]).astype(X.dtype, copy=False)
+        return np.hstack([z_g, h_v])
 
     def transform_image(self, X):
         """Imaging embedding ``z_v = e_v(h_v)`` (L2-normalised), shape (n, n_components)."""

@@ -2,6 +2,7 @@
 
 Each module adds its own import line below.
 """
+from ._standardize import Standardize  # noqa: E402,F401
 from ._mlp import MLP, ContrastiveEncoders, Encoder, genetic_encoder, image_encoder  # noqa: E402,F401
 from .losses import (  # noqa: E402,F401
     CGNIContrastiveLoss,

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ._random import Dropout
+from ._standardize import Standardize
 
 __all__ = [
     "PAPER_CHANNELS",
@@ -342,11 +343,12 @@ class RandomShift3d(nn.Module):
         return f"max_shift={self.max_shift}"
 
 
-class VoxelStandardize(nn.Module):
+class VoxelStandardize(Standardize):
     """Voxel-wise z-scores: ``(x - mean) / scale`` with buffers of shape ``(1, 1, X, Y, Z)``.
 
-    The one place the package standardises image voxels. :class:`BrainCNN` composes it (as
-    ``voxel``), so the statistics travel in the state dict and every copy of the network
+    The one place the package standardises image voxels (the image form of
+    :class:`~sklearn_cgni.nn.Standardize`). :class:`BrainCNN` composes it (as ``voxel``), so
+    the statistics travel in the state dict and every copy of the network
     (:class:`FoldedInferenceCNN`, attribution modules) takes raw images.
 
     Parameters
@@ -364,19 +366,7 @@ class VoxelStandardize(nn.Module):
     """
 
     def __init__(self, shape):
-        super().__init__()
-        shape = tuple(int(s) for s in shape)
-        self.register_buffer("mean", torch.zeros(1, 1, *shape))
-        self.register_buffer("scale", torch.ones(1, 1, *shape))
-
-    def set_statistics(self, mean, scale):
-        """Copy the voxel-wise mean and scale (arrays of the image shape) into the buffers."""
-        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).reshape(self.mean.shape))
-        self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(self.scale.shape))
-        return self
-
-    def forward(self, x):
-        return (x - self.mean) / self.scale
+        super().__init__((1, *(int(s) for s in shape)))
 
     def extra_repr(self):
         return f"shape={tuple(self.mean.shape[2:])}"

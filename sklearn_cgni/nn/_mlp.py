@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._random import dropout
+from ._random import Dropout, dropout
+from ._standardize import Standardize
 
 __all__ = [
     "MLP",
@@ -115,7 +116,9 @@ class Encoder(MLP):
 
     The contrastive losses compare cosine similarities, so the encoder returns the
     embedding the loss actually sees; ``transform`` and occlusion analyses then work on the
-    same vectors. ``normalize=False`` returns the raw last-layer output.
+    same vectors. ``normalize=False`` returns the raw last-layer output. ``standardize=True``
+    z-scores the input first (a :class:`Standardize` layer, ``standardize``, whose statistics
+    the caller sets); ``input_dropout`` drops input features in training, after that.
 
     Examples
     --------
@@ -126,11 +129,21 @@ class Encoder(MLP):
     True
     """
 
-    def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, normalize=True):
+    def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, normalize=True, standardize=False,
+                 input_dropout=0.0):
         super().__init__(in_features, hidden_sizes, out_features, dropout=dropout)
         self.normalize = bool(normalize)
+        # z-scores of the input (statistics set by the estimator, saved in the state dict) and
+        # dropout on the input, after standardising (a dropped feature is at its mean)
+        self.standardize = Standardize((int(in_features),)) if standardize else None
+        self.input_dropout = Dropout(input_dropout) if input_dropout else None
 
     def forward(self, x):
+        # getattr: encoders pickled before these layers existed have neither attribute
+        if getattr(self, "standardize", None) is not None:
+            x = self.standardize(x)
+        if getattr(self, "input_dropout", None) is not None:
+            x = self.input_dropout(x)
         z = super().forward(x)
         return F.normalize(z, dim=1) if self.normalize else z
 
@@ -165,6 +178,9 @@ class ContrastiveEncoders(nn.Module):
         lean on a few SNPs to identify a participant. Identity in eval mode.
     normalize : bool, default=True
         L2-normalise ``z_v`` and ``z_g``.
+    standardize : bool, default=False
+        Each encoder z-scores its input first (a :class:`Standardize` layer whose statistics
+        the estimator sets from its training rows; they travel in the state dict).
 
     Examples
     --------
@@ -186,16 +202,19 @@ class ContrastiveEncoders(nn.Module):
         dropout=0.0,
         normalize=True,
         snp_dropout=0.0,
+        standardize=False,
     ):
         super().__init__()
-        self.snp_dropout = nn.Dropout(snp_dropout)
         self.image_encoder = image_encoder(
-            n_image_features, image_hidden, n_components, dropout=dropout, normalize=normalize
+            n_image_features, image_hidden, n_components, dropout=dropout, normalize=normalize,
+            standardize=standardize
         )
+        # SNP dropout is the genetic encoder's input dropout (after its standardisation, if any)
         self.genetic_encoder = genetic_encoder(
-            n_genetic_features, genetic_hidden, n_components, dropout=dropout, normalize=normalize
+            n_genetic_features, genetic_hidden, n_components, dropout=dropout, normalize=normalize,
+            standardize=standardize, input_dropout=snp_dropout
         )
 
     def forward(self, h_v, x_g):
-        return self.image_encoder(h_v), self.genetic_encoder(self.snp_dropout(x_g))
+        return self.image_encoder(h_v), self.genetic_encoder(x_g)
 

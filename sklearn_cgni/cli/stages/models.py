@@ -89,8 +89,7 @@ def _stage_models(run, folder, k):
     models = paper_models(n_img, contrastive=contrastive, classifier=classifier, baselines=baselines,
                           class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
                           table2=run.cfg["protocol"]["table2"], term_weights=weights,
-                          cross_fit=run.cfg["classifier"]["cross_fit"],
-                          standardize=run.cfg["contrastive"]["standardize"])
+                          cross_fit=run.cfg["classifier"]["cross_fit"])
     splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
     R, _ = run.regions()
     c, search = run.cfg["contrastive"], run.cfg["search"]
@@ -99,8 +98,7 @@ def _stage_models(run, folder, k):
         XR = np.hstack([R, G]).astype(np.float32)
         regional = paper_models(R.shape[1], contrastive=contrastive, classifier=classifier, baselines=baselines,
                                 class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
-                                cross_fit=run.cfg["classifier"]["cross_fit"],
-                                standardize=c["standardize"])[("Table 1", TABLE1_CGNI)]
+                                cross_fit=run.cfg["classifier"]["cross_fit"])[("Table 1", TABLE1_CGNI)]
         jobs.append(("Table 1", REGIONAL_CGNI, regional,
                      {"train": (XR[tr], y[tr]), "validation": (XR[va], y[va]), "holdout": (XR[hold], y[hold])}))
     records, searched, predictions = [], [], []
@@ -120,10 +118,9 @@ def _stage_models(run, folder, k):
         if k == 0 and table == "Table 1" and name == TABLE1_CGNI:
             enc = est.named_steps["contrastive"]
             enc = getattr(enc, "transformer_", enc)  # cross-fitted: the encoder refitted on all training rows
-            Xs = est.named_steps["scale"].transform(X) if "scale" in est.named_steps else X
             enc.save_weights(folder / "encoder.pt")
-            np.save(folder / "z_v.npy", enc.transform_image(Xs))
-            np.save(folder / "z_g.npy", enc.transform_genetic(Xs))
+            np.save(folder / "z_v.npy", enc.transform_image(X))
+            np.save(folder / "z_g.npy", enc.transform_genetic(X))
     hv_splits = {name: (hv[rows], y[rows]) for name, rows in (("train", tr), ("validation", va), ("holdout", hold))}
     # the CNN features alone through the classical row's logistic regression (same inner folds, C grid, weights)
     records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], hv_splits, table="Table 1", name=HV_LOGISTIC, k=k,
