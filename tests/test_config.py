@@ -89,3 +89,11 @@ def test_gamma_switched_off_takes_the_papers_weight_in_table2():
     weights = {"lambda_vg": 0.7, "sigma_gv": 0.3, "gamma_vv": 0.0, "theta_gg": 0.4}
     assert combo_params("L3", weights)["gamma_vv"] == 0.4
     assert combo_params("L1", {**weights, "lambda_vg": 0.5})["lambda_vg"] == 0.5
+
+
+def test_saliency_fwhm_is_checked_and_reaches_the_explainer():
+    from sklearn_cgni.cli import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="scores.saliency_fwhm must be >= 0"):
+        load_config(preset="cpu", overrides=["scores.saliency_fwhm=-8"])
+    assert load_config(preset="cpu", overrides=["scores.saliency_fwhm=16"])["scores"]["saliency_fwhm"] == 16

@@ -308,6 +308,8 @@ def _check_semantics(config):
     sc = config["scores"]
     if sc["cv"] < 2:
         raise ConfigError(f"scores.cv must be at least 2; got {sc['cv']!r}.")
+    if sc["saliency_fwhm"] < 0:
+        raise ConfigError(f"scores.saliency_fwhm must be >= 0 (mm; 0 = no smoothing); got {sc['saliency_fwhm']!r}.")
     if (sc["early_stopping"] or sc["lr_schedule"] != "none") and sc["validation_fraction"] == 0:
         raise ConfigError("scores.early_stopping and scores.lr_schedule watch a validation split: set "
                           "scores.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")

@@ -462,6 +462,10 @@ def render_html(out, results, tables, notes):
                            ("saliency_top_regions", "Saliency: top regions per score")):
             if key in tables:
                 s += f"<h3>{title}</h3>" + _html_table(tables[key], max_rows=40)
+                if key == "saliency_top_regions":
+                    fwhm = cfg.get("scores", {}).get("saliency_fwhm") or 0
+                    s += _note(f"Signed mean gradients smoothed at {fwhm:g} mm FWHM (regions ranked by magnitude)."
+                               if fwhm else "Mean absolute gradients, unsmoothed (scores.saliency_fwhm = 0).")
         parts["scores"] = s
     elif cfg.get("scores", {}).get("enabled") is False:
         parts["scores"] = _note("Not computed: scores.enabled = false.")

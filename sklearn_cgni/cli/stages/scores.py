@@ -133,7 +133,9 @@ def _stage_scores(run, folder):
         pd.concat(assoc).to_csv(folder / "associations.csv", index=False)
     # saliency of fold 0's scorer on its own held-out participants
     test0 = folds[0][1][: c["saliency_participants"]]
-    sal = SaliencyExplainer(estimators[0], atlas=_load_atlas(run), top_k=5)
+    fwhm = c["saliency_fwhm"] or None  # signed maps smoothed by a matched filter, or magnitude maps as they are
+    sal = SaliencyExplainer(estimators[0], atlas=_load_atlas(run), top_k=5, absolute=fwhm is None,
+                            smoothing_fwhm=fwhm)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         sal.fit(images.iloc[test0].tolist())
