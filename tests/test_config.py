@@ -91,7 +91,7 @@ def test_gamma_switched_off_takes_the_papers_weight_in_table2():
     assert combo_params("L1", {**weights, "lambda_vg": 0.5})["lambda_vg"] == 0.5
 
 
-def test_saliency_fwhm_is_checked_and_reaches_the_explainer():
+def test_saliency_fwhm_is_checked_at_load_time():
     from sklearn_cgni.cli import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="scores.saliency_fwhm must be >= 0"):
