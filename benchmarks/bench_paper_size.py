@@ -4,7 +4,8 @@ For each cohort size the command line's own stages run on the embedded simulated
 (``make_cohort`` with 1,060 SNPs, demographics independent of the working-memory groups by
 default, small images so that a CPU can train the CNNs): data and QC, regional means, the
 brain-age CNN (once), the working-memory CNN fine-tuned on each outer fold (``h_v`` cached in
-``finetune_f*/hv.npy``), then the ``models`` stage twice on the same ``h_v``:
+``finetune_f*/hv.npy``), then the ``models`` stage twice on the same ``h_v`` (B in a copy of
+A's folder, so that re-running the benchmark reuses both):
 
 A. **the paper's stages 2-3**: the paper's encoder and classifier sizes, 50 epochs, no
    cross-fitting, fixed loss weights; with it the paper's baselines, the CNN features alone
@@ -35,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -154,9 +156,12 @@ def main(argv=None):
     t0, load0 = time.perf_counter(), os.getloadavg()
     summaries, t3, timings = [], [], []
     for n in args.sizes:
-        out = Path(args.work) / f"n{n}_{args.demographics}_{args.effect_pattern}"
+        base = Path(args.work) / f"n{n}_{args.demographics}_{args.effect_pattern}"
         both = []
         for label, items in (("A", False), ("B", True)):
+            out = base if label == "A" else base.with_name(base.name + "_B")
+            if label == "B" and not out.exists():  # B starts from A's folder: stage 1 and h_v are reused
+                shutil.copytree(base, out)
             t = time.perf_counter()
             run_pipeline(out, config(args, n, items), Inputs(embedded=True), force=True, progress=False,
                          preset="cpu", only="scca")
