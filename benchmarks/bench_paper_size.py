@@ -20,7 +20,8 @@ Reported per size: balanced accuracy on the pooled out-of-fold validation predic
 training-part participant once) with a 95 % bootstrap interval, the holdout mean ± sd over
 folds, and a paired test of each row against ``h_v -> logistic`` on the same participants
 (the difference of balanced accuracies, 10,000 random swaps of the two rows' predictions per
-participant, two-sided). Then the learning curve and Table 3 (sparse CCA of fold 0's
+participant, two-sided). Oracle rows use the simulator's planted latent paths
+(``cohort/latent.csv``) to show what integration could gain at most. Then the learning curve and Table 3 (sparse CCA of fold 0's
 ``z_v``, ``z_g`` on training, validation and holdout) for A and B.
 
 Usage (the results file was written by this; one torch thread)::
@@ -102,6 +103,48 @@ def collect(out, folds, label):
     return recs[recs["table"] == "Table 1"], preds[preds["table"] == "Table 1"]
 
 
+def oracle(out, folds):
+    """Rows that use the simulator's planted latent paths (``cohort/latent.csv``): what integration could gain.
+
+    Per outer fold, logistic regressions (the classical row's, on the fold's training part) on
+    ``h_v`` + the planted direct genetic path, and on the planted brain + genetic paths; and
+    how well the SNPs predict the direct genetic path (ridge, holdout r), i.e. whether the SNP
+    side of the signal is learnable at this n at all.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    from sklearn_cgni.cli._protocol import CLASSICAL_MODELS, classical_models
+
+    st = Path(out) / "stages"
+    parts = pd.read_csv(st / "data" / "participants.csv", dtype={"participant_id": str}).set_index("participant_id")
+    wm = parts[parts["wm_group"].notna() & parts["image_qc_passed"]]
+    y = wm["wm_group"].astype(int).to_numpy()
+    G = np.load(st / "data" / "genotypes_qc.npy")[(parts["wm_group"].notna() & parts["image_qc_passed"]).to_numpy()]
+    latent = pd.read_csv(Path(out) / "cohort" / "latent.csv", dtype={"participant_id": str}).set_index("participant_id")
+    lat = latent.loc[wm.index]
+    split = json.loads((st / "data" / "splits.json").read_text())
+    hold = np.asarray(split["holdout"])
+    preds, recs, ridge_r = [], [], []
+    for k, (tr, va) in enumerate(split["folds"]):
+        tr, va = np.asarray(tr), np.asarray(va)
+        hv = np.load(st / f"finetune_f{k}" / "hv.npy")
+        rows = {"oracle: h_v + planted genetic path -> logistic": np.hstack([hv, lat[["genetic_path"]].to_numpy()]),
+                "oracle: planted brain + genetic paths -> logistic": lat[["brain_path", "genetic_path"]].to_numpy()}
+        for name, F in rows.items():
+            m = classical_models(F.shape[1], random_state=0)[CLASSICAL_MODELS[0]].fit(F[tr], y[tr])
+            for s_, ix in (("validation", va), ("holdout", hold)):
+                pred = m.predict(F[ix])
+                preds.append(pd.DataFrame({"participant_id": wm.index[ix], "table": "Table 1", "model": name,
+                                           "split": s_, "predicted": pred, "fold": k}))
+                recs.append({"table": "Table 1", "model": name, "fold": k, "split": s_,
+                             "balanced_accuracy": balanced_accuracy_score(y[ix], pred)})
+        r = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(G[tr], lat["genetic_path"].to_numpy()[tr])
+        ridge_r.append(float(np.corrcoef(r.predict(G[hold]), lat["genetic_path"].to_numpy()[hold])[0, 1]))
+    preds = pd.concat(preds).assign(run="oracle")
+    preds["y"] = preds["participant_id"].map(wm["wm_group"].astype(int)).to_numpy()
+    return pd.DataFrame(recs).assign(run="oracle"), preds, float(np.mean(ridge_r))
+
+
 def paired_p(y, a, b, rng, n=10000):
     """Two-sided permutation p of BA(a) - BA(b): swap the two predictions per participant at random."""
     obs = balanced_accuracy_score(y, a) - balanced_accuracy_score(y, b)
@@ -154,7 +197,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     rng = np.random.default_rng(args.seed)
     t0, load0 = time.perf_counter(), os.getloadavg()
-    summaries, t3, timings = [], [], []
+    summaries, t3, timings, ridge = [], [], [], {}
     for n in args.sizes:
         base = Path(args.work) / f"n{n}_{args.demographics}_{args.effect_pattern}"
         both = []
@@ -171,21 +214,26 @@ def main(argv=None):
             if tab is not None:
                 t3.append(tab.assign(n=n, run=label))
             print(f"n={n} run {label}: {timings[-1]['seconds']:.0f} s", flush=True)
+        o_recs, o_preds, snp_r = oracle(base, args.folds)
+        both.append((o_recs, o_preds))
+        ridge[n] = snp_r
         recs = pd.concat([b[0] for b in both])
         preds = pd.concat([b[1] for b in both])
         # A's rows other than CGNI are B's too (same h_v, folds and seeds): keep them once
-        keep_b = preds["run"].eq("A") | preds["model"].str.startswith("CGNI")
-        preds, recs = preds[keep_b], recs[recs["run"].eq("A") | recs["model"].str.startswith("CGNI")]
+        keep_b = preds["run"].isin(["A", "oracle"]) | preds["model"].str.startswith("CGNI")
+        preds = preds[keep_b]
+        recs = recs[recs["run"].isin(["A", "oracle"]) | recs["model"].str.startswith("CGNI")]
         s = summarize(recs, preds, n, rng)
         summaries.append(s)
         print(s.round(3).to_string(), flush=True)
     df = pd.concat(summaries)
     df.to_csv(f"{args.out}.csv", index=False)
-    write_markdown(args, df, pd.concat(t3) if t3 else None, pd.DataFrame(timings), load0, time.perf_counter() - t0)
+    write_markdown(args, df, pd.concat(t3) if t3 else None, pd.DataFrame(timings), load0, time.perf_counter() - t0,
+                   ridge)
     return df
 
 
-def write_markdown(args, df, t3, timings, load0, wall):
+def write_markdown(args, df, t3, timings, load0, wall, ridge):
     name = {("A", "CGNI contrastive (terms 1+2+4)"): "CGNI, paper's stages 2-3 (A)",
             ("B", "CGNI contrastive (terms 1+2+4)"): "CGNI, items 1-4, tuned (B)",
             ("B", "CGNI on regional GM means"): "CGNI, items 1-4, tuned, regional GM input (B)"}
@@ -212,7 +260,10 @@ def write_markdown(args, df, t3, timings, load0, wall):
             lines.append(f"| {r['row']} | {r['validation_ba']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] | "
                          f"{r['minus_hv']:+.1f} | {r['p_vs_hv']:.3g} | {r['holdout_mean']:.1f} ± {r['holdout_sd']:.1f} |")
         lines.append("")
-    lines += ["## Learning curve (validation BA %)", ""]
+    lines += ["## Can the SNPs carry their part at this n?", "",
+              "Holdout r of a ridge from the QC'd SNPs to the planted direct genetic path (`latent.csv`), "
+              "mean over the folds' fits: " + ", ".join(f"n = {n}: **{r:.2f}**" for n, r in ridge.items()) + ".", "",
+              "## Learning curve (validation BA %)", ""]
     curve = df.pivot_table(index="row", columns="n", values="validation_ba", sort=False)
     lines.append("| row | " + " | ".join(f"n = {c}" for c in curve.columns) + " |")
     lines.append("|---|" + "---|" * len(curve.columns))
