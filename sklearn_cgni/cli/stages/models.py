@@ -130,5 +130,6 @@ def _stage_models(run, folder, k):
     ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
     pd.concat([pd.DataFrame({"participant_id": ids[p["split"]], "table": p["table"], "model": p["model"],
                              "split": p["split"], "predicted": p["predicted"]}) for p in predictions]
-              ).to_csv(folder / "predictions.csv.gz", index=False)
+              ).to_csv(folder / "predictions.csv.gz", index=False,
+                       compression={"method": "gzip", "mtime": 0})  # no timestamp: same run, same bytes
     return {"records": records, "search": searched}
