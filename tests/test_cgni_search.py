@@ -98,7 +98,7 @@ def test_search_config_is_refused_at_load_time(override, match):
 def test_models_stage_runs_the_nested_search_and_the_extra_rows(finished_run, tmp_path):  # noqa: F811
     from sklearn_cgni.cli._run import run_pipeline
     from sklearn_cgni.cli._inputs import cohort_folder_inputs
-    from sklearn_cgni.cli.stages.models import HV_LOGISTIC, REGIONAL_CGNI
+    from sklearn_cgni.cli._protocol import HV_LOGISTIC, REGIONAL_CGNI
 
     cohort, cfg_path, out = finished_run
     dst = tmp_path / "run"
@@ -132,7 +132,22 @@ def test_models_stage_runs_the_nested_search_and_the_extra_rows(finished_run, tm
         hv = np.load(stages / f"finetune_f{k}" / "hv.npy")
         assert hv.shape[0] == len(wm)
     text = report.read_text()
-    assert "tuned by a nested search" in text
+    assert "tuned by a nested search" in text and "CGNI against the CNN&#x27;s features alone" in text
     assert html.escape(REGIONAL_CGNI) in text and html.escape(HV_LOGISTIC) in text
     chosen = pd.read_csv(dst / "tables" / "search.csv")
     assert len(chosen) == 2 * len(split["folds"])
+
+
+def test_report_says_whether_cgni_adds_to_the_cnn_features():
+    from sklearn_cgni.cli._protocol import HV_LOGISTIC
+    from sklearn_cgni.cli._report import _cgni_vs_hv_note
+
+    def table(cgni, hv):
+        return pd.DataFrame([{"model": TABLE1_CGNI, "validation_mean": cgni, "holdout_mean": cgni},
+                             {"model": HV_LOGISTIC, "validation_mean": hv, "holdout_mean": hv}])
+
+    level = _cgni_vs_hv_note(table(70.2, 70.0))
+    assert "+0.20 points on validation" in level and "adds nothing measurable" in level
+    better = _cgni_vs_hv_note(table(74.0, 70.0))
+    assert "+4.00 points on validation" in better and "adds nothing" not in better
+    assert _cgni_vs_hv_note(table(70.0, 70.0).iloc[:1]) == ""  # no h_v row: nothing to say

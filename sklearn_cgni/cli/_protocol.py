@@ -50,6 +50,10 @@ PAPER_TABLE1 = {
     "CGNI contrastive (terms 1+2+4)": ("91.37 ± 0.30", "90.39 ± 0.11", "88.91 ± 0.66"),
 }
 TABLE1_CGNI = "CGNI contrastive (terms 1+2+4)"
+#: Table 1 rows the command line adds to the paper's: the CNN features alone -> logistic regression,
+#: and CGNI on regional means (``contrastive.regional_row``)
+HV_LOGISTIC = "CNN features h_v -> logistic"
+REGIONAL_CGNI = "CGNI on regional GM means"
 PAPER_TABLE2 = {
     "L1": ("89.96 ± 0.80", "88.55 ± 1.10", "88.31 ± 0.31"),
     "L2": ("89.81 ± 0.95", "87.97 ± 0.91", "87.51 ± 0.20"),

@@ -24,7 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._protocol import CLASSICAL_MODELS, PAPER_TABLE1, PAPER_TABLE2, SPLITS, summarize_scores, table_markdown
+from ._protocol import (
+    CLASSICAL_MODELS,
+    HV_LOGISTIC,
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    SPLITS,
+    TABLE1_CGNI,
+    summarize_scores,
+    table_markdown,
+)
 from ._stages import _clean, write_json
 
 __all__ = ["write_outputs", "SECTIONS", "markdown_table"]
@@ -309,6 +318,24 @@ def _search_note(search, cfg):
             f"h_v computed once). Chosen: {chosen}. ")
 
 
+def _cgni_vs_hv_note(table1):
+    """Whether CGNI adds anything to the CNN's features alone, in one or two sentences."""
+    rows = table1.set_index("model")
+    if TABLE1_CGNI not in rows.index or HV_LOGISTIC not in rows.index:
+        return ""
+    c, h = rows.loc[TABLE1_CGNI], rows.loc[HV_LOGISTIC]
+    gaps = {s: c[f"{s}_mean"] - h[f"{s}_mean"] for s in ("validation", "holdout")}
+    text = (f"CGNI against the CNN's features alone (h_v -> logistic): {gaps['validation']:+.2f} points on "
+            f"validation, {gaps['holdout']:+.2f} on the holdout.")
+    if max(gaps.values()) < 1.0:
+        text += (" CGNI adds nothing measurable to the image here: its contrastive objective aligns the SNP "
+                 "embedding with the image, so it can only re-find genetic signal that acts through the brain "
+                 "(which h_v already carries), and genetic effects on cognition that bypass the brain must be "
+                 "learnt from the labels, which at this size carry little of them "
+                 "(benchmarks/results/paper_size.md).")
+    return _note(text)
+
+
 def _best_note(table1):
     """The best holdout score overall, and whether the best deep model beats the best classical row."""
     t1 = table1.dropna(subset=["holdout_mean"])
@@ -387,7 +414,8 @@ def render_html(out, results, tables, notes):
                if s1.get("standardize_voxels") else " Raw voxel values as input.")) + (
             _img(out, figs["training_curves.png"]) if "training_curves.png" in figs else "")
     if "table1" in tables:
-        parts["table1"] = _table1_html(tables["table1"]) + _best_note(tables["table1"]) + _note(
+        parts["table1"] = (_table1_html(tables["table1"]) + _best_note(tables["table1"])
+                           + _cgni_vs_hv_note(tables["table1"])) + _note(
             "Balanced accuracy (%), mean ± sd over the folds: each fold's model scored on its training part, its "
             "validation part and the common holdout. Paper values in brackets (paper rows only). The Imaging CNN "
             "is stage 1 fine-tuned on each fold; every other deep model takes that fold's h_v and the QC'd SNPs. "

@@ -8,17 +8,20 @@ import time
 import numpy as np
 import pandas as pd
 
-from .._protocol import CLASSICAL_MODELS, TABLE1_CGNI, paper_models, score_model, tuned
+from .._protocol import (
+    CLASSICAL_MODELS,
+    HV_LOGISTIC,
+    REGIONAL_CGNI,
+    TABLE1_CGNI,
+    paper_models,
+    score_model,
+    tuned,
+)
 from .._stages import progress_bar
 from ._base import register
 from ._common import _class_weight, _classical, _covariates, _model_configs
 
 log = logging.getLogger("sklearn_cgni.cli")
-
-#: Table 1 rows the command line adds to the paper's: CGNI on regional means (``contrastive.regional_row``)
-#: and the CNN features alone -> logistic regression
-REGIONAL_CGNI = "CGNI on regional GM means"
-HV_LOGISTIC = "CNN features h_v -> logistic"
 
 
 def _covariate_records(run, wm, y, tr, va, hold, k):
