@@ -120,6 +120,8 @@ class SaliencyExplainer(BaseEstimator):
         pooling windows; a kernel about the size of the effect looked for (a matched filter)
         removes that. ``benchmarks/results/brain_genotype_scores.md`` measures it against
         planted focal clusters.
+
+    Attributes
     ----------
     maps_ : ndarray of shape (n_scores, X, Y, Z), float32
         Mean attribution over participants per score.
@@ -268,6 +270,9 @@ class SaliencyExplainer(BaseEstimator):
                              f"images' own ({source.describe(0)}); leave affine=None for NIfTI inputs.")
         self.affine_ = source.affine if source.affine is not None else \
             (None if affine is None else np.asarray(affine, dtype=float))
+        if self.smoothing_fwhm and self.affine_ is None:  # refused before the gradients are computed
+            raise ValueError("SaliencyExplainer: smoothing_fwhm is in mm and needs the images' affine; give NIfTI "
+                             "images or fit(..., affine=...).")
 
         device = next(module.parameters()).device
         with torch.no_grad():  # the number of scores, from the shape alone (no image decoded twice)
@@ -320,9 +325,6 @@ class SaliencyExplainer(BaseEstimator):
         """Each mean map smoothed by ``smoothing_fwhm`` mm (nilearn), or as it is."""
         if not self.smoothing_fwhm:
             return maps
-        if self.affine_ is None:
-            raise ValueError("SaliencyExplainer: smoothing_fwhm is in mm and needs the images' affine; give NIfTI "
-                             "images or fit(..., affine=...).")
         import nibabel as nib
         from nilearn.image import smooth_img
 
