@@ -48,12 +48,14 @@ def _fit_and_score(model, splits, *, table, name, k, predictions=None):
     """
     t0 = time.perf_counter()
     est = model.fit(*splits["train"])
-    recs = score_model(est.predict, splits, table=table, model=name, fold=k)
+    predicted = {split: est.predict(X) for split, (X, _) in splits.items()}  # each split predicted once
+    recs = score_model(lambda split: predicted[split], {split: (split, y) for split, (_, y) in splits.items()},
+                       table=table, model=name, fold=k)
     for r in recs:
         r["seconds"] = time.perf_counter() - t0
     if predictions is not None:
-        predictions += [dict(table=table, model=name, split=split, predicted=est.predict(X).astype(int))
-                        for split, (X, _) in splits.items() if split != "train"]
+        predictions += [dict(table=table, model=name, split=split, predicted=p.astype(int))
+                        for split, p in predicted.items() if split != "train"]
     log.info("fold %d %s %s: validation %.3f, holdout %.3f (%.1f s)", k, table, name,
              recs[1]["balanced_accuracy"], recs[2]["balanced_accuracy"], time.perf_counter() - t0)
     return est, recs
@@ -126,8 +128,8 @@ def _stage_models(run, folder, k):
             np.save(folder / "z_g.npy", enc.transform_genetic(X))
     hv_splits = {name: (hv[rows], y[rows]) for name, rows in (("train", tr), ("validation", va), ("holdout", hold))}
     # the CNN features alone through the classical row's logistic regression (same inner folds, C grid, weights)
-    records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], hv_splits, table="Table 1", name=HV_LOGISTIC, k=k,
-                              predictions=predictions)[1]
+    records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], hv_splits, table="Table 1",
+                              name=HV_LOGISTIC, k=k, predictions=predictions)[1]
     records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
     records += _covariate_records(run, wm, y, tr, va, hold, k)
     ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
