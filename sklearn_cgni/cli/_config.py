@@ -109,6 +109,18 @@ def estimator_params(config, section, estimator):
     raise KeyError(f"[{section}] configures no {estimator}.")
 
 
+def _broken_constraint(cls, param, value):
+    """The rule of ``cls._parameter_constraints[param]`` that ``value`` breaks (text), or None."""
+    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
+
+    try:
+        validate_parameter_constraints({param: cls._parameter_constraints[param]}, {param: value},
+                                       caller_name=cls.__name__)
+    except InvalidParameterError as exc:
+        return str(exc).split(" must be ", 1)[-1].rsplit(". Got ", 1)[0]
+    return None
+
+
 def _check_estimators(config):
     """Run each configured estimator's parameter validation on its config values.
 
@@ -118,20 +130,15 @@ def _check_estimators(config):
     """
     import importlib
 
-    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
-
     for section, estimators in ESTIMATOR_KEYS.items():
         for module, name, keys in estimators:
             cls = getattr(importlib.import_module(module), name)
             params = estimator_params(config, section, name)
             for key, param in keys.items():
-                try:
-                    validate_parameter_constraints({param: cls._parameter_constraints[param]},
-                                                   {param: params[param]}, caller_name=name)
-                except InvalidParameterError as exc:
-                    rule = str(exc).split(" must be ", 1)[-1].rsplit(". Got ", 1)[0]
+                rule = _broken_constraint(cls, param, params[param])
+                if rule:
                     raise ConfigError(f"{section}.{key} = {config[section][key]!r} is refused: {name}'s "
-                                      f"{param} must be {rule}.") from None
+                                      f"{param} must be {rule}.")
             if not hasattr(cls, "_check_params"):
                 continue
             est = cls(**params)  # the estimators with further checks need no argument
@@ -329,8 +336,6 @@ def _check_search(search):
     """The nested search's settings; every candidate of the grid must pass the estimator's own validation."""
     import importlib
 
-    from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
-
     if search["inner_cv"] < 1:
         raise ConfigError(f"search.inner_cv must be 1 (one split) or a number of folds >= 2; got {search['inner_cv']!r}.")
     if not 0 < search["validation_fraction"] < 1:
@@ -348,14 +353,10 @@ def _check_search(search):
         if not isinstance(values, list) or not values:
             raise ConfigError(f"search.grid.{key} must list at least one candidate value; got {values!r}.")
         for value in values:
-            try:
-                validate_parameter_constraints({param: cls._parameter_constraints[param]},
-                                               {param: tuple(value) if isinstance(value, list) else value},
-                                               caller_name=name)
-            except InvalidParameterError as exc:
-                rule = str(exc).split(" must be ", 1)[-1].rsplit(". Got ", 1)[0]
+            rule = _broken_constraint(cls, param, tuple(value) if isinstance(value, list) else value)
+            if rule:
                 raise ConfigError(f"search.grid: candidate {value!r} of {key!r} is refused: {name}'s {param} "
-                                  f"must be {rule}.") from None
+                                  f"must be {rule}.")
 
 
 def _check_data(d):
