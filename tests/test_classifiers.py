@@ -39,6 +39,9 @@ ESTIMATORS = [
         image_features=1, n_components=4, image_hidden=(8,), genetic_hidden=(8,), max_epochs=2,
         device="cpu", random_state=0,
     ),
+    # early stopping holds out rows: the checks' small datasets must still fit
+    CGNIClassifier(hidden_layer_sizes=(16,), early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
+                   **FAST),
 ]
 EXPECTED_FAILED_CHECKS = {}  # none; see the comment above
 
@@ -66,6 +69,41 @@ def test_cgni_classifier_learns_and_exposes_sklearn_api():
     # decision_function > 0 <=> classes_[1]
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[(clf.decision_function(X) > 0).astype(int)])
     assert clf.net_.batch_size == 75  # the paper's stage-3 batch size
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CGNIClassifier(hidden_layer_sizes=(64,)),
+    lambda: SparseGeneticNN(hidden_layer_sizes=(64, 16), l1=0.0, weight_decay=0.0),
+    lambda: ImagingGeneticNN(image_features=4, hidden_layer_sizes=(64,), l1=0.0, genetic_encoder=TINY_GENETIC),
+], ids=["CGNIClassifier", "SparseGeneticNN", "ImagingGeneticNN"])
+def test_early_stopping_keeps_the_best_held_out_epoch(make):
+    from torch.nn.functional import cross_entropy
+    import torch
+
+    from sklearn_cgni.utils._device import fit_seed
+    from sklearn_cgni.utils._skorch import early_stopping_split
+
+    X, y = make_classification(n_samples=200, n_features=12, n_informative=3, flip_y=0.2, random_state=1)
+    clf = make().set_params(lr=3e-2, max_epochs=300, early_stopping=True, n_iter_no_change=5, device="cpu",
+                            random_state=0).fit(X, y)
+    curve = clf.validation_loss_curve_
+    assert len(curve) == len(clf.loss_curve_) == clf.n_iter_ < 300  # stopped before the budget
+    assert clf.best_epoch_ == int(np.argmin(curve)) + 1 == clf.n_iter_ - 5  # patience 5 after the best
+    # the kept weights are the best epoch's: their loss on the held-out rows is the curve's minimum
+    _, valid = early_stopping_split(y, 0.1, fit_seed(0), "test")
+    loss = cross_entropy(torch.as_tensor(np.log(clf.predict_proba(X[valid]))), torch.as_tensor(y[valid]))
+    assert float(loss) == pytest.approx(min(curve), rel=1e-4)
+    # without early stopping every row trains and the last epoch is kept
+    plain = make().set_params(max_epochs=4, device="cpu", random_state=0).fit(X, y)
+    assert plain.validation_loss_curve_ is None and plain.best_epoch_ == plain.n_iter_ == 4
+
+
+def test_early_stopping_refuses_a_split_that_empties_a_class():
+    X, y = _binary(40)
+    y[:] = "low"
+    y[:1] = "high"  # one participant of class "high" cannot be on both sides of the split
+    with pytest.raises(ValueError, match=r"CGNIClassifier: early_stopping holds out validation_fraction=0.1 of 40"):
+        CGNIClassifier(hidden_layer_sizes=(8,), early_stopping=True, **FAST).fit(X[:, :], y)
 
 
 def test_class_weight_balanced_helps_the_minority_class():

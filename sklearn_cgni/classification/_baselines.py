@@ -54,13 +54,22 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
     class_weight : "balanced", dict or None, default=None
         Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
         unequal working-memory groups; the paper does not say it weighted).
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the rows, stop when their
+        cross-entropy has not improved for ``n_iter_no_change`` epochs and keep the best
+        epoch's weights (``max_epochs`` is then a budget). The paper trains a fixed number of
+        epochs (False).
+    validation_fraction : float in (0, 1), default=0.1
+    n_iter_no_change : int, default=10
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
 
     Attributes
     ----------
-    classes_, net_, n_iter_, n_features_in_, feature_names_in_
+    classes_, net_, n_iter_, loss_curve_, validation_loss_curve_, best_epoch_,
+    n_features_in_, feature_names_in_
+        As :class:`~sklearn_cgni.classification.CGNIClassifier`.
 
     Examples
     --------
@@ -91,6 +100,9 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
         max_epochs=50,
         batch_size=75,
         class_weight=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
         device="auto",
         random_state=None,
         verbose=0,
@@ -102,6 +114,9 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -331,14 +346,22 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
     class_weight : "balanced", dict or None, default=None
         Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
         unequal working-memory groups; the paper does not say it weighted).
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the rows, stop when their
+        cross-entropy has not improved for ``n_iter_no_change`` epochs and keep the best
+        epoch's weights (``max_epochs`` is then a budget). The paper trains a fixed number of
+        epochs (False).
+    validation_fraction : float in (0, 1), default=0.1
+    n_iter_no_change : int, default=10
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
 
     Attributes
     ----------
-    classes_, net_, genetic_encoder_, image_indices_, genetic_indices_, n_iter_,
-    n_features_in_, feature_names_in_
+    classes_, net_, genetic_encoder_, image_indices_, genetic_indices_, n_iter_, loss_curve_,
+    validation_loss_curve_, best_epoch_, n_features_in_, feature_names_in_
+        As :class:`~sklearn_cgni.classification.CGNIClassifier`.
 
     Examples
     --------
@@ -372,6 +395,9 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
         max_epochs=50,
         batch_size=75,
         class_weight=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
         device="auto",
         random_state=None,
         verbose=0,
@@ -385,6 +411,9 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -31,6 +31,13 @@ class CGNIClassifier(SkorchClassifierBase):
     class_weight : "balanced", dict or None, default=None
         Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
         unequal working-memory groups; the paper does not say it weighted).
+    early_stopping : bool, default=False
+        Hold out a stratified ``validation_fraction`` of the rows, stop when their
+        cross-entropy has not improved for ``n_iter_no_change`` epochs and keep the best
+        epoch's weights (``max_epochs`` is then a budget). The paper trains a fixed number of
+        epochs (False).
+    validation_fraction : float in (0, 1), default=0.1
+    n_iter_no_change : int, default=10
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
@@ -42,6 +49,12 @@ class CGNIClassifier(SkorchClassifierBase):
         Holds the trained :class:`sklearn_cgni.nn.MLP` as ``net_.module_``.
     n_iter_ : int
         Epochs run.
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_loss_curve_ : list of float or None
+        Held-out cross-entropy per epoch (``early_stopping`` only).
+    best_epoch_ : int
+        Epoch (1-based) whose weights were kept: the last one without ``early_stopping``.
     n_features_in_, feature_names_in_
         As usual.
 
@@ -53,6 +66,10 @@ class CGNIClassifier(SkorchClassifierBase):
     >>> clf = CGNIClassifier(hidden_layer_sizes=(16,), max_epochs=5, random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2]).shape
     (2, 2)
+    >>> clf = CGNIClassifier(hidden_layer_sizes=(64,), lr=1e-2, max_epochs=300, early_stopping=True,
+    ...                      random_state=0).fit(X, y)
+    >>> clf.best_epoch_ < clf.n_iter_ < 300  # stopped on the held-out 10 %, best epoch kept
+    True
     """
 
     _parameter_constraints = {
@@ -70,6 +87,9 @@ class CGNIClassifier(SkorchClassifierBase):
         max_epochs=50,
         batch_size=75,
         class_weight=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
         device="auto",
         random_state=None,
         verbose=0,
@@ -81,6 +101,9 @@ class CGNIClassifier(SkorchClassifierBase):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -52,7 +52,7 @@ class ConfigError(ValueError):
 _SHARED_CNN = ("dropout", "batch_size", "lr", "weight_decay", "num_workers")
 _STAGE1_CNN = (*_SHARED_CNN, "channels", "padding", "pool_blocks", "global_pool", "early_stopping",
                "validation_fraction", "n_iter_no_change", "lr_schedule", "standardize_voxels", "augment_shift")
-_MLP = ("lr", "max_epochs", "batch_size")
+_MLP = ("lr", "max_epochs", "batch_size", "early_stopping", "validation_fraction", "n_iter_no_change")
 
 #: Per config section, the estimators it configures: ``(module, class, {config key: parameter})``.
 #: A key may configure several estimators (``stage1.lr`` sets every CNN's learning rate);
@@ -76,7 +76,7 @@ ESTIMATOR_KEYS = {
                                      "early_stopping", "scoring", "validation_fraction", "n_iter_no_change")}),),
     "classifier": (("sklearn_cgni.classification", "CGNIClassifier",
                     {k: k for k in ("hidden_layer_sizes", "dropout", "lr", "weight_decay", "max_epochs",
-                                    "batch_size")}),),
+                                    "batch_size", "early_stopping", "validation_fraction", "n_iter_no_change")}),),
     "baselines": (
         ("sklearn_cgni.classification", "SparseGeneticNN",
          {"sparse_hidden": "hidden_layer_sizes", "sparse_l1": "l1", "sparse_weight_decay": "weight_decay",

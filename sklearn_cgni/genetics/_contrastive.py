@@ -1,6 +1,5 @@
 """Stage 2 of CGNI: imaging-guided SNP representations by contrastive learning."""
 
-import math
 import numbers
 import os
 
@@ -14,16 +13,16 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 
+
 from ..utils._device import fit_seed, resolve_device
 from ._contrastive_parts import (  # noqa: F401 (re-exported: saved files name these here)
     StratifiedBatchSampler,
     _check_finite,
     _ContrastiveNet,
-    _silent,
     _ValidMatching,
     matching_score,
 )
-from ..utils._skorch import clip_batch_size, forward64, resolve_feature_split, to_float32
+from ..utils._skorch import _silent, clip_batch_size, early_stopping_split, forward64, resolve_feature_split, to_float32
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
 
@@ -383,26 +382,15 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
 
     def _validation_split(self, y_enc, seed, owner):
         """Stratified (fit rows, held-out rows, skorch arguments) for early stopping."""
-        from sklearn.model_selection import train_test_split
         from skorch.callbacks import EarlyStopping
 
-        n = y_enc.size
-        counts = np.bincount(y_enc)
-        n_valid = math.ceil(self.validation_fraction * n)
-        if n_valid < counts.size or n - n_valid < 2 * counts.size or counts.min() < 2:
-            raise ValueError(
-                f"{owner}: early_stopping holds out validation_fraction={self.validation_fraction} of {n} samples "
-                f"({n_valid}), too few to hold out and keep every class (class counts {counts.tolist()}) on both "
-                "sides. Use more samples, a larger validation_fraction, or early_stopping=False."
-            )
-        fit_rows, valid_rows = train_test_split(np.arange(n), test_size=n_valid, stratify=y_enc,
-                                                random_state=seed)
+        fit_rows, valid_rows = early_stopping_split(y_enc, self.validation_fraction, seed, owner)
         monitor = "valid_loss" if self.scoring == "loss" else "valid_matching"
         stop = EarlyStopping(monitor=monitor, lower_is_better=self.scoring == "loss", patience=self.n_iter_no_change,
                              threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent)
         extra = {"callbacks": [("early_stopping", stop)],
                  "iterator_valid__batch_size": int(valid_rows.size)}  # the whole held-out set, one batch
-        return np.sort(fit_rows), np.sort(valid_rows), extra
+        return fit_rows, valid_rows, extra
 
     # ------------------------------------------------------------ transform
     @property

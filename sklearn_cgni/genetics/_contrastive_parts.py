@@ -12,6 +12,8 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.utils import to_tensor
 
+from ..utils._skorch import _silent  # noqa: F401 (saved nets name it here)
+
 
 def matching_score(z_v, z_g):
     """How well each participant's two embeddings find each other: a label-free cross-modal score.
@@ -58,8 +60,6 @@ def matching_score(z_v, z_g):
     return float((v2g + g2v) / 2)
 
 
-def _silent(*args, **kwargs):
-    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
 
 
 class StratifiedBatchSampler:

@@ -27,6 +27,7 @@ from ..nn._cnn import (
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
+from ..utils._skorch import _silent
 from ..io import check_images
 from ._cnn_utils import _train_loader, _voxel_statistics
 from ._dataset import ImageDataset, make_loader
@@ -37,8 +38,6 @@ _ARCH_DEFAULTS = {"channels": PAPER_CHANNELS, "padding": 0, "pool_blocks": None,
                   "global_pool": None}
 
 
-def _silent(*args, **kwargs):
-    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
 
 class _ValidMetric(Callback):
     """A skorch callback recording ``name`` = ``metric(y_true, y_pred)`` on the validation split.

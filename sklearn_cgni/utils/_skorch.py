@@ -27,7 +27,7 @@ from ._device import fit_seed, resolve_device
 from ._validation import check_layer_sizes
 
 __all__ = [
-    "forward64",
+    "forward64", "early_stopping_split",
     "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
 
 
@@ -39,6 +39,34 @@ class SkorchNet(NeuralNet):
         if training and hasattr(self.module_, "penalty"):
             loss = loss + self.module_.penalty()
         return loss
+
+
+def _silent(*args, **kwargs):
+    """EarlyStopping's message sink: say nothing (module level, so a fitted net pickles)."""
+
+
+def early_stopping_split(y_enc, validation_fraction, seed, owner):
+    """Stratified ``(fit_rows, valid_rows)`` held out for early stopping, sorted.
+
+    The one place where the package's tabular nets (the contrastive encoder, the stage-3 and
+    baseline MLPs) choose their validation rows. Refuses, naming ``owner``, a split that would
+    leave a class without a sample on either side.
+    """
+    import math
+
+    from sklearn.model_selection import train_test_split
+
+    n = y_enc.size
+    counts = np.bincount(y_enc)
+    n_valid = math.ceil(validation_fraction * n)
+    if n_valid < counts.size or n - n_valid < 2 * counts.size or counts.min() < 2:
+        raise ValueError(
+            f"{owner}: early_stopping holds out validation_fraction={validation_fraction} of {n} samples "
+            f"({n_valid}), too few to hold out and keep every class (class counts {counts.tolist()}) on both "
+            "sides. Use more samples, a larger validation_fraction, or early_stopping=False."
+        )
+    fit_rows, valid_rows = train_test_split(np.arange(n), test_size=n_valid, stratify=y_enc, random_state=seed)
+    return np.sort(fit_rows), np.sort(valid_rows)
 
 
 def forward64(module, X, method="forward", chunk_size=8192):
@@ -162,9 +190,15 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
     Subclasses define ``__init__`` (explicit parameters, stored unchanged) and
     ``_build_module(n_features, n_classes)``; they must have the parameters ``lr``,
     ``max_epochs``, ``batch_size``, ``weight_decay``, ``device``, ``random_state`` and
-    ``verbose`` and ``class_weight``. Labels are encoded with a ``LabelEncoder``; the module
-    outputs one logit per class and is trained with cross-entropy and Adam. Missing values
-    are refused.
+    ``verbose``, ``class_weight``, ``early_stopping``, ``validation_fraction`` and
+    ``n_iter_no_change``. Labels are encoded with a ``LabelEncoder``; the module outputs one
+    logit per class and is trained with cross-entropy and Adam. Missing values are refused.
+
+    With ``early_stopping``, a stratified ``validation_fraction`` of the rows is held out,
+    its (class-weighted) cross-entropy is computed after every epoch, training stops when it
+    has not improved for ``n_iter_no_change`` epochs and the best epoch's weights are kept.
+    Fitted curves: ``loss_curve_``, ``validation_loss_curve_`` (None without early stopping),
+    ``best_epoch_`` (1-based) and ``n_iter_`` (epochs run).
     """
 
     _parameter_constraints = {
@@ -176,6 +210,9 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "class_weight": [StrOptions({"balanced"}), dict, None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     #: whether ``hidden_layer_sizes`` may be empty (a linear model on the inputs)
@@ -219,7 +256,23 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         if self.class_weight is not None:
             weight = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_[y_enc])
             criterion_kwargs["criterion__weight"] = torch.as_tensor(weight, dtype=torch.float32)
-        batch_size = clip_batch_size(self.batch_size, X.shape[0], type(self).__name__)
+        owner = type(self).__name__
+        extra = {"train_split": None}
+        if self.early_stopping:
+            from skorch.callbacks import EarlyStopping
+            from skorch.dataset import Dataset
+            from skorch.helper import predefined_split
+
+            fit_rows, valid_rows = early_stopping_split(y_enc, self.validation_fraction, seed, owner)
+            extra = {
+                "train_split": predefined_split(Dataset(to_float32(X[valid_rows]), y_enc[valid_rows].astype(np.int64))),
+                "callbacks": [("early_stopping", EarlyStopping(
+                    monitor="valid_loss", patience=self.n_iter_no_change, threshold=0.0, threshold_mode="abs",
+                    load_best=True, sink=_silent))],
+                "iterator_valid__batch_size": int(valid_rows.size),  # the whole held-out set, one batch
+            }
+            X, y_enc = X[fit_rows], y_enc[fit_rows]
+        batch_size = clip_batch_size(self.batch_size, X.shape[0], owner)
         self.net_ = SkorchNet(
             module=module,
             criterion=torch.nn.CrossEntropyLoss,
@@ -229,18 +282,26 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=batch_size,
-            train_split=None,
             iterator_train__shuffle=True,
             iterator_train__generator=torch.Generator().manual_seed(seed),
+            iterator_valid__generator=torch.Generator().manual_seed(seed),
             device=device,
             verbose=self.verbose,
+            **extra,
         )
         try:
             self.net_.fit(to_float32(X), y_enc.astype(np.int64))
         finally:
             set_generators(module, None)
         self.net_.module_.eval()
-        self.n_iter_ = len(self.net_.history)
+        history = self.net_.history
+        self.n_iter_ = len(history)
+        self.loss_curve_ = [float(v) for v in history[:, "train_loss"]]
+        self.validation_loss_curve_ = None
+        self.best_epoch_ = self.n_iter_
+        if self.early_stopping:
+            self.validation_loss_curve_ = [float(v) for v in history[:, "valid_loss"]]
+            self.best_epoch_ = int(np.argmin(self.validation_loss_curve_)) + 1
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
