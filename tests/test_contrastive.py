@@ -326,3 +326,35 @@ def test_standardize_makes_the_encoder_blind_to_the_inputs_units(tmp_path):
     c = ContrastiveSNPEncoder(**plain).fit(X, y)
     d = ContrastiveSNPEncoder(**plain).fit(X * scale + shift, y)
     assert not np.allclose(c.transform_genetic(X), d.transform_genetic(X * scale + shift), atol=1e-2)
+
+
+def test_image_tail_is_fine_tuned_as_a_copy_and_saved(tmp_path):
+    from sklearn.base import clone
+
+    from sklearn_cgni.nn import CNNBackbone3d, CNNTail
+
+    rng = np.random.default_rng(0)
+    backbone = CNNBackbone3d(channels=(4, 6), padding=1, global_pool="avg").eval()
+    tail = CNNTail.from_backbone(backbone, 1, (6, 8, 6)).eval()
+    _, snps, y = _data(n=120)
+    a = rng.normal(size=(120, 4 * 3 * 4 * 3))  # activations entering the last block: 4 channels x (3, 4, 3)
+    X = np.hstack([a, snps])
+    before = {k: v.clone() for k, v in tail.state_dict().items()}
+    enc = ContrastiveSNPEncoder(image_features=a.shape[1], image_tail=tail, standardize=True, max_epochs=3,
+                                **SMALL).fit(X, y)
+    assert all(torch.equal(before[k], v) for k, v in tail.state_dict().items())  # the parameter is untouched
+    tuned = enc.net_.module_.image_tail
+    assert not all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())  # its copy was trained
+    Z = enc.transform(X)
+    assert Z.shape == (120, 6 + 6)  # z_g and the tail's h_v (6 channels, global pool), not the 144 activations
+    with torch.no_grad():
+        h = tuned(torch.as_tensor(a, dtype=torch.float32)).numpy()
+    z = enc.net_.module_.image_encoder.standardize
+    np.testing.assert_allclose(Z[:, 6:], (h - z.mean.numpy()[0]) / z.scale.numpy()[0], atol=1e-4)
+    assert list(enc.get_feature_names_out()[6:8]) == ["h_v0", "h_v1"]
+    assert enc.transform_image(X).shape == (120, 6)
+    loaded = ContrastiveSNPEncoder.from_weights(enc.save_weights(tmp_path / "enc.pt"))
+    np.testing.assert_array_equal(loaded.transform(X), Z)
+    assert isinstance(clone(enc).image_tail, CNNTail)
+    with pytest.raises(TypeError, match="image_tail must be a sklearn_cgni.nn.CNNTail"):
+        ContrastiveSNPEncoder(image_features=a.shape[1], image_tail=torch.nn.Linear(3, 3), **SMALL).fit(X, y)

@@ -147,3 +147,20 @@ def test_voxel_statistics_travel_with_the_transferred_blocks(data, tmp_path):
                                est.predict_proba(X), rtol=1e-5, atol=1e-6)
     raw = ImagingCNNClassifier(None, **TINY, max_epochs=1, random_state=0).fit(X, y)
     assert not raw.module_.standardizes_input  # the default
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_transform_blocks_then_last_blocks_is_transform(data, k):
+    X, y, source = data
+    clf = ImagingCNNClassifier(source, n_transfer_blocks=5, max_epochs=1, random_state=0).fit(X, y)
+    a = clf.transform_blocks(X[:6], k)
+    tail = clf.last_blocks(k)
+    assert tail.n_features_out == clf.n_features_out_ and not tail.training
+    with torch.no_grad():
+        h = tail(torch.as_tensor(a)).numpy()
+    np.testing.assert_allclose(h, clf.transform(X[:6]), atol=1e-4)  # transform runs on the folded oneDNN copy
+    # a copy: training it leaves the fitted network alone
+    next(tail.parameters()).data.add_(1.0)
+    np.testing.assert_allclose(clf.transform(X[:6]), h, atol=1e-4)
+    with pytest.raises(ValueError, match=r"n_last_blocks must be an int in \[1, 5\].*got 6"):
+        clf.transform_blocks(X[:2], 6)

@@ -84,6 +84,13 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         (a :class:`~sklearn_cgni.nn.Standardize` layer, so saved weights and occlusion keep
         it); :meth:`transform` then returns the z-scored ``h_v`` too. The paper does not say
         it scaled its inputs (False).
+    image_tail : sklearn_cgni.nn.CNNTail or None, default=None
+        Fine-tune the last CNN blocks with the contrastive loss (as ContIG trains its image
+        encoder): the image columns of ``X`` are then the activations entering those blocks
+        (:meth:`~sklearn_cgni.imaging.ImagingCNNClassifier.transform_blocks`), a copy of
+        ``image_tail`` (:meth:`~sklearn_cgni.imaging.ImagingCNNClassifier.last_blocks`) turns
+        them into ``h_v`` and is trained with ``e_v`` (same ``lr``), and :meth:`transform`
+        returns the fine-tuned ``h_v``. ``None`` (the paper): ``h_v`` is fixed.
     max_epochs : int, default=50
     early_stopping : bool, default=False
         Hold out a stratified ``validation_fraction`` of the training samples, evaluate
@@ -113,7 +120,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     net_ : skorch.NeuralNet
         The trained net; ``net_.module_`` is a :class:`sklearn_cgni.nn.ContrastiveEncoders`.
     image_encoder_, genetic_encoder_ : torch.nn.Module
-        ``e_v`` and ``e_g`` in eval mode (outputs L2-normalised, as in ``transform``).
+        ``e_v`` and ``e_g`` in eval mode (outputs L2-normalised, as in ``transform``); with
+        ``image_tail``, ``image_encoder_`` is the fine-tuned tail followed by ``e_v``.
     image_indices_, genetic_indices_ : ndarray of int
         Columns of ``X`` read as ``h_v`` and as SNPs.
     classes_ : ndarray
@@ -171,6 +179,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "snp_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "standardize": ["boolean"],
+        "image_tail": "no_validation",  # a CNNTail or None, checked in fit
         "early_stopping": ["boolean"],
         "scoring": [StrOptions({"loss", "matching"})],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
@@ -200,6 +209,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         dropout=0.0,
         snp_dropout=0.0,
         standardize=False,
+        image_tail=None,
         max_epochs=50,
         early_stopping=False,
         scoring="loss",
@@ -227,6 +237,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.dropout = dropout
         self.snp_dropout = snp_dropout
         self.standardize = standardize
+        self.image_tail = image_tail
         self.max_epochs = max_epochs
         self.early_stopping = early_stopping
         self.scoring = scoring
@@ -249,6 +260,12 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         check_layer_sizes(self.image_hidden, "image_hidden", owner)
         check_layer_sizes(self.genetic_hidden, "genetic_hidden", owner)
         _check_weights(self.lambda_vg, self.sigma_gv, self.gamma_vv, self.theta_gg)
+        if self.image_tail is not None:
+            from ..nn import CNNTail
+
+            if not isinstance(self.image_tail, CNNTail):
+                raise TypeError(f"{owner}: image_tail must be a sklearn_cgni.nn.CNNTail (for example "
+                                f"ImagingCNNClassifier.last_blocks(1)) or None; got {type(self.image_tail).__name__}.")
 
     def _loss_kwargs(self):
         return dict(
@@ -263,11 +280,18 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
 
     def _net_kwargs(self, n_image_features, n_genetic_features):
         """The encoders and the loss of the net: the skorch arguments that fit and from_weights share."""
+        import copy
+
         from ..nn._mlp import ContrastiveEncoders
         from ..nn.losses import CGNIContrastiveLoss
 
+        tail = None
+        if self.image_tail is not None:  # trained as a copy: the parameter stays as given
+            tail = copy.deepcopy(self.image_tail)
+            n_image_features = tail.n_features_out
         return dict(
             module=ContrastiveEncoders,
+            module__image_tail=tail,
             module__n_image_features=n_image_features,
             module__n_genetic_features=n_genetic_features,
             module__image_hidden=tuple(self.image_hidden),
@@ -357,7 +381,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         with seeded_init(seed):  # the encoders' initial weights, from this fit's seed only
             self.net_.initialize()
         if self.standardize:  # z-scores from the rows the encoders train on (a constant column keeps scale 1)
-            for enc, data in ((self.net_.module_.image_encoder, h_v), (self.net_.module_.genetic_encoder, x_g)):
+            h = h_v if self.image_tail is None else forward64(self.net_.module_.image_tail, h_v)
+            for enc, data in ((self.net_.module_.image_encoder, h), (self.net_.module_.genetic_encoder, x_g)):
                 sd = data.std(axis=0, dtype=np.float64)
                 enc.standardize.set_statistics(data.mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
         set_generators(self.net_.module_, seed, self.net_.device)
@@ -377,8 +402,12 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         if not np.all(np.isfinite(self.loss_curve_)):  # pragma: no cover - defensive
             raise FloatingPointError(f"{owner}: the contrastive loss became non-finite.")
         self.n_iter_ = len(self.loss_curve_)
-        self._n_features_out = self.n_components + self.image_indices_.size
+        self._n_features_out = self.n_components + self._n_image_out()
         return self
+
+    def _n_image_out(self):
+        """Width of the ``h_v`` part of :meth:`transform`."""
+        return self.image_indices_.size if self.image_tail is None else self.net_.module_.image_tail.n_features_out
 
     def _validation_split(self, y_enc, seed, owner):
         """Stratified (fit rows, held-out rows, skorch arguments) for early stopping."""
@@ -395,9 +424,14 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------ transform
     @property
     def image_encoder_(self):
-        """Fitted imaging encoder ``e_v`` (eval mode): ``h_v -> z_v``."""
+        """Fitted imaging encoder ``e_v`` (eval mode): ``h_v -> z_v`` (with ``image_tail``: activations -> z_v)."""
         check_is_fitted(self)
-        return self.net_.module_.image_encoder
+        module = self.net_.module_
+        if getattr(module, "image_tail", None) is None:
+            return module.image_encoder
+        import torch
+
+        return torch.nn.Sequential(module.image_tail, module.image_encoder).eval()  # shares the parameters
 
     @property
     def genetic_encoder_(self):
@@ -429,14 +463,18 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         -------
         Xt : ndarray of shape (n_samples, n_components + n_image_features)
             The L2-normalised genetic embedding ``z_g`` followed by ``h_v`` (z-scored with the
-            training rows' statistics when ``standardize=True``, as the encoders see it).
+            training rows' statistics when ``standardize=True``, as the encoders see it; the
+            fine-tuned tail's output with ``image_tail``).
         """
         X = self._validated(X)
-        _, x_g = self._split(X)
+        x_v, x_g = self._split(X)
         z_g = self._encode(self.genetic_encoder_, x_g, X.dtype)
         h_v = X[:, self.image_indices_]
+        if self.image_tail is not None:  # the fine-tuned h_v
+            h_v = (forward64(self.net_.module_.image_tail, x_v) if X.shape[0] else
+                   np.empty((0, self._n_image_out()))).astype(X.dtype, copy=False)
         if self.standardize:
-            z = self.image_encoder_.standardize
+            z = self.net_.module_.image_encoder.standardize
             h_v = ((h_v - z.mean.cpu().numpy()[0]) / z.scale.cpu().numpy()[0]).astype(X.dtype, copy=False)
         return np.hstack([z_g, h_v])
 
@@ -496,6 +534,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         params = self.get_params()
         params.update(image_features=self.image_indices_.tolist(), image_hidden=list(self.image_hidden),
+                      image_tail=None if self.image_tail is None else self.image_tail.config(),
                       genetic_hidden=list(self.genetic_hidden),
                       random_state=self.random_state if isinstance(self.random_state, numbers.Integral) else None)
         names = getattr(self, "feature_names_in_", None)
@@ -534,6 +573,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         state = load_weights_file(path, WEIGHTS_FORMAT, cls.__name__)
         params = dict(state["params"], device=device)
         params["image_hidden"], params["genetic_hidden"] = tuple(params["image_hidden"]), tuple(params["genetic_hidden"])
+        if params.get("image_tail") is not None:  # its architecture; the weights are in the state dict
+            from ..nn import CNNTail
+
+            params["image_tail"] = CNNTail(**params["image_tail"])
         est = cls(**params)
         est.image_indices_ = np.asarray(params["image_features"], dtype=np.intp)
         est.genetic_indices_ = np.asarray(state["genetic_indices"], dtype=np.intp)
@@ -547,7 +590,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
                                    device=resolve_device(device)).initialize()
         est.net_.module_.load_state_dict(state["state_dict"])
         est.net_.module_.eval()
-        est._n_features_out = est.n_components + est.image_indices_.size
+        est._n_features_out = est.n_components + est._n_image_out()
         return est
 
     def get_feature_names_out(self, input_features=None):
@@ -555,6 +598,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         names = _check_feature_names_in(self, input_features)
         z_names = [f"z_g{i}" for i in range(self.n_components)]
+        if self.image_tail is not None:
+            return np.asarray(z_names + [f"h_v{i}" for i in range(self._n_image_out())], dtype=object)
         return np.asarray(z_names + [str(n) for n in names[self.image_indices_]], dtype=object)
 
     def __sklearn_tags__(self):

@@ -158,7 +158,7 @@ class _ValidMatching(Callback):
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            z_v = module.image_encoder(torch.as_tensor(self.h_v, device=net.device)).cpu().numpy()
+            z_v = module.embed_image(torch.as_tensor(self.h_v, device=net.device)).cpu().numpy()
             z_g = module.genetic_encoder(torch.as_tensor(self.x_g, device=net.device)).cpu().numpy()
         module.train(was_training)
         net.history.record("valid_matching", matching_score(z_v, z_g))

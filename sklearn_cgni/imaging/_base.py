@@ -538,6 +538,61 @@ class _BaseImageCNN(BaseEstimator):
         check_is_fitted(self, "net_")
         return self._run(X, lambda m, xb: m.features(xb), (self.n_features_out_,))
 
+    def _check_n_last_blocks(self, n_last_blocks):
+        n_all = len(self.arch_["channels"])
+        if not isinstance(n_last_blocks, Integral) or not 1 <= n_last_blocks <= n_all:
+            raise ValueError(f"{type(self).__name__}: n_last_blocks must be an int in [1, {n_all}] (the network "
+                             f"has {n_all} convolutional blocks); got {n_last_blocks!r}.")
+        return n_all - int(n_last_blocks)
+
+    def transform_blocks(self, X, n_last_blocks=1):
+        """The activations entering the last ``n_last_blocks`` blocks, flattened.
+
+        With :meth:`last_blocks`, this splits the fitted network in two: ``last_blocks(k)``
+        applied to ``transform_blocks(X, k)`` gives :meth:`transform`'s ``h_v``. A tabular
+        estimator can then train the last blocks further on these activations (CGNI's stage 2
+        with ``ContrastiveSNPEncoder(image_tail=last_blocks(k))``) without reading the images
+        again.
+
+        Parameters
+        ----------
+        X : array (n, X, Y, Z), or sequence / Series / one-column DataFrame of NIfTI paths
+        n_last_blocks : int, default=1
+
+        Returns
+        -------
+        activations : ndarray of shape (n, C*X'*Y'*Z'), float32
+        """
+        check_is_fitted(self, "net_")
+        first = self._check_n_last_blocks(n_last_blocks)
+        module = self.module_.eval()
+        blocks = module.backbone.blocks[:first]
+        if first:
+            shape = backbone_output_shape(self.image_shape_, self.arch_["channels"][:first], self.arch_["padding"],
+                                          min(module.backbone.pool_blocks, first), None)
+        else:
+            shape = (1, *self.image_shape_)
+
+        def head(_, xb):
+            x = module.standardize(xb)
+            for block in blocks:
+                x = block(x)
+            return torch.flatten(x, 1)
+
+        return self._run(X, head, (int(np.prod(shape)),))
+
+    def last_blocks(self, n_last_blocks=1):
+        """A trainable copy of the last ``n_last_blocks`` blocks: a :class:`sklearn_cgni.nn.CNNTail`.
+
+        It maps :meth:`transform_blocks` ``(X, n_last_blocks)`` to ``h_v``; the fitted network is
+        not changed when the copy is trained.
+        """
+        from ..nn import CNNTail
+
+        check_is_fitted(self, "net_")
+        self._check_n_last_blocks(n_last_blocks)
+        return CNNTail.from_backbone(self.module_.backbone, n_last_blocks, self.image_shape_).eval()
+
     def get_feature_names_out(self, input_features=None):
         """``h_v0 ... h_v{n_features_out_-1}``."""
         check_is_fitted(self, "net_")

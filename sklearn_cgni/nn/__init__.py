@@ -14,6 +14,7 @@ from ._cnn import (  # noqa: E402,F401
     PAPER_CHANNELS,
     BrainCNN,
     CNNBackbone3d,
+    CNNTail,
     ConvBlock3d,
     FoldedInferenceCNN,
     MultiOutputHead,

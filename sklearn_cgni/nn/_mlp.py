@@ -181,6 +181,10 @@ class ContrastiveEncoders(nn.Module):
     standardize : bool, default=False
         Each encoder z-scores its input first (a :class:`Standardize` layer whose statistics
         the estimator sets from its training rows; they travel in the state dict).
+    image_tail : torch.nn.Module or None, default=None
+        A module applied to the image input before ``e_v`` and trained with it (for example a
+        :class:`~sklearn_cgni.nn.CNNTail`, the last CNN blocks on their input activations):
+        ``z_v = e_v(image_tail(a))``. ``n_image_features`` is then its output width.
 
     Examples
     --------
@@ -203,8 +207,10 @@ class ContrastiveEncoders(nn.Module):
         normalize=True,
         snp_dropout=0.0,
         standardize=False,
+        image_tail=None,
     ):
         super().__init__()
+        self.image_tail = image_tail
         self.image_encoder = image_encoder(
             n_image_features, image_hidden, n_components, dropout=dropout, normalize=normalize,
             standardize=standardize
@@ -215,6 +221,11 @@ class ContrastiveEncoders(nn.Module):
             standardize=standardize, input_dropout=snp_dropout
         )
 
-    def forward(self, h_v, x_g):
-        return self.image_encoder(h_v), self.genetic_encoder(x_g)
+    def embed_image(self, x_v):
+        """``z_v`` of the image input (through ``image_tail`` first, when there is one)."""
+        tail = getattr(self, "image_tail", None)  # encoders pickled before image_tail existed
+        return self.image_encoder(x_v if tail is None else tail(x_v))
+
+    def forward(self, h_v, x_g):  # skorch passes the inputs by these names
+        return self.embed_image(h_v), self.genetic_encoder(x_g)
 
