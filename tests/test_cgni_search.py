@@ -89,6 +89,8 @@ def test_tuned_searches_on_the_rows_it_is_given_and_refits_the_best():
     ('search.grid={"stage1.lr"=[0.1]}', "must be 'contrastive.<parameter>' or 'classifier.<parameter>'"),
     ("search.inner_cv=0", "search.inner_cv must be 1"),
     ("search.validation_fraction=1.5", "search.validation_fraction must be in"),
+    ("contrastive.finetune_blocks=5", r"finetune_blocks must be 0 \(off\) or a number of CNN blocks up to 4"),
+    ("contrastive.finetune_blocks=-1", "finetune_blocks must be 0"),
 ])
 def test_search_config_is_refused_at_load_time(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -98,14 +100,15 @@ def test_search_config_is_refused_at_load_time(override, match):
 def test_models_stage_runs_the_nested_search_and_the_extra_rows(finished_run, tmp_path):  # noqa: F811
     from sklearn_cgni.cli._run import run_pipeline
     from sklearn_cgni.cli._inputs import cohort_folder_inputs
-    from sklearn_cgni.cli._protocol import HV_LOGISTIC, REGIONAL_CGNI
+    from sklearn_cgni.cli._protocol import FINETUNED_CGNI, HV_LOGISTIC, REGIONAL_CGNI
 
     cohort, cfg_path, out = finished_run
     dst = tmp_path / "run"
     shutil.copytree(out, dst)
     config = load_config(cfg_path, preset="cpu", overrides=[
         {"search": {"grid": {"contrastive.temperature": [0.1, 0.5]}}},
-        "contrastive.regional_row=true", "contrastive.standardize=true", "run.device=cpu"])
+        "contrastive.regional_row=true", "contrastive.finetune_blocks=1", "contrastive.standardize=true",
+        "run.device=cpu"])
     report = run_pipeline(dst, config, cohort_folder_inputs(cohort), force=True, progress=False, preset="cpu", only="models")
     stages = dst / "stages"
     split = json.loads((stages / "data" / "splits.json").read_text())
@@ -115,12 +118,12 @@ def test_models_stage_runs_the_nested_search_and_the_extra_rows(finished_run, tm
     for k, (_, va) in enumerate(split["folds"]):
         result = json.loads((stages / f"models_f{k}" / "_done.json").read_text())["result"]
         searched = {r["model"]: r for r in result["search"]}
-        assert set(searched) == {TABLE1_CGNI, REGIONAL_CGNI}
+        assert set(searched) == {TABLE1_CGNI, REGIONAL_CGNI, FINETUNED_CGNI}
         for r in searched.values():
             assert r["n_candidates"] == 2 and r["best_params"]["temperature"] in (0.1, 0.5)
             assert 0 <= r["inner_score"] <= 1
         records = pd.DataFrame(result["records"])
-        assert {HV_LOGISTIC, REGIONAL_CGNI, TABLE1_CGNI} <= set(records["model"])
+        assert {HV_LOGISTIC, REGIONAL_CGNI, FINETUNED_CGNI, TABLE1_CGNI} <= set(records["model"])
         # the saved held-out predictions are the ones the recorded scores come from, on the fold's participants
         pred = pd.read_csv(stages / f"models_f{k}" / "predictions.csv.gz", dtype={"participant_id": str})
         for (model, s), d in pred.groupby(["model", "split"]):
@@ -134,8 +137,9 @@ def test_models_stage_runs_the_nested_search_and_the_extra_rows(finished_run, tm
     text = report.read_text()
     assert "tuned by a nested search" in text and "CGNI against the CNN&#x27;s features alone" in text
     assert html.escape(REGIONAL_CGNI) in text and html.escape(HV_LOGISTIC) in text
+    assert html.escape(FINETUNED_CGNI) in text
     chosen = pd.read_csv(dst / "tables" / "search.csv")
-    assert len(chosen) == 2 * len(split["folds"])
+    assert len(chosen) == 3 * len(split["folds"])
 
 
 def test_report_says_whether_cgni_adds_to_the_cnn_features():

@@ -307,6 +307,10 @@ def _check_semantics(config):
                           "stage1.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
     _check_data(config["data"])
     _check_search(config["search"])
+    n_blocks = len(s1["channels"])
+    if not 0 <= config["contrastive"]["finetune_blocks"] <= n_blocks:
+        raise ConfigError(f"contrastive.finetune_blocks must be 0 (off) or a number of CNN blocks up to "
+                          f"{n_blocks} (len(stage1.channels)); got {config['contrastive']['finetune_blocks']!r}.")
     if config["cohort"]["effect_pattern"] not in ("region", "focal", "mixed"):
         raise ConfigError(f"cohort.effect_pattern must be 'region', 'focal' or 'mixed'; got "
                           f"{config['cohort']['effect_pattern']!r}.")

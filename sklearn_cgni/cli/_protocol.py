@@ -54,6 +54,8 @@ TABLE1_CGNI = "CGNI contrastive (terms 1+2+4)"
 #: and CGNI on regional means (``contrastive.regional_row``)
 HV_LOGISTIC = "CNN features h_v -> logistic"
 REGIONAL_CGNI = "CGNI on regional GM means"
+#: ... and CGNI whose contrastive loss also fine-tunes the CNN's last blocks (``contrastive.finetune_blocks``)
+FINETUNED_CGNI = "CGNI fine-tuning the last CNN blocks"
 PAPER_TABLE2 = {
     "L1": ("89.96 ± 0.80", "88.55 ± 1.10", "88.31 ± 0.31"),
     "L2": ("89.81 ± 0.95", "87.97 ± 0.91", "87.51 ± 0.20"),

@@ -427,7 +427,9 @@ def render_html(out, results, tables, notes):
             + _search_note(tables.get("search"), cfg)
             + "Rows not in the paper, fitted on the same folds and scored with the same metric: the CNN's features "
             "h_v alone through the classical logistic regression (what CGNI must beat to show that the SNPs add "
-            "anything), CGNI on regional GM means when contrastive.regional_row is set, the "
+            "anything), CGNI on regional GM means when contrastive.regional_row is set, CGNI whose contrastive loss "
+            "also fine-tunes the last CNN blocks (its h_v is the fine-tuned one) when contrastive.finetune_blocks is "
+            "set, the "
             "classical rows (logistic regression, C chosen by inner cross-validation, on the atlas's regional "
             "gray-matter means, on the SNPs, and both stacked), because linear models on brain scans are as "
             "accurate as deep models at UK Biobank sample sizes (Schulz et al. 2020, Nat Commun 11:4238), and the "

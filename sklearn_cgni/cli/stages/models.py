@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 
 from .._protocol import (
     CLASSICAL_MODELS,
+    FINETUNED_CGNI,
     HV_LOGISTIC,
     REGIONAL_CGNI,
     TABLE1_CGNI,
@@ -106,11 +108,25 @@ def _stage_models(run, folder, k):
                                 cross_fit=run.cfg["classifier"]["cross_fit"])[("Table 1", TABLE1_CGNI)]
         jobs.append(("Table 1", REGIONAL_CGNI, regional,
                      {"train": (XR[tr], y[tr]), "validation": (XR[va], y[va]), "holdout": (XR[hold], y[hold])}))
+    if c["finetune_blocks"]:  # item 4 of issue 14: the contrastive loss also fine-tunes the CNN's last blocks
+        from ...imaging import ImagingCNNClassifier
+
+        paths = wm["image"]
+        cnn = ImagingCNNClassifier.from_weights(os.fspath(run.path(f"finetune_f{k}") / "cnn.pt"),
+                                                paths.iloc[:2], device=run.device)
+        A = cnn.transform_blocks(paths, c["finetune_blocks"])  # the activations entering those blocks
+        XA = np.hstack([A, G]).astype(np.float32)
+        tail = {**contrastive, "image_tail": cnn.last_blocks(c["finetune_blocks"])}
+        finetuned = paper_models(A.shape[1], contrastive=tail, classifier=classifier, baselines=baselines,
+                                 class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
+                                 cross_fit=run.cfg["classifier"]["cross_fit"])[("Table 1", TABLE1_CGNI)]
+        jobs.append(("Table 1", FINETUNED_CGNI, finetuned,
+                     {"train": (XA[tr], y[tr]), "validation": (XA[va], y[va]), "holdout": (XA[hold], y[hold])}))
     records, searched, predictions = [], [], []
     bar = progress_bar(jobs, enabled=run.progress, desc=f"models fold {k}", leave=False, position=1, unit="model")
     for table, name, model, data in bar:
         bar.set_postfix_str(name[:30])
-        is_cgni = name in (TABLE1_CGNI, REGIONAL_CGNI) or table == "Table 2"
+        is_cgni = name in (TABLE1_CGNI, REGIONAL_CGNI, FINETUNED_CGNI) or table == "Table 2"
         if search["grid"] and is_cgni and (table == "Table 1" or search["table2"]):
             model = tuned(model, search["grid"], inner_cv=search["inner_cv"],
                           validation_fraction=search["validation_fraction"],
