@@ -14,7 +14,9 @@ B. **CGNI with issue 14's items 1-4**: inputs standardised, small encoders with 
    on held-out cross-modal matching, stage 3 cross-fitted (3 folds), and a nested search
    (one stratified 20 % inner split of each fold's training part) over a grid fixed before
    the runs (:data:`GRID`, 8 candidates); the same model with regional gray-matter means as
-   the image input instead of ``h_v`` (item 4).
+   the image input instead of ``h_v`` (item 4); with ``--finetune-blocks K``, also the same model
+   whose contrastive loss fine-tunes the last K blocks of the fold's CNN (item 4's other option,
+   ``contrastive.finetune_blocks``).
 
 Reported per size: balanced accuracy on the pooled out-of-fold validation predictions (every
 training-part participant once) with a 95 % bootstrap interval, the holdout mean ± sd over
@@ -63,6 +65,13 @@ ITEMS = {"contrastive": {"standardize": True, "regional_row": True, "n_component
 REFERENCE = "CNN features h_v -> logistic"
 
 
+def items_for(args):
+    """Row B's settings: :data:`ITEMS`, plus the fine-tuned row when ``--finetune-blocks`` is given."""
+    if not args.finetune_blocks:
+        return ITEMS
+    return {**ITEMS, "contrastive": {**ITEMS["contrastive"], "finetune_blocks": args.finetune_blocks}}
+
+
 def config(args, n, items):
     paper = default_config()
     over = [{"cohort": {"n_participants": n, "n_snps": args.snps, "shape": list(args.shape),
@@ -72,7 +81,7 @@ def config(args, n, items):
              # A: the paper's stages 2-3 and baselines (the cpu preset shrinks them)
              "contrastive": paper["contrastive"], "classifier": paper["classifier"], "baselines": paper["baselines"]}]
     if items:
-        over.append(ITEMS)
+        over.append(items_for(args))
     return load_config(None, preset="cpu", overrides=over)
 
 
@@ -193,6 +202,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="/tmp/sklearn_cgni_paper_size")
     ap.add_argument("--out", default=os.fspath(RESULTS / "paper_size"))
+    ap.add_argument("--finetune-blocks", type=int, default=0,
+                    help="also run B's CGNI fine-tuning the last K CNN blocks (contrastive.finetune_blocks)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     rng = np.random.default_rng(args.seed)
@@ -236,19 +247,22 @@ def main(argv=None):
 def write_markdown(args, df, t3, timings, load0, wall, ridge):
     name = {("A", "CGNI contrastive (terms 1+2+4)"): "CGNI, paper's stages 2-3 (A)",
             ("B", "CGNI contrastive (terms 1+2+4)"): "CGNI, items 1-4, tuned (B)",
-            ("B", "CGNI on regional GM means"): "CGNI, items 1-4, tuned, regional GM input (B)"}
+            ("B", "CGNI on regional GM means"): "CGNI, items 1-4, tuned, regional GM input (B)",
+            ("B", "CGNI fine-tuning the last CNN blocks"):
+                f"CGNI, items 1-4, tuned, last {args.finetune_blocks} CNN block(s) fine-tuned (B)"}
     df = df.assign(row=[name.get((r, m), m) for r, m in zip(df["run"], df["model"])])
     lines = [f"# Issue 14: the paper-size experiment ({time.strftime('%Y-%m-%d')})", "",
              "`OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --sizes "
              f"{' '.join(map(str, args.sizes))} --snps {args.snps} --shape {' '.join(map(str, args.shape))} "
-             f"--folds {args.folds} --demographics {args.demographics} --effect-pattern {args.effect_pattern}`: "
+             f"--folds {args.folds} --demographics {args.demographics} --effect-pattern {args.effect_pattern}"
+             + (f" --finetune-blocks {args.finetune_blocks}" if args.finetune_blocks else "") + "`: "
              f"the command line's stages (cpu preset stage 1: brain-age CNN once, working-memory CNN per fold with "
              f"early stopping) on `make_cohort(n, {args.snps}, shape={tuple(args.shape)}, "
              f"demographics={args.demographics!r}, effect_pattern={args.effect_pattern!r}, random_state={args.seed})`, "
              f"{args.folds} outer folds + a 10 % holdout. {platform.machine()}, {os.cpu_count()} cores, load average "
              f"{load0[0]:.1f} at the start; wall time {wall:.0f} s.", "",
              "Row B's nested search grid (fixed before the runs): " + json.dumps(GRID) + "; its base settings: "
-             + json.dumps(ITEMS["contrastive"]) + ", stage 3 " + json.dumps(ITEMS["classifier"]) + ".", "",
+             + json.dumps(items_for(args)["contrastive"]) + ", stage 3 " + json.dumps(ITEMS["classifier"]) + ".", "",
              "`validation BA` = balanced accuracy of the pooled out-of-fold validation predictions (each "
              "training-part participant once) with a 95 % bootstrap interval; `- h_v` = that minus the "
              "`CNN features h_v -> logistic` row on the same participants, `p` its paired permutation p; holdout = "
