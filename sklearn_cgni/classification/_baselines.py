@@ -55,12 +55,10 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
         Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
         unequal working-memory groups; the paper does not say it weighted).
     early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the rows, stop when their
-        cross-entropy has not improved for ``n_iter_no_change`` epochs and keep the best
-        epoch's weights (``max_epochs`` is then a budget). The paper trains a fixed number of
-        epochs (False).
     validation_fraction : float in (0, 1), default=0.1
     n_iter_no_change : int, default=10
+        Early stopping on a held-out split, as in :class:`~sklearn_cgni.classification.CGNIClassifier`
+        (the paper trains a fixed number of epochs).
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
@@ -347,12 +345,10 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
         Weights of the cross-entropy by class label (``"balanced"``: inverse class frequency, for the
         unequal working-memory groups; the paper does not say it weighted).
     early_stopping : bool, default=False
-        Hold out a stratified ``validation_fraction`` of the rows, stop when their
-        cross-entropy has not improved for ``n_iter_no_change`` epochs and keep the best
-        epoch's weights (``max_epochs`` is then a budget). The paper trains a fixed number of
-        epochs (False).
     validation_fraction : float in (0, 1), default=0.1
     n_iter_no_change : int, default=10
+        Early stopping on a held-out split, as in :class:`~sklearn_cgni.classification.CGNIClassifier`
+        (the paper trains a fixed number of epochs).
     device : str, default="auto"
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
