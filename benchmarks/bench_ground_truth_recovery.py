@@ -51,6 +51,17 @@ PRESETS = {
 }
 
 
+#: stage-2 settings: the paper's encoder (``--encoder paper``, ``encoder_epochs`` fixed epochs) or
+#: issue 14's items 1-2 (``--encoder items``: row B's base settings in bench_paper_size.py, without
+#: its search: standardised inputs, linear e_v, one hidden layer in e_g, SNP dropout, early
+#: stopping on held-out cross-modal matching)
+ENCODERS = {
+    "paper": {},
+    "items": dict(standardize=True, n_components=32, image_hidden=(), genetic_hidden=(64,), max_epochs=200,
+                  early_stopping=True, scoring="matching", n_iter_no_change=15, snp_dropout=0.2),
+}
+
+
 def _significant_union(table, threshold):
     values = table.to_numpy()
     sd = values.std(axis=0)
@@ -161,7 +172,7 @@ def write_oracle_md(res, path, command):
     Path(path).write_text("\n".join(lines))
 
 
-def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni"):
+def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper"):
     import torch
     from sklearn.model_selection import train_test_split
 
@@ -240,14 +251,15 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni"):
 
     t0 = time.perf_counter()
     n_h = h_v.shape[1]
-    enc = ContrastiveSNPEncoder(image_features=n_h, max_epochs=cfg["encoder_epochs"], batch_size=50,
-                                random_state=seed, device="auto")
+    enc = ContrastiveSNPEncoder(**{"image_features": n_h, "max_epochs": cfg["encoder_epochs"], "batch_size": 50,
+                                   "random_state": seed, "device": "auto", **ENCODERS[encoder]})
     XV = np.hstack([h_v, Xg.to_numpy()])
     enc.fit(XV[tr], wm[tr].astype(int))
     z_v = enc.transform_image(XV)
     z_g = enc.transform_genetic(XV)
     timings["stage2"] = time.perf_counter() - t0
-    log(f"stage 2: z width {z_v.shape[1]} ({timings['stage2']:.0f} s)")
+    log(f"stage 2 ({encoder} encoder): z width {z_v.shape[1]}, {enc.n_iter_} epochs, best {enc.best_epoch_} "
+        f"({timings['stage2']:.0f} s)")
 
     # The post-analysis runs on the training participants (as in the paper) or on the
     # validation participants, which the encoders never saw (see the results' discussion).
@@ -305,6 +317,7 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni"):
         region=(p_reg, r_reg, hit_reg), sign_agreement=(sum(agree), len(agree)), table4=table4,
         table5=table5, enrich=enrich, planted_set=gt["planted_gene_set"],
         n_regions=len(occ.region_contributions_), atlas=occ.atlas_.name, fit_on=fit_on, variate=variate,
+        encoder=dict(ENCODERS[encoder], n_iter=enc.n_iter_, best_epoch=enc.best_epoch_),
     )
 
 
@@ -327,6 +340,7 @@ def write_md(res, path, command):
         "",
         "Configuration: " + json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()})
         + f", seed {res['seed']}, atlas {res['atlas']} ({res['n_regions']} regions on the grid). "
+        f"Stage-2 encoder settings (beyond the paper's): {json.dumps(res['encoder'], default=list)}. "
         f"SCCA and occlusion fitted on the **{res['fit_on']}** participants.",
         "",
         "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings"].items()),
@@ -378,6 +392,8 @@ def main():
     parser.add_argument("--cache-dir", default=None, help="cache the trained stage-1 CNN here")
     parser.add_argument("--representation", choices=("cgni", "oracle"), default="cgni",
                         help="'oracle': regional GM means and SNP dosages instead of stages 1-2")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="paper",
+                        help="stage-2 settings: the paper's, or issue 14's items 1-2 (see ENCODERS)")
     parser.add_argument("--out", default=None,
                         help="default: results/ground_truth_recovery.md (train) or "
                              "results/ground_truth_recovery_validation.md")
@@ -391,7 +407,7 @@ def main():
         print(msg, flush=True)
 
     res = run(cfg, args.seed, log, fit_on=args.fit_on, cache_dir=args.cache_dir,
-              representation=args.representation)
+              representation=args.representation, encoder=args.encoder)
     if res.get("oracle"):
         out = args.out or str(Path(__file__).parent / "results" / "ground_truth_recovery_oracle.md")
         if args.preset != "quick":
@@ -407,12 +423,12 @@ def main():
     log(f"variate target: SNPs precision {v['snp'][0]:.2f} recall {v['snp'][1]:.2f}; regions precision "
         f"{v['region'][0]:.2f} recall {v['region'][1]:.2f}")
     if args.out is None:
-        suffix = "" if args.fit_on == "train" else "_validation"
+        suffix = ("" if args.fit_on == "train" else "_validation") + ("" if args.encoder == "paper" else "_items")
         args.out = str(Path(__file__).parent / "results" / f"ground_truth_recovery{suffix}.md")
     if args.preset != "quick":
         write_md(res, args.out, f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python "
                  f"benchmarks/bench_ground_truth_recovery.py --preset {args.preset} --seed {args.seed} "
-                 f"--fit-on {args.fit_on}")
+                 f"--fit-on {args.fit_on} --encoder {args.encoder}")
         log(f"wrote {args.out}")
 
 
