@@ -14,7 +14,6 @@ from ._cnn import (  # noqa: E402,F401
     PAPER_CHANNELS,
     BrainCNN,
     CNNBackbone3d,
-    CNNTail,
     ConvBlock3d,
     FoldedInferenceCNN,
     MultiOutputHead,
@@ -25,3 +24,4 @@ from ._cnn import (  # noqa: E402,F401
     conv_forward_flops,
     recalibrate_batchnorm,
 )
+from ._cnn_tail import CNNTail  # noqa: E402,F401
