@@ -329,7 +329,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--idp-permutations", type=int, default=0,
                    help="only run the IDP permutation-null check with this many permutations")
-    p.add_argument("--json", default=None, help="write all summary tables to this JSON file")
+    p.add_argument("--json", default=None, help="write all summary tables (and every association test) to this JSON file")
     args = p.parse_args()
     if args.quick:
         args.n, args.snps, args.effects, args.epochs = 150, 40, (0.2,), 2
@@ -355,6 +355,8 @@ def main():
             log(f"  setting wall time {time.time() - t0:.0f} s; load average {os.getloadavg()}")
             out[f"{pattern} {eff}"] = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
                                        for k, v in res.items() if k != "association_tables"}
+            out[f"{pattern} {eff}"]["association_tables"] = {  # every test, to read which scores passed
+                name: tab.to_dict(orient="records") for name, tab in res.get("association_tables", {}).items()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=float)
