@@ -92,13 +92,18 @@ def test_unknown_config_key_names_the_nearest(tmp_path, capsys):
 def test_encoder_early_stopping_and_confound_models_from_the_config():
     from sklearn_cgni.cli._protocol import TABLE1_CGNI, paper_models
 
-    cfg = load_config(preset="cpu", overrides=["contrastive.early_stopping=true", "contrastive.n_iter_no_change=3"])
     from sklearn_cgni.cli._config import estimator_params
 
+    cfg = load_config(preset="cpu", overrides=["contrastive.n_iter_no_change=3"])
     c = estimator_params(cfg, "contrastive", "ContrastiveSNPEncoder")  # the section's encoder parameters
-    enc = paper_models(8, contrastive=c)[("Table 1", TABLE1_CGNI)].named_steps["contrastive"]
-    assert enc.early_stopping is True and enc.n_iter_no_change == 3 and enc.validation_fraction == 0.1
-    assert load_config()["contrastive"]["early_stopping"] is False  # the paper's fixed epochs by default
+    model = paper_models(8, contrastive=c, classifier=estimator_params(cfg, "classifier", "CGNIClassifier"))
+    enc, clf = model[("Table 1", TABLE1_CGNI)].named_steps.values()
+    # outside the paper preset, stages 2 and 3 stop early on held-out participants
+    assert enc.early_stopping is True and enc.n_iter_no_change == 3 and enc.validation_fraction == 0.2
+    assert enc.scoring == "matching" and clf.early_stopping is True and clf.validation_fraction == 0.2
+    paper = load_config()
+    assert paper["contrastive"]["early_stopping"] is False  # the paper's fixed epochs by default
+    assert paper["classifier"]["early_stopping"] is False and paper["baselines"]["early_stopping"] is False
     assert "Imaging CNN" in load_config()["confounds"]["models"]
     with pytest.raises(ConfigError, match="unknown model 'Imaging CN'; did you mean 'Imaging CNN'"):
         load_config(overrides=['confounds.models=["Imaging CN"]'])
