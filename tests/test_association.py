@@ -121,3 +121,29 @@ def test_permutation_p_values_find_a_real_association_and_are_absent_by_default(
     assert t.set_index("score").loc["rs1", "p_perm"] == pytest.approx(1 / 200)
     assert t["significant_perm_bonferroni"].tolist() == [True, False]
     assert "p_perm" not in association_table(s, ph, ["memory"], categorical=()).columns
+
+
+def test_genotype_tracking_flags_a_score_associated_through_the_image_only():
+    """A score that learnt nothing of its SNP but reads a brain feature that cognition depends on:
+    its association is real and passes every correction, and tracks_genotype says it is not the SNP's."""
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(3)
+    n = 400
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    geno = pd.DataFrame(rng.binomial(2, 0.3, (n, 2)).astype(float), index=ids, columns=["rs_causal", "rs_null"])
+    brain = rng.normal(size=n)  # a brain feature that cognition depends on, unrelated to either SNP
+    scores = pd.DataFrame({"rs_causal": geno["rs_causal"] + rng.normal(size=n),  # learnt its SNP
+                           "rs_null": brain + 0.3 * rng.normal(size=n)}, index=ids)  # learnt the brain instead
+    ph = pd.DataFrame({"age": rng.uniform(40, 70, n), "sex": rng.integers(0, 2, n)}, index=ids)
+    ph["memory"] = 0.6 * brain + rng.normal(size=n)
+    geno.iloc[:5, 0] = np.nan  # missing calls are left out of the correlation only
+    shuffled = geno.iloc[::-1]  # rows matched by participant ID
+    t = association_table(scores, ph, ["memory"], categorical=(), genotypes=shuffled).set_index("score")
+    assert t.loc["rs_null", "significant_bonferroni"] and not t.loc["rs_null", "tracks_genotype"]
+    assert t.loc["rs_causal", "tracks_genotype"] and not t.loc["rs_causal", "significant_bonferroni"]
+    ok = geno["rs_causal"].notna()
+    r, p = pearsonr(scores.loc[ok, "rs_causal"], geno.loc[ok, "rs_causal"], alternative="greater")
+    assert t.loc["rs_causal", "genotype_r"] == pytest.approx(r) and t.loc["rs_causal", "genotype_p"] == pytest.approx(p)
+    with pytest.raises(ValueError, match=r"genotypes has no column for score\(s\) \['rs_null'\]"):
+        association_table(scores, ph, ["memory"], categorical=(), genotypes=geno[["rs_causal"]])

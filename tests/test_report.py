@@ -123,3 +123,20 @@ def test_scorer_winner_sentence_names_the_winner_and_the_margin():
     text = _scorer_winner_sentence(acc, rec)
     assert "the causal SNPs (ground truth), the CNN wins: mean held-out r 0.600 (CNN) vs 0.400 (IDP)" in text
     assert _scorer_winner_sentence(None) == ""
+
+
+def test_report_names_significant_associations_of_scores_that_do_not_track_their_genotype():
+    from sklearn_cgni.cli._report import _untracked_associations_sentence
+
+    assoc = pd.DataFrame({"model": ["CNN", "CNN", "IDP"], "score": ["rs1", "rs2", "rs1"],
+                          "measure": ["fluid_intelligence", "digit_span", "digit_span"],
+                          "significant_bonferroni": [True, True, False],
+                          "significant_perm_bonferroni": [True, True, False],
+                          "tracks_genotype": [False, True, True]})
+    text = _untracked_associations_sentence(assoc)
+    assert text.startswith("2 association(s) pass Bonferroni (significant_perm_bonferroni); 1 of them")
+    assert "CNN rs1 ~ fluid_intelligence" in text and "not evidence about the SNP" in text
+    assoc["tracks_genotype"] = True
+    assert "every one comes from a score that tracks its own genotype" in _untracked_associations_sentence(assoc)
+    assert _untracked_associations_sentence(assoc.drop(columns="tracks_genotype")) == ""  # older run folders
+    assert _untracked_associations_sentence(assoc.assign(significant_perm_bonferroni=False)) == ""

@@ -284,6 +284,26 @@ def _scorer_winner_sentence(acc, recovery=None):
     return ("Which scorer wins and by how much: " + "; ".join(out) + ".") if out else ""
 
 
+def _untracked_associations_sentence(assoc):
+    """How many significant associations come from scores that do not track their own genotype."""
+    if assoc is None or not len(assoc):
+        return ""
+    a = pd.DataFrame(assoc)
+    if "tracks_genotype" not in a:
+        return ""
+    col = "significant_perm_bonferroni" if "significant_perm_bonferroni" in a else "significant_bonferroni"
+    sig = a[a[col].astype(bool)]
+    untracked = sig[~sig["tracks_genotype"].astype(bool)]
+    if not len(sig):
+        return ""
+    what = ", ".join(f"{m} {s} ~ {x}" for m, s, x in untracked[["model", "score", "measure"]].itertuples(index=False))
+    return (f"{len(sig)} association(s) pass Bonferroni ({col}); "
+            + (f"{len(untracked)} of them come from a score that does not track its own genotype "
+               f"(tracks_genotype = False: {what}): the image's association with cognition, not evidence about the "
+               "SNP." if len(untracked) else "every one comes from a score that tracks its own genotype "
+               "(tracks_genotype)."))
+
+
 def _note(text):
     return f"<p class='note'>{html.escape(text)}</p>"
 
@@ -485,6 +505,9 @@ def render_html(out, results, tables, notes):
         winner = _scorer_winner_sentence(tables.get("score_accuracy"), tables.get("recovery_scores"))
         if winner:
             s += _note(winner)
+        untracked = _untracked_associations_sentence(tables.get("associations"))
+        if untracked:
+            s += _note(untracked)
         for key, title in (("score_accuracy", "Held-out accuracy"), ("associations", "Associations with cognition "
                                                                                      "(OLS with covariates; p_perm: "
                                                                                      "Freedman-Lane permutation "

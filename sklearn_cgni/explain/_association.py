@@ -13,6 +13,12 @@ With ``n_permutations > 0`` each test also gets a permutation p-value that does 
 OLS assumptions (Freedman and Lane, 1983: the residuals of ``measure ~ covariates`` are permuted
 and added back to its fitted values, and the score's partial correlation is recomputed), and
 the same corrections are applied to those.
+
+With ``genotypes``, each row also says whether its score tracks the genotype it was trained to
+predict. An image-derived score can be associated with cognition without carrying anything of
+its SNP: cognition depends on the brain, and a score that failed to learn its SNP is still a
+function of the image. No permutation of the measure removes that, because the association of
+the score itself is real. Such an association is evidence about the image, not about the SNP.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def _as_frame(scores, what):
 
 def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
                       covariates=("age", "sex"), categorical=("site",), alpha=0.05,
-                      standardize=True, n_permutations=0, random_state=None):
+                      standardize=True, n_permutations=0, genotypes=None, random_state=None):
     """Regress each cognitive measure on each score with covariates: one tidy table.
 
     Parameters
@@ -75,6 +81,13 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
         to the OLS t). A Bonferroni-corrected permutation p-value can only fall below
         ``alpha`` if ``n_permutations + 1 >= n_tests / alpha``; fewer permutations give a
         warning.
+    genotypes : DataFrame or None, default=None
+        The observed genotypes (dosages) of the scored SNPs, one column per score (same names,
+        rows matched like ``phenotypes``; missing calls allowed). Adds ``genotype_r``, the
+        correlation of each (held-out) score with its genotype, its one-sided ``genotype_p``
+        (r > 0), and ``tracks_genotype``: ``genotype_p`` below ``alpha`` divided by the number
+        of scores (Bonferroni). An association of a score with ``tracks_genotype=False`` says
+        nothing about its SNP (see the module's notes).
     random_state : int, RandomState instance or None, default=None
         Seeds the permutations.
 
@@ -87,7 +100,8 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
         variation among the participants of a test gets NaN statistics (and a warning) and
         is not counted in the corrections. With ``n_permutations > 0`` also ``p_perm``,
         ``p_perm_bonferroni``, ``p_perm_fdr``, ``significant_perm_bonferroni`` and
-        ``significant_perm_fdr``.
+        ``significant_perm_fdr``. With ``genotypes``, also ``genotype_r``, ``genotype_p``
+        and ``tracks_genotype``.
 
     Examples
     --------
@@ -100,6 +114,10 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
     >>> tab = association_table(s, ph, ["memory"])
     >>> tab[["score", "significant_bonferroni"]].values.tolist()
     [['rs1', True], ['rs2', False]]
+    >>> g = pd.DataFrame(np.random.default_rng(1).binomial(2, 0.3, (200, 2)), columns=["rs1", "rs2"])
+    >>> s2 = s.assign(rs2=s["rs2"] + g["rs2"])  # rs2's score tracks its genotype, rs1's does not
+    >>> association_table(s2, ph, ["memory"], genotypes=g)["tracks_genotype"].tolist()
+    [False, True]
     """
     import statsmodels.api as sm
     from sklearn.utils import check_random_state
@@ -196,6 +214,8 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
                     row["p_perm"] = float(p_perm[j])
             rows.append(row)
     table = pd.DataFrame(rows)
+    if genotypes is not None:
+        table = table.merge(_genotype_tracking(scores, genotypes, alpha), on="score", how="left")
     _correct(table, "p", "", alpha)
     if n_permutations:
         if "p_perm" not in table:
@@ -207,6 +227,35 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
                           f"{n_tests} tests at alpha={alpha}; use n_permutations >= "
                           f"{int(np.ceil(n_tests / alpha))}.", UserWarning, stacklevel=2)
     return table
+
+
+def _genotype_tracking(scores, genotypes, alpha):
+    """Per score: r with its observed genotype, one-sided p (r > 0), and whether it passes Bonferroni."""
+    from scipy.stats import pearsonr
+
+    if not isinstance(genotypes, pd.DataFrame):
+        raise TypeError(f"association_table: genotypes must be a DataFrame; got {type(genotypes).__name__}.")
+    absent = [str(c) for c in scores.columns if c not in genotypes.columns]
+    if absent:
+        raise ValueError(f"association_table: genotypes has no column for score(s) {absent[:10]}.")
+    if set(scores.index) == set(genotypes.index) and genotypes.index.is_unique:
+        G = genotypes.loc[scores.index, list(scores.columns)]
+    elif len(genotypes) == len(scores):
+        G = genotypes[list(scores.columns)].set_axis(scores.index)
+    else:
+        raise ValueError(f"association_table: {len(genotypes)} rows of genotypes but {len(scores)} of scores, "
+                         f"and their indexes (participant IDs) differ.")
+    rows = []
+    for s in scores.columns:
+        x, g = scores[s].to_numpy(dtype=float), pd.to_numeric(G[s], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(x) & np.isfinite(g)
+        r = p = np.nan
+        if ok.sum() > 2 and np.ptp(x[ok]) > 0 and np.ptp(g[ok]) > 0:
+            r, p = pearsonr(x[ok], g[ok], alternative="greater")
+        rows.append({"score": str(s), "genotype_r": float(r), "genotype_p": float(p)})
+    out = pd.DataFrame(rows)
+    out["tracks_genotype"] = out["genotype_p"] < alpha / len(out)
+    return out
 
 
 def _correct(table, column, prefix, alpha):

@@ -125,7 +125,7 @@ def _stage_scores(run, folder):
             if measures and complete:
                 t = association_table(sc.loc[keep, complete], pheno[keep], measures, covariates=covs,
                                       categorical=categorical, n_permutations=c["n_permutations"],
-                                      random_state=run.seed)
+                                      genotypes=G_all.loc[ids[keep], complete], random_state=run.seed)
                 t.insert(0, "model", name)
                 assoc.append(t)
     _caught(caught)
