@@ -177,15 +177,7 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
     from sklearn.model_selection import train_test_split
 
     from sklearn_cgni.datasets import make_cohort
-    from sklearn_cgni.explain import (
-        OcclusionExplainer,
-        SparseCCA,
-        enrichment_test,
-        genes_per_component,
-        regions_per_component,
-    )
-    from sklearn_cgni.genetics import ContrastiveSNPEncoder, SNPQualityFilter
-    from sklearn_cgni.imaging import BrainAgeCNNTransformer
+    from sklearn_cgni.genetics import SNPQualityFilter
 
     timings = {}
     t0 = time.perf_counter()
@@ -222,6 +214,24 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
 
     t0 = time.perf_counter()
     small = min(cfg["shape"]) < 94
+    if representation == "regional":  # issue 14 item 4: stage 2 learns on regional GM means, no CNN
+        cnn = RegionMeans(cohort.atlas)
+        with torch.no_grad():
+            h_v = np.concatenate([cnn(torch.as_tensor(images[s:s + 64]).unsqueeze(1)).numpy()
+                                  for s in range(0, len(images), 64)])
+        timings["stage1"] = time.perf_counter() - t0
+        mae = float("nan")
+        log(f"no stage 1: the image input of stage 2 is the {h_v.shape[1]} regional gray-matter means")
+    else:
+        cnn, h_v, mae = _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log)
+    return _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
+                        timings, log, encoder)
+
+
+def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
+    """The brain-age CNN (cached when ``cache_dir``), its h_v of every participant and its holdout MAE."""
+    from sklearn_cgni.imaging import BrainAgeCNNTransformer
+
     key = json.dumps({k: cfg[k] for k in ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs")},
                      default=list) + f"-seed{seed}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -245,10 +255,27 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
             cache.parent.mkdir(parents=True, exist_ok=True)
             joblib.dump((cnn, h_v), cache)
     timings["stage1"] = time.perf_counter() - t0
-    mae = np.abs(cnn.predict(images[ho]) - age[ho]).mean()
+    mae = float(np.abs(cnn.predict(images[ho]) - age[ho]).mean())
     log(f"stage 1: h_v width {h_v.shape[1]}, brain-age MAE on holdout {mae:.2f} years "
         f"({timings['stage1']:.0f} s)")
+    return cnn, h_v, mae
 
+
+def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg, timings,
+                 log, encoder):
+    """Stage 2 on ``[h_v | SNPs]``, SCCA, occlusion through ``cnn`` and the encoders, and the recovery."""
+    import torch
+
+    from sklearn_cgni.explain import (
+        OcclusionExplainer,
+        SparseCCA,
+        enrichment_test,
+        genes_per_component,
+        regions_per_component,
+    )
+    from sklearn_cgni.genetics import ContrastiveSNPEncoder
+
+    gt = cohort.ground_truth
     t0 = time.perf_counter()
     n_h = h_v.shape[1]
     enc = ContrastiveSNPEncoder(**{"image_features": n_h, "max_epochs": cfg["encoder_epochs"], "batch_size": 50,
@@ -345,7 +372,8 @@ def write_md(res, path, command):
         "",
         "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings"].items()),
         "",
-        f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years.",
+        (f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years." if np.isfinite(res["mae"]) else
+         "No stage 1: stage 2's image input is the regional gray-matter means (`--representation regional`)."),
         "",
         "## Recovery (union over SCCA components; targets: precision and recall >= 0.8)",
         "",
@@ -390,8 +418,9 @@ def main():
     parser.add_argument("--fit-on", choices=("train", "validation"), default="train",
                         help="participants the SCCA and the occlusion are fitted on")
     parser.add_argument("--cache-dir", default=None, help="cache the trained stage-1 CNN here")
-    parser.add_argument("--representation", choices=("cgni", "oracle"), default="cgni",
-                        help="'oracle': regional GM means and SNP dosages instead of stages 1-2")
+    parser.add_argument("--representation", choices=("cgni", "regional", "oracle"), default="cgni",
+                        help="'regional': stage 2 learns on regional GM means instead of the CNN's h_v; "
+                             "'oracle': regional GM means and SNP dosages instead of stages 1-2")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="paper",
                         help="stage-2 settings: the paper's, or issue 14's items 1-2 (see ENCODERS)")
     parser.add_argument("--out", default=None,
@@ -423,12 +452,13 @@ def main():
     log(f"variate target: SNPs precision {v['snp'][0]:.2f} recall {v['snp'][1]:.2f}; regions precision "
         f"{v['region'][0]:.2f} recall {v['region'][1]:.2f}")
     if args.out is None:
-        suffix = ("" if args.fit_on == "train" else "_validation") + ("" if args.encoder == "paper" else "_items")
+        suffix = ("" if args.fit_on == "train" else "_validation") + ("" if args.encoder == "paper" else "_items") \
+            + ("_regional" if args.representation == "regional" else "")
         args.out = str(Path(__file__).parent / "results" / f"ground_truth_recovery{suffix}.md")
     if args.preset != "quick":
         write_md(res, args.out, f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python "
                  f"benchmarks/bench_ground_truth_recovery.py --preset {args.preset} --seed {args.seed} "
-                 f"--fit-on {args.fit_on} --encoder {args.encoder}")
+                 f"--fit-on {args.fit_on} --encoder {args.encoder} --representation {args.representation}")
         log(f"wrote {args.out}")
 
 
