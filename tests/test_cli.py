@@ -169,6 +169,9 @@ def test_run_writes_the_output_folder(finished_run):
         assert (out / name).is_file(), name
     meta = json.loads((out / "run.json").read_text())
     assert set(meta["stage_status"].values()) == {"computed"}
+    # the genotype-score CNN reads the brain-age CNN's input scale (stage1.standardize_voxels): its
+    # transferred blocks were once fed z-scored voxels they never saw, which missed strong signals
+    assert "transferred block(s) were trained on" not in (out / "run.log").read_text()
     expected = {"data", "regions", "brain_age", "finetune_f0", "finetune_f1", "models_f0", "models_f1",
                 "training_curves", "scca",
                 "occlusion", "genes", "scores", "confounds", "recovery"}

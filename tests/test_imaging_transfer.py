@@ -149,6 +149,23 @@ def test_voxel_statistics_travel_with_the_transferred_blocks(data, tmp_path):
     assert not raw.module_.standardizes_input  # the default
 
 
+def test_transfer_warns_when_the_blocks_would_read_another_input_scale(data):
+    """A raw-image source's blocks fed z-scored voxels (the genotype scorer's old CLI setting)."""
+    import warnings
+
+    from sklearn_cgni.imaging import BrainGenotypeScorer
+
+    X, y, source = data  # source: standardize_voxels=False
+    G = np.random.default_rng(0).integers(0, 3, size=(len(X), 2)).astype(float)
+    with pytest.warns(UserWarning, match=r"2 transferred block\(s\) were trained on raw images, but this network "
+                                         r"standardises.*set standardize_voxels=False"):
+        BrainGenotypeScorer(brain_age_model=source, n_transfer_blocks=2, standardize_voxels=True, max_epochs=1,
+                            validation_fraction=0.0, device="cpu", random_state=0).fit(X, G)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # matching scales: no warning
+        ImagingCNNClassifier(source, n_transfer_blocks=2, max_epochs=1, random_state=0).fit(X, y)
+
+
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_transform_blocks_then_last_blocks_is_transform(data, k):
     X, y, source = data

@@ -64,9 +64,19 @@ def _transfer_blocks(module, source_state, n_blocks, freeze=False):
     When both networks standardise their input voxel by voxel, the source's voxel mean and
     scale (its :class:`~sklearn_cgni.nn.VoxelStandardize`) are copied too: the transferred
     first block was trained on that input scale. ``freeze=True`` then freezes the copied
-    blocks (:meth:`CNNBackbone3d.freeze_blocks`).
+    blocks (:meth:`CNNBackbone3d.freeze_blocks`). When only one of the two standardises, the
+    copied blocks would read input on another scale than they were trained on: a warning says so.
     """
+    import warnings
+
     source_state = BrainCNN.upgrade_state_dict(source_state)
+    src, own_std = BrainCNN.state_dict_standardizes(source_state), bool(getattr(module, "standardizes_input", False))
+    if n_blocks and src != own_std:
+        warnings.warn(
+            f"The {n_blocks} transferred block(s) were trained on {'voxel-standardised' if src else 'raw'} images, "
+            f"but this network {'standardises' if own_std else 'does not standardise'} its input voxel by voxel "
+            f"(standardize_voxels={own_std}); set standardize_voxels={src} to give them the input they learnt from.",
+            UserWarning, stacklevel=3)
     own = module.state_dict()
     prefixes = tuple(f"backbone.blocks.{b}." for b in range(n_blocks))
     for key in own:

@@ -86,6 +86,8 @@ def _stage_scores(run, folder):
     scorer = BrainGenotypeScorer(
         task=c["task"], brain_age_model=os.fspath(run.path("brain_age") / "brain_age.pt"),
         n_transfer_blocks=c["n_transfer_blocks"],
+        # the transferred blocks read what the brain-age CNN read: its (stage 1's) input standardisation
+        standardize_voxels=run.cfg["stage1"]["standardize_voxels"],
         **{**_cnn_kwargs(run), "validation_fraction": c["validation_fraction"] if watch else 0.0},
         max_epochs=c["max_epochs"], early_stopping=c["early_stopping"], lr_schedule=c["lr_schedule"],
         n_iter_no_change=c["n_iter_no_change"],
