@@ -121,6 +121,25 @@ def test_with_a_fitted_scorer_finds_the_planted_region():
     assert sal.top_regions_["region"].iloc[0] == "RightBack"
 
 
+def test_raw_image_scorer_saliency_is_per_voxel_sd_in_the_standardized_space():
+    """For a scorer reading raw images, 'standardized' maps = raw-space gradients x each voxel's SD."""
+    rng = np.random.default_rng(1)
+    n = 45
+    g = np.repeat([0.0, 1.0, 2.0], n // 3)
+    X = rng.normal(0.5, 0.1, size=(n, *SHAPE)).astype(np.float32)
+    X[:, :2] = 0.5 + 0.001 * rng.normal(size=(n, 2, *SHAPE[1:]))  # near-constant voxels (like background)
+    X[:, 4:, 4:, :] += 0.3 * g[:, None, None, None]
+    scorer = BrainGenotypeScorer("dosage", channels=(4, 4), padding=1, pool_blocks=1, max_epochs=5,
+                                 validation_fraction=0, device="cpu", random_state=0).fit(X, g[:, None])
+    assert not scorer.module_.standardizes_input  # the default
+    raw = SaliencyExplainer(scorer, input_space="raw", absolute=False, atlas=_atlas()).fit(X[:20], affine=np.eye(4))
+    per_sd = SaliencyExplainer(scorer, absolute=False, atlas=_atlas()).fit(X[:20], affine=np.eye(4))
+    sd = X[:20].astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(per_sd.maps_[0], raw.maps_[0] * sd, rtol=1e-4, atol=1e-9)
+    # the near-constant voxels, whose raw gradients can be large, weigh little per SD
+    assert np.abs(per_sd.maps_[0][:2]).max() < 0.05 * np.abs(per_sd.maps_[0]).max()
+
+
 def test_saliency_peaks_and_their_distance_to_planted_centers():
     import torch
 

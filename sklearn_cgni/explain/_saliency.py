@@ -96,7 +96,10 @@ class SaliencyExplainer(BaseEstimator):
         respect to the standardised image the network sees (per SD of each voxel, deviations
         from the training mean image; comparable across voxels whatever their variance), or
         with respect to raw gray-matter values (gradients are then divided by each voxel's
-        SD, which favours low-variance voxels). No effect for other models.
+        SD, which favours low-variance voxels). For a scorer that reads raw images, the
+        ``"saliency"`` maps are multiplied by each voxel's SD over the explained images, which
+        gives the same per-SD gradient. The other methods stay in raw space. No effect for
+        torch modules.
     baseline : float, default=0.0
         Baseline image value of integrated gradients (in ``input_space``: with
         ``"standardized"``, 0 is the training mean image).
@@ -280,9 +283,16 @@ class SaliencyExplainer(BaseEstimator):
         targets, self.score_names_ = self._targets(names, n_out)
         attribute = self._attributor(module)
         sums = np.zeros((len(targets), *shape), dtype=np.float64)
+        # a raw-image scorer: per-SD gradients are the raw ones times each voxel's SD
+        per_sd = (self.input_space == "standardized" and self.method == "saliency"
+                  and hasattr(self.model, "score_module") and not getattr(module, "standardized_input", False))
+        moments = np.zeros((2, *shape), dtype=np.float64)
         for xb, _ in make_loader(dataset, self.batch_size):
             with torch.no_grad():
                 xb = to_input(xb.to(device))
+            if per_sd:
+                x64 = xb.detach()[:, 0].double().cpu().numpy()
+                moments += (x64.sum(axis=0), (x64 * x64).sum(axis=0))
             xb = xb.detach().requires_grad_(True)
             for k, t in enumerate(targets):
                 a = attribute(xb, t).detach()
@@ -290,7 +300,11 @@ class SaliencyExplainer(BaseEstimator):
                     a = a.abs()
                 sums[k] += a.sum(dim=0)[0].double().cpu().numpy()
         self.n_participants_ = len(dataset)
-        self.maps_ = self._smoothed(sums / self.n_participants_).astype(np.float32)
+        mean_maps = sums / self.n_participants_
+        if per_sd:
+            m1, m2 = moments / self.n_participants_
+            mean_maps *= np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
+        self.maps_ = self._smoothed(mean_maps).astype(np.float32)
 
         self.atlas_ = self.region_attributions_ = self.top_regions_ = None
         self._set_peaks(None)
