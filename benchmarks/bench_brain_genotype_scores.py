@@ -165,7 +165,7 @@ def run_setting(args, snp_effect, log, pattern="region"):
         "dosage", channels=tuple(args.channels), padding=1, pool_blocks=args.pool_blocks,
         max_epochs=args.epochs, batch_size=16, lr=2e-3, weight_decay=args.weight_decay,
         validation_fraction=args.validation_fraction, early_stopping=args.early_stopping,
-        n_iter_no_change=args.patience, lr_schedule=args.lr_schedule, standardize_voxels=args.standardize_voxels,
+        n_iter_no_change=args.patience, lr_schedule=args.lr_schedule, standardize_voxels=not args.raw_voxels,
         device="cpu", random_state=0)
     t = time.time()
     cnn_scores, cnn_models = cross_fit_scores(cnn, X, G, cv=args.folds, return_estimators=True)
@@ -327,9 +327,8 @@ def main():
     p.add_argument("--saliency-n", type=int, default=100)
     p.add_argument("--ig-n", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--standardize-voxels", action="store_true",
-                   help="BrainGenotypeScorer(standardize_voxels=True), its default until 2026-12-02 and the setting "
-                        "of every run recorded before then")
+    p.add_argument("--raw-voxels", action="store_true",
+                   help="BrainGenotypeScorer(standardize_voxels=False): better scores, less precise saliency")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
     p.add_argument("--idp-permutations", type=int, default=0,
                    help="only run the IDP permutation-null check with this many permutations")

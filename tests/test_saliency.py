@@ -130,8 +130,9 @@ def test_raw_image_scorer_saliency_is_per_voxel_sd_in_the_standardized_space():
     X[:, :2] = 0.5 + 0.001 * rng.normal(size=(n, 2, *SHAPE[1:]))  # near-constant voxels (like background)
     X[:, 4:, 4:, :] += 0.3 * g[:, None, None, None]
     scorer = BrainGenotypeScorer("dosage", channels=(4, 4), padding=1, pool_blocks=1, max_epochs=5,
-                                 validation_fraction=0, device="cpu", random_state=0).fit(X, g[:, None])
-    assert not scorer.module_.standardizes_input  # the default
+                                 standardize_voxels=False, validation_fraction=0, device="cpu",
+                                 random_state=0).fit(X, g[:, None])
+    assert not scorer.module_.standardizes_input
     raw = SaliencyExplainer(scorer, input_space="raw", absolute=False, atlas=_atlas()).fit(X[:20], affine=np.eye(4))
     per_sd = SaliencyExplainer(scorer, absolute=False, atlas=_atlas()).fit(X[:20], affine=np.eye(4))
     sd = X[:20].astype(np.float64).std(axis=0)
