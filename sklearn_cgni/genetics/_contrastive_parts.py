@@ -60,8 +60,6 @@ def matching_score(z_v, z_g):
     return float((v2g + g2v) / 2)
 
 
-
-
 class StratifiedBatchSampler:
     """Batch sampler whose every batch holds every class (both WM groups).
 

@@ -38,7 +38,6 @@ _ARCH_DEFAULTS = {"channels": PAPER_CHANNELS, "padding": 0, "pool_blocks": None,
                   "global_pool": None}
 
 
-
 class _ValidMetric(Callback):
     """A skorch callback recording ``name`` = ``metric(y_true, y_pred)`` on the validation split.
 
