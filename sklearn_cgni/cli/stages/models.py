@@ -97,17 +97,22 @@ def _stage_models(run, folder, k):
                           class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
                           table2=run.cfg["protocol"]["table2"], term_weights=weights,
                           cross_fit=run.cfg["classifier"]["cross_fit"])
-    splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
+    def fold_splits(F):
+        return {"train": (F[tr], y[tr]), "validation": (F[va], y[va]), "holdout": (F[hold], y[hold])}
+
+    def cgni_on(image_input, **encoder):
+        """Table 1's CGNI on ``[image_input ⊕ SNPs]`` (item 4 of issue 14), with its fold splits."""
+        model = paper_models(image_input.shape[1], contrastive={**contrastive, **encoder}, classifier=classifier,
+                             baselines=baselines, class_weight=_class_weight(run.cfg), device=run.device,
+                             random_state=run.seed, cross_fit=run.cfg["classifier"]["cross_fit"])
+        return model[("Table 1", TABLE1_CGNI)], fold_splits(np.hstack([image_input, G]).astype(np.float32))
+
+    splits = fold_splits(X)
     R, _ = run.regions()
     c, search = run.cfg["contrastive"], run.cfg["search"]
     jobs = [(table, name, model, splits) for (table, name), model in models.items()]
-    if c["regional_row"]:  # item 4 of issue 14: the same CGNI with regional GM means as its image input
-        XR = np.hstack([R, G]).astype(np.float32)
-        regional = paper_models(R.shape[1], contrastive=contrastive, classifier=classifier, baselines=baselines,
-                                class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
-                                cross_fit=run.cfg["classifier"]["cross_fit"])[("Table 1", TABLE1_CGNI)]
-        jobs.append(("Table 1", REGIONAL_CGNI, regional,
-                     {"train": (XR[tr], y[tr]), "validation": (XR[va], y[va]), "holdout": (XR[hold], y[hold])}))
+    if c["regional_row"]:  # the same CGNI with regional GM means as its image input
+        jobs.append(("Table 1", REGIONAL_CGNI, *cgni_on(R)))
     if c["finetune_blocks"]:  # item 4 of issue 14: the contrastive loss also fine-tunes the CNN's last blocks
         from ...imaging import ImagingCNNClassifier
 
@@ -115,13 +120,7 @@ def _stage_models(run, folder, k):
         cnn = ImagingCNNClassifier.from_weights(os.fspath(run.path(f"finetune_f{k}") / "cnn.pt"),
                                                 paths.iloc[:2], device=run.device)
         A = cnn.transform_blocks(paths, c["finetune_blocks"])  # the activations entering those blocks
-        XA = np.hstack([A, G]).astype(np.float32)
-        tail = {**contrastive, "image_tail": cnn.last_blocks(c["finetune_blocks"])}
-        finetuned = paper_models(A.shape[1], contrastive=tail, classifier=classifier, baselines=baselines,
-                                 class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
-                                 cross_fit=run.cfg["classifier"]["cross_fit"])[("Table 1", TABLE1_CGNI)]
-        jobs.append(("Table 1", FINETUNED_CGNI, finetuned,
-                     {"train": (XA[tr], y[tr]), "validation": (XA[va], y[va]), "holdout": (XA[hold], y[hold])}))
+        jobs.append(("Table 1", FINETUNED_CGNI, *cgni_on(A, image_tail=cnn.last_blocks(c["finetune_blocks"]))))
     records, searched, predictions = [], [], []
     bar = progress_bar(jobs, enabled=run.progress, desc=f"models fold {k}", leave=False, position=1, unit="model")
     for table, name, model, data in bar:
@@ -142,9 +141,8 @@ def _stage_models(run, folder, k):
             enc.save_weights(folder / "encoder.pt")
             np.save(folder / "z_v.npy", enc.transform_image(X))
             np.save(folder / "z_g.npy", enc.transform_genetic(X))
-    hv_splits = {name: (hv[rows], y[rows]) for name, rows in (("train", tr), ("validation", va), ("holdout", hold))}
     # the CNN features alone through the classical row's logistic regression (same inner folds, C grid, weights)
-    records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], hv_splits, table="Table 1",
+    records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], fold_splits(hv), table="Table 1",
                               name=HV_LOGISTIC, k=k, predictions=predictions)[1]
     records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
     records += _covariate_records(run, wm, y, tr, va, hold, k)
