@@ -22,7 +22,14 @@ from ._contrastive_parts import (  # noqa: F401 (re-exported: saved files name t
     _ValidMatching,
     matching_score,
 )
-from ..utils._skorch import _silent, clip_batch_size, early_stopping_split, forward64, resolve_feature_split, to_float32
+from ..utils._skorch import (
+    clip_batch_size,
+    early_stopping_callback,
+    early_stopping_split,
+    forward64,
+    resolve_feature_split,
+    to_float32,
+)
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
 
@@ -411,13 +418,10 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
 
     def _validation_split(self, y_enc, seed, owner):
         """Stratified (fit rows, held-out rows, skorch arguments) for early stopping."""
-        from skorch.callbacks import EarlyStopping
-
         fit_rows, valid_rows = early_stopping_split(y_enc, self.validation_fraction, seed, owner)
         monitor = "valid_loss" if self.scoring == "loss" else "valid_matching"
-        stop = EarlyStopping(monitor=monitor, lower_is_better=self.scoring == "loss", patience=self.n_iter_no_change,
-                             threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent)
-        extra = {"callbacks": [("early_stopping", stop)],
+        extra = {"callbacks": [early_stopping_callback(monitor, self.n_iter_no_change,
+                                                       lower_is_better=self.scoring == "loss")],
                  "iterator_valid__batch_size": int(valid_rows.size)}  # the whole held-out set, one batch
         return fit_rows, valid_rows, extra
 

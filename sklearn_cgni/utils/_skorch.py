@@ -27,7 +27,7 @@ from ._device import fit_seed, resolve_device
 from ._validation import check_layer_sizes
 
 __all__ = [
-    "forward64", "early_stopping_split",
+    "forward64", "early_stopping_split", "early_stopping_callback",
     "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
 
 
@@ -67,6 +67,15 @@ def early_stopping_split(y_enc, validation_fraction, seed, owner):
         )
     fit_rows, valid_rows = train_test_split(np.arange(n), test_size=n_valid, stratify=y_enc, random_state=seed)
     return np.sort(fit_rows), np.sort(valid_rows)
+
+
+def early_stopping_callback(monitor, patience, *, lower_is_better=True):
+    """``("early_stopping", EarlyStopping)`` of the tabular nets: stop after ``patience`` epochs without any
+    improvement of ``monitor`` and restore the best epoch's weights."""
+    from skorch.callbacks import EarlyStopping
+
+    return ("early_stopping", EarlyStopping(monitor=monitor, lower_is_better=lower_is_better, patience=patience,
+                                            threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent))
 
 
 def forward64(module, X, method="forward", chunk_size=8192):
@@ -259,16 +268,13 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         owner = type(self).__name__
         extra = {"train_split": None}
         if self.early_stopping:
-            from skorch.callbacks import EarlyStopping
             from skorch.dataset import Dataset
             from skorch.helper import predefined_split
 
             fit_rows, valid_rows = early_stopping_split(y_enc, self.validation_fraction, seed, owner)
             extra = {
                 "train_split": predefined_split(Dataset(to_float32(X[valid_rows]), y_enc[valid_rows].astype(np.int64))),
-                "callbacks": [("early_stopping", EarlyStopping(
-                    monitor="valid_loss", patience=self.n_iter_no_change, threshold=0.0, threshold_mode="abs",
-                    load_best=True, sink=_silent))],
+                "callbacks": [early_stopping_callback("valid_loss", self.n_iter_no_change)],
                 "iterator_valid__batch_size": int(valid_rows.size),  # the whole held-out set, one batch
             }
             X, y_enc = X[fit_rows], y_enc[fit_rows]
