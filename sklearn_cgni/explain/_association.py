@@ -135,18 +135,7 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
     if not measures:
         raise ValueError("association_table: no cognitive measure given.")
 
-    # rows: match by participant ID, else by position
-    if set(scores.index) == set(phenotypes.index) and scores.index.is_unique:
-        ph = phenotypes.loc[scores.index]
-    elif len(scores) == len(phenotypes):
-        if not scores.index.equals(pd.RangeIndex(len(scores))) and \
-                not phenotypes.index.equals(pd.RangeIndex(len(phenotypes))):
-            raise ValueError("association_table: scores and phenotypes have different participant "
-                             "IDs (index); align them first (sklearn_cgni.io.align_cohort).")
-        ph = phenotypes.set_axis(scores.index)
-    else:
-        raise ValueError(f"association_table: {len(scores)} rows of scores but {len(phenotypes)} "
-                         f"of phenotypes, and their indexes (participant IDs) differ.")
+    ph = _rows_of(phenotypes, scores, "phenotypes")
     ids = [str(i) for i in scores.index]
 
     # covariates: no NaN, categorical one-hot
@@ -229,6 +218,19 @@ def association_table(scores, phenotypes, measures=DEFAULT_MEASURES, *,
     return table
 
 
+def _rows_of(frame, scores, what):
+    """The rows of ``frame`` in the order of ``scores``: by participant ID (index), else by position."""
+    if set(scores.index) == set(frame.index) and scores.index.is_unique and frame.index.is_unique:
+        return frame.loc[scores.index]
+    if len(scores) == len(frame):
+        if not scores.index.equals(pd.RangeIndex(len(scores))) and not frame.index.equals(pd.RangeIndex(len(frame))):
+            raise ValueError(f"association_table: scores and {what} have different participant "
+                             "IDs (index); align them first (sklearn_cgni.io.align_cohort).")
+        return frame.set_axis(scores.index)
+    raise ValueError(f"association_table: {len(scores)} rows of scores but {len(frame)} "
+                     f"of {what}, and their indexes (participant IDs) differ.")
+
+
 def _genotype_tracking(scores, genotypes, alpha):
     """Per score: r with its observed genotype, one-sided p (r > 0), and whether it passes Bonferroni."""
     from scipy.stats import pearsonr
@@ -238,13 +240,7 @@ def _genotype_tracking(scores, genotypes, alpha):
     absent = [str(c) for c in scores.columns if c not in genotypes.columns]
     if absent:
         raise ValueError(f"association_table: genotypes has no column for score(s) {absent[:10]}.")
-    if set(scores.index) == set(genotypes.index) and genotypes.index.is_unique:
-        G = genotypes.loc[scores.index, list(scores.columns)]
-    elif len(genotypes) == len(scores):
-        G = genotypes[list(scores.columns)].set_axis(scores.index)
-    else:
-        raise ValueError(f"association_table: {len(genotypes)} rows of genotypes but {len(scores)} of scores, "
-                         f"and their indexes (participant IDs) differ.")
+    G = _rows_of(genotypes[list(scores.columns)], scores, "genotypes")
     rows = []
     for s in scores.columns:
         x, g = scores[s].to_numpy(dtype=float), pd.to_numeric(G[s], errors="coerce").to_numpy(dtype=float)
