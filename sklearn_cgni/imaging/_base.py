@@ -562,15 +562,13 @@ class _BaseImageCNN(BaseEstimator):
         -------
         activations : ndarray of shape (n, C*X'*Y'*Z'), float32
         """
+        from ..nn import CNNTail
+
         check_is_fitted(self, "net_")
         first = self._check_n_last_blocks(n_last_blocks)
         module = self.module_.eval()
         blocks = module.backbone.blocks[:first]
-        if first:
-            shape = backbone_output_shape(self.image_shape_, self.arch_["channels"][:first], self.arch_["padding"],
-                                          min(module.backbone.pool_blocks, first), None)
-        else:
-            shape = (1, *self.image_shape_)
+        shape = CNNTail.input_shape(module.backbone, n_last_blocks, self.image_shape_)
 
         def head(_, xb):
             x = module.standardize(xb)

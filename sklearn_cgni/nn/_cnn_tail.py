@@ -90,20 +90,25 @@ class CNNTail(nn.Module):
             Spatial shape of the images the backbone reads.
         """
         n_all = len(backbone.blocks)
-        n_blocks = int(n_blocks)
-        if not 1 <= n_blocks <= n_all:
-            raise ValueError(f"n_blocks must be in [1, {n_all}] (the backbone has {n_all} blocks); got {n_blocks}.")
-        first = n_all - n_blocks
-        if first:
-            in_shape = backbone_output_shape(input_shape, backbone.channels[:first], backbone.padding,
-                                             min(backbone.pool_blocks, first), None)
-        else:
-            in_shape = (backbone.in_channels, *(int(s) for s in input_shape))
-        tail = cls(in_shape, backbone.channels[first:], padding=backbone.padding,
+        first = n_all - int(n_blocks)
+        tail = cls(cls.input_shape(backbone, n_blocks, input_shape), backbone.channels[first:], padding=backbone.padding,
                    pool=[b < backbone.pool_blocks for b in range(first, n_all)], global_pool=backbone.global_pool)
         for mine, theirs in zip(tail.blocks, backbone.blocks[first:]):
             mine.load_state_dict(theirs.state_dict())
         return tail
+
+    @staticmethod
+    def input_shape(backbone, n_blocks, input_shape):
+        """``(C, X, Y, Z)`` of the activations entering the last ``n_blocks`` blocks of ``backbone``."""
+        n_all = len(backbone.blocks)
+        n_blocks = int(n_blocks)
+        if not 1 <= n_blocks <= n_all:
+            raise ValueError(f"n_blocks must be in [1, {n_all}] (the backbone has {n_all} blocks); got {n_blocks}.")
+        first = n_all - n_blocks
+        if not first:
+            return (backbone.in_channels, *(int(s) for s in input_shape))
+        return backbone_output_shape(input_shape, backbone.channels[:first], backbone.padding,
+                                     min(backbone.pool_blocks, first), None)
 
     def config(self):
         """The constructor's arguments as plain values (saved with a fitted encoder's weights)."""
