@@ -96,6 +96,15 @@ class RegionMeans:
         return _RegionMeans()
 
 
+def _apply(f_v, images, batch=64):
+    """``f_v`` (a module on (n, 1, X, Y, Z)) applied to every image, in batches."""
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([f_v(torch.as_tensor(images[s:s + batch]).unsqueeze(1)).numpy()
+                               for s in range(0, len(images), batch)])
+
+
 def _finish_oracle(cohort, images, Xg, causal, tr, va, ho, fit_on, seed, cfg, timings, log):
     """Post-analysis on representations that carry the planted signal by construction.
 
@@ -109,9 +118,7 @@ def _finish_oracle(cohort, images, Xg, causal, tr, va, ho, fit_on, seed, cfg, ti
 
     gt = cohort.ground_truth
     f_v = RegionMeans(cohort.atlas)
-    with torch.no_grad():
-        z_v = np.concatenate([f_v(torch.as_tensor(images[s:s + 64]).unsqueeze(1)).numpy()
-                              for s in range(0, len(images), 64)])
+    z_v = _apply(f_v, images)
     z_g = Xg.to_numpy()
     fit_idx = tr if fit_on == "train" else va
     t0 = time.perf_counter()
@@ -173,7 +180,6 @@ def write_oracle_md(res, path, command):
 
 
 def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper"):
-    import torch
     from sklearn.model_selection import train_test_split
 
     from sklearn_cgni.datasets import make_cohort
@@ -216,9 +222,7 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
     small = min(cfg["shape"]) < 94
     if representation == "regional":  # issue 14 item 4: stage 2 learns on regional GM means, no CNN
         cnn = RegionMeans(cohort.atlas)
-        with torch.no_grad():
-            h_v = np.concatenate([cnn(torch.as_tensor(images[s:s + 64]).unsqueeze(1)).numpy()
-                                  for s in range(0, len(images), 64)])
+        h_v = _apply(cnn, images)
         timings["stage1"] = time.perf_counter() - t0
         mae = float("nan")
         log(f"no stage 1: the image input of stage 2 is the {h_v.shape[1]} regional gray-matter means")
