@@ -57,6 +57,9 @@ PRESETS = {
     # with --representation regional or oracle (the CNN's stage 1 would take hours)
     "cpu5000": dict(n_participants=5000, n_snps=1060, shape=(40, 46, 40), cnn_channels=(8, 16, 32, 32),
                     cnn_epochs=100, encoder_epochs=40, occlusion_participants=300),
+    # the same at bench_paper_size.py's 20x24x20 grid, where the CNN's stage 1 fits on this CPU
+    "cpu5000-coarse": dict(n_participants=5000, n_snps=1060, shape=(20, 24, 20), cnn_channels=(8, 16, 32, 32),
+                           cnn_epochs=100, encoder_epochs=40, occlusion_participants=300),
     # the default cohort with the paper's networks (GPU)
     "default": dict(n_participants=5000, n_snps=1060, shape=(128, 141, 128), cnn_channels=None,
                     cnn_epochs=20, encoder_epochs=50, occlusion_participants=1000),
