@@ -275,6 +275,35 @@ def test_encoder_regularizers_are_validated_and_search_uses_score():
     assert np.all((scores >= 0) & (scores <= 1))
 
 
+def test_genetic_l1_concentrates_the_snp_weights_on_the_snps_that_carry_the_signal():
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    rng = np.random.default_rng(0)
+    n = 600
+    latent = rng.normal(size=(n, 2))
+    h_v = latent @ rng.normal(size=(2, 8)) + 0.5 * rng.normal(size=(n, 8))
+    p = 1 / (1 + np.exp(-2 * latent @ rng.normal(size=(2, 6))))
+    signal = rng.binomial(2, 0.15 + 0.7 * p)
+    noise = rng.binomial(2, 0.3, size=(n, 54))  # SNPs unrelated to the image
+    X = np.hstack([h_v, signal, noise]).astype(float)
+    y = (latent[:, 0] > 0).astype(int)
+
+    def signal_share(l1):
+        enc = ContrastiveSNPEncoder(image_features=8, n_components=4, image_hidden=(), genetic_hidden=(),
+                                    standardize=True, genetic_l1=l1, batch_size=50, max_epochs=40,
+                                    lr=1e-2, random_state=0).fit(X, y)
+        first = next(m for m in enc.genetic_encoder_.modules() if isinstance(m, torch.nn.Linear))
+        w = first.weight.detach().abs().sum(dim=0).numpy()  # per SNP
+        return w[:6].sum() / w.sum(), w.sum()
+
+    share0, total0 = signal_share(0.0)
+    share1, total1 = signal_share(0.1)
+    assert total1 < 0.5 * total0, (total0, total1)  # measured 9.5 -> 2.3
+    assert share1 > share0 + 0.1, (share0, share1)  # the noise SNPs lose their weights (0.33 -> 0.52)
+    with pytest.raises(InvalidParameterError, match="genetic_l1"):
+        ContrastiveSNPEncoder(image_features=8, genetic_l1=-1.0).fit(X, y)
+
+
 # ----------------------------------------------------------------- weights
 def test_save_weights_round_trip_is_weights_only_and_transforms_identically(tmp_path):
     h_v, snps, y = _data()
@@ -292,6 +321,7 @@ def test_save_weights_round_trip_is_weights_only_and_transforms_identically(tmp_
     assert loaded.validation_matching_curve_ == enc.validation_matching_curve_
     assert list(loaded.get_feature_names_out()) == list(enc.get_feature_names_out())
     assert loaded.get_params()["snp_dropout"] == 0.1
+    assert loaded.net_.genetic_l1 == enc.net_.genetic_l1 == 0.0
     with pytest.raises(ValueError, match="Feature names|feature names"):
         loaded.transform(X.rename(columns={"rs0": "other"}))
     torch.save({"format": "other"}, tmp_path / "bad.pt")

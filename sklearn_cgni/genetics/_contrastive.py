@@ -81,6 +81,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Adam weight decay.
     dropout : float in [0, 1), default=0.0
         Dropout after every hidden layer of ``e_v`` and ``e_g`` (training only).
+    genetic_l1 : float >= 0, default=0.0
+        L1 penalty on the SNP weights (the first linear layer of ``e_g``): ``genetic_l1 *
+        sum(|W|)`` is added to the training loss, so most SNPs get weights near zero and the
+        encoder estimates fewer weights from few participants per SNP, as sparse CCA does. The
+        paper has none (0). ``benchmarks/results/ground_truth_recovery_findings.md`` measures it.
     snp_dropout : float in [0, 1), default=0.0
         Dropout on the SNP input of ``e_g`` (training only): each participant's SNPs are
         zeroed at random, so the encoder cannot identify a training participant from a few
@@ -184,6 +189,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "genetic_l1": [Interval(numbers.Real, 0, None, closed="left")],
         "snp_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "standardize": ["boolean"],
         "image_tail": "no_validation",  # a CNNTail or None, checked in fit
@@ -214,6 +220,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         lr=1e-3,
         weight_decay=0.0,
         dropout=0.0,
+        genetic_l1=0.0,
         snp_dropout=0.0,
         standardize=False,
         image_tail=None,
@@ -242,6 +249,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.dropout = dropout
+        self.genetic_l1 = genetic_l1
         self.snp_dropout = snp_dropout
         self.standardize = standardize
         self.image_tail = image_tail
@@ -307,6 +315,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             module__dropout=self.dropout,
             module__snp_dropout=self.snp_dropout,
             module__standardize=bool(self.standardize),
+            genetic_l1=float(self.genetic_l1),
             criterion=CGNIContrastiveLoss,
             **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
         )
