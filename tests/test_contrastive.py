@@ -292,8 +292,7 @@ def test_genetic_l1_concentrates_the_snp_weights_on_the_snps_that_carry_the_sign
         enc = ContrastiveSNPEncoder(image_features=8, n_components=4, image_hidden=(), genetic_hidden=(),
                                     standardize=True, genetic_l1=l1, batch_size=50, max_epochs=40,
                                     lr=1e-2, random_state=0).fit(X, y)
-        first = next(m for m in enc.genetic_encoder_.modules() if isinstance(m, torch.nn.Linear))
-        w = first.weight.detach().abs().sum(dim=0).numpy()  # per SNP
+        w = enc.genetic_encoder_.output.weight.detach().abs().sum(dim=0).numpy()  # linear e_g: per SNP
         return w[:6].sum() / w.sum(), w.sum()
 
     share0, total0 = signal_share(0.0)
@@ -321,7 +320,7 @@ def test_save_weights_round_trip_is_weights_only_and_transforms_identically(tmp_
     assert loaded.validation_matching_curve_ == enc.validation_matching_curve_
     assert list(loaded.get_feature_names_out()) == list(enc.get_feature_names_out())
     assert loaded.get_params()["snp_dropout"] == 0.1
-    assert loaded.net_.genetic_l1 == enc.net_.genetic_l1 == 0.0
+    assert loaded.net_.module_.genetic_encoder.l1 == enc.net_.module_.genetic_encoder.l1 == 0.0
     with pytest.raises(ValueError, match="Feature names|feature names"):
         loaded.transform(X.rename(columns={"rs0": "other"}))
     torch.save({"format": "other"}, tmp_path / "bad.pt")

@@ -315,7 +315,7 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             module__dropout=self.dropout,
             module__snp_dropout=self.snp_dropout,
             module__standardize=bool(self.standardize),
-            genetic_l1=float(self.genetic_l1),
+            module__genetic_l1=float(self.genetic_l1),
             criterion=CGNIContrastiveLoss,
             **{f"criterion__{k}": v for k, v in self._loss_kwargs().items()},
         )

@@ -7,13 +7,12 @@ files saved before the split still load).
 import math
 
 import numpy as np
-import torch
 from sklearn.utils import check_random_state
 from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.utils import to_tensor
 
-from ..utils._skorch import _silent  # noqa: F401 (saved nets name it here)
+from ..utils._skorch import SkorchNet, _silent  # noqa: F401 (saved nets name _silent here)
 
 
 def matching_score(z_v, z_g):
@@ -136,24 +135,17 @@ class StratifiedBatchSampler:
             yield batches[k].tolist()
 
 
-class _ContrastiveNet(NeuralNet):
-    """NeuralNet whose module returns ``(z_v, z_g)`` and whose criterion takes the labels.
-
-    ``genetic_l1`` adds ``genetic_l1 * sum(|W|)`` of the first linear layer of ``e_g`` (its SNP
-    weights) to the training loss; held-out losses stay the contrastive loss alone.
-    """
-
-    def __init__(self, *args, genetic_l1=0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.genetic_l1 = genetic_l1
+class _ContrastiveLoss(NeuralNet):
+    """NeuralNet whose module returns ``(z_v, z_g)`` and whose criterion takes the labels."""
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         z_v, z_g = y_pred
-        loss = self.criterion_(z_v, z_g, to_tensor(y_true, device=self.device))
-        if training and self.genetic_l1 > 0:
-            first = next(m for m in self.module_.genetic_encoder.modules() if isinstance(m, torch.nn.Linear))
-            loss = loss + self.genetic_l1 * first.weight.abs().sum()
-        return loss
+        return self.criterion_(z_v, z_g, to_tensor(y_true, device=self.device))
+
+
+class _ContrastiveNet(SkorchNet, _ContrastiveLoss):
+    """The contrastive loss, plus the module's ``penalty()`` in training (:class:`SkorchNet`):
+    ``genetic_l1`` on the SNP weights."""
 
 
 class _ValidMatching(Callback):

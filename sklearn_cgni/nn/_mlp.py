@@ -44,7 +44,7 @@ CGNI_CLASSIFIER_SIZES = (250, 200, 150)
 SPARSE_GENETIC_SIZES = (800, 600, 400)
 IMAGING_GENETIC_SIZES = (500, 200)
 
-_L1_ON = ("hidden", "all", "none")
+_L1_ON = ("hidden", "all", "input", "none")
 
 
 class MLP(nn.Module):
@@ -61,9 +61,11 @@ class MLP(nn.Module):
     l1 : float, default=0.0
         Strength of the L1 penalty returned by :meth:`penalty`: ``l1 * sum |W|`` over the
         weight matrices selected by ``l1_on`` (biases are not penalised).
-    l1_on : {"hidden", "all", "none"}, default="hidden"
+    l1_on : {"hidden", "all", "input", "none"}, default="hidden"
         ``"hidden"``: the layers producing hidden activations (the paper's sparse genetic
-        NN); ``"all"``: every layer, the output one included (the imaging-genetic NN).
+        NN); ``"all"``: every layer, the output one included (the imaging-genetic NN);
+        ``"input"``: the first layer only, the one reading the input features (sparse input
+        weights, as the contrastive encoder's ``genetic_l1``).
 
     Examples
     --------
@@ -105,7 +107,10 @@ class MLP(nn.Module):
         """``l1 * sum |W|`` over the penalised weight matrices (a 0-d tensor)."""
         if self.l1 == 0 or self.l1_on == "none":
             return self.output.weight.new_zeros(())
-        layers = list(self.hidden) + ([self.output] if self.l1_on == "all" else [])
+        if self.l1_on == "input":
+            layers = [self.hidden[0] if len(self.hidden) else self.output]
+        else:
+            layers = list(self.hidden) + ([self.output] if self.l1_on == "all" else [])
         if not layers:
             return self.output.weight.new_zeros(())
         return self.l1 * sum(layer.weight.abs().sum() for layer in layers)
@@ -130,8 +135,8 @@ class Encoder(MLP):
     """
 
     def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, normalize=True, standardize=False,
-                 input_dropout=0.0):
-        super().__init__(in_features, hidden_sizes, out_features, dropout=dropout)
+                 input_dropout=0.0, l1=0.0, l1_on="hidden"):
+        super().__init__(in_features, hidden_sizes, out_features, dropout=dropout, l1=l1, l1_on=l1_on)
         self.normalize = bool(normalize)
         # z-scores of the input (statistics set by the estimator, saved in the state dict) and
         # dropout on the input, after standardising (a dropped feature is at its mean)
@@ -185,6 +190,8 @@ class ContrastiveEncoders(nn.Module):
         A module applied to the image input before ``e_v`` and trained with it (for example a
         :class:`~sklearn_cgni.nn.CNNTail`, the last CNN blocks on their input activations):
         ``z_v = e_v(image_tail(a))``. ``n_image_features`` is then its output width.
+    genetic_l1 : float, default=0.0
+        L1 penalty on ``e_g``'s input layer (its SNP weights), returned by :meth:`penalty`.
 
     Examples
     --------
@@ -208,6 +215,7 @@ class ContrastiveEncoders(nn.Module):
         snp_dropout=0.0,
         standardize=False,
         image_tail=None,
+        genetic_l1=0.0,
     ):
         super().__init__()
         self.image_tail = image_tail
@@ -218,8 +226,12 @@ class ContrastiveEncoders(nn.Module):
         # SNP dropout is the genetic encoder's input dropout (after its standardisation, if any)
         self.genetic_encoder = genetic_encoder(
             n_genetic_features, genetic_hidden, n_components, dropout=dropout, normalize=normalize,
-            standardize=standardize, input_dropout=snp_dropout
+            standardize=standardize, input_dropout=snp_dropout, l1=genetic_l1, l1_on="input"
         )
+
+    def penalty(self):
+        """``genetic_l1 * sum |W|`` of ``e_g``'s input layer (its SNP weights), added to the training loss."""
+        return self.genetic_encoder.penalty()
 
     def embed_image(self, x_v):
         """``z_v`` of the image input (through ``image_tail`` first, when there is one)."""
