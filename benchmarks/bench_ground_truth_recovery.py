@@ -415,6 +415,7 @@ def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, v
         sets = {k: [g for g in v if g in set(background)] for k, v in cohort.gene_sets.items()}
         enrich = enrichment_test(genes, {k: v for k, v in sets.items() if v}, background=background)
 
+    params = enc.get_params()
     return dict(
         cfg=cfg, seed=seed, timings=timings, n_train=len(tr), mae=mae, table3=table3,
         stage1_epochs=(getattr(cnn, "n_epochs_", None), getattr(cnn, "best_epoch_", None)),
@@ -423,7 +424,7 @@ def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, v
         region=(p_reg, r_reg, hit_reg), sign_agreement=(sum(agree), len(agree)), table4=table4,
         table5=table5, enrich=enrich, planted_set=gt["planted_gene_set"],
         n_regions=len(occ.region_contributions_), atlas=occ.atlas_.name, fit_on=fit_on, variate=variate,
-        encoder=dict({k: enc.get_params()[k] for k in (*ENCODERS[encoder], *SEARCH_GRIDS.get(encoder, ()))},
+        encoder=dict({k: params[k] for k in (*ENCODERS[encoder], *SEARCH_GRIDS.get(encoder, ()))},
                      n_iter=enc.n_iter_, best_epoch=enc.best_epoch_,
                      **({"search": search} if search else {})),
         holdout_matching=float(enc.score(XV[ho])), planted=planted,
