@@ -5,7 +5,11 @@ The whole CGNI chain on a simulated cohort with planted ground truth:
 1. ``make_cohort`` (participants with a working-memory group; the bad images planted by the
    simulator are excluded), split 60/20/20 (train / validation / holdout), stratified.
 2. ``SNPQualityFilter`` (fitted on train, with the cohort's info r2).
-3. Stage 1: ``BrainAgeCNNTransformer`` trained on age (train), ``h_v`` for every split.
+3. Stage 1: ``BrainAgeCNNTransformer`` trained on age (train), ``h_v`` for every split; with
+   ``--representation wm-cnn`` that CNN is transferred to the working-memory groups
+   (``ImagingCNNClassifier``, two blocks copied, fine-tuned on train) and ``h_v`` is the
+   fine-tuned network's, as in the paper ("we use the output from the 3D CNN of the baseline
+   model") and in ``sklearn-cgni run``.
 4. Stage 2: ``ContrastiveSNPEncoder`` on ``[h_v, SNPs]`` with the working-memory group
    (train): ``z_v``, ``z_g``.
 5. ``SparseCCA`` on (z_v, z_g) of train, 5-fold search over components and penalties;
@@ -52,19 +56,19 @@ PRESETS = {
     # epoch, as `sklearn-cgni run --preset cpu` does; until 2026-12-02 it was 8, which left the CNN
     # far from converged, holdout MAE 5.6 years)
     "cpu": dict(n_participants=1000, n_snps=300, shape=(40, 46, 40), cnn_channels=(8, 16, 32, 32),
-                cnn_epochs=100, encoder_epochs=40, occlusion_participants=300),
+                cnn_epochs=100, finetune_epochs=60, encoder_epochs=40, occlusion_participants=300),
     # the cpu preset's cohort at the paper's size (5,000 participants, 1,060 SNPs); on this CPU only
     # with --representation regional or oracle (the CNN's stage 1 would take hours)
     "cpu5000": dict(n_participants=5000, n_snps=1060, shape=(40, 46, 40), cnn_channels=(8, 16, 32, 32),
-                    cnn_epochs=100, encoder_epochs=40, occlusion_participants=300),
+                    cnn_epochs=100, finetune_epochs=60, encoder_epochs=40, occlusion_participants=300),
     # the same at bench_paper_size.py's 20x24x20 grid, where the CNN's stage 1 fits on this CPU
     "cpu5000-coarse": dict(n_participants=5000, n_snps=1060, shape=(20, 24, 20), cnn_channels=(8, 16, 32, 32),
-                           cnn_epochs=100, encoder_epochs=40, occlusion_participants=300),
+                           cnn_epochs=100, finetune_epochs=60, encoder_epochs=40, occlusion_participants=300),
     # the issue's default cohort with the paper's networks (GPU)
     "default": dict(n_participants=5000, n_snps=1060, shape=(128, 141, 128), cnn_channels=None,
-                    cnn_epochs=20, encoder_epochs=50, occlusion_participants=1000),
+                    cnn_epochs=20, finetune_epochs=20, encoder_epochs=50, occlusion_participants=1000),
     "quick": dict(n_participants=240, n_snps=80, shape=(24, 28, 24), cnn_channels=(4, 8, 8, 8),
-                  cnn_epochs=2, encoder_epochs=5, occlusion_participants=40),
+                  cnn_epochs=2, finetune_epochs=2, encoder_epochs=5, occlusion_participants=40),
 }
 
 
@@ -285,6 +289,8 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
         log(f"no stage 1: the image input of stage 2 is the {h_v.shape[1]} regional gray-matter means")
     else:
         cnn, h_v, mae = _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log)
+        if representation == "wm-cnn":
+            cnn, h_v = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log)
     return _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
                         timings, log, encoder)
 
@@ -320,6 +326,48 @@ def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
     log(f"stage 1: h_v width {h_v.shape[1]}, brain-age MAE on holdout {mae:.2f} years, {cnn.n_epochs_} epochs, "
         f"best {cnn.best_epoch_} ({timings['stage1']:.0f} s)")
     return cnn, h_v, mae
+
+
+def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings, log):
+    """The paper's h_v: the brain-age CNN transferred to the working-memory groups and fine-tuned.
+
+    As ``sklearn-cgni run`` does (its ``finetune`` stage, cpu preset): the first two blocks
+    copied from the brain-age CNN, class-balanced cross-entropy, early stopping on the
+    validation loss of a stratified split of the training participants (best epoch kept), a
+    budget of ``finetune_epochs``. h_v is the fine-tuned network's pooled last block.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    from sklearn_cgni.imaging import ImagingCNNClassifier
+
+    t0 = time.perf_counter()
+    key = json.dumps({k: cfg[k] for k in ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs",
+                                           "finetune_epochs")}, default=list) + f"-seed{seed}-wm"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    cache = Path(cache_dir) / f"stage1-wm-{digest}.joblib" if cache_dir else None
+    if cache is not None and cache.exists():
+        import joblib
+
+        cnn, h_v = joblib.load(cache)
+        log(f"stage 1 (WM) loaded from {cache}")
+    else:
+        cnn = ImagingCNNClassifier(brain_age_model=brain_age, n_transfer_blocks=2, class_weight="balanced",
+                                   scoring="loss", n_iter_no_change=10, max_epochs=cfg["finetune_epochs"],
+                                   batch_size=25, device="auto", random_state=seed)
+        cnn.fit(images[tr], wm[tr].astype(int))
+        h_v = cnn.transform(images)
+        if cache is not None:
+            import joblib
+
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            joblib.dump((cnn, h_v), cache)
+    timings["stage1_wm"] = time.perf_counter() - t0
+    bacc = {name: balanced_accuracy_score(wm[ix].astype(int), cnn.predict(images[ix]))
+            for name, ix in (("train", tr), ("validation", va), ("holdout", ho))}
+    log(f"stage 1 (WM transfer): {cnn.n_epochs_} epochs, best {cnn.best_epoch_}; balanced accuracy "
+        + ", ".join(f"{k} {v:.3f}" for k, v in bacc.items()) + f" ({timings['stage1_wm']:.0f} s)")
+    cnn.wm_balanced_accuracy_ = bacc
+    return cnn, h_v
 
 
 def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg, timings,
@@ -428,6 +476,7 @@ def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, v
                      n_iter=enc.n_iter_, best_epoch=enc.best_epoch_,
                      **({"search": search} if search else {})),
         holdout_matching=float(enc.score(XV[ho])), planted=planted,
+        wm_bacc=getattr(cnn, "wm_balanced_accuracy_", None),
     )
 
 
@@ -468,7 +517,12 @@ def write_md(res, path, command):
         "",
         "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings"].items()),
         "",
-        (f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years ({res['stage1_epochs'][0]} epochs, "
+        (f"Stage 1: the brain-age CNN (holdout MAE {res['mae']:.2f} years) transferred to the working-memory "
+         f"groups (`--representation wm-cnn`, two blocks copied, fine-tuned): {res['stage1_epochs'][0]} epochs, "
+         f"best {res['stage1_epochs'][1]} kept; WM balanced accuracy "
+         + ", ".join(f"{k} {v:.3f}" for k, v in res["wm_bacc"].items()) + ". h_v is its pooled last block."
+         if res.get("wm_bacc") else
+         f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years ({res['stage1_epochs'][0]} epochs, "
          f"best {res['stage1_epochs'][1]} kept)." if np.isfinite(res["mae"]) else
          "No stage 1: stage 2's image input is the regional gray-matter means (`--representation regional`)."),
         "",
@@ -521,8 +575,10 @@ def main():
     parser.add_argument("--fit-on", choices=("train", "validation"), default="train",
                         help="participants the SCCA and the occlusion are fitted on")
     parser.add_argument("--cache-dir", default=None, help="cache the trained stage-1 CNN here")
-    parser.add_argument("--representation", choices=("cgni", "regional", "oracle"), default="cgni",
-                        help="'regional': stage 2 learns on regional GM means instead of the CNN's h_v; "
+    parser.add_argument("--representation", choices=("cgni", "wm-cnn", "regional", "oracle"), default="cgni",
+                        help="'cgni': h_v of the brain-age CNN; 'wm-cnn': h_v of that CNN transferred to the "
+                             "WM groups and fine-tuned (the paper's h_v, as sklearn-cgni run uses); "
+                             "'regional': stage 2 learns on regional GM means instead of the CNN's h_v; "
                              "'oracle': regional GM means and SNP dosages instead of stages 1-2")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="paper",
                         help="stage-2 settings: the paper's, or issue 14's items 1-2 (see ENCODERS)")
@@ -556,7 +612,7 @@ def main():
         f"{v['region'][0]:.2f} recall {v['region'][1]:.2f}")
     if args.out is None:
         suffix = ("" if args.fit_on == "train" else "_validation") + ("" if args.encoder == "paper" else f"_{args.encoder}") \
-            + ("_regional" if args.representation == "regional" else "") + (f"_seed{args.seed}" if args.seed else "") \
+            + ({"regional": "_regional", "wm-cnn": "_wmcnn"}.get(args.representation, "")) + (f"_seed{args.seed}" if args.seed else "") \
             + ("" if args.preset == "cpu" else f"_{args.preset}")
         args.out = str(Path(__file__).parent / "results" / f"ground_truth_recovery{suffix}.md")
     if args.preset != "quick":
