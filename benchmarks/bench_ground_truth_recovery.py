@@ -133,6 +133,36 @@ class RegionMeans:
         return _RegionMeans()
 
 
+class UnpooledFeatures:
+    """f_v: a fitted stage-1 CNN's last block flattened *before* its global pooling.
+
+    The cpu preset's networks average the last block over space (``global_pool="avg"``), so
+    ``h_v`` is one number per channel; the paper's network flattens the last block instead
+    ("the flattened outputs of the final convolutional block"), keeping where in the brain each
+    activation is. This reads that layout from a network trained with the pooling
+    (``--hv unpooled``; ``bench_hv_planted_signal.py`` measures what each layer carries).
+    ``drop_last_blocks=1`` stops a block earlier (``--hv previous-block``: the activations
+    :meth:`transform_blocks` ``(X, 1)`` returns).
+    """
+
+    def __new__(cls, cnn, drop_last_blocks=0):
+        import torch
+
+        class _Unpooled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = cnn.module_.eval()
+                self.blocks = self.net.backbone.blocks[:len(self.net.backbone.blocks) - drop_last_blocks]
+
+            def forward(self, x):
+                x = self.net.standardize(x)
+                for block in self.blocks:
+                    x = block(x)
+                return torch.flatten(x, 1)
+
+        return _Unpooled().eval()
+
+
 def _apply(f_v, images, batch=64):
     """``f_v`` (a module on (n, 1, X, Y, Z)) applied to every image, in batches."""
     import torch
@@ -240,7 +270,7 @@ def write_oracle_md(res, path, command):
     Path(path).write_text("\n".join(lines))
 
 
-def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper"):
+def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper", hv="pooled"):
     from sklearn.model_selection import train_test_split
 
     from sklearn_cgni.datasets import make_cohort
@@ -291,8 +321,18 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
         cnn, h_v, mae = _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log)
         if representation == "wm-cnn":
             cnn, h_v = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log)
-    return _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
-                        timings, log, encoder)
+        if hv != "pooled":
+            fitted = cnn
+            cnn = UnpooledFeatures(fitted, drop_last_blocks=int(hv == "previous-block"))
+            h_v = _apply(cnn, images)
+            cnn.wm_balanced_accuracy_ = getattr(fitted, "wm_balanced_accuracy_", None)
+            cnn.n_epochs_, cnn.best_epoch_ = fitted.n_epochs_, fitted.best_epoch_
+            log(f"h_v: the {'last block before the global pooling' if hv == 'unpooled' else 'block before the last'}"
+                f", flattened: {h_v.shape[1]} features")
+    res = _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
+                       timings, log, encoder)
+    res["hv"] = (hv, h_v.shape[1])
+    return res
 
 
 def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
@@ -520,11 +560,16 @@ def write_md(res, path, command):
         (f"Stage 1: the brain-age CNN (holdout MAE {res['mae']:.2f} years) transferred to the working-memory "
          f"groups (`--representation wm-cnn`, two blocks copied, fine-tuned): {res['stage1_epochs'][0]} epochs, "
          f"best {res['stage1_epochs'][1]} kept; WM balanced accuracy "
-         + ", ".join(f"{k} {v:.3f}" for k, v in res["wm_bacc"].items()) + ". h_v is its pooled last block."
+         + ", ".join(f"{k} {v:.3f}" for k, v in res["wm_bacc"].items()) + "."
          if res.get("wm_bacc") else
          f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years ({res['stage1_epochs'][0]} epochs, "
          f"best {res['stage1_epochs'][1]} kept)." if np.isfinite(res["mae"]) else
          "No stage 1: stage 2's image input is the regional gray-matter means (`--representation regional`)."),
+        *([f"h_v: {res['hv'][1]} features, "
+           + ("the last block flattened before the global pooling (`--hv unpooled`)." if res["hv"][0] == "unpooled"
+              else "the block before the last, flattened (`--hv previous-block`)." if res["hv"][0] == "previous-block"
+              else "the network's own output (its last block globally average-pooled at the cpu presets).")]
+          if np.isfinite(res["mae"]) else []),
         "",
         *_search_lines(res),
         f"Held-out cross-modal matching of the encoder (holdout participants, 0.5 = chance): "
@@ -580,6 +625,10 @@ def main():
                              "WM groups and fine-tuned (the paper's h_v, as sklearn-cgni run uses); "
                              "'regional': stage 2 learns on regional GM means instead of the CNN's h_v; "
                              "'oracle': regional GM means and SNP dosages instead of stages 1-2")
+    parser.add_argument("--hv", choices=("pooled", "unpooled", "previous-block"), default="pooled",
+                        help="with a CNN representation: h_v as the network computes it (the cpu preset's "
+                             "global average of the last block) or that block flattened before the pooling "
+                             "(the paper's layout), or the block before it (see UnpooledFeatures)")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="paper",
                         help="stage-2 settings: the paper's, or issue 14's items 1-2 (see ENCODERS)")
     parser.add_argument("--out", default=None,
@@ -595,7 +644,7 @@ def main():
         print(msg, flush=True)
 
     res = run(cfg, args.seed, log, fit_on=args.fit_on, cache_dir=args.cache_dir,
-              representation=args.representation, encoder=args.encoder)
+              representation=args.representation, encoder=args.encoder, hv=args.hv)
     if res.get("oracle"):
         out = args.out or str(Path(__file__).parent / "results" / "ground_truth_recovery_oracle.md")
         if args.preset != "quick":
@@ -612,13 +661,15 @@ def main():
         f"{v['region'][0]:.2f} recall {v['region'][1]:.2f}")
     if args.out is None:
         suffix = ("" if args.fit_on == "train" else "_validation") + ("" if args.encoder == "paper" else f"_{args.encoder}") \
-            + ({"regional": "_regional", "wm-cnn": "_wmcnn"}.get(args.representation, "")) + (f"_seed{args.seed}" if args.seed else "") \
+            + ({"regional": "_regional", "wm-cnn": "_wmcnn"}.get(args.representation, "")) \
+            + ("" if args.hv == "pooled" else f"_{args.hv}") + (f"_seed{args.seed}" if args.seed else "") \
             + ("" if args.preset == "cpu" else f"_{args.preset}")
         args.out = str(Path(__file__).parent / "results" / f"ground_truth_recovery{suffix}.md")
     if args.preset != "quick":
         write_md(res, args.out, f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python "
                  f"benchmarks/bench_ground_truth_recovery.py --preset {args.preset} --seed {args.seed} "
-                 f"--fit-on {args.fit_on} --encoder {args.encoder} --representation {args.representation}")
+                 f"--fit-on {args.fit_on} --encoder {args.encoder} --representation {args.representation}"
+                 + ("" if args.hv == "pooled" else f" --hv {args.hv}"))
         log(f"wrote {args.out}")
 
 
