@@ -311,6 +311,7 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
 
     t0 = time.perf_counter()
     small = min(cfg["shape"]) < 94
+    image_tail = None
     if representation == "regional":  # issue 14 item 4: stage 2 learns on regional GM means, no CNN
         cnn = RegionMeans(cohort.atlas)
         h_v = _apply(cnn, images)
@@ -323,14 +324,17 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
             cnn, h_v = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log)
         if hv != "pooled":
             fitted = cnn
-            cnn = UnpooledFeatures(fitted, drop_last_blocks=int(hv == "previous-block"))
+            cnn = UnpooledFeatures(fitted, drop_last_blocks=int(hv in ("previous-block", "tail")))
+            if hv == "tail":  # issue 14 item 4: stage 2 fine-tunes the last block with the contrastive loss
+                image_tail = fitted.last_blocks(1)
             h_v = _apply(cnn, images)
             cnn.wm_balanced_accuracy_ = getattr(fitted, "wm_balanced_accuracy_", None)
             cnn.n_epochs_, cnn.best_epoch_ = fitted.n_epochs_, fitted.best_epoch_
             log(f"h_v: the {'last block before the global pooling' if hv == 'unpooled' else 'block before the last'}"
-                f", flattened: {h_v.shape[1]} features")
+                f", flattened: {h_v.shape[1]} features" + (" (the last block, a copy, is fine-tuned in stage 2)"
+                                                           if hv == "tail" else ""))
     res = _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
-                       timings, log, encoder)
+                       timings, log, encoder, image_tail)
     res["hv"] = (hv, h_v.shape[1])
     return res
 
@@ -411,7 +415,7 @@ def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings,
 
 
 def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg, timings,
-                 log, encoder):
+                 log, encoder, image_tail=None):
     """Stage 2 on ``[h_v | SNPs]``, SCCA, occlusion through ``cnn`` and the encoders, and the recovery."""
     import torch
 
@@ -428,7 +432,8 @@ def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, v
     t0 = time.perf_counter()
     n_h = h_v.shape[1]
     enc = ContrastiveSNPEncoder(**{"image_features": n_h, "max_epochs": cfg["encoder_epochs"], "batch_size": 50,
-                                   "random_state": seed, "device": "auto", **ENCODERS[encoder]})
+                                   "random_state": seed, "device": "auto", **ENCODERS[encoder],
+                                   "image_tail": image_tail})
     XV = np.hstack([h_v, Xg.to_numpy()])
     search = None
     if encoder in SEARCH_GRIDS:
@@ -568,6 +573,8 @@ def write_md(res, path, command):
         *([f"h_v: {res['hv'][1]} features, "
            + ("the last block flattened before the global pooling (`--hv unpooled`)." if res["hv"][0] == "unpooled"
               else "the block before the last, flattened (`--hv previous-block`)." if res["hv"][0] == "previous-block"
+              else "stage 2's image input is the block before the last, flattened; a copy of the last block (with "
+                   "its global pooling) is fine-tuned with the contrastive loss (`--hv tail`)." if res["hv"][0] == "tail"
               else "the network's own output (its last block globally average-pooled at the cpu presets).")]
           if np.isfinite(res["mae"]) else []),
         "",
@@ -625,10 +632,12 @@ def main():
                              "WM groups and fine-tuned (the paper's h_v, as sklearn-cgni run uses); "
                              "'regional': stage 2 learns on regional GM means instead of the CNN's h_v; "
                              "'oracle': regional GM means and SNP dosages instead of stages 1-2")
-    parser.add_argument("--hv", choices=("pooled", "unpooled", "previous-block"), default="pooled",
+    parser.add_argument("--hv", choices=("pooled", "unpooled", "previous-block", "tail"), default="pooled",
                         help="with a CNN representation: h_v as the network computes it (the cpu preset's "
                              "global average of the last block) or that block flattened before the pooling "
-                             "(the paper's layout), or the block before it (see UnpooledFeatures)")
+                             "(the paper's layout), or the block before it (see UnpooledFeatures); 'tail': stage 2 "
+                             "learns on the block before the last and fine-tunes a copy of the last block "
+                             "(ContrastiveSNPEncoder(image_tail=...), issue 14 item 4)")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="paper",
                         help="stage-2 settings: the paper's, or issue 14's items 1-2 (see ENCODERS)")
     parser.add_argument("--out", default=None,
