@@ -270,31 +270,63 @@ def write_oracle_md(res, path, command):
     Path(path).write_text("\n".join(lines))
 
 
-def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper", hv="pooled"):
+def cohort_and_splits(cfg, seed):
+    """The preset's cohort, its participant IDs and phenotypes, and the train / validation / holdout
+    indices (60/20/20, stratified by WM group) of the participants with a WM group and a good image."""
     from sklearn.model_selection import train_test_split
 
     from sklearn_cgni.datasets import make_cohort
-    from sklearn_cgni.genetics import SNPQualityFilter
 
-    timings = {}
-    t0 = time.perf_counter()
     cohort = make_cohort(n_participants=cfg["n_participants"], n_snps=cfg["n_snps"],
                          shape=tuple(cfg["shape"]), random_state=seed, n_jobs=1)
-    timings["make_cohort"] = time.perf_counter() - t0
-    gt = cohort.ground_truth
     ids = np.asarray(cohort.participant_ids)
     pheno = cohort.phenotypes.loc[ids]
-    keep = pheno["wm_group"].notna().to_numpy() & ~np.isin(ids, gt["bad_images"])
+    keep = pheno["wm_group"].notna().to_numpy() & ~np.isin(ids, cohort.ground_truth["bad_images"])
     idx = np.flatnonzero(keep)
     y = pheno["wm_group"].to_numpy()[idx].astype(int)
     tr, rest = train_test_split(idx, test_size=0.4, stratify=y, random_state=seed)
     y_rest = pheno["wm_group"].to_numpy()[rest].astype(int)
     va, ho = train_test_split(rest, test_size=0.5, stratify=y_rest, random_state=seed)
+    return cohort, ids, pheno, (tr, va, ho)
+
+
+def stage1_cache(cache_dir, cfg, seed, wm=False):
+    """Where ``--cache-dir`` keeps the brain-age CNN (``wm=False``) or its WM transfer, or None."""
+    if not cache_dir:
+        return None
+    keys = ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs") + (("finetune_epochs",) if wm else ())
+    key = json.dumps({k: cfg[k] for k in keys}, default=list) + f"-seed{seed}" + ("-wm" if wm else "")
+    return Path(cache_dir) / f"stage1-{'wm-' if wm else ''}{hashlib.sha1(key.encode()).hexdigest()[:12]}.joblib"
+
+
+def _cached(cache, fit, images, log, what):
+    """``(cnn, h_v)`` from ``cache`` if it exists, else ``fit()`` and its ``transform(images)`` (then cached)."""
+    import joblib
+
+    if cache is not None and cache.exists():
+        log(f"{what} loaded from {cache}")
+        return joblib.load(cache)
+    cnn = fit()
+    h_v = cnn.transform(images)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump((cnn, h_v), cache)
+    return cnn, h_v
+
+
+def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper", hv="pooled"):
+    from sklearn_cgni.genetics import SNPQualityFilter
+
+    timings = {}
+    t0 = time.perf_counter()
+    cohort, ids, pheno, (tr, va, ho) = cohort_and_splits(cfg, seed)
+    timings["make_cohort"] = time.perf_counter() - t0
+    gt = cohort.ground_truth
     images = cohort.images
     geno = cohort.genotypes.loc[ids]
     wm = pheno["wm_group"].to_numpy()
     age = pheno["age"].to_numpy()
-    log(f"cohort: {len(ids)} participants ({len(idx)} with a WM group and a good image: "
+    log(f"cohort: {len(ids)} participants ({len(tr) + len(va) + len(ho)} with a WM group and a good image: "
         f"train {len(tr)}, validation {len(va)}, holdout {len(ho)}), {geno.shape[1]} SNPs, "
         f"grid {tuple(cfg['shape'])}; {len(gt['causal_snps'])} causal SNPs, "
         f"{len(gt['affected_regions'])} affected regions")
@@ -343,28 +375,15 @@ def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
     """The brain-age CNN (cached when ``cache_dir``), its h_v of every participant and its holdout MAE."""
     from sklearn_cgni.imaging import BrainAgeCNNTransformer
 
-    key = json.dumps({k: cfg[k] for k in ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs")},
-                     default=list) + f"-seed{seed}"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    cache = Path(cache_dir) / f"stage1-{digest}.joblib" if cache_dir else None
-    if cache is not None and cache.exists():
-        import joblib
-
-        cnn, h_v = joblib.load(cache)
-        log(f"stage 1 loaded from {cache}")
-    else:
-        cnn = BrainAgeCNNTransformer(
+    def fit():
+        return BrainAgeCNNTransformer(
             channels=cfg["cnn_channels"], padding=1 if small else None,
             pool_blocks=(len(cfg["cnn_channels"]) if cfg["cnn_channels"] else None) if small else None,
             global_pool="avg" if small else None, max_epochs=cfg["cnn_epochs"], batch_size=25,
             device="auto", random_state=seed,
         ).fit(images[tr], age[tr])
-        h_v = cnn.transform(images)
-        if cache is not None:
-            import joblib
 
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            joblib.dump((cnn, h_v), cache)
+    cnn, h_v = _cached(stage1_cache(cache_dir, cfg, seed), fit, images, log, "stage 1")
     timings["stage1"] = time.perf_counter() - t0
     mae = float(np.abs(cnn.predict(images[ho]) - age[ho]).mean())
     log(f"stage 1: h_v width {h_v.shape[1]}, brain-age MAE on holdout {mae:.2f} years, {cnn.n_epochs_} epochs, "
@@ -385,26 +404,13 @@ def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings,
     from sklearn_cgni.imaging import ImagingCNNClassifier
 
     t0 = time.perf_counter()
-    key = json.dumps({k: cfg[k] for k in ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs",
-                                           "finetune_epochs")}, default=list) + f"-seed{seed}-wm"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    cache = Path(cache_dir) / f"stage1-wm-{digest}.joblib" if cache_dir else None
-    if cache is not None and cache.exists():
-        import joblib
 
-        cnn, h_v = joblib.load(cache)
-        log(f"stage 1 (WM) loaded from {cache}")
-    else:
-        cnn = ImagingCNNClassifier(brain_age_model=brain_age, n_transfer_blocks=2, class_weight="balanced",
-                                   scoring="loss", n_iter_no_change=10, max_epochs=cfg["finetune_epochs"],
-                                   batch_size=25, device="auto", random_state=seed)
-        cnn.fit(images[tr], wm[tr].astype(int))
-        h_v = cnn.transform(images)
-        if cache is not None:
-            import joblib
+    def fit():
+        return ImagingCNNClassifier(brain_age_model=brain_age, n_transfer_blocks=2, class_weight="balanced",
+                                    scoring="loss", n_iter_no_change=10, max_epochs=cfg["finetune_epochs"],
+                                    batch_size=25, device="auto", random_state=seed).fit(images[tr], wm[tr].astype(int))
 
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            joblib.dump((cnn, h_v), cache)
+    cnn, h_v = _cached(stage1_cache(cache_dir, cfg, seed, wm=True), fit, images, log, "stage 1 (WM)")
     timings["stage1_wm"] = time.perf_counter() - t0
     bacc = {name: balanced_accuracy_score(wm[ix].astype(int), cnn.predict(images[ix]))
             for name, ix in (("train", tr), ("validation", va), ("holdout", ho))}

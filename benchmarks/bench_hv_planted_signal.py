@@ -22,8 +22,6 @@ Writes ``results/hv_planted_signal[_seedS].md``.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import platform
 import sys
@@ -36,19 +34,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_ground_truth_recovery as gtr  # noqa: E402
 
 
-def _cache(cache_dir, cfg, seed, wm):
-    keys = ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs") + (("finetune_epochs",) if wm else ())
-    key = json.dumps({k: cfg[k] for k in keys}, default=list) + f"-seed{seed}" + ("-wm" if wm else "")
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return Path(cache_dir) / (f"stage1-wm-{digest}.joblib" if wm else f"stage1-{digest}.joblib")
-
-
 def _layers(cnn, images):
-    """h_v, the last block before global pooling (flattened), and the block before it."""
+    """h_v, the last block before global pooling (flattened), and the block before it.
+
+    The last of these is what the recovery bench's ``--hv previous-block`` feeds stage 2.
+    """
     return {"h_v (global average pool)": cnn.transform(images),
             "last block, not pooled": gtr._apply(gtr.UnpooledFeatures(cnn), images),
             "block before the last (transform_blocks)": cnn.transform_blocks(images, 1)}
-    # (the recovery bench's --hv previous-block is UnpooledFeatures(cnn, 1), the same activations)
 
 
 def main():
@@ -59,31 +52,18 @@ def main():
     args = parser.parse_args()
     import joblib
     import torch
-    from sklearn.model_selection import train_test_split
-
-    from sklearn_cgni.datasets import make_cohort
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     cfg = dict(gtr.PRESETS[args.preset])
     t0 = time.perf_counter()
-    cohort = make_cohort(n_participants=cfg["n_participants"], n_snps=cfg["n_snps"], shape=tuple(cfg["shape"]),
-                         random_state=args.seed, n_jobs=1)
-    gt = cohort.ground_truth
-    ids = np.asarray(cohort.participant_ids)
-    pheno = cohort.phenotypes.loc[ids]
-    keep = pheno["wm_group"].notna().to_numpy() & ~np.isin(ids, gt["bad_images"])
-    idx = np.flatnonzero(keep)
-    y = pheno["wm_group"].to_numpy()[idx].astype(int)
-    tr, rest = train_test_split(idx, test_size=0.4, stratify=y, random_state=args.seed)  # as the recovery bench
+    cohort, _, _, (tr, _, ho) = gtr.cohort_and_splits(cfg, args.seed)
     images = cohort.images
-    y_rest = pheno["wm_group"].to_numpy()[rest].astype(int)
-    _, ho = train_test_split(rest, test_size=0.5, stratify=y_rest, random_state=args.seed)
 
     rows = []
     regional = gtr._apply(gtr.RegionMeans(cohort.atlas), images)
     rows.append(("regional gray-matter means", "-", regional.shape[1], gtr.planted_signal_r(regional, cohort, tr, ho)))
     for wm, name in ((False, "brain-age CNN"), (True, "brain-age CNN transferred to WM")):
-        path = _cache(args.cache_dir, cfg, args.seed, wm)
+        path = gtr.stage1_cache(args.cache_dir, cfg, args.seed, wm=wm)
         if not path.exists():
             print(f"no cached {name} at {path}; run bench_ground_truth_recovery.py with --cache-dir first")
             continue
@@ -93,7 +73,10 @@ def main():
             rows.append((name, layer, feats.shape[1], r))
             print(f"{name:32s} {layer:42s} {feats.shape[1]:6d} features: planted r {r:.3f}", flush=True)
     elapsed = time.perf_counter() - t0
-    out = Path(__file__).parent / "results" / f"hv_planted_signal{'_seed' + str(args.seed) if args.seed else ''}.md"
+    if args.preset == "quick":  # a smoke test: nothing written
+        return
+    out = Path(__file__).parent / "results" / (f"hv_planted_signal{'_seed' + str(args.seed) if args.seed else ''}"
+                                               f"{'' if args.preset == 'cpu' else '_' + args.preset}.md")
     lines = [
         "# Planted genetic signal in the stage-1 CNN's layers (make_cohort, "
         f"`--preset {args.preset}`, seed {args.seed})",
