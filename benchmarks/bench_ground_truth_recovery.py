@@ -163,6 +163,16 @@ class UnpooledFeatures:
         return _Unpooled().eval()
 
 
+#: ``--hv``: what stage 2 reads of a CNN (the log line and the results file say it in these words)
+HV_LAYERS = {
+    "pooled": "the network's own output (its last block globally average-pooled at the cpu presets)",
+    "unpooled": "the last block flattened before the global pooling",
+    "previous-block": "the block before the last, flattened",
+    "tail": "the block before the last, flattened; a copy of the last block (with its global pooling) is "
+            "fine-tuned with the contrastive loss",
+}
+
+
 def _apply(f_v, images, batch=64):
     """``f_v`` (a module on (n, 1, X, Y, Z)) applied to every image, in batches."""
     import torch
@@ -343,7 +353,8 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
 
     t0 = time.perf_counter()
     small = min(cfg["shape"]) < 94
-    image_tail = None
+    image_tail = wm_bacc = None
+    stage1_epochs = (None, None)
     if representation == "regional":  # issue 14 item 4: stage 2 learns on regional GM means, no CNN
         cnn = RegionMeans(cohort.atlas)
         h_v = _apply(cnn, images)
@@ -353,21 +364,18 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
     else:
         cnn, h_v, mae = _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log)
         if representation == "wm-cnn":
-            cnn, h_v = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log)
+            cnn, h_v, wm_bacc = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log)
+        stage1_epochs = (cnn.n_epochs_, cnn.best_epoch_)
         if hv != "pooled":
             fitted = cnn
             cnn = UnpooledFeatures(fitted, drop_last_blocks=int(hv in ("previous-block", "tail")))
             if hv == "tail":  # issue 14 item 4: stage 2 fine-tunes the last block with the contrastive loss
                 image_tail = fitted.last_blocks(1)
             h_v = _apply(cnn, images)
-            cnn.wm_balanced_accuracy_ = getattr(fitted, "wm_balanced_accuracy_", None)
-            cnn.n_epochs_, cnn.best_epoch_ = fitted.n_epochs_, fitted.best_epoch_
-            log(f"h_v: the {'last block before the global pooling' if hv == 'unpooled' else 'block before the last'}"
-                f", flattened: {h_v.shape[1]} features" + (" (the last block, a copy, is fine-tuned in stage 2)"
-                                                           if hv == "tail" else ""))
+            log(f"h_v: {HV_LAYERS[hv]}: {h_v.shape[1]} features")
     res = _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
                        timings, log, encoder, image_tail)
-    res["hv"] = (hv, h_v.shape[1])
+    res.update(hv=(hv, h_v.shape[1]), wm_bacc=wm_bacc, stage1_epochs=stage1_epochs)
     return res
 
 
@@ -416,8 +424,7 @@ def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings,
             for name, ix in (("train", tr), ("validation", va), ("holdout", ho))}
     log(f"stage 1 (WM transfer): {cnn.n_epochs_} epochs, best {cnn.best_epoch_}; balanced accuracy "
         + ", ".join(f"{k} {v:.3f}" for k, v in bacc.items()) + f" ({timings['stage1_wm']:.0f} s)")
-    cnn.wm_balanced_accuracy_ = bacc
-    return cnn, h_v
+    return cnn, h_v, bacc
 
 
 def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg, timings,
@@ -517,7 +524,6 @@ def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, v
     params = enc.get_params()
     return dict(
         cfg=cfg, seed=seed, timings=timings, n_train=len(tr), mae=mae, table3=table3,
-        stage1_epochs=(getattr(cnn, "n_epochs_", None), getattr(cnn, "best_epoch_", None)),
         best=scca.best_params_, found_snps=found_snps, found_regions=found_regions, causal=causal,
         affected=sorted(gt["affected_regions"]), snp=(p_snp, r_snp, hit_snp), snp_ld_precision=p_snp_ld,
         region=(p_reg, r_reg, hit_reg), sign_agreement=(sum(agree), len(agree)), table4=table4,
@@ -527,7 +533,6 @@ def _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, v
                      n_iter=enc.n_iter_, best_epoch=enc.best_epoch_,
                      **({"search": search} if search else {})),
         holdout_matching=float(enc.score(XV[ho])), planted=planted,
-        wm_bacc=getattr(cnn, "wm_balanced_accuracy_", None),
     )
 
 
@@ -576,12 +581,7 @@ def write_md(res, path, command):
          f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years ({res['stage1_epochs'][0]} epochs, "
          f"best {res['stage1_epochs'][1]} kept)." if np.isfinite(res["mae"]) else
          "No stage 1: stage 2's image input is the regional gray-matter means (`--representation regional`)."),
-        *([f"h_v: {res['hv'][1]} features, "
-           + ("the last block flattened before the global pooling (`--hv unpooled`)." if res["hv"][0] == "unpooled"
-              else "the block before the last, flattened (`--hv previous-block`)." if res["hv"][0] == "previous-block"
-              else "stage 2's image input is the block before the last, flattened; a copy of the last block (with "
-                   "its global pooling) is fine-tuned with the contrastive loss (`--hv tail`)." if res["hv"][0] == "tail"
-              else "the network's own output (its last block globally average-pooled at the cpu presets).")]
+        *([f"h_v: {res['hv'][1]} features, {HV_LAYERS[res['hv'][0]]} (`--hv {res['hv'][0]}`)."]
           if np.isfinite(res["mae"]) else []),
         "",
         *_search_lines(res),

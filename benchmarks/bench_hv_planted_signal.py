@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_ground_truth_recovery as gtr  # noqa: E402
 
 
-def _layers(cnn, images):
-    """h_v, the last block before global pooling (flattened), and the block before it.
+def _layers(cnn, h_v, images):
+    """h_v (as cached), the last block before global pooling (flattened), and the block before it.
 
     The last of these is what the recovery bench's ``--hv previous-block`` feeds stage 2.
     """
-    return {"h_v (global average pool)": cnn.transform(images),
+    return {"h_v (global average pool)": h_v,
             "last block, not pooled": gtr._apply(gtr.UnpooledFeatures(cnn), images),
             "block before the last (transform_blocks)": cnn.transform_blocks(images, 1)}
 
@@ -67,8 +67,8 @@ def main():
         if not path.exists():
             print(f"no cached {name} at {path}; run bench_ground_truth_recovery.py with --cache-dir first")
             continue
-        cnn, _ = joblib.load(path)
-        for layer, feats in _layers(cnn, images).items():
+        cnn, h_v = joblib.load(path)
+        for layer, feats in _layers(cnn, h_v, images).items():
             r = gtr.planted_signal_r(feats, cohort, tr, ho)
             rows.append((name, layer, feats.shape[1], r))
             print(f"{name:32s} {layer:42s} {feats.shape[1]:6d} features: planted r {r:.3f}", flush=True)
