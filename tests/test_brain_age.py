@@ -110,7 +110,7 @@ def test_save_load_weights_only_and_frozen_mode(cohort, small_fit, tmp_path):
     with pytest.raises(ValueError, match=r"regression network|classification network"):
         ImagingCNNClassifier(weights=path, frozen=True).fit(X)
     # warm start from the weights (frozen=False) trains further
-    warm = BrainAgeCNNTransformer(weights=path, max_epochs=1, device="cpu", random_state=0)
+    warm = BrainAgeCNNTransformer(weights=path, max_epochs=1, budget_growth=1.0, device="cpu", random_state=0)
     warm.fit(X, cohort.phenotypes["age"].to_numpy()[:12])
     assert len(warm.net_.history) == 1
 
@@ -202,17 +202,49 @@ def test_construction_checks(Est):
 
 def test_early_stopping_on_validation_mae_and_lr_schedule(cohort):
     X, age = cohort.images[:120], cohort.phenotypes["age"].to_numpy()[:120]
-    est = BrainAgeCNNTransformer(**TINY, max_epochs=8, n_iter_no_change=2, random_state=0).fit(X, age)
+    est = BrainAgeCNNTransformer(**TINY, max_epochs=8, n_iter_no_change=2, min_epochs=3, warmup_epochs=2,
+                                 max_restarts=0, random_state=0).fit(X, age)
     mae = [h["valid_mae"] for h in est.history_]
-    assert est.best_epoch_ == int(np.argmin(mae)) + 1 and est.n_epochs_ <= 8
+    assert est.best_epoch_ == int(np.argmin(mae)) + 1 and est.n_epochs_ <= est.budget_ <= 16
+    assert est.stop_reason_ in ("early_stopping", "budget")
     assert all(m > 0 for m in mae)  # in years, on the validation split
-    # ReduceLROnPlateau on the validation MAE, patience n_iter_no_change // 2 = 1: replay it
-    lr, best, bad = 1e-3, np.inf, 0
-    for m in mae:
-        if m < best * (1 - 1e-4):
+    # the recipe on the validation MAE: warm-up over 2 epochs, then halving after
+    # n_iter_no_change // 2 = 1 epoch without improvement, from min_epochs on: replay it
+    lr, best, bad, expected = 1e-3, np.inf, 0, []
+    for epoch, m in enumerate(mae, start=1):
+        expected.append(lr * min(1.0, epoch / 2))
+        if m < best:
             best, bad = m, 0
         else:
             bad += 1
-        if bad > 1:
-            lr, bad = lr / 2, 0
-    assert est.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(lr)
+        if epoch >= 3 and bad >= 1:
+            lr, bad = max(lr / 2, 1e-3 / 16), 0
+    assert [h["lr"] for h in est.history_] == pytest.approx(expected)
+
+
+def test_restart_from_a_fresh_initialisation_when_stalled(cohort):
+    X, age = cohort.images[:40], cohort.phenotypes["age"].to_numpy()[:40]
+    common = dict(**TINY, max_epochs=4, min_epochs=2, warmup_epochs=0, budget_growth=1.0, random_state=0)
+    # a learning rate that cannot move the weights: the validation MAE stays at the mean predictor's
+    stuck = BrainAgeCNNTransformer(**common, lr=1e-12, max_restarts=1).fit(X, age)
+    assert stuck.n_restarts_ == 1  # the first run stopped at min_epochs; the last one runs its budget
+    assert stuck.n_epochs_ == 4 and stuck.stop_reason_ == "budget"
+    none = BrainAgeCNNTransformer(**common, lr=1e-12, max_restarts=0).fit(X, age)
+    assert none.n_restarts_ == 0 and none.n_epochs_ == 4
+    # the restart starts from other initial weights (a seed derived from random_state)
+    assert not np.allclose(stuck.transform(X[:4]), none.transform(X[:4]))
+
+
+def test_pool_blocks_auto_keeps_a_spatial_last_block(cohort, tmp_path):
+    X, age = cohort.images[:30], cohort.phenotypes["age"].to_numpy()[:30]
+    assert X.shape[1:] == (24, 28, 24)
+    est = BrainAgeCNNTransformer(channels=(4, 4, 8, 8), padding=1, pool_blocks="auto", max_epochs=1,
+                                 device="cpu", random_state=0).fit(X, age)
+    # four pools would leave 1x1x1; three leave 3x3x3, so h_v is the flattened 8 x 3 x 3 x 3 block
+    assert est.arch_["pool_blocks"] == 3 and est.n_features_out_ == 8 * 27
+    path = est.save_weights(tmp_path / "auto.pt")
+    frozen = BrainAgeCNNTransformer(weights=path, frozen=True, pool_blocks="auto").fit(X[:4])
+    np.testing.assert_allclose(frozen.transform(X[:4]), est.transform(X[:4]), rtol=1e-6)
+    with pytest.raises(ValueError, match="too small"):
+        BrainAgeCNNTransformer(channels=(4,) * 6, padding=0, pool_blocks="auto", max_epochs=1,
+                               device="cpu").fit(X[:4, :10, :10, :10], age[:4])

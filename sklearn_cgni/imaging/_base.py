@@ -21,13 +21,13 @@ from sklearn.utils.validation import check_is_fitted
 from ..nn._cnn import (
     PAPER_CHANNELS,
     BrainCNN,
+    auto_pool_blocks,
     FoldedInferenceCNN,
     backbone_output_shape,
     recalibrate_batchnorm,
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
-from ..utils._skorch import _silent
 from ..io import check_images
 from ._cnn_utils import _train_loader, _voxel_statistics
 from ._dataset import ImageDataset, make_loader
@@ -116,6 +116,11 @@ class _RecalibratingNet(NeuralNet):
         return super().on_train_end(*args, **kwargs)
 
 
+def _restart_seed(seed, restart):
+    """The initialisation seed of restart number ``restart`` (>= 1) of a fit seeded with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(restart)]).generate_state(1)[0])
+
+
 class _FeatureExtractor(torch.nn.Module):
     """``x -> h_v`` sharing the parameters of a fitted :class:`BrainCNN`."""
 
@@ -133,7 +138,7 @@ class _BaseImageCNN(BaseEstimator):
     _parameter_constraints: dict = {
         "channels": ["array-like", None],
         "padding": [Options(Integral, {0, 1}), None],
-        "pool_blocks": [Interval(Integral, 0, None, closed="left"), None],
+        "pool_blocks": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"}), None],
         "global_pool": [StrOptions({"avg", "max", "none"}), None],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
@@ -144,6 +149,10 @@ class _BaseImageCNN(BaseEstimator):
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "lr_schedule": [StrOptions({"plateau", "none"})],
+        "min_epochs": [Interval(Integral, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "budget_growth": [Interval(Real, 1, None, closed="left")],
+        "max_restarts": [Interval(Integral, 0, None, closed="left")],
         "standardize_voxels": ["boolean"],
         "augment_shift": [Interval(Integral, 0, None, closed="left")],
         "callbacks": [list, None],
@@ -173,6 +182,10 @@ class _BaseImageCNN(BaseEstimator):
 
     def _n_outputs(self):
         raise NotImplementedError
+
+    def _baseline_metric(self):
+        """``f(y_valid)``: the monitored metric of the constant predictor (None: no restarts)."""
+        return None
 
     def _extra_state(self):
         return {}
@@ -212,7 +225,7 @@ class _BaseImageCNN(BaseEstimator):
             if source_arch is not None:
                 src = source_arch[name]
                 src = tuple(src) if name == "channels" and src is not None else src
-                if given is not None and requested[name] != src:
+                if given is not None and requested[name] != src and not (name == "pool_blocks" and given == "auto"):
                     raise ValueError(
                         f"{type(self).__name__}: {name}={given!r} differs from the architecture "
                         f"stored in {source_name} ({name}={src!r}). Leave {name}=None to take "
@@ -260,33 +273,36 @@ class _BaseImageCNN(BaseEstimator):
             augment_shift=self.augment_shift,
         )
 
-    def _training_callbacks(self):
-        """Early stopping (best epoch restored) and the learning-rate schedule."""
-        from skorch.callbacks import EarlyStopping, LRScheduler
+    def _convergence_control(self):
+        """The training recipe (:class:`~sklearn_cgni.imaging._convergence.ConvergenceControl`), or None.
 
-        if not (self.early_stopping or self.lr_schedule != "none"):
-            return []
-        if self.validation_fraction <= 0:
+        Warm-up, the floored plateau schedule, restarts, early stopping and the growing budget:
+        see that module. None when nothing watches a validation split and there is no warm-up.
+        """
+        from ._convergence import ConvergenceControl
+
+        watches = self.early_stopping or self.lr_schedule != "none"
+        if not (watches or self.warmup_epochs):
+            return None
+        if watches and self.validation_fraction <= 0:
             raise ValueError(
                 f"{type(self).__name__}: early_stopping=True and lr_schedule={self.lr_schedule!r} "
                 f"watch a validation split; set validation_fraction > 0 (got "
                 f"{self.validation_fraction}) or early_stopping=False and lr_schedule='none'.")
         monitor, lower = self._monitor
-        callbacks = []
-        if self.lr_schedule == "plateau":
-            callbacks.append(("lr_schedule", LRScheduler(
-                "ReduceLROnPlateau", monitor=monitor, mode="min" if lower else "max", factor=0.5,
-                patience=max(1, self.n_iter_no_change // 2))))
-        if self.early_stopping:
-            callbacks.append(("early_stopping", EarlyStopping(
-                monitor=monitor, lower_is_better=lower, patience=self.n_iter_no_change,
-                threshold=0.0, load_best=True, sink=_silent)))
-        return callbacks
+        return ConvergenceControl(
+            monitor if watches else None, lower, self.max_epochs, early_stopping=self.early_stopping and watches,
+            patience=self.n_iter_no_change, min_epochs=self.min_epochs, warmup_epochs=self.warmup_epochs,
+            lr_schedule=self.lr_schedule if watches else "none", budget_growth=self.budget_growth,
+            baseline=self._baseline_metric(), restart=getattr(self, "n_restarts_", 0) < self.max_restarts)
 
     def _record_training(self):
-        """``n_epochs_``, ``best_epoch_`` and ``history_`` from the skorch history."""
+        """``n_epochs_``, ``best_epoch_``, ``history_``, ``budget_`` and ``stop_reason_`` from the net."""
         history = self.net_.history
         self.n_epochs_ = len(history)
+        control = self._control()
+        self.budget_ = int(control.budget_) if control is not None else int(self.max_epochs)
+        self.stop_reason_ = control.stop_reason_ if control is not None else None
         monitor, lower = self._monitor
         keys = {"train_loss": "train_loss", "valid_loss": "valid_loss",
                 **{name: name for name, _ in self._monitor_callbacks()}, "event_lr": "lr"}
@@ -348,7 +364,7 @@ class _BaseImageCNN(BaseEstimator):
             return str(self.device_).startswith("cpu")
         return self.memory_format == "channels_last"
 
-    def _make_net(self, module, criterion, seed, stratify, extra_callbacks=(), **kwargs):
+    def _make_net(self, module, criterion, seed, stratify, extra_callbacks=(), init_seed=None, **kwargs):
         from skorch.dataset import ValidSplit
 
         train_split = None
@@ -356,14 +372,17 @@ class _BaseImageCNN(BaseEstimator):
             train_split = ValidSplit(self.validation_fraction, stratified=stratify,
                                      random_state=seed)
         generator = torch.Generator()
-        generator.manual_seed(seed)
+        generator.manual_seed(seed if init_seed is None else init_seed)
         loader_kwargs = {}
         if self.num_workers > 0:
             from ._dataset import _worker_init
 
             loader_kwargs = {"num_workers": self.num_workers, "worker_init_fn": _worker_init}
         monitors = list(self._monitor_callbacks()) if train_split is not None else []
-        callbacks = list(self.callbacks or []) + list(extra_callbacks) + monitors + self._training_callbacks()
+        control = self._convergence_control()
+        callbacks = list(self.callbacks or []) + list(extra_callbacks) + monitors
+        if control is not None:
+            callbacks.append(("convergence", control))
         return _RecalibratingNet(
             module=module,
             criterion=criterion,
@@ -374,7 +393,7 @@ class _BaseImageCNN(BaseEstimator):
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
             iterator_train=_train_loader,
-            max_epochs=self.max_epochs,
+            max_epochs=self.max_epochs if control is None else control.epoch_cap(),
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
             iterator_train__generator=generator,
@@ -411,26 +430,45 @@ class _BaseImageCNN(BaseEstimator):
         if source is not None:
             source_arch, source_name = source["config"], repr(os.fspath(self.weights))
         arch = self._resolve_arch(source_arch, source_name=source_name)
-        with seeded_init(seed):  # initial weights from this fit's seed; torch's global generator is untouched
-            module = self._build_module(shape, arch)
-        if source is not None:
-            module.load_state_dict(source["state_dict"])
-        else:
-            if module.standardizes_input:
-                module.set_voxel_statistics(*_voxel_statistics(images))
-            if prepare_module is not None:
-                prepare_module(module, arch)
+        if arch["pool_blocks"] == "auto":
+            arch["pool_blocks"] = auto_pool_blocks(shape, arch["channels"], arch["padding"])
         self.image_shape_ = shape
         self.arch_ = arch
         self.n_features_out_ = int(np.prod(backbone_output_shape(
             shape, arch["channels"], arch["padding"], arch["pool_blocks"], arch["global_pool"])))
         dataset = ImageDataset(images, y, target_dtype=target_dtype)
-        self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks, **net_kwargs)
-        self.net_.initialize()
-        if self.max_epochs > 0:
-            set_generators(self.module_, seed, self.device_)  # dropout masks and random shifts
+        voxel_stats = None
+        self.n_restarts_ = 0
+        while True:  # a run that never leaves the constant predictor's level restarts (max_restarts)
+            init_seed = seed if not self.n_restarts_ else _restart_seed(seed, self.n_restarts_)
+            with seeded_init(init_seed):  # initial weights from this fit's seed; torch's global generator is untouched
+                module = self._build_module(shape, arch)
+            if source is not None:
+                module.load_state_dict(source["state_dict"])
+            else:
+                if module.standardizes_input:
+                    voxel_stats = voxel_stats or _voxel_statistics(images)
+                    module.set_voxel_statistics(*voxel_stats)
+                if prepare_module is not None:
+                    prepare_module(module, arch)
+            # the validation split stays the seed's: the restarts are compared on the same participants
+            self.net_ = self._make_net(module, criterion, seed, stratify, extra_callbacks,
+                                       init_seed=init_seed, **net_kwargs)
+            self.net_.initialize()
+            if self.max_epochs <= 0:
+                break
+            set_generators(self.module_, init_seed, self.device_)  # dropout masks and random shifts
             try:
                 self.net_.partial_fit(dataset, y)
+            finally:
+                set_generators(self.module_, None)
+            control = self._control()
+            if control is None or not control.restart_requested_ or self.n_restarts_ >= self.max_restarts:
+                break
+            self.n_restarts_ += 1
+        if self.max_epochs > 0:
+            set_generators(self.module_, init_seed, self.device_)
+            try:
                 self.module_.to(memory_format=torch.contiguous_format)  # inference and saved weights: the default
                 if self.recalibrate_bn:  # a train-mode pass: dropout draws from the generators too
                     loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
@@ -440,6 +478,10 @@ class _BaseImageCNN(BaseEstimator):
         self._record_training()
         self.module_.eval()
         return self
+
+    def _control(self):
+        """The fitted net's :class:`ConvergenceControl`, or None."""
+        return dict(self.net_.callbacks_).get("convergence")
 
     def _load_frozen(self, shape):
         state = self._load_weights_file()

@@ -39,6 +39,11 @@ def _scaled_mae(y_true, y_pred, scale):
     """Mean absolute error of standardized ages, in years (module level: picklable)."""
     return np.mean(np.abs(y_true - y_pred)) * scale
 
+def _mean_predictor_mae(y_valid, scale):
+    """MAE (years) of predicting the training mean age (0 in standardised units; picklable)."""
+    return np.mean(np.abs(y_valid)) * scale
+
+
 class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     """3D CNN brain-age regressor whose last convolutional block gives image features h_v.
 
@@ -85,6 +90,21 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     lr_schedule : {"plateau", "none"}, default="plateau"
         ``"plateau"``: halve the learning rate when the validation metric has not improved
         for ``n_iter_no_change // 2`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+    min_epochs : int, default=20
+        Neither early stopping nor the learning-rate schedule acts before this many epochs, so a
+        run that sits on the mean predictor's plateau for its first epochs is not ended there
+        (the training recipe: ``sklearn_cgni.imaging._convergence``).
+    warmup_epochs : int, default=2
+        The learning rate rises linearly to ``lr`` over these first epochs.
+    budget_growth : float, default=2.0
+        With early stopping, ``max_epochs`` is a budget that grows (by half of ``max_epochs``
+        at a time, up to ``max_epochs * budget_growth``) while the best epoch lies in its last
+        10 %, so a run still improving at its end is not cut there. 1 keeps it fixed.
+    max_restarts : int, default=1
+        Restarts from a fresh initialisation (a seed derived from ``random_state``) when after
+        ``min_epochs`` the best validation metric is not 10 % better than the constant
+        predictor's (the training mean age; the class priors). ``n_restarts_`` says how many
+        were used.
     standardize_voxels : bool, default=False
         z-score every voxel with the training images' voxel mean and SD (one streamed pass;
         stored as buffers of the network and in :meth:`save_weights` files, so ``predict``,
@@ -171,6 +191,12 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     history_ : list of dict
         Per epoch: ``epoch``, ``train_loss`` and, with a validation split, ``valid_loss``
         (standardised age) and ``valid_mae`` (years); ``lr`` with a schedule.
+    budget_ : int
+        The final epoch budget (``max_epochs``, or more where it grew).
+    stop_reason_ : {"early_stopping", "budget", "stalled"} or None
+        Why training ended (None without early stopping or a schedule).
+    n_restarts_ : int
+        Restarts from a fresh initialisation (``max_restarts``).
     device_ : str
         Resolved device.
     feature_names_in_ : ndarray of str
@@ -213,6 +239,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     def __init__(self, *, channels=None, padding=None, pool_blocks=None, global_pool=None,
                  dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10,
+                 min_epochs=20, warmup_epochs=2, budget_growth=2.0, max_restarts=1,
                  lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
@@ -232,6 +259,10 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.lr_schedule = lr_schedule
+        self.min_epochs = min_epochs
+        self.warmup_epochs = warmup_epochs
+        self.budget_growth = budget_growth
+        self.max_restarts = max_restarts
         self.standardize_voxels = standardize_voxels
         self.augment_shift = augment_shift
         self.callbacks = callbacks
@@ -250,6 +281,9 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
 
     def _n_outputs(self):
         return 1
+
+    def _baseline_metric(self):
+        return partial(_mean_predictor_mae, scale=self.y_scale_)
 
     def _extra_state(self):
         return {"y_mean": float(self.y_mean_), "y_scale": float(self.y_scale_)}

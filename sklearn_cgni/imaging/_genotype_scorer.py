@@ -162,6 +162,10 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     lr_schedule : {"plateau", "none"}, default="none"
         ``"plateau"`` halves the learning rate when ``valid_r`` has not improved for
         ``n_iter_no_change // 2`` epochs.
+    min_epochs, warmup_epochs, budget_growth, max_restarts
+        The training recipe, as in :class:`BrainAgeCNNTransformer`. A scorer is never
+        restarted: most SNPs have no effect on the image, so a ``valid_r`` near 0 is no sign
+        of a stalled run.
     augment_shift : int, default=0
         Random shifts of up to this many voxels per axis in training.
     callbacks, num_workers, cache_dir, device, transform_batch_size, channels_last, memory_format, \
@@ -201,6 +205,8 @@ precision, verbose
     history_ : list of dict
         Per epoch: ``train_loss`` and, with a validation split, ``valid_loss``, ``valid_r``
         and ``lr``.
+    budget_, stop_reason_, n_restarts_
+        As in :class:`BrainAgeCNNTransformer`.
     net_, module_, image_shape_, n_features_out_, arch_, device_
         As in :class:`BrainAgeCNNTransformer`.
 
@@ -260,7 +266,8 @@ precision, verbose
                  freeze_transferred=False, hidden=None, standardize_voxels=True, channels=None, padding=None,
                  pool_blocks=None, global_pool=None, dropout=0.2, max_epochs=20, batch_size=25,
                  lr=1e-3, weight_decay=0.0, validation_fraction=0.1, early_stopping=False,
-                 n_iter_no_change=10, lr_schedule="none", augment_shift=0, callbacks=None,
+                 n_iter_no_change=10, lr_schedule="none", min_epochs=20, warmup_epochs=2,
+                 budget_growth=2.0, max_restarts=1, augment_shift=0, callbacks=None,
                  num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=None, channels_last=False, inference_backend="auto", recalibrate_bn=True,
                  memory_format="auto", precision="float32",
@@ -284,6 +291,10 @@ precision, verbose
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.lr_schedule = lr_schedule
+        self.min_epochs = min_epochs
+        self.warmup_epochs = warmup_epochs
+        self.budget_growth = budget_growth
+        self.max_restarts = max_restarts
         self.augment_shift = augment_shift
         self.callbacks = callbacks
         self.num_workers = num_workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from numbers import Integral
 
 import numpy as np
@@ -24,6 +25,19 @@ __all__ = ["ImagingCNNClassifier"]
 def _balanced_accuracy_of_logits(y_true, logits):
     """Balanced accuracy of the arg-max class (module level: picklable)."""
     return balanced_accuracy_score(y_true, logits.argmax(1))
+
+def _constant_predictor_loss(y_valid, balanced):
+    """Cross-entropy of the best constant prediction on the validation codes (picklable)."""
+    from ._convergence import constant_predictor_loss
+
+    weight = compute_class_weight("balanced", classes=np.unique(y_valid), y=y_valid) if balanced else None
+    return constant_predictor_loss(np.unique(y_valid, return_inverse=True)[1], weight)
+
+
+def _constant_predictor_bacc(y_valid):
+    """Balanced accuracy of a constant prediction: one over the number of classes (picklable)."""
+    return 1.0 / len(np.unique(y_valid))
+
 
 class ImagingCNNClassifier(ClassifierMixin, TransformerMixin, _BaseImageCNN):
     """3D CNN classifier (e.g. working-memory group) initialised from a brain-age CNN.
@@ -66,8 +80,10 @@ recalibrate_bn, memory_format, precision, random_state, verbose
         As in :class:`BrainAgeCNNTransformer`. ``validation_fraction`` here gives a
         stratified split and ``net_.history[:, "valid_bacc"]``. ``weights`` is this
         classifier's own saved file (warm start, or ``frozen=True`` to only load it).
-    early_stopping, n_iter_no_change, lr_schedule, standardize_voxels, augment_shift
-        As in :class:`BrainAgeCNNTransformer`; early stopping and the schedule watch the
+    early_stopping, n_iter_no_change, lr_schedule, min_epochs, warmup_epochs, budget_growth, \
+max_restarts, standardize_voxels, augment_shift
+        As in :class:`BrainAgeCNNTransformer` (the constant predictor of ``max_restarts`` is
+        the class priors, weighted as the loss); early stopping and the schedule watch the
         (stratified) validation split's ``scoring``. With
         ``standardize_voxels=True`` and transferred blocks, the source's voxel statistics
         are used (the first block was trained on them).
@@ -77,7 +93,7 @@ recalibrate_bn, memory_format, precision, random_state, verbose
     classes_ : ndarray of shape (n_classes,)
     net_, module_, image_shape_, n_features_out_, arch_, device_
         As in :class:`BrainAgeCNNTransformer`.
-    n_epochs_, best_epoch_, history_
+    n_epochs_, best_epoch_, history_, budget_, stop_reason_, n_restarts_
         As in :class:`BrainAgeCNNTransformer`; the history also records ``valid_bacc``.
     n_transferred_blocks_ : int
         Blocks actually copied (0 without a source or when loading ``weights``).
@@ -126,6 +142,7 @@ recalibrate_bn, memory_format, precision, random_state, verbose
                  class_weight=None, scoring="loss", channels=None, padding=None, pool_blocks=None,
                  global_pool=None, dropout=0.2, max_epochs=20, batch_size=25, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10,
+                 min_epochs=20, warmup_epochs=2, budget_growth=2.0, max_restarts=1,
                  lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,
@@ -149,6 +166,10 @@ recalibrate_bn, memory_format, precision, random_state, verbose
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.lr_schedule = lr_schedule
+        self.min_epochs = min_epochs
+        self.warmup_epochs = warmup_epochs
+        self.budget_growth = budget_growth
+        self.max_restarts = max_restarts
         self.standardize_voxels = standardize_voxels
         self.augment_shift = augment_shift
         self.callbacks = callbacks
@@ -167,6 +188,11 @@ recalibrate_bn, memory_format, precision, random_state, verbose
 
     def _n_outputs(self):
         return len(self.classes_)
+
+    def _baseline_metric(self):
+        if self.scoring == "balanced_accuracy":
+            return _constant_predictor_bacc
+        return partial(_constant_predictor_loss, balanced=self.class_weight == "balanced")
 
     def _extra_state(self):
         return {"classes": self.classes_.tolist()}

@@ -49,6 +49,7 @@ __all__ = [
     "FoldedInferenceCNN",
     "RandomShift3d",
     "VoxelStandardize",
+    "auto_pool_blocks",
     "backbone_output_shape",
     "conv_forward_flops",
     "recalibrate_batchnorm",
@@ -64,6 +65,52 @@ def _check_padding(padding):
             f"padding must be 0 (the paper's unpadded convolutions) or 1 (size-preserving); "
             f"got {padding!r}."
         )
+
+
+def auto_pool_blocks(input_shape, channels=PAPER_CHANNELS, padding=0, min_size=2):
+    """The most leading pooling blocks that leave the last block at least ``min_size`` per axis.
+
+    ``pool_blocks="auto"`` of the stage-1 estimators: the paper's ``h_v`` is the flattened
+    last block with a spatial layout (256 x 2 x 2 x 2 at 128x141x128), and this keeps such a
+    layout at any input shape instead of pooling it away. With the paper's network at
+    128x141x128 it gives all five blocks, as the paper.
+
+    Parameters
+    ----------
+    input_shape : tuple of 3 int
+    channels : sequence of int, default=PAPER_CHANNELS
+    padding : {0, 1}, default=0
+    min_size : int, default=2
+        Smallest spatial size per axis of the last block.
+
+    Returns
+    -------
+    pool_blocks : int
+
+    Raises
+    ------
+    ValueError
+        If even without pooling the last block is smaller than ``min_size`` on some axis.
+
+    Examples
+    --------
+    >>> auto_pool_blocks((128, 141, 128))
+    5
+    >>> auto_pool_blocks((24, 28, 24), channels=(8, 16, 32, 32), padding=1)
+    3
+    """
+    n_blocks = len(channels)
+    for k in range(n_blocks, -1, -1):
+        try:
+            shape = backbone_output_shape(input_shape, channels, padding, k)
+        except ValueError:
+            continue
+        if min(shape[1:]) >= min_size:
+            return k
+    raise ValueError(
+        f"Input shape {tuple(input_shape)} is too small for {n_blocks} convolutional blocks with "
+        f"padding={padding}: even without pooling the last block is smaller than {min_size} voxels "
+        f"on some axis. Use padding=1, fewer blocks (channels) or larger images.")
 
 
 def backbone_output_shape(input_shape, channels=PAPER_CHANNELS, padding=0, pool_blocks=None,

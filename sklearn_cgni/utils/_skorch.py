@@ -31,6 +31,13 @@ __all__ = [
     "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
 
 
+class StopTraining(KeyboardInterrupt):
+    """Raised by a callback to end training (skorch's convention is a KeyboardInterrupt).
+
+    A subclass, so that code which must tell a requested stop from a user's Ctrl-C can.
+    """
+
+
 class SkorchNet(NeuralNet):
     """skorch ``NeuralNet`` whose training loss adds ``module_.penalty()`` when defined."""
 
