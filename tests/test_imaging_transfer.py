@@ -181,3 +181,23 @@ def test_transform_blocks_then_last_blocks_is_transform(data, k):
     np.testing.assert_allclose(clf.transform(X[:6]), h, atol=1e-4)
     with pytest.raises(ValueError, match=r"n_last_blocks must be an int in \[1, 5\].*got 6"):
         clf.transform_blocks(X[:2], 6)
+
+
+def test_refit_head_is_the_logistic_regression_on_the_networks_features(data):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, source = data
+    clf = ImagingCNNClassifier(source, max_epochs=2, class_weight="balanced", random_state=0).fit(X, y)
+    assert clf.refit_head == "logistic" and clf.head_C_ > 0
+    H = clf.transform(X)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=clf.head_C_, class_weight="balanced",
+                                                             max_iter=5000)).fit(H, y)
+    # equal up to the solver's tolerance (LogisticRegressionCV warm-starts along its C path)
+    np.testing.assert_allclose(clf.predict_proba(X)[:, 1], ref.predict_proba(H)[:, 1], atol=5e-3)
+    kept = ImagingCNNClassifier(source, max_epochs=2, class_weight="balanced", refit_head="none",
+                                random_state=0).fit(X, y)
+    assert kept.head_C_ is None
+    np.testing.assert_allclose(kept.transform(X), H, rtol=1e-5, atol=1e-6)  # same network, other head
+    assert not np.allclose(kept.predict_proba(X), clf.predict_proba(X), atol=1e-3)

@@ -49,7 +49,8 @@ class ConfigError(ValueError):
     """A configuration file or override that cannot be used (unknown key, wrong type...)."""
 
 
-_SHARED_CNN = ("dropout", "batch_size", "lr", "weight_decay", "num_workers")
+_SHARED_CNN = ("dropout", "batch_size", "lr", "weight_decay", "num_workers",
+               "min_epochs", "warmup_epochs", "budget_growth", "max_restarts")  # the training recipe too
 _STAGE1_CNN = (*_SHARED_CNN, "channels", "padding", "pool_blocks", "global_pool", "early_stopping",
                "validation_fraction", "n_iter_no_change", "lr_schedule", "standardize_voxels", "augment_shift")
 _MLP = ("lr", "max_epochs", "batch_size", "early_stopping", "validation_fraction", "n_iter_no_change")
@@ -64,7 +65,7 @@ ESTIMATOR_KEYS = {
         ("sklearn_cgni.imaging", "BrainAgeCNNTransformer",
          {**{k: k for k in _STAGE1_CNN}, "pretrain_max_epochs": "max_epochs"}),
         ("sklearn_cgni.imaging", "ImagingCNNClassifier",
-         {**{k: k for k in _STAGE1_CNN}, "finetune_max_epochs": "max_epochs", "finetune_scoring": "scoring",
+         {**{k: k for k in _STAGE1_CNN}, "finetune_max_epochs": "max_epochs", "finetune_scoring": "scoring", "refit_head": "refit_head",
           "n_transfer_blocks": "n_transfer_blocks", "freeze_transferred": "freeze_transferred"}),
         # the genotype-score CNN shares stage 1's training settings (the [scores] section sets the rest)
         ("sklearn_cgni.imaging", "BrainGenotypeScorer", {k: k for k in _SHARED_CNN}),
@@ -187,8 +188,17 @@ def _unknown(name, candidates, source):
     return ConfigError(f"Unknown config key {name!r} in {source}{hint}")
 
 
+#: Keys whose number may also be one of these words (the estimator parameter accepts both).
+WORD_VALUES = {"stage1.pool_blocks": ("auto",)}
+
+
 def _check_value(key, value, default, source):
-    """The value's type must be the default's (int accepted for float, lists element-wise)."""
+    """The value's type must be the default's (int accepted for float, lists element-wise).
+
+    The words of :data:`WORD_VALUES` are accepted too for their keys.
+    """
+    if isinstance(value, str) and value in WORD_VALUES.get(key, ()):
+        return value
 
     def kind(v):
         if isinstance(v, bool):

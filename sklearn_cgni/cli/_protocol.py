@@ -23,6 +23,8 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
+from ..utils._linear import l2_only
+
 __all__ = [
     "CLASSICAL_MODELS",
     "COMBOS",
@@ -306,15 +308,6 @@ def tuned(model, grid, *, inner_cv=1, validation_fraction=0.2, combo=None, rando
                         refit=True, error_score="raise")
 
 
-def _l2_only():
-    """Keyword arguments for an L2 LogisticRegressionCV without scikit-learn 1.8+'s FutureWarnings."""
-    from sklearn.linear_model import LogisticRegressionCV
-
-    if "use_legacy_attributes" in LogisticRegressionCV().get_params():
-        return {"l1_ratios": (0.0,), "use_legacy_attributes": False}
-    return {}  # scikit-learn < 1.8: L2 is the default penalty
-
-
 def classical_models(n_regions, *, cv=5, Cs=10, class_weight="balanced", random_state=0):
     """The classical rows of Table 1 on ``[regional means ⊕ SNPs]`` arrays.
 
@@ -376,7 +369,7 @@ def classical_models(n_regions, *, cv=5, Cs=10, class_weight="balanced", random_
             (block, ColumnTransformer([(block, "passthrough", columns)])),
             ("scale", StandardScaler()),
             ("logistic", LogisticRegressionCV(Cs=int(Cs), cv=inner, scoring="balanced_accuracy",
-                                              class_weight=class_weight, max_iter=5000, **_l2_only())),
+                                              class_weight=class_weight, max_iter=5000, **l2_only())),
         ])
 
     regions, snps = slice(0, int(n_regions)), slice(int(n_regions), None)

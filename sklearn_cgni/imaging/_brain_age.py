@@ -90,7 +90,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     lr_schedule : {"plateau", "none"}, default="plateau"
         ``"plateau"``: halve the learning rate when the validation metric has not improved
         for ``n_iter_no_change // 2`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
-    min_epochs : int, default=20
+    min_epochs : int, default=10
         Neither early stopping nor the learning-rate schedule acts before this many epochs, so a
         run that sits on the mean predictor's plateau for its first epochs is not ended there
         (the training recipe: ``sklearn_cgni.imaging._convergence``).
@@ -239,7 +239,7 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
     def __init__(self, *, channels=None, padding=None, pool_blocks=None, global_pool=None,
                  dropout=0.2, loss="mse", max_epochs=20, batch_size=25, lr=1e-3,
                  weight_decay=0.0, validation_fraction=0.1, early_stopping=True, n_iter_no_change=10,
-                 min_epochs=20, warmup_epochs=2, budget_growth=2.0, max_restarts=1,
+                 min_epochs=10, warmup_epochs=2, budget_growth=2.0, max_restarts=1,
                  lr_schedule="plateau", standardize_voxels=False, augment_shift=0, callbacks=None, num_workers=0,
                  cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=4, inference_backend="auto", recalibrate_bn=True,

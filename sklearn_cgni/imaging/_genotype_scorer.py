@@ -266,7 +266,7 @@ precision, verbose
                  freeze_transferred=False, hidden=None, standardize_voxels=True, channels=None, padding=None,
                  pool_blocks=None, global_pool=None, dropout=0.2, max_epochs=20, batch_size=25,
                  lr=1e-3, weight_decay=0.0, validation_fraction=0.1, early_stopping=False,
-                 n_iter_no_change=10, lr_schedule="none", min_epochs=20, warmup_epochs=2,
+                 n_iter_no_change=10, lr_schedule="none", min_epochs=10, warmup_epochs=2,
                  budget_growth=2.0, max_restarts=1, augment_shift=0, callbacks=None,
                  num_workers=0, cache_dir=None, device="auto", weights=None, frozen=False,
                  transform_batch_size=None, channels_last=False, inference_backend="auto", recalibrate_bn=True,

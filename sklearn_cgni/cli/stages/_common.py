@@ -100,8 +100,10 @@ def _read_genotypes(run):
 def _cnn_kwargs(run):
     """Training settings that every CNN of the run shares (stage 1 and the genotype scorer)."""
     s = run.cfg["stage1"]
-    return dict(dropout=s["dropout"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
-                validation_fraction=0.0, num_workers=s["num_workers"], device=run.device, random_state=run.seed)
+    from .._config import _SHARED_CNN
+
+    return {**{k: s[k] for k in _SHARED_CNN}, "validation_fraction": 0.0, "device": run.device,
+            "random_state": run.seed}
 
 
 def _stage1_kwargs(run, max_epochs, desc):
@@ -128,7 +130,7 @@ def _wm_cnn(run, desc):
     return ImagingCNNClassifier(
         brain_age_model=os.fspath(run.path("brain_age") / "brain_age.pt"),
         n_transfer_blocks=s["n_transfer_blocks"], freeze_transferred=s["freeze_transferred"],
-        class_weight=_class_weight(run.cfg), scoring=s["finetune_scoring"],
+        class_weight=_class_weight(run.cfg), scoring=s["finetune_scoring"], refit_head=s["refit_head"],
         **_stage1_kwargs(run, s["finetune_max_epochs"], desc))
 
 
