@@ -424,11 +424,15 @@ def render_html(out, results, tables, notes):
         parts["brain_age"] = parts.get("brain_age", "") + "<h3>Training of the stage-1 CNNs</h3>" + _html_table(
             tables["stage1_training"]) + _note(
             (f"Early stopping on {s1.get('validation_fraction')} of each CNN's training participants (patience "
-             f"{s1.get('n_iter_no_change')} epochs; brain age: validation MAE, WM folds: validation "
+             f"{s1.get('n_iter_no_change')} epochs, never before epoch {s1.get('min_epochs')}; brain age: validation "
+             f"MAE, WM folds: validation "
              f"{'balanced accuracy' if s1.get('finetune_scoring') == 'balanced_accuracy' else 'cross-entropy'}); "
-             "the weights of the best epoch are kept, and the budget is the most epochs allowed."
+             "the weights of the best epoch are kept. The budget grows while the best epoch is in its last 10 % "
+             f"(up to {s1.get('budget_growth')}× the configured budget), and a run whose validation metric stays "
+             "within 10 % of the constant predictor's restarts from a fresh initialisation."
              if s1.get("early_stopping") else "Fixed number of epochs (early stopping off).")
-            + (" Learning rate halved on plateaus of the validation metric." if s1.get("lr_schedule") == "plateau"
+            + (f" Learning rate warmed up over {s1.get('warmup_epochs')} epochs, then halved on plateaus of the "
+               "validation metric (not before that epoch, never below a 16th)." if s1.get("lr_schedule") == "plateau"
                else "")
             + (" Input z-scored voxel by voxel with the training images' mean and SD."
                if s1.get("standardize_voxels") else " Raw voxel values as input.")) + (

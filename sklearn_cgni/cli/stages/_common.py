@@ -118,8 +118,10 @@ def _stage1_kwargs(run, max_epochs, desc):
 
 
 def _training_summary(model):
-    """Epochs run and kept and the per-epoch curves of a fitted stage-1 CNN, for the report."""
-    return {"epochs_run": int(model.n_epochs_), "best_epoch": int(model.best_epoch_), "history": model.history_}
+    """Epochs run and kept, the final budget, why it stopped, restarts and the per-epoch curves of a
+    fitted CNN, for the report."""
+    return {"epochs_run": int(model.n_epochs_), "best_epoch": int(model.best_epoch_), "budget": int(model.budget_),
+            "stop_reason": model.stop_reason_, "restarts": int(model.n_restarts_), "history": model.history_}
 
 
 def _wm_cnn(run, desc):

@@ -149,4 +149,5 @@ def _stage_scores(run, folder):
     return {"snps": chosen, "n_participants": len(ids), "mean_r": summary, "measures": measures, "covariates": covs,
             "source_of_snps": source, "snps_per_fold": [list(est.snp_names_) for est in estimators],
             "snps_in_every_fold": complete,
-            "epochs": [{"epochs_run": int(est.n_epochs_), "best_epoch": int(est.best_epoch_)} for est in estimators]}
+            "epochs": [{"epochs_run": int(est.n_epochs_), "best_epoch": int(est.best_epoch_), "budget": int(est.budget_),
+                        "stop_reason": est.stop_reason_, "restarts": int(est.n_restarts_)} for est in estimators]}

@@ -18,7 +18,7 @@ def _stage_training_curves(run, folder):
     for k in range(folds):
         runs[f"WM CNN fold {k}"] = run.result(f"finetune_f{k}")
     rows = [{"model": name, "epochs_run": r["epochs_run"], "best_epoch": r["best_epoch"],
-             "budget": run.cfg["stage1"]["pretrain_max_epochs" if name.startswith("brain") else "finetune_max_epochs"],
+             "budget": r["budget"], "stop_reason": r["stop_reason"], "restarts": r["restarts"],
              **{f"best_{key}": r["history"][r["best_epoch"] - 1][key] for key in ("valid_mae", "valid_loss", "valid_bacc")
                 if r["history"] and key in r["history"][r["best_epoch"] - 1]}}
             for name, r in runs.items()]
