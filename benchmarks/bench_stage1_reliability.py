@@ -63,14 +63,51 @@ def _in_tail(result):
     return result["best_epoch"] > budget - max(1, int(np.ceil(0.1 * budget)))
 
 
-def one_run(cohort, seed, threads, scratch, until="scores"):
+def planted_signal(out, cohort):
+    """Planted r of the brain-age CNN's h_v, fold 0's WM CNN h_v and the regional means.
+
+    As ``bench_ground_truth_recovery.planted_signal_r``: for each region a causal SNP acts on,
+    its planted genetic part (sum of sign x effect x dosage over those SNPs); a ridge (alpha
+    by RidgeCV) from the features to it, fitted on fold 0's training participants and scored
+    (Pearson r) on fold 0's validation participants and the holdout; the mean over regions.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    stages = out / "stages"
+    parts = pd.read_csv(stages / "data" / "participants.csv", dtype={"participant_id": str}, index_col=0)
+    wm = parts[parts["wm_group"].notna() & parts["image_qc_passed"].astype(bool)]
+    split = json.loads((stages / "data" / "splits.json").read_text())
+    tr, va = (np.asarray(a) for a in split["folds"][0])
+    test = np.r_[va, np.asarray(split["holdout"])]
+    truth = json.loads((cohort / "ground_truth.json").read_text())
+    dosage = pd.read_csv(cohort / "genotypes.csv", dtype={"participant_id": str}, index_col=0).loc[wm.index]
+    dosage = dosage.fillna(dosage.mean())
+    targets = {}
+    for e in truth["snp_region_effects"]:
+        targets[e["region"]] = targets.get(e["region"], 0.0) + e["sign"] * abs(e["effect"]) * dosage[e["snp"]].to_numpy()
+    region_ids = pd.read_csv(stages / "regions" / "participants.csv", dtype={"participant_id": str})["participant_id"]
+    features = {"brain-age CNN h_v": np.load(stages / "brain_age" / "hv_wm.npy"),
+                "WM CNN h_v (fold 0)": np.load(stages / "finetune_f0" / "hv.npy"),
+                "regional means": np.load(stages / "regions" / "regional_means.npy")[
+                    pd.Index(region_ids).get_indexer(wm.index)]}
+    out_r = {}
+    for name, F in features.items():
+        rs = []
+        for target in targets.values():
+            model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(F[tr], target[tr])
+            rs.append(float(np.corrcoef(model.predict(F[test]), target[test])[0, 1]))
+        out_r[name] = round(float(np.mean(rs)), 4)
+    return out_r
+
+
+def one_run(cohort, seed, threads, scratch, until="scores", overrides=(), variant=""):
     from sklearn_cgni.cli._config import load_config
     from sklearn_cgni.cli._inputs import resolve_inputs
     from sklearn_cgni.cli._run import run_pipeline
 
-    out = Path(scratch) / f"run_{cohort.name}_s{seed}_t{threads}"
+    out = Path(scratch) / f"run_{cohort.name}_s{seed}_t{threads}{variant}"
     shutil.rmtree(out, ignore_errors=True)
-    cfg = load_config(None, preset="cpu", overrides=[f"run.seed={seed}", f"run.threads={threads}"])
+    cfg = load_config(None, preset="cpu", overrides=[f"run.seed={seed}", f"run.threads={threads}", *overrides])
     t0 = time.perf_counter()
     run_pipeline(out, cfg, resolve_inputs(cohort=cohort), progress=False, preset="cpu", only=until)
     wall = time.perf_counter() - t0
@@ -81,7 +118,7 @@ def one_run(cohort, seed, threads, scratch, until="scores"):
 
     ba = result("brain_age")
     row = {"cohort_seed": int(cohort.name.removeprefix("cohort")), "seed": seed, "threads": threads,
-           "wall_s": round(wall, 1),
+           "variant": variant, "overrides": list(overrides), "wall_s": round(wall, 1),
            "brain_age": {"mae": round(ba["mae_holdout"], 3), "mae_mean_predictor": round(ba["mae_of_mean_predictor"], 3),
                          **{k: ba[k] for k in ("epochs_run", "best_epoch", "budget", "stop_reason", "restarts")},
                          "h_v_width": ba["h_v_width"]}}
@@ -108,6 +145,7 @@ def one_run(cohort, seed, threads, scratch, until="scores"):
         row["scores"] = {"n_causal_scored": int(causal["snp"].nunique()),
                          "causal_r": {m: round(float(g["r_held_out"].mean()), 4) for m, g in causal.groupby("model")},
                          "folds": sc["epochs"]}
+    row["planted_r"] = planted_signal(out, cohort)
     row["stage_seconds"] = json.loads((out / "run.json").read_text()).get("stage_seconds")
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -120,33 +158,40 @@ def summarize(rows):
         return "\n".join(lines + ["No runs yet."]) + "\n"
     lines += [f"{len(rows)} runs. Command: `python benchmarks/bench_stage1_reliability.py --seeds ... --threads ... "
               "--cohort-seeds ...`; per-run lines in `stage1_reliability.jsonl`.", "",
-              "| cohort | seed | threads | brain-age MAE (mean pred.) | epochs / best / budget | restarts | "
+              "| variant | cohort | seed | threads | brain-age MAE (mean pred.) | epochs / best / budget | restarts | "
               "WM validation per fold | WM best / budget per fold | Imaging CNN - h_v logistic (val., hold.) | "
-              "scorer causal r CNN / IDP | wall |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "scorer causal r CNN / IDP | planted r: brain-age h_v / WM h_v / regional means | wall |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     tail_runs, diffs_val, diffs_hold = [], [], []
-    for r in sorted(rows, key=lambda r: (r["cohort_seed"], r["threads"], r["seed"])):
+    main_rows = [r for r in rows if not r.get("variant")]
+    for r in sorted(rows, key=lambda r: (r.get("variant", ""), r["cohort_seed"], r["threads"], r["seed"])):
         ba = r["brain_age"]
         wm = r["wm_folds"]
         cnns = [("brain age", ba)] + [(f"WM fold {f['fold']}", f) for f in wm]
         cnns += [(f"scorer fold {i}", f) for i, f in enumerate(r.get("scores", {}).get("folds", []))]
-        tail_runs += [f"cohort {r['cohort_seed']} seed {r['seed']} threads {r['threads']}: {name} "
-                      f"(best {c['best_epoch']} of {c['budget']})" for name, c in cnns if _in_tail(c)]
+        pr = r.get("planted_r", {})
+        if not r.get("variant"):  # the criteria are the shipped preset's
+            tail_runs += [f"cohort {r['cohort_seed']} seed {r['seed']} threads {r['threads']}: {name} "
+                          f"(best {c['best_epoch']} of {c['budget']})" for name, c in cnns if _in_tail(c)]
         dv = [100 * (f["validation"] - f["hv_logistic_validation"]) for f in wm if "hv_logistic_validation" in f]
         dh = [100 * (f["holdout"] - f["hv_logistic_holdout"]) for f in wm if "hv_logistic_holdout" in f]
-        diffs_val += dv
-        diffs_hold += dh
+        if not r.get("variant"):
+            diffs_val += dv
+            diffs_hold += dh
         sc = r.get("scores", {}).get("causal_r", {})
         lines.append(
-            f"| {r['cohort_seed']} | {r['seed']} | {r['threads']} | {ba['mae']:.2f} ({ba['mae_mean_predictor']:.2f}) | "
+            f"| {r.get('variant') or 'shipped cpu preset'} | {r['cohort_seed']} | {r['seed']} | {r['threads']} | {ba['mae']:.2f} ({ba['mae_mean_predictor']:.2f}) | "
             f"{ba['epochs_run']} / {ba['best_epoch']} / {ba['budget']} | {ba['restarts']} | "
             + ", ".join(f"{100 * f['validation']:.1f}" for f in wm) + " | "
             + ", ".join(f"{f['best_epoch']}/{f['budget']}" for f in wm) + " | "
             + (f"{np.mean(dv):+.1f}, {np.mean(dh):+.1f}" if dv else "") + " | "
             + (f"{sc.get('CNN', float('nan')):.2f} / {sc.get('IDP', float('nan')):.2f}" if sc else "") + " | "
+            + (" / ".join(f"{v:.2f}" for v in pr.values()) if pr else "") + " | "
             + f"{r['wall_s'] / 60:.1f} min |")
-    maes = np.array([r["brain_age"]["mae"] for r in rows])
-    lines += ["", "## Criteria (issue: stage-1 CNNs that converge on every run)", "",
+    if not main_rows:
+        return "\n".join(lines) + "\n"
+    maes = np.array([r["brain_age"]["mae"] for r in main_rows])
+    lines += ["", "## Criteria (issue: stage-1 CNNs that converge on every run), shipped cpu preset", "",
               f"- Brain-age holdout MAE: {maes.min():.2f}-{maes.max():.2f} years (median {np.median(maes):.2f}); "
               f"<= 2.6 in {int((maes <= 2.6).sum())} of {len(maes)} runs.",
               f"- CNNs whose kept epoch lies in the last 10 % of their final budget: {len(tail_runs)}"
@@ -165,20 +210,25 @@ def main(argv=None):
     ap.add_argument("--cohort-seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--until", default="scores", help="the last stage to run (default: scores)")
     ap.add_argument("--scratch", default=None, help="folder for the cohorts and runs (default: a temporary one)")
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[],
+                    help="config overrides (section.key=value) of a variant, e.g. the former layout: "
+                         "stage1.pool_blocks=4 stage1.global_pool=avg")
+    ap.add_argument("--variant", default="", help="the variant's name in the results (with --set)")
     ap.add_argument("--out", default=str(JSONL))
     args = ap.parse_args(argv)
     out = Path(args.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    done = {(r["cohort_seed"], r["seed"], r["threads"]) for r in rows}
+    done = {(r["cohort_seed"], r["seed"], r["threads"], r.get("variant", "")) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(args.scratch or tmp)
         for cohort_seed in args.cohort_seeds:
             cohort = _cohort(scratch, cohort_seed)
             for seed in args.seeds:
                 for threads in args.threads:
-                    if (cohort_seed, seed, threads) in done:
+                    if (cohort_seed, seed, threads, args.variant) in done:
                         continue
-                    row = one_run(cohort, seed, threads, scratch, until=args.until)
+                    row = one_run(cohort, seed, threads, scratch, until=args.until, overrides=args.overrides,
+                                  variant=args.variant)
                     print(json.dumps(row), flush=True)
                     with out.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
