@@ -21,8 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 from ..nn._cnn import (
     PAPER_CHANNELS,
     BrainCNN,
-    auto_pool_blocks,
     FoldedInferenceCNN,
+    auto_pool_blocks,
     backbone_output_shape,
     recalibrate_batchnorm,
 )
