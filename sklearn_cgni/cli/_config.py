@@ -24,7 +24,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from ._protocol import CONFOUND_MODELS
+from ._protocol import BASELINE_KEYS, CONFOUND_MODELS
 
 __all__ = [
     "ConfigError",
@@ -53,7 +53,6 @@ _SHARED_CNN = ("dropout", "batch_size", "lr", "weight_decay", "num_workers",
                "min_epochs", "warmup_epochs", "budget_growth", "max_restarts")  # the training recipe too
 _STAGE1_CNN = (*_SHARED_CNN, "channels", "padding", "pool_blocks", "global_pool", "early_stopping",
                "validation_fraction", "n_iter_no_change", "lr_schedule", "standardize_voxels", "augment_shift")
-_MLP = ("lr", "max_epochs", "batch_size", "early_stopping", "validation_fraction", "n_iter_no_change")
 
 #: Per config section, the estimators it configures: ``(module, class, {config key: parameter})``.
 #: A key may configure several estimators (``stage1.lr`` sets every CNN's learning rate);
@@ -78,13 +77,7 @@ ESTIMATOR_KEYS = {
     "classifier": (("sklearn_cgni.classification", "CGNIClassifier",
                     {k: k for k in ("hidden_layer_sizes", "dropout", "lr", "weight_decay", "max_epochs",
                                     "batch_size", "early_stopping", "validation_fraction", "n_iter_no_change")}),),
-    "baselines": (
-        ("sklearn_cgni.classification", "SparseGeneticNN",
-         {"sparse_hidden": "hidden_layer_sizes", "sparse_l1": "l1", "sparse_weight_decay": "weight_decay",
-          **{k: k for k in _MLP}}),
-        ("sklearn_cgni.classification", "ImagingGeneticNN", {"ig_hidden": "hidden_layer_sizes", **{k: k for k in _MLP}}),
-        ("sklearn_cgni.classification", "ImagingGeneticSVM", {"svm_C": "C"}),
-    ),
+    "baselines": BASELINE_KEYS,  # the protocol's models read them (paper_models)
     "scca": (("sklearn_cgni.explain", "SparseCCA",
               {k: k for k in ("n_components", "alpha_x", "alpha_y", "cv", "n_permutations")}),),
     "occlusion": (("sklearn_cgni.explain", "OcclusionExplainer",

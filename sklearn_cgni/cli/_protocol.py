@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from ..utils._linear import l2_only
 
 __all__ = [
+    "BASELINE_KEYS",
     "CLASSICAL_MODELS",
     "COMBOS",
     "CONFOUND_MODELS",
@@ -43,6 +44,17 @@ __all__ = [
     "table_markdown",
     "tuned",
 ]
+
+_MLP = ("lr", "max_epochs", "batch_size", "early_stopping", "validation_fraction", "n_iter_no_change")
+#: The config's ``[baselines]`` keys of each baseline estimator, ``(module, class, {key: parameter})``:
+#: :func:`paper_models` builds the baselines from them, and ``_config.ESTIMATOR_KEYS`` validates them.
+BASELINE_KEYS = (
+    ("sklearn_cgni.classification", "SparseGeneticNN",
+     {"sparse_hidden": "hidden_layer_sizes", "sparse_l1": "l1", "sparse_weight_decay": "weight_decay",
+      **{k: k for k in _MLP}}),
+    ("sklearn_cgni.classification", "ImagingGeneticNN", {"ig_hidden": "hidden_layer_sizes", **{k: k for k in _MLP}}),
+    ("sklearn_cgni.classification", "ImagingGeneticSVM", {"svm_C": "C"}),
+)
 
 PAPER_TABLE1 = {
     "Imaging CNN": ("81.34 ± 2.34", "75.32 ± 0.49", "87.02 ± 1.31"),
@@ -150,8 +162,8 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
     baselines : dict, optional
         Keys of the config's ``[baselines]`` section: ``sparse_hidden``, ``sparse_l1``,
         ``sparse_weight_decay``, ``ig_hidden``, ``svm_C``, ``lr``, ``max_epochs``,
-        ``batch_size``, given to the estimators as :data:`~sklearn_cgni.cli._config.ESTIMATOR_KEYS`
-        maps them; a key left out takes the estimator's default.
+        ``batch_size``, given to the estimators as :data:`BASELINE_KEYS` maps them; a key left
+        out takes the estimator's default.
     class_weight : "balanced" or None
         For every classifier (the WM groups are ~36/64 %, the metric is balanced accuracy).
     table2 : bool, default=False
@@ -169,18 +181,17 @@ def paper_models(n_image_features, *, contrastive=None, classifier=None, baselin
     """
     from ..classification import CGNIClassifier, ImagingGeneticNN, ImagingGeneticSVM, SparseGeneticNN
     from ..genetics import ContrastiveSNPEncoder
-    from ._config import ESTIMATOR_KEYS
 
     k = int(n_image_features)
     contrastive = dict(contrastive or {})
     classifier = dict(classifier or {})
     b = dict(baselines or {})
-    unknown = set(b) - {key for _, _, keys in ESTIMATOR_KEYS["baselines"] for key in keys}
+    unknown = set(b) - {key for _, _, keys in BASELINE_KEYS for key in keys}
     if unknown:
         raise ValueError(f"paper_models: unknown baselines key(s) {sorted(unknown)}.")
     given = {name: {param: tuple(b[key]) if isinstance(b[key], list) else b[key]
                     for key, param in keys.items() if key in b}
-             for _, name, keys in ESTIMATOR_KEYS["baselines"]}
+             for _, name, keys in BASELINE_KEYS}
     common = dict(device=device, random_state=random_state)
 
     def sparse():

@@ -126,12 +126,13 @@ class ImageSource(Sequence):
     def cached(self, cache_dir, *, n_threads=2):
         """The same images read from a float16 memory map in ``cache_dir`` (decoded once).
 
-        See :func:`sklearn_cgni.imaging.build_float16_cache`. An array source, or NIfTI
+        See :func:`sklearn_cgni.io._cache.build_float16_cache` (re-exported as
+        :func:`sklearn_cgni.imaging.build_float16_cache`). An array source, or NIfTI
         images held in memory, are returned as is.
         """
         if self._array is not None or any(not _is_pathlike(p) for p in self.paths):
             return self
-        from ..imaging._dataset import build_float16_cache
+        from ._cache import build_float16_cache
 
         array = build_float16_cache(self.paths, cache_dir, self.participant_ids, expected_shape=self.shape,
                                     n_threads=n_threads)

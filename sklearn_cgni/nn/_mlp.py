@@ -81,7 +81,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_features, hidden_sizes, out_features, dropout=0.0, l1=0.0, l1_on="hidden"):
         super().__init__()
-        from ..utils._validation import check_layer_sizes
+        from ._checks import check_layer_sizes
 
         if l1_on not in _L1_ON:
             raise ValueError(f"l1_on must be one of {_L1_ON}; got {l1_on!r}.")
