@@ -133,6 +133,7 @@ class StageStore:
         self.timings = {}
         self.cpu_timings = {}  # CPU seconds of this process (all its threads), for the cost benchmark
         self.status = {}
+        self.current = None  # the stage being computed now (None between stages)
 
     def path(self, name):
         return self.root / name
@@ -179,7 +180,9 @@ class StageStore:
         folder.mkdir(parents=True)
         t0, c0 = time.perf_counter(), time.process_time()
         log.info("stage %-14s running", name)
+        self.current = name
         result = func(folder) or {}
+        self.current = None  # cleared only on success: after an error it names the stage that failed
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         token = uuid.uuid4().hex[:12]
         write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "token": token, "seconds": seconds,

@@ -29,6 +29,7 @@ from ..utils._skorch import (
     forward64,
     resolve_feature_split,
     to_float32,
+    train_net,
 )
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
@@ -401,11 +402,12 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             for enc, data in ((self.net_.module_.image_encoder, h), (self.net_.module_.genetic_encoder, x_g)):
                 sd = data.std(axis=0, dtype=np.float64)
                 enc.standardize.set_statistics(data.mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
-        set_generators(self.net_.module_, seed, self.net_.device)
+        trained = self.net_.module_  # train_net removes net_ when interrupted
+        set_generators(trained, seed, self.net_.device)
         try:
-            self.net_.partial_fit({"h_v": h_v, "x_g": x_g}, y_enc)
+            train_net(self, self.net_, {"h_v": h_v, "x_g": x_g}, y_enc)
         finally:
-            set_generators(self.net_.module_, None)
+            set_generators(trained, None)
         self.net_.module_.eval()
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
         self.validation_loss_curve_ = self.validation_matching_curve_ = None

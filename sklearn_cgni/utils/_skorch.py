@@ -1,5 +1,8 @@
 """Private plumbing for thin scikit-learn estimators that hold a skorch net as ``net_``.
 
+* :class:`InterruptibleNetMixin`: makes a ``skorch.NeuralNet`` re-raise a KeyboardInterrupt
+  that skorch's ``fit`` would swallow, and :func:`train_net`, which leaves the estimator
+  unfitted when training is interrupted: the one place where the package's nets train.
 * :class:`SkorchNet`: a ``skorch.NeuralNet`` that adds ``module_.penalty()`` (L1) to the
   training loss when the module defines it.
 * :class:`SkorchClassifierBase`: validation, label encoding, ``classes_``,
@@ -27,11 +30,67 @@ from ._device import fit_seed, resolve_device
 from ._validation import check_layer_sizes
 
 __all__ = [
-    "forward64", "early_stopping_split", "early_stopping_callback",
+    "InterruptibleNetMixin", "train_net", "forward64", "early_stopping_split", "early_stopping_callback",
     "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
 
 
-class SkorchNet(NeuralNet):
+class InterruptibleNetMixin:
+    """Mixin for a ``skorch.NeuralNet``: a KeyboardInterrupt during training is re-raised.
+
+    skorch's ``partial_fit`` (and so ``fit``) catches a KeyboardInterrupt, ends training and
+    returns as if training had finished: a half-trained network would then look finished.
+    With this mixin the callbacks' ``on_train_end`` still runs (progress bars close, errors
+    it raises on the partial history are ignored), then the interrupt (or its subclass, e.g.
+    the command line's SIGTERM) is raised again.
+    """
+
+    _cgni_interrupt = None
+
+    def fit_loop(self, *args, **kwargs):
+        try:
+            return super().fit_loop(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            self._cgni_interrupt = exc
+            raise
+
+    def notify(self, method_name, **cb_kwargs):
+        if method_name == "on_train_end" and self._cgni_interrupt is not None:
+            try:
+                super().notify(method_name, **cb_kwargs)
+            except Exception:  # noqa: BLE001 - the interrupt is what the caller must see
+                pass
+            return
+        return super().notify(method_name, **cb_kwargs)
+
+    def partial_fit(self, *args, **kwargs):
+        try:
+            super().partial_fit(*args, **kwargs)
+        finally:  # no trace of the interrupt is left on the net (it is pickled with the estimator)
+            interrupt = self.__dict__.pop("_cgni_interrupt", None)
+        if interrupt is not None:
+            raise interrupt
+        return self
+
+
+def train_net(estimator, net, *args, method="partial_fit", **kwargs):
+    """Train ``net`` for ``estimator``; an interrupt leaves ``estimator`` unfitted and propagates.
+
+    ``net`` must include :class:`InterruptibleNetMixin`. On a KeyboardInterrupt every fitted
+    attribute of ``estimator`` (a name ending in ``_``, as scikit-learn's ``check_is_fitted``
+    reads them) is removed before the interrupt is raised again, so a half-trained network
+    is never mistaken for a fitted one.
+    """
+    if not isinstance(net, InterruptibleNetMixin):  # pragma: no cover - programming error
+        raise TypeError(f"{type(net).__name__} does not re-raise interrupts; add InterruptibleNetMixin.")
+    try:
+        return getattr(net, method)(*args, **kwargs)
+    except KeyboardInterrupt:
+        for name in [v for v in vars(estimator) if v.endswith("_") and not v.startswith("__")]:
+            delattr(estimator, name)
+        raise
+
+
+class SkorchNet(InterruptibleNetMixin, NeuralNet):
     """skorch ``NeuralNet`` whose training loss adds ``module_.penalty()`` when defined."""
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -296,7 +355,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
             **extra,
         )
         try:
-            self.net_.fit(to_float32(X), y_enc.astype(np.int64))
+            train_net(self, self.net_, to_float32(X), y_enc.astype(np.int64), method="fit")
         finally:
             set_generators(module, None)
         self.net_.module_.eval()
