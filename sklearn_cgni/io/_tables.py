@@ -219,6 +219,69 @@ def _read_genotype_csv(path, id_column, na_values, snps):
     return table
 
 
+#: The most variants whose last byte may carry non-zero padding before a .bed is refused
+#: (PLINK writes the padding as zeros; a few stray bits are tolerated, a shifted .fam is not).
+MAX_NONZERO_PADDING = 3
+
+
+def check_plink_bed(bed, n_participants, n_variants):
+    """Check a PLINK 1 ``.bed`` against its ``.fam`` and ``.bim`` line counts, and its padding bits.
+
+    A variant-major ``.bed`` holds ``3 + n_variants * ceil(n_participants / 4)`` bytes; a
+    ``.fam`` or ``.bim`` with a line too few or too many changes that size, unless only the
+    ``.fam`` changed and ``n_participants`` stayed within the same multiple of 4. Then the
+    last byte of each variant shows it: PLINK writes the ``4 - n % 4`` unused two-bit slots
+    after the last participant as zeros, and with a shortened ``.fam`` they hold the
+    genotypes of the participant the ``.fam`` lost. Every participant after the removed line
+    would otherwise silently get the next participant's genotypes.
+
+    Parameters
+    ----------
+    bed : path-like
+        The ``.bed`` file.
+    n_participants, n_variants : int
+        Lines of its ``.fam`` and ``.bim``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file set, when the size does not match or the padding is non-zero in more
+        than :data:`MAX_NONZERO_PADDING` variants.
+    """
+    bed = Path(bed)
+    prefix = os.fspath(bed.with_suffix(""))
+    per_variant = -(-n_participants // 4)
+    expected = 3 + n_variants * per_variant
+    size = bed.stat().st_size
+    with open(bed, "rb") as fh:
+        magic = fh.read(3)
+    if magic[:2] != b"\x6c\x1b" or magic[2:3] != b"\x01":
+        raise ValueError(f"PLINK file set {prefix!r}: {os.fspath(bed)!r} is not a variant-major PLINK 1 .bed "
+                         "(wrong magic bytes).")
+    if size != expected:
+        actual = (size - 3) / per_variant if per_variant else float("nan")
+        raise ValueError(
+            f"PLINK file set {prefix!r} is inconsistent: the .bed holds {size} bytes, but {n_participants} "
+            f"participant(s) in the .fam and {n_variants} variant(s) in the .bim make {expected} "
+            f"({actual:g} variants of {per_variant} bytes). A line is probably missing from or added to the "
+            ".fam or .bim; rewrite the file set with PLINK."
+        )
+    used = n_participants % 4
+    if used == 0 or n_variants == 0:
+        return
+    last = np.memmap(bed, dtype=np.uint8, mode="r", offset=3, shape=(n_variants, per_variant))[:, -1]
+    padding = np.asarray(last) & np.uint8((0xFF << (2 * used)) & 0xFF)
+    bad = np.flatnonzero(padding)
+    if bad.size > MAX_NONZERO_PADDING:
+        raise ValueError(
+            f"PLINK file set {prefix!r} is inconsistent: the padding bits after the last of the {n_participants} "
+            f".fam participant(s) are non-zero in {bad.size} of {n_variants} variant(s) (PLINK writes them as "
+            "zero). The .fam is probably shorter than the genotype data (a line removed), which would give every "
+            "participant after the missing line the next participant's genotypes; restore the .fam or rewrite "
+            "the file set with PLINK."
+        )
+
+
 def _read_plink1(path, count_A1, snps):
     from ._genotypes import select_variants
 
@@ -234,6 +297,7 @@ def _read_plink1(path, count_A1, snps):
         iid = [str(i) for i in bed.iid]
     except Exception as exc:
         raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
+    check_plink_bed(prefix.with_suffix(".bed"), len(iid), len(sid))
     with bed:
         positions = (slice(None) if snps is None
                      else select_variants(sid, snps, f"PLINK file set {os.fspath(prefix)!r}"))
