@@ -22,6 +22,7 @@ from ._contrastive_parts import (  # noqa: F401 (re-exported: saved files name t
     _ValidMatching,
     matching_score,
 )
+from ..utils._validation import validate_numeric_data
 from ..utils._skorch import (
     clip_batch_size,
     early_stopping_callback,
@@ -344,7 +345,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         owner = type(self).__name__
         self._check_params()
         index = getattr(X, "index", None)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        X, y = validate_numeric_data(self, X, y, method="fit", dtype=[np.float64, np.float32],
+                                     ensure_all_finite=False)
         _check_finite(X, owner, getattr(self, "feature_names_in_", None), index)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
@@ -457,7 +459,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     def _validated(self, X):
         check_is_fitted(self)
         index = getattr(X, "index", None)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        X = validate_numeric_data(self, X, method="transform", reset=False, dtype=[np.float64, np.float32],
+                                  ensure_all_finite=False)
         _check_finite(X, type(self).__name__, getattr(self, "feature_names_in_", None), index)
         return X
 

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 
 from ._device import fit_seed, resolve_device
-from ._validation import check_layer_sizes
+from ._validation import check_layer_sizes, validate_numeric_data
 
 __all__ = [
     "InterruptibleNetMixin", "train_net", "forward64", "early_stopping_split", "early_stopping_callback",
@@ -299,7 +299,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
                               allow_empty=self._allow_no_hidden_layer)
 
     def _validate_fit_data(self, X, y):
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_numeric_data(self, X, y, method="fit", dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self._label_encoder = LabelEncoder().fit(y)
         self.classes_ = self._label_encoder.classes_
@@ -388,7 +388,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_numeric_data(self, X, method="predict", reset=False, dtype=[np.float64, np.float32])
         return forward64(self.net_.module_, X)
 
     def decision_function(self, X):
