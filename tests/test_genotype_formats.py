@@ -85,17 +85,20 @@ def test_each_format_reads_back_the_table(fmt, table, snp_info, tmp_path):
     before = _hashes(tmp_path / "in")
     got = read_genotypes(path)
     pd.testing.assert_frame_equal(got, table, check_names=False)
-    # selection by rsID: only those columns, in file order, with a warning for the absent one
+    # selection by rsID: only those columns, in the list's order, with a warning for the absent one
     with pytest.warns(UserWarning, match=r"1 of the 3 selected variant\(s\) are not in .*g.*\['rs999'\]"):
         sel = read_genotypes(path, snps=["rs105", "rs101", "rs999"])
-    pd.testing.assert_frame_equal(sel, table[["rs101", "rs105"]], check_names=False)
+    pd.testing.assert_frame_equal(sel, table[["rs105", "rs101"]], check_names=False)
     # by gene through the SNP -> gene table
     genes = snp_info.reset_index()[["snp", "gene"]]
     sel = read_genotypes(path, genes=["G2", "G4"], snp_genes=genes)
     assert sel.columns.tolist() == ["rs102", "rs103", "rs107"]
     # a list file
     (tmp_path / "snps.txt").write_text("# wanted\nrs106\nrs100 extra\n")
-    assert read_genotypes(path, snps=tmp_path / "snps.txt").columns.tolist() == ["rs100", "rs106"]
+    assert read_genotypes(path, snps=tmp_path / "snps.txt").columns.tolist() == ["rs106", "rs100"]
+    # whatever the file's variant order, the columns come by chromosome and position
+    shuffled = _write(fmt, table[SNPS[::-1]], tmp_path / "rev", snp_info)
+    pd.testing.assert_frame_equal(read_genotypes(shuffled), table, check_names=False)
     with pytest.raises(ValueError, match=r"None of the 1 selected variant.*rs0.*g"):
         read_genotypes(path, snps=["rs0"])
     assert _hashes(tmp_path / "in") == before  # nothing written next to the inputs (no index)

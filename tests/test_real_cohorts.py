@@ -532,3 +532,45 @@ def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
     assert data["categorical_covariates"] == ["site"]
     with pytest.raises(ConfigError, match=r"data.categorical lists \['tiv'\]"):
         load_config(overrides=['data.categorical=["tiv"]'])
+
+
+def _tables(out):
+    """Every table of a finished run (tables/*.csv), with the timing columns left out."""
+    tables = {}
+    for path in sorted((out / "tables").glob("*.csv")):
+        t = pd.read_csv(path)
+        tables[path.name] = t[[c for c in t.columns if "second" not in c and c not in ("time", "finished")]]
+    return tables
+
+
+def test_plink_and_shuffled_bgen_give_identical_tables(cohorts, tmp_path):
+    """One cohort as PLINK 1, and as BGEN with its variants and participants shuffled (and the phenotype rows
+    too): the whole tiny run gives identical tables, since participants enter every model sorted by ID and
+    variants by chromosome and position."""
+    today = cohorts / "today"
+    rng = np.random.default_rng(1)
+    geno = read_genotypes(today / "genotypes.bed")
+    info = pd.read_csv(today / "snp_info.csv", dtype={"snp": str}).set_index("snp")
+    shuffled = geno.iloc[rng.permutation(len(geno)), rng.permutation(geno.shape[1])]
+    assert list(shuffled.columns) != list(geno.columns) and list(shuffled.index) != list(geno.index)
+    (tmp_path / "in").mkdir()
+    bgen = write_bgen(shuffled, tmp_path / "in" / "chr1.bgen", snp_info=info)
+    pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
+    pheno.sample(frac=1.0, random_state=2).to_csv(tmp_path / "in" / "phenotypes.csv", index=False)
+    back = read_genotypes(bgen)
+    pd.testing.assert_frame_equal(back.loc[geno.index], geno, check_names=False)  # the same calls
+    assert list(back.columns) == list(geno.columns)  # in one order: chromosome and position
+    before = _snapshot(cohorts)
+    common = ["--images", str(today / "images"), "--snp-info", str(today / "snp_info.csv"),
+              "--snp-genes", str(today / "snp_genes.csv"), "--gene-sets", str(today / "gene_sets.gmt"),
+              "--atlas", str(today / "atlas.nii.gz"), "--atlas-labels", str(today / "atlas_labels.csv"),
+              "--preset", "tiny", "--set", "run.threads=1", "--device", "cpu", "--no-progress", "-q"]
+    assert main(["run", "--genotypes", str(today / "genotypes.bed"), "--phenotypes", str(today / "phenotypes.csv"),
+                 *common, "-o", str(tmp_path / "plink")]) == 0
+    assert main(["run", "--genotypes", str(bgen), "--phenotypes", str(tmp_path / "in" / "phenotypes.csv"),
+                 *common, "-o", str(tmp_path / "bgen")]) == 0
+    plink, shuffled_tables = _tables(tmp_path / "plink"), _tables(tmp_path / "bgen")
+    assert list(plink) == list(shuffled_tables) and "table1.csv" in plink
+    for name in plink:
+        pd.testing.assert_frame_equal(plink[name], shuffled_tables[name], obj=name)
+    assert _snapshot(cohorts) == before  # no input file changed

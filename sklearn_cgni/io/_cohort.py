@@ -125,8 +125,9 @@ def align_cohort(images=None, genotypes=None, phenotypes=None):
     Returns
     -------
     cohort : Bunch
-        ``participant_ids`` (list, sorted order of the phenotype table, else of the first given
-        source), ``images``, ``genotypes``, ``phenotypes`` restricted and ordered to them, and
+        ``participant_ids`` (list, sorted by ID: the same cohort gives the same order whatever
+        the row order of its files), ``images``, ``genotypes``, ``phenotypes`` restricted and
+        ordered to them, and
         ``dropped``: a DataFrame (``participant_id``, ``reason``) of every participant left out.
 
     Warns
@@ -139,14 +140,8 @@ def align_cohort(images=None, genotypes=None, phenotypes=None):
     if len(given) < 2:
         raise ValueError(f"align_cohort needs at least two of images, genotypes, phenotypes; got {list(given)}.")
     indexes = {k: _as_id_index(v, k) for k, v in given.items()}
-    order_source = "phenotypes" if "phenotypes" in given else next(iter(given))
-    union = list(indexes[order_source])
-    seen = set(union)
-    for idx in indexes.values():
-        for pid in idx:
-            if pid not in seen:
-                union.append(pid)
-                seen.add(pid)
+    # one canonical order, whatever the files' row orders: by participant ID
+    union = sorted(set().union(*(set(idx) for idx in indexes.values())))
     keep, dropped = [], []
     sets = {k: set(v) for k, v in indexes.items()}
     for pid in union:

@@ -137,8 +137,11 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     Returns
     -------
     genotypes : DataFrame of float32
-        Index ``participant_id`` (str), one column per SNP; ``NaN`` marks a missing call. A BGEN
-        read also sets ``genotypes.attrs["info"]``: a dict SNP -> imputation info in [0, 1].
+        Index ``participant_id`` (str, the file's order), one column per SNP; ``NaN`` marks a
+        missing call. The columns are in one canonical order, whatever the file's: the order of
+        ``snps`` when given, else by chromosome and position (a CSV, which has no positions,
+        keeps its column order). A BGEN read also sets ``genotypes.attrs["info"]``: a dict
+        SNP -> imputation info in [0, 1].
 
     Raises
     ------
@@ -159,9 +162,17 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     ...                  index=["1001", "1002", "1003"])
     >>> path = write_bgen(g, os.path.join(tempfile.mkdtemp(), "chr1.bgen"))
     >>> read_genotypes(path, snps=["rs3", "rs1"]).to_dict("list")
-    {'rs1': [0.0, 1.0, 2.0], 'rs3': [1.0, 1.0, 0.0]}
+    {'rs3': [1.0, 1.0, 0.0], 'rs1': [0.0, 1.0, 2.0]}
     """
-    from ._genotypes import _as_id_list, genotype_format, read_bgen, read_pgen, read_vcf, snps_of_genes
+    from ._genotypes import (
+        _as_id_list,
+        canonical_variant_order,
+        genotype_format,
+        read_bgen,
+        read_pgen,
+        read_vcf,
+        snps_of_genes,
+    )
 
     path = Path(path)
     snps = _as_id_list(snps)
@@ -188,6 +199,8 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
         raise ValueError(f"Genotype file {os.fspath(path)!r} holds {table.shape[0]} participant(s) and "
                          f"{table.shape[1]} SNP(s); it is empty.")
     info = table.attrs.get("info")
+    order = canonical_variant_order(table.columns, snps, table.attrs.get("loci"))
+    table = table.iloc[:, order]
     out = check_genotypes(table, source=os.fspath(path), allow_dosage=allow_dosage)
     if info is not None:
         out.attrs["info"] = info
@@ -305,8 +318,13 @@ def _read_plink1(path, count_A1, snps):
             values = bed.read(index=np.s_[:, positions], dtype="float32")
         except Exception as exc:
             raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
+    loci = list(zip(np.asarray(bed.chromosome).astype(str), np.asarray(bed.bp_position)))
+    if snps is not None:
+        loci = [loci[p] for p in positions]
     sid = sid if snps is None else [sid[p] for p in positions]
-    return pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
+    table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
+    table.attrs["loci"] = loci
+    return table
 
 
 #: The default coding of ``sex`` (keys compared case-insensitively): 0 = female, 1 = male, as the
