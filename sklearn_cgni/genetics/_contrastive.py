@@ -153,6 +153,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     n_features_in_, feature_names_in_
         As usual.
 
+    Notes
+    -----
+    A KeyboardInterrupt (Ctrl-C) during ``fit`` is raised again, not swallowed as skorch
+    alone would, and leaves the estimator unfitted: a half-trained network never looks fitted.
+
     Examples
     --------
     >>> import numpy as np

@@ -267,6 +267,9 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
     has not improved for ``n_iter_no_change`` epochs and the best epoch's weights are kept.
     Fitted curves: ``loss_curve_``, ``validation_loss_curve_`` (None without early stopping),
     ``best_epoch_`` (1-based) and ``n_iter_`` (epochs run).
+
+    A KeyboardInterrupt during ``fit`` propagates (skorch alone would swallow it and return a
+    half-trained net) and leaves the estimator unfitted (see :func:`train_net`).
     """
 
     _parameter_constraints = {
