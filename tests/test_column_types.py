@@ -72,7 +72,8 @@ def test_image_errors_name_the_image_input(tmp_path):
     assert "phenotype" not in str(exc.value).lower()
     bad = tmp_path / "images.csv"
     bad.write_text("participant_id,path\np1,a.nii.gz\n")
-    with pytest.raises(ValueError, match=r"Image CSV file .*images\.csv.* lacks required column\(s\) \['image'\]") as exc:
+    with pytest.raises(ValueError, match=r"Image CSV file .*images\.csv.* lacks required column\(s\) \['image'\]") \
+            as exc:
         find_images(str(bad))
     assert "phenotype" not in str(exc.value).lower() and "--column" not in str(exc.value)
     bad.write_text("participant_id,image\np1,a.nii.gz\np1,b.nii.gz\n")

@@ -286,3 +286,18 @@ def test_a_failed_run_records_its_error_and_stage(tiny, tmp_path, monkeypatch, c
     if code == 1:
         assert "error in stage 'models_f0': RuntimeError: something unforeseen on two lines" in err
         assert "run.log" in err
+
+
+def test_early_stopping_still_ends_training_normally():
+    """skorch's EarlyStopping raises KeyboardInterrupt itself to stop: that is not an interrupt."""
+    from sklearn_cgni.classification import CGNIClassifier
+
+    X, y = _tabular(n=60)
+    clf = CGNIClassifier(hidden_layer_sizes=(8,), max_epochs=200, batch_size=16, lr=0.05, early_stopping=True,
+                         n_iter_no_change=2, random_state=0)
+    try:
+        clf.fit(X, y)
+    except KeyboardInterrupt:  # a real interrupt would stop pytest itself: fail this test instead
+        pytest.fail("EarlyStopping's KeyboardInterrupt was taken for Ctrl-C")
+    assert clf.n_iter_ < 200 and clf.best_epoch_ <= clf.n_iter_  # stopped early, fitted
+    check_is_fitted(clf)

@@ -23,7 +23,8 @@ __all__ = ["StageStore", "OutputFolderError", "epoch_bar_callback", "progress_ba
 
 # 2: the regions stage covers every participant with a QC-passed image
 # 3: models_f0 saves its encoder with ContrastiveSNPEncoder.save_weights (encoder.pt)
-STAGE_CODE_VERSION = 3
+# 4: participants sorted by ID, variants in the canonical order; typed phenotype columns
+STAGE_CODE_VERSION = 4
 log = logging.getLogger("sklearn_cgni.cli")
 
 

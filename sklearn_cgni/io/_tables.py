@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["read_genotypes", "read_phenotypes", "infer_column_type", "PHENOTYPE_NA_VALUES", "write_genotypes_csv", "write_plink", "check_genotypes", "SEX_CODING"]
+__all__ = ["read_genotypes", "read_phenotypes", "infer_column_type", "PHENOTYPE_NA_VALUES", "write_genotypes_csv",
+           "write_plink", "check_genotypes", "SEX_CODING"]
 
 DEFAULT_NA_VALUES = ("", "NA", "NaN", "nan", ".", "-9")
 
@@ -492,7 +493,8 @@ def _type_column(table, column, kind, *, source, file_column, missing_codes, cod
             more = f" and {bad.sum() - 5} more" if bad.sum() > 5 else ""
             raise ValueError(
                 f"Phenotype file {source}, column {col} is numeric but holds non-numeric cell(s) for participant(s) "
-                f"{shown}{more}. Fix these cells, or leave them empty (missing: {', '.join(map(repr, PHENOTYPE_NA_VALUES[1:]))}, "
+                f"{shown}{more}. Fix these cells, or leave them empty (missing: "
+                f"{', '.join(map(repr, PHENOTYPE_NA_VALUES[1:]))}, "
                 "or codes declared with missing_codes / data.missing_codes); a column of categories is declared "
                 "categorical (data.categorical)."
             )

@@ -34,11 +34,36 @@ __all__ = [
     "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
 
 
+def _is_callback_stop(exc):
+    """Whether a KeyboardInterrupt is a skorch callback ending training (``raise KeyboardInterrupt``).
+
+    skorch's callbacks (``EarlyStopping`` and any written the same way) stop training by raising
+    a KeyboardInterrupt themselves; Ctrl-C or the command line's SIGTERM interrupt whatever code
+    runs. The raising frame tells them apart: a callback's method at a ``raise`` statement.
+    """
+    import linecache
+
+    from skorch.callbacks import Callback
+
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if not isinstance(frame.f_locals.get("self"), Callback):
+        return False
+    line = linecache.getline(frame.f_code.co_filename, tb.tb_lineno).strip()
+    return line.startswith("raise") or not line  # no source to read: trust the callback
+
+
 class InterruptibleNetMixin:
     """Mixin for a ``skorch.NeuralNet``: a KeyboardInterrupt during training is re-raised.
 
     skorch's ``partial_fit`` (and so ``fit``) catches a KeyboardInterrupt, ends training and
     returns as if training had finished: a half-trained network would then look finished.
+    skorch's own callbacks (``EarlyStopping``) end training by raising a KeyboardInterrupt too;
+    those still end training normally.
     With this mixin the callbacks' ``on_train_end`` still runs (progress bars close, errors
     it raises on the partial history are ignored), then the interrupt (or its subclass, e.g.
     the command line's SIGTERM) is raised again.
@@ -50,7 +75,8 @@ class InterruptibleNetMixin:
         try:
             return super().fit_loop(*args, **kwargs)
         except KeyboardInterrupt as exc:
-            self._cgni_interrupt = exc
+            if not _is_callback_stop(exc):  # EarlyStopping's way to end training is not an interrupt
+                self._cgni_interrupt = exc
             raise
 
     def notify(self, method_name, **cb_kwargs):
