@@ -162,6 +162,7 @@ POINTS = [
     ("models_f0", "SIGINT", "epoch"),     # a model fit (the contrastive encoder, the first net of the stage)
     ("models_f0", "SIGTERM", "epoch"),
     ("finetune_f0", "SIGTERM", "start"),  # between stages: brain_age done, finetune_f0 not started
+    ("models_f0", "SIGINT", "start"),     # between stages: finetune_f0 done, models_f0 not started
 ]
 
 

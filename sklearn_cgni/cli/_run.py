@@ -137,8 +137,8 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
         raise
     bar.close()
     store = run.store
-    meta.update(status="finished", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=time.perf_counter() - t_start,
-                device=device, versions=_versions(), stage_seconds=dict(store.timings),
+    meta.update(status="finished", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                wall_time_s=time.perf_counter() - t_start, device=device, versions=_versions(), stage_seconds=dict(store.timings),
                 stage_cpu_seconds=dict(store.cpu_timings), stage_status=dict(store.status), inputs=asdict(inputs),
                 threads=torch.get_num_threads(),
                 machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
