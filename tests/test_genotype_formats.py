@@ -85,17 +85,20 @@ def test_each_format_reads_back_the_table(fmt, table, snp_info, tmp_path):
     before = _hashes(tmp_path / "in")
     got = read_genotypes(path)
     pd.testing.assert_frame_equal(got, table, check_names=False)
-    # selection by rsID: only those columns, in file order, with a warning for the absent one
+    # selection by rsID: only those columns, in the list's order, with a warning for the absent one
     with pytest.warns(UserWarning, match=r"1 of the 3 selected variant\(s\) are not in .*g.*\['rs999'\]"):
         sel = read_genotypes(path, snps=["rs105", "rs101", "rs999"])
-    pd.testing.assert_frame_equal(sel, table[["rs101", "rs105"]], check_names=False)
+    pd.testing.assert_frame_equal(sel, table[["rs105", "rs101"]], check_names=False)
     # by gene through the SNP -> gene table
     genes = snp_info.reset_index()[["snp", "gene"]]
     sel = read_genotypes(path, genes=["G2", "G4"], snp_genes=genes)
     assert sel.columns.tolist() == ["rs102", "rs103", "rs107"]
     # a list file
     (tmp_path / "snps.txt").write_text("# wanted\nrs106\nrs100 extra\n")
-    assert read_genotypes(path, snps=tmp_path / "snps.txt").columns.tolist() == ["rs100", "rs106"]
+    assert read_genotypes(path, snps=tmp_path / "snps.txt").columns.tolist() == ["rs106", "rs100"]
+    # whatever the file's variant order, the columns come by chromosome and position
+    shuffled = _write(fmt, table[SNPS[::-1]], tmp_path / "rev", snp_info)
+    pd.testing.assert_frame_equal(read_genotypes(shuffled), table, check_names=False)
     with pytest.raises(ValueError, match=r"None of the 1 selected variant.*rs0.*g"):
         read_genotypes(path, snps=["rs0"])
     assert _hashes(tmp_path / "in") == before  # nothing written next to the inputs (no index)
@@ -251,3 +254,34 @@ def test_bgen_index_is_only_read(table, tmp_path):
         os.chmod(tmp_path, 0o700)
     assert _hashes(tmp_path) == before
     shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+@pytest.mark.parametrize("n", [40, 41, 42, 43])
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_plink_fam_with_a_line_removed_is_refused(n, where, tmp_path):
+    """A .fam that lost a line: refused at n = 0, 1, 2, 3 (mod 4) whether the line came from the middle
+    or the end, by the .bed size (the .fam's n crosses a multiple of 4) or by the padding bits."""
+    rng = np.random.default_rng(n)
+    ids = [f"p{i:03d}" for i in range(n)]
+    g = pd.DataFrame(rng.integers(0, 3, size=(n, 30)).astype("float32"), index=ids,
+                     columns=[f"rs{j}" for j in range(30)])
+    prefix = write_plink(g, tmp_path / "g")
+    fam = prefix.with_suffix(".fam")
+    pd.testing.assert_frame_equal(read_genotypes(prefix), g, check_names=False)  # the intact set reads back
+    lines = fam.read_text().splitlines(keepends=True)
+    del lines[n // 2 if where == "middle" else -1]
+    fam.write_text("".join(lines))
+    before = _hashes(tmp_path)
+    match = "bytes" if n % 4 == 1 else "padding bits .* non-zero .* .fam is probably shorter"
+    with pytest.raises(ValueError, match=match) as exc:
+        read_genotypes(prefix)
+    assert str(tmp_path / "g") in str(exc.value) and "\n" not in str(exc.value)
+    assert _hashes(tmp_path) == before  # no input file changes
+
+
+def test_plink_bim_with_a_line_removed_is_refused(table, snp_info, tmp_path):
+    prefix = write_plink(table, tmp_path / "g", snp_info)
+    bim = prefix.with_suffix(".bim")
+    bim.write_text("".join(bim.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(ValueError, match=r"\.bed holds .* bytes, but 12 participant\(s\) .* 7 variant\(s\)"):
+        read_genotypes(prefix)

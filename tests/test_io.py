@@ -217,7 +217,7 @@ def test_align_reports_what_it_dropped(genotypes):
     pheno = pd.DataFrame({"digit_span": [3, 10, 4, 11]}, index=["p1", "p0", "p2", "p4"])
     with pytest.warns(UserWarning, match=r"dropped 3 participant\(s\).*no genotypes and no phenotypes: p9.*no image: p4"):
         cohort = align_cohort(images, genotypes, pheno)
-    assert cohort.participant_ids == ["p1", "p0", "p2"]  # phenotype order
+    assert cohort.participant_ids == ["p0", "p1", "p2"]  # sorted by ID, whatever the files' row order
     assert cohort.genotypes.index.tolist() == cohort.participant_ids == cohort.images.index.tolist()
     dropped = dict(zip(cohort.dropped["participant_id"], cohort.dropped["reason"]))
     assert dropped == {"p4": "no image", "p3": "no image and no phenotypes", "p9": "no genotypes and no phenotypes"}

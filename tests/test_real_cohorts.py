@@ -487,9 +487,15 @@ def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
     associations and the confound table (covariate-adjusted models and the imaging CNN's voxels)."""
     today = cohorts / "today"
     pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
-    pheno["site"] = pheno["site"].map(lambda s: "ABCDEFGH"[int(s)])
+    # level names with a slash and a space (they name files, escaped); a one-level scanner (dropped, warned);
+    # a numeric tiv with missing-value tokens (missing, not categories) and UK Biobank's -3 declared missing
+    pheno["site"] = pheno["site"].map(lambda s: "ABCDEFGH"[int(s)] + "/x y")
+    pheno["scanner"] = "S1"
+    pheno["tiv"] = np.linspace(1400, 1600, len(pheno)).round(1).astype(object)
+    pheno.loc[[3, 10, 20], "tiv"] = ["n/a", "NA", "-3"]
     pheno.to_csv(tmp_path / "pheno.csv", index=False)
-    (tmp_path / "cfg.toml").write_text(TINY_CONFIG + '[data]\ncovariates = ["age", "sex", "site"]\n')
+    (tmp_path / "cfg.toml").write_text(TINY_CONFIG + '[data]\ncovariates = ["age", "sex", "site", "scanner", "tiv"]\n'
+                                       'missing_codes = [-3]\n')
     out = tmp_path / "out"
     assert main(["run", "--images", str(today / "images"), "--genotypes", str(today / "genotypes.bed"),
                  "--phenotypes", str(tmp_path / "pheno.csv"), "--snp-info", str(today / "snp_info.csv"),
@@ -497,12 +503,19 @@ def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
                  "--preset", "cpu", "--device", "cpu", "--no-progress", "-q", "-o", str(out)]) == 0
     data = json.loads((out / "stages" / "data" / "_done.json").read_text())["result"]
     assert data["categorical_covariates"] == ["site"]
+    assert data["covariates"] == ["age", "sex", "site", "tiv"] and data["covariates_dropped"] == ["scanner"]
+    log = (out / "run.log").read_text()
+    assert "covariate 'scanner' is categorical with one level ('S1')" in log and "dropped" in log
+    missing = pheno.loc[[3, 10, 20], "participant_id"].tolist()  # missing tiv: left out, listed
+    line = next(line for line in log.splitlines() if "miss a covariate" in line)
+    assert line.split()[3] == "3" and all(repr(pid) in line for pid in missing), line
     table1 = pd.read_csv(out / "tables" / "table1.csv")
-    assert table1.astype(str).apply(lambda c: c.str.contains("covariates: age \\+ sex \\+ site")).any().any()
+    assert table1.astype(str).apply(lambda c: c.str.contains("covariates: age \\+ sex \\+ site \\+ tiv")).any().any()
     effects = sorted(p.name for p in (out / "stages" / "confounds").glob("covariate_effect_*.nii.gz"))
     assert any("site" in name for name in effects) and not any("site=A" in name for name in effects), effects
+    assert "covariate_effect_site=B%2Fx%20y.nii.gz" in effects, effects  # escaped, not a sub-folder
     confounds = pd.read_csv(out / "stages" / "confounds" / "confound_scores.csv")
-    assert "covariates: age + sex + site" in set(confounds["model"])
+    assert "covariates: age + sex + site + tiv" in set(confounds["model"])
     assert {"raw", "adjusted"} <= set(confounds["evaluation"])
     assoc = out / "stages" / "scores" / "associations.csv"
     assert assoc.exists()
@@ -510,7 +523,8 @@ def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
     from sklearn_cgni.cli import resolve_inputs, run_pipeline
 
     config = load_config(tmp_path / "cfg.toml", preset="cpu",
-                         overrides=['data.categorical=["site"]', "run.device=cpu"])
+                         overrides=['data.covariates=["age", "sex", "site"]', 'data.categorical=["site"]',
+                                    'data.missing_codes=[]', "run.device=cpu"])
     inputs = resolve_inputs(images=str(today / "images"), genotypes=str(today / "genotypes.bed"),
                             phenotypes=str(today / "phenotypes.csv"))
     run_pipeline(tmp_path / "numeric", config, inputs, progress=False, only="data")
@@ -518,3 +532,45 @@ def test_categorical_site_covariate_is_used_everywhere(cohorts, tmp_path):
     assert data["categorical_covariates"] == ["site"]
     with pytest.raises(ConfigError, match=r"data.categorical lists \['tiv'\]"):
         load_config(overrides=['data.categorical=["tiv"]'])
+
+
+def _tables(out):
+    """Every table of a finished run (tables/*.csv), with the timing columns left out."""
+    tables = {}
+    for path in sorted((out / "tables").glob("*.csv")):
+        t = pd.read_csv(path)
+        tables[path.name] = t[[c for c in t.columns if "second" not in c and c not in ("time", "finished")]]
+    return tables
+
+
+def test_plink_and_shuffled_bgen_give_identical_tables(cohorts, tmp_path):
+    """One cohort as PLINK 1, and as BGEN with its variants and participants shuffled (and the phenotype rows
+    too): the whole tiny run gives identical tables, since participants enter every model sorted by ID and
+    variants by chromosome and position."""
+    today = cohorts / "today"
+    rng = np.random.default_rng(1)
+    geno = read_genotypes(today / "genotypes.bed")
+    info = pd.read_csv(today / "snp_info.csv", dtype={"snp": str}).set_index("snp")
+    shuffled = geno.iloc[rng.permutation(len(geno)), rng.permutation(geno.shape[1])]
+    assert list(shuffled.columns) != list(geno.columns) and list(shuffled.index) != list(geno.index)
+    (tmp_path / "in").mkdir()
+    bgen = write_bgen(shuffled, tmp_path / "in" / "chr1.bgen", snp_info=info)
+    pheno = pd.read_csv(today / "phenotypes.csv", dtype={"participant_id": str})
+    pheno.sample(frac=1.0, random_state=2).to_csv(tmp_path / "in" / "phenotypes.csv", index=False)
+    back = read_genotypes(bgen)
+    pd.testing.assert_frame_equal(back.loc[geno.index], geno, check_names=False)  # the same calls
+    assert list(back.columns) == list(geno.columns)  # in one order: chromosome and position
+    before = _snapshot(cohorts)
+    common = ["--images", str(today / "images"), "--snp-info", str(today / "snp_info.csv"),
+              "--snp-genes", str(today / "snp_genes.csv"), "--gene-sets", str(today / "gene_sets.gmt"),
+              "--atlas", str(today / "atlas.nii.gz"), "--atlas-labels", str(today / "atlas_labels.csv"),
+              "--preset", "tiny", "--set", "run.threads=1", "--device", "cpu", "--no-progress", "-q"]
+    assert main(["run", "--genotypes", str(today / "genotypes.bed"), "--phenotypes", str(today / "phenotypes.csv"),
+                 *common, "-o", str(tmp_path / "plink")]) == 0
+    assert main(["run", "--genotypes", str(bgen), "--phenotypes", str(tmp_path / "in" / "phenotypes.csv"),
+                 *common, "-o", str(tmp_path / "bgen")]) == 0
+    plink, shuffled_tables = _tables(tmp_path / "plink"), _tables(tmp_path / "bgen")
+    assert list(plink) == list(shuffled_tables) and "table1.csv" in plink
+    for name in plink:
+        pd.testing.assert_frame_equal(plink[name], shuffled_tables[name], obj=name)
+    assert _snapshot(cohorts) == before  # no input file changed

@@ -28,6 +28,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..utils._validation import validate_numeric_data
 from ..utils._skorch import SkorchClassifierBase, forward64, resolve_feature_split
 
 __all__ = ["SparseGeneticNN", "ImagingGeneticSVM", "ImagingGeneticNN"]
@@ -136,7 +137,7 @@ class SparseGeneticNN(TransformerMixin, SkorchClassifierBase):
         h_g : ndarray of shape (n_samples, hidden_layer_sizes[-1])
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_numeric_data(self, X, method="transform", reset=False, dtype=[np.float64, np.float32])
         return forward64(self.net_.module_, X, method="embed").astype(X.dtype, copy=False)
 
     def get_feature_names_out(self, input_features=None):
@@ -264,7 +265,7 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_numeric_data(self, X, y, method="fit", dtype=[np.float64, np.float32])
         check_classification_targets(y)
         classes = np.unique(y)
         if classes.size < 2:
@@ -285,7 +286,7 @@ class ImagingGeneticSVM(_ImagingGeneticMixin, ClassifierMixin, BaseEstimator):
 
     def _svm_input(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_numeric_data(self, X, method="predict", reset=False, dtype=[np.float64, np.float32])
         F = self._features(X)
         return self.scaler_.transform(F) if self.scaler_ is not None else F
 
@@ -439,5 +440,5 @@ class ImagingGeneticNN(_ImagingGeneticMixin, SkorchClassifierBase):
 
     def _logits(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_numeric_data(self, X, method="predict", reset=False, dtype=[np.float64, np.float32])
         return forward64(self.net_.module_, self._features(X))

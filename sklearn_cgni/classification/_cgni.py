@@ -58,6 +58,11 @@ class CGNIClassifier(SkorchClassifierBase):
     n_features_in_, feature_names_in_
         As usual.
 
+    Notes
+    -----
+    A KeyboardInterrupt (Ctrl-C) during ``fit`` is raised again, not swallowed as skorch
+    alone would, and leaves the estimator unfitted: a half-trained network never looks fitted.
+
     Examples
     --------
     >>> from sklearn.datasets import make_classification

@@ -376,6 +376,9 @@ def _check_data(d):
                               + " (add other measures or covariates to data.measures / data.covariates).")
         if not isinstance(column, str) or not column:
             raise ConfigError(f"data.columns.{name} must be a column name (a string); got {column!r}.")
+    for code in d["missing_codes"]:
+        if isinstance(code, bool) or not isinstance(code, (int, float, str)) or code == "":
+            raise ConfigError(f"data.missing_codes must list numbers or non-empty strings; got {code!r}.")
     stray = [c for c in d["categorical"] if c not in d["covariates"]]
     if stray:
         raise ConfigError(f"data.categorical lists {stray}, which are not in data.covariates {d['covariates']}.")

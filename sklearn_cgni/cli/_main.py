@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Terminated"]
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -74,6 +76,35 @@ unchanged are skipped, an interrupted stage is recomputed. A folder holding anot
 configuration's run is refused unless --force (then still-valid stages are reused and the
 others recomputed); a non-empty folder that is not an sklearn-cgni output is refused too.
 """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what batch schedulers send before killing a job), raised like Ctrl-C.
+
+    A subclass of KeyboardInterrupt, so that everything that stops cleanly on Ctrl-C (the
+    stages, the estimators' training loops) stops the same way; ``main`` exits with 143
+    instead of 130.
+    """
+
+    signal_name = "SIGTERM"
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Within this block SIGTERM raises :class:`Terminated` in the main thread."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. main() called from a worker thread): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser():
@@ -173,6 +204,7 @@ def _setup_logging(quiet):
     if handler is None:
         handler = TqdmHandler()
         handler._cgni_console = True
+        handler.addFilter(lambda record: not getattr(record, "file_only", False))  # said once, by main()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -284,7 +316,8 @@ def main(argv=None):
     _setup_logging(getattr(args, "quiet", False))
     commands = {"run": _cmd_run, "simulate": _cmd_simulate, "report": _cmd_report}
     try:
-        return commands[args.command](args)
+        with _sigterm_raises():
+            return commands[args.command](args)
     except (ConfigError, InputError, OutputFolderError, OSError, ValueError) as exc:
         # the package's readers name the file (and participant, column) in their OSErrors and ValueErrors
         msg = str(exc)
@@ -295,10 +328,22 @@ def main(argv=None):
               "everything the command uses with: pip install 'sklearn-cgni[all]'. Finished stages are kept: "
               "run the same command again afterwards to resume.", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nsklearn-cgni: interrupted. Run the same command again to resume: finished stages are kept.",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        stage = getattr(exc, "cgni_stage", None)
+        during = f" during stage {stage!r} (not marked done)" if stage else ""
+        print(f"\nsklearn-cgni: interrupted by {getattr(exc, 'signal_name', 'SIGINT')}{during}. Run the same command "
+              "again to resume: finished stages are kept.", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # a bug or an unforeseen input problem: one line, the traceback in run.log
+        from ._run import failure_summary
+
+        stage = getattr(exc, "cgni_stage", None)
+        where = f" in stage {stage!r}" if stage else ""
+        log_hint = (f" The traceback is in {os.fspath(Path(args.output) / 'run.log')}."
+                    if hasattr(exc, "cgni_stage") else "")  # set where run_pipeline logged it
+        print(f"sklearn-cgni: error{where}: {failure_summary(exc)[1]}.{log_hint} Finished stages are kept: run "
+              "the same command again to resume after fixing the cause.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -121,18 +121,24 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
         inputs.ground_truth = os.fspath(out / "cohort" / "ground_truth.json")
     plan = build_plan(run)
     bar = progress_bar(plan, enabled=progress, desc="stages", unit="stage", position=0)
-    for planned in bar:
-        bar.set_postfix_str(planned.name)
-        if planned.stage.setup is not None:
-            planned.stage.setup(run)
-        run.store.run(planned.name, lambda folder, p=planned: run.execute(p, folder),
-                      **planned.fingerprint_inputs(run))
-        if only and planned.name == only:
-            break
+    planned = None
+    try:
+        for planned in bar:
+            bar.set_postfix_str(planned.name)
+            if planned.stage.setup is not None:
+                planned.stage.setup(run)
+            run.store.run(planned.name, lambda folder, p=planned: run.execute(p, folder),
+                          **planned.fingerprint_inputs(run))
+            if only and planned.name == only:
+                break
+    except BaseException as exc:
+        bar.close()
+        _record_failure(out, meta, exc, run.store, planned, t_start)
+        raise
     bar.close()
     store = run.store
-    meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=time.perf_counter() - t_start,
-                device=device, versions=_versions(), stage_seconds=dict(store.timings),
+    meta.update(status="finished", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                wall_time_s=time.perf_counter() - t_start, device=device, versions=_versions(), stage_seconds=dict(store.timings),
                 stage_cpu_seconds=dict(store.cpu_timings), stage_status=dict(store.status), inputs=asdict(inputs),
                 threads=torch.get_num_threads(),
                 machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
@@ -140,12 +146,45 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     return write_outputs(out)
 
 
+def failure_summary(exc):
+    """``(status, one_line)`` of an exception that ended a run: ``"interrupted"`` or ``"failed"``."""
+    if isinstance(exc, KeyboardInterrupt):
+        signal_name = getattr(exc, "signal_name", "SIGINT")
+        return "interrupted", f"interrupted by {signal_name}"
+    text = " ".join(str(exc).split()) or "(no message)"
+    return "failed", f"{type(exc).__name__}: {text}"
+
+
+def _record_failure(out, meta, exc, store, planned, t_start):
+    """Log the error that ended the run (one line; the traceback at debug level) and record it in run.json.
+
+    The stage named is the one being computed (or set up) when it happened; ``None`` when the
+    run failed between stages (e.g. while checking a reused stage's fingerprint).
+    """
+    import traceback
+
+    stage = store.current or (planned.name if planned is not None and planned.name not in store.status else None)
+    status, line = failure_summary(exc)
+    exc.cgni_stage = stage  # for the command line's one-line message
+    where = f"stage {stage}" if stage else "between stages"
+    # in run.log only: main() prints the one line the user sees
+    log.error("run %s in %s: %s", status, where, line, extra={"file_only": True})
+    log.debug("traceback:\n%s", "".join(traceback.format_exception(exc)), extra={"file_only": True})
+    meta.update(status=status, error={"stage": stage, "type": type(exc).__name__, "message": line},
+                ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_time_s=time.perf_counter() - t_start,
+                stage_seconds=dict(store.timings), stage_status=dict(store.status))
+    try:
+        write_json(out / "run.json", meta)
+    except OSError:  # pragma: no cover - the original error matters more
+        pass
+
+
 def _attach_file_log(out):
     fh = logging.FileHandler(os.fspath(Path(out) / "run.log"))
-    fh.setLevel(logging.INFO)
+    fh.setLevel(logging.DEBUG)  # the traceback of an error that ends a run is logged at debug level
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    if log.level == logging.NOTSET or log.level > logging.INFO:
-        log.setLevel(logging.INFO)
+    if log.level == logging.NOTSET or log.level > logging.DEBUG:
+        log.setLevel(logging.DEBUG)
     log.addHandler(fh)
     logging.getLogger("py.warnings").addHandler(fh)
     return fh

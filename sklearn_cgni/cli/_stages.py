@@ -23,7 +23,8 @@ __all__ = ["StageStore", "OutputFolderError", "epoch_bar_callback", "progress_ba
 
 # 2: the regions stage covers every participant with a QC-passed image
 # 3: models_f0 saves its encoder with ContrastiveSNPEncoder.save_weights (encoder.pt)
-STAGE_CODE_VERSION = 3
+# 4: participants sorted by ID, variants in the canonical order; typed phenotype columns
+STAGE_CODE_VERSION = 4
 log = logging.getLogger("sklearn_cgni.cli")
 
 
@@ -133,6 +134,7 @@ class StageStore:
         self.timings = {}
         self.cpu_timings = {}  # CPU seconds of this process (all its threads), for the cost benchmark
         self.status = {}
+        self.current = None  # the stage being computed now (None between stages)
 
     def path(self, name):
         return self.root / name
@@ -179,7 +181,9 @@ class StageStore:
         folder.mkdir(parents=True)
         t0, c0 = time.perf_counter(), time.process_time()
         log.info("stage %-14s running", name)
+        self.current = name
         result = func(folder) or {}
+        self.current = None  # cleared only on success: after an error it names the stage that failed
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         token = uuid.uuid4().hex[:12]
         write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "token": token, "seconds": seconds,

@@ -22,6 +22,7 @@ from ._contrastive_parts import (  # noqa: F401 (re-exported: saved files name t
     _ValidMatching,
     matching_score,
 )
+from ..utils._validation import validate_numeric_data
 from ..utils._skorch import (
     clip_batch_size,
     early_stopping_callback,
@@ -29,6 +30,7 @@ from ..utils._skorch import (
     forward64,
     resolve_feature_split,
     to_float32,
+    train_net,
 )
 
 __all__ = ["ContrastiveSNPEncoder", "StratifiedBatchSampler", "matching_score"]
@@ -150,6 +152,11 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         Epochs run.
     n_features_in_, feature_names_in_
         As usual.
+
+    Notes
+    -----
+    A KeyboardInterrupt (Ctrl-C) during ``fit`` is raised again, not swallowed as skorch
+    alone would, and leaves the estimator unfitted: a half-trained network never looks fitted.
 
     Examples
     --------
@@ -343,7 +350,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
         owner = type(self).__name__
         self._check_params()
         index = getattr(X, "index", None)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        X, y = validate_numeric_data(self, X, y, method="fit", dtype=[np.float64, np.float32],
+                                     ensure_all_finite=False)
         _check_finite(X, owner, getattr(self, "feature_names_in_", None), index)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
@@ -401,11 +409,12 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
             for enc, data in ((self.net_.module_.image_encoder, h), (self.net_.module_.genetic_encoder, x_g)):
                 sd = data.std(axis=0, dtype=np.float64)
                 enc.standardize.set_statistics(data.mean(axis=0, dtype=np.float64), np.where(sd > 0, sd, 1.0))
-        set_generators(self.net_.module_, seed, self.net_.device)
+        trained = self.net_.module_  # train_net removes net_ when interrupted
+        set_generators(trained, seed, self.net_.device)
         try:
-            self.net_.partial_fit({"h_v": h_v, "x_g": x_g}, y_enc)
+            train_net(self, self.net_, {"h_v": h_v, "x_g": x_g}, y_enc)
         finally:
-            set_generators(self.net_.module_, None)
+            set_generators(trained, None)
         self.net_.module_.eval()
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
         self.validation_loss_curve_ = self.validation_matching_curve_ = None
@@ -455,7 +464,8 @@ class ContrastiveSNPEncoder(TransformerMixin, BaseEstimator):
     def _validated(self, X):
         check_is_fitted(self)
         index = getattr(X, "index", None)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        X = validate_numeric_data(self, X, method="transform", reset=False, dtype=[np.float64, np.float32],
+                                  ensure_all_finite=False)
         _check_finite(X, type(self).__name__, getattr(self, "feature_names_in_", None), index)
         return X
 

@@ -12,7 +12,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 from skorch.utils import to_tensor
 
-from ..utils._skorch import SkorchNet, _silent  # noqa: F401 (saved nets name _silent here)
+from ..utils._skorch import InterruptibleNetMixin, SkorchNet, _silent  # noqa: F401 (saved nets name _silent here)
 
 
 def matching_score(z_v, z_g):
@@ -135,7 +135,7 @@ class StratifiedBatchSampler:
             yield batches[k].tolist()
 
 
-class _ContrastiveLoss(NeuralNet):
+class _ContrastiveLoss(InterruptibleNetMixin, NeuralNet):
     """NeuralNet whose module returns ``(z_v, z_g)`` and whose criterion takes the labels."""
 
     def get_loss(self, y_pred, y_true, X=None, training=False):

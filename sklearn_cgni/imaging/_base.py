@@ -28,6 +28,7 @@ from ..nn._cnn import (
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
+from ..utils._skorch import InterruptibleNetMixin, train_net
 from ..io import check_images
 from ._cnn_utils import _train_loader, _voxel_statistics
 from ._dataset import ImageDataset, make_loader
@@ -68,7 +69,7 @@ def _valid_metric_callback(name, metric):
     return _ValidMetric(name, metric)
 
 
-class _RecalibratingNet(NeuralNet):
+class _RecalibratingNet(InterruptibleNetMixin, NeuralNet):
     """skorch ``NeuralNet`` whose validation pass sees exact BatchNorm statistics.
 
     With ``recalibrate_bn=True``, the running statistics of every training BatchNorm are
@@ -457,11 +458,12 @@ class _BaseImageCNN(BaseEstimator):
             self.net_.initialize()
             if self.max_epochs <= 0:
                 break
-            set_generators(self.module_, init_seed, self.device_)  # dropout masks and random shifts
+            trained = self.module_  # train_net removes net_ when interrupted
+            set_generators(trained, init_seed, self.device_)  # dropout masks and random shifts
             try:
-                self.net_.partial_fit(dataset, y)
+                train_net(self, self.net_, dataset, y)
             finally:
-                set_generators(self.module_, None)
+                set_generators(trained, None)
             control = self._control()
             if control is None or not control.restart_requested_ or self.n_restarts_ >= self.max_restarts:
                 break
@@ -474,7 +476,7 @@ class _BaseImageCNN(BaseEstimator):
                     loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
                     recalibrate_batchnorm(self.module_, loader, self.device_)
             finally:
-                set_generators(self.module_, None)
+                set_generators(trained, None)
         self._record_training()
         self.module_.eval()
         return self

@@ -208,6 +208,9 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
 
     Notes
     -----
+    A KeyboardInterrupt (Ctrl-C) during ``fit`` is raised again, not swallowed as skorch
+    alone would, and leaves the estimator unfitted: a half-trained network never looks fitted.
+
     ``score`` is the coefficient of determination R^2 of the predicted age (scikit-learn's
     regressor convention); use ``scoring="neg_mean_absolute_error"`` for the paper's MAE.
 

@@ -114,6 +114,9 @@ max_restarts, standardize_voxels, augment_shift
 
     Notes
     -----
+    A KeyboardInterrupt (Ctrl-C) during ``fit`` is raised again, not swallowed as skorch
+    alone would, and leaves the estimator unfitted: a half-trained network never looks fitted.
+
     ``score`` returns the **balanced accuracy** (the paper's metric for the imbalanced
     working-memory groups), not scikit-learn's default plain accuracy.
     ``transform`` returns h_v from this fine-tuned network (shape ``(n, n_features_out_)``).

@@ -20,11 +20,21 @@ from ._cohort import align_cohort, find_images, load_cohort, read_image_paths, w
 from ._genotypes import read_info_table, write_bgen, write_pgen
 from ._images import check_image_headers, images_from_template, list_bids_images, list_images, load_image
 from ._source import ImageSource, NiftiImageSet, check_images
-from ._tables import SEX_CODING, check_genotypes, read_genotypes, read_phenotypes, write_genotypes_csv, write_plink
+from ._tables import (
+    PHENOTYPE_NA_VALUES,
+    SEX_CODING,
+    check_genotypes,
+    infer_column_type,
+    read_genotypes,
+    read_phenotypes,
+    write_genotypes_csv,
+    write_plink,
+)
 
 __all__ = [
     "ImageSource",
     "NiftiImageSet",
+    "PHENOTYPE_NA_VALUES",
     "SEX_CODING",
     "aal_atlas_files",
     "align_cohort",
@@ -33,6 +43,7 @@ __all__ = [
     "check_images",
     "find_images",
     "images_from_template",
+    "infer_column_type",
     "list_bids_images",
     "list_images",
     "load_atlas",

@@ -67,6 +67,14 @@ def find_images(images, participant_ids=None, *, id_column="participant_id", suf
         return list_bids_images(spec, suffix=suffix, space=space, participant_ids=participant_ids)
     elif Path(spec).is_dir():
         kind, paths = "folder", list_images(spec)
+    elif spec.endswith((".nii", ".nii.gz")):
+        raise ValueError(
+            f"Images {spec!r} is {'one NIfTI image' if Path(spec).is_file() else 'a NIfTI path that does not exist'}; "
+            "give a folder of <participant_id>.nii[.gz], a BIDS derivatives folder, a path template with {id} "
+            "or a CSV participant_id,image."
+        )
+    elif not Path(spec).exists():
+        raise FileNotFoundError(f"Images {spec!r}: no such folder or image CSV.")
     else:
         kind, paths = "CSV", read_image_paths(spec, id_column=id_column)
     if suffix or space:
@@ -87,8 +95,16 @@ def read_image_paths(path, *, id_column="participant_id", path_column="image"):
     paths : pandas.Series
         Index: participant ID, values: absolute image paths.
     """
+    from ._tables import PHENOTYPE_NA_VALUES, _read_keyed_table
+
     path = Path(path)
-    table = read_phenotypes(path, id_column=id_column, required=(path_column,))
+    table, _, _ = _read_keyed_table(path, id_column=id_column, required=(path_column,), what="image CSV",
+                                    na_values=PHENOTYPE_NA_VALUES,
+                                    hint=f" An image CSV has the columns {id_column},{path_column}.")
+    empty = table[path_column].isna()
+    if empty.any():
+        raise ValueError(f"Image CSV {os.fspath(path)!r} has no image path for participant(s) "
+                         f"{table.index[empty].tolist()[:5]}.")
     base = path.parent
     paths = table[path_column].map(lambda p: os.fspath((base / str(p)).resolve()) if not os.path.isabs(str(p)) else str(p))
     return paths.rename("image")
@@ -109,8 +125,9 @@ def align_cohort(images=None, genotypes=None, phenotypes=None):
     Returns
     -------
     cohort : Bunch
-        ``participant_ids`` (list, sorted order of the phenotype table, else of the first given
-        source), ``images``, ``genotypes``, ``phenotypes`` restricted and ordered to them, and
+        ``participant_ids`` (list, sorted by ID: the same cohort gives the same order whatever
+        the row order of its files), ``images``, ``genotypes``, ``phenotypes`` restricted and
+        ordered to them, and
         ``dropped``: a DataFrame (``participant_id``, ``reason``) of every participant left out.
 
     Warns
@@ -123,14 +140,8 @@ def align_cohort(images=None, genotypes=None, phenotypes=None):
     if len(given) < 2:
         raise ValueError(f"align_cohort needs at least two of images, genotypes, phenotypes; got {list(given)}.")
     indexes = {k: _as_id_index(v, k) for k, v in given.items()}
-    order_source = "phenotypes" if "phenotypes" in given else next(iter(given))
-    union = list(indexes[order_source])
-    seen = set(union)
-    for idx in indexes.values():
-        for pid in idx:
-            if pid not in seen:
-                union.append(pid)
-                seen.add(pid)
+    # one canonical order, whatever the files' row orders: by participant ID
+    union = sorted(set().union(*(set(idx) for idx in indexes.values())))
     keep, dropped = [], []
     sets = {k: set(v) for k, v in indexes.items()}
     for pid in union:

@@ -134,6 +134,38 @@ def snps_of_genes(genes, snp_genes):
     return list(dict.fromkeys(chosen["snp"].astype(str)))
 
 
+def _chromosome_key(chrom):
+    """Sort key of a chromosome name: 1-22 numerically (``chr`` prefix ignored), then the others by name."""
+    name = str(chrom)
+    name = name[3:] if name.lower().startswith("chr") else name
+    return (0, int(name), "") if name.isdigit() else (1, 0, name.upper())
+
+
+def canonical_variant_order(columns, snps=None, loci=None):
+    """Column positions putting variants in the package's one order.
+
+    The order of ``snps`` (the user's list) when given; else by chromosome and position (ties
+    by ID) when ``loci`` (one ``(chrom, pos)`` per column) is known; else (a CSV, or positions
+    all 0 or missing) the given order.
+    Models initialise and iterate over columns in this order, so the same cohort gives the
+    same results whatever the variant order of its file.
+    """
+    columns = [str(c) for c in columns]
+    if snps is not None:
+        rank = {s: i for i, s in enumerate(dict.fromkeys(str(s) for s in snps))}
+        return np.array(sorted(range(len(columns)), key=lambda j: (rank.get(columns[j], len(rank)), j)), dtype=int)
+    known = loci is not None and len(loci) == len(columns) and any(
+        pd.notna(pos) and float(pos) > 0 for _, pos in loci)  # PLINK writes 0 for an unknown position
+    if known:
+        def key(j):
+            chrom, pos = loci[j]
+            pos = float(pos) if pos is not None and pd.notna(pos) else float("inf")
+            return (*_chromosome_key(chrom), pos, columns[j])
+
+        return np.array(sorted(range(len(columns)), key=key), dtype=int)
+    return np.arange(len(columns))
+
+
 def select_variants(ids, snps, source):
     """Positions (file order) of the requested variant IDs among a file's IDs.
 
@@ -297,6 +329,7 @@ def read_bgen(path, *, snps=None, sample=None, info_table=None):
     positions = select_variants(ids, snps, f"BGEN file {source}")
     values = np.empty((n_samples, len(positions)), dtype=np.float32)
     computed = np.empty(len(positions))
+    loci = []
     for j, pos in enumerate(positions):
         try:
             var = reader[int(pos)] if variants is None else variants[pos]
@@ -310,6 +343,7 @@ def read_bgen(path, *, snps=None, sample=None, info_table=None):
         except Exception as exc:
             raise OSError(f"Could not decode variant {ids[pos]!r} of BGEN file {source}: {exc}") from exc
         values[:, j] = dosage
+        loci.append((str(var.chrom), int(var.pos)))
         computed[j] = impute_info(dosage[:, None], sq[:, None])[0] if np.isfinite(sq).any() else np.nan
     reader.close()
     columns = [ids[p] for p in positions]
@@ -324,6 +358,7 @@ def read_bgen(path, *, snps=None, sample=None, info_table=None):
         info[found] = table.reindex(info.index[found]).to_numpy()
     table = pd.DataFrame(values, index=pd.Index(participants, name="participant_id"), columns=columns)
     table.attrs["info"] = {k: float(v) for k, v in info.items()}
+    table.attrs["loci"] = loci
     return table
 
 
@@ -382,7 +417,11 @@ def read_pgen(path, *, snps=None):
     values[order] = buf
     values[values < 0] = np.nan  # -9 = missing
     columns = pvar["ID"].to_numpy()[positions].tolist()
-    return pd.DataFrame(values.T, index=pd.Index(participants, name="participant_id"), columns=columns)
+    table = pd.DataFrame(values.T, index=pd.Index(participants, name="participant_id"), columns=columns)
+    if "CHROM" in pvar.columns and "POS" in pvar.columns:
+        table.attrs["loci"] = list(zip(pvar["CHROM"].astype(str).to_numpy()[positions],
+                                       pd.to_numeric(pvar["POS"], errors="coerce").to_numpy()[positions]))
+    return table
 
 
 # ---------------------------------------------------------------------------- VCF
@@ -424,7 +463,7 @@ def read_vcf(path, *, snps=None):
             else:
                 gt = rec.gt_types.astype(np.float32)
                 col = np.where(gt == 3, np.nan, gt).astype(np.float32)
-            columns.append((vid, col))
+            columns.append((vid, col, (str(rec.CHROM), int(rec.POS))))
         vcf.close()
     except Exception as exc:
         raise OSError(f"Could not read {source}: {exc}") from exc
@@ -433,8 +472,11 @@ def read_vcf(path, *, snps=None):
     if not ids:
         raise ValueError(f"{source} holds no variant.")
     select_variants(ids, snps, source)  # duplicates, absent and none-found messages
-    values = np.column_stack([c for _, c in columns]) if columns else np.empty((len(participants), 0), np.float32)
-    return pd.DataFrame(values, index=pd.Index(participants, name="participant_id"), columns=[v for v, _ in columns])
+    values = np.column_stack([c for _, c, _ in columns]) if columns else np.empty((len(participants), 0), np.float32)
+    table = pd.DataFrame(values, index=pd.Index(participants, name="participant_id"),
+                         columns=[v for v, _, _ in columns])
+    table.attrs["loci"] = [locus for _, _, locus in columns]
+    return table
 
 
 # ---------------------------------------------------------------------------- writers

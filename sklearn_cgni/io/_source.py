@@ -158,6 +158,11 @@ class NiftiImageSet(ImageSource):
     check : bool, default=True
         Check that every image has the shape and affine of the first.
 
+    Raises
+    ------
+    ValueError
+        A participant ID given twice (named), or images of different grids.
+
     Attributes
     ----------
     shape : tuple of int
@@ -190,6 +195,11 @@ class NiftiImageSet(ImageSource):
             [os.path.basename(p) for p in paths]
         if len(ids) != len(paths):
             raise ValueError(f"Got {len(paths)} paths but {len(ids)} participant IDs.")
+        dup = list(dict.fromkeys(i for i in ids if ids.count(i) > 1)) if len(set(ids)) < len(ids) else []
+        if dup:
+            raise ValueError(f"NiftiImageSet: duplicated participant ID(s) {dup[:10]}"
+                             + (f" ({len(dup)} in all)" if len(dup) > 10 else "")
+                             + "; each participant must have one image.")
         if check:
             shape, affine = check_image_headers(paths, ids)
         else:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["read_genotypes", "read_phenotypes", "write_genotypes_csv", "write_plink", "check_genotypes", "SEX_CODING"]
+__all__ = ["read_genotypes", "read_phenotypes", "infer_column_type", "PHENOTYPE_NA_VALUES", "write_genotypes_csv",
+           "write_plink", "check_genotypes", "SEX_CODING"]
 
 DEFAULT_NA_VALUES = ("", "NA", "NaN", "nan", ".", "-9")
 
@@ -137,8 +138,11 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     Returns
     -------
     genotypes : DataFrame of float32
-        Index ``participant_id`` (str), one column per SNP; ``NaN`` marks a missing call. A BGEN
-        read also sets ``genotypes.attrs["info"]``: a dict SNP -> imputation info in [0, 1].
+        Index ``participant_id`` (str, the file's order), one column per SNP; ``NaN`` marks a
+        missing call. The columns are in one canonical order, whatever the file's: the order of
+        ``snps`` when given, else by chromosome and position (a CSV, which has no positions,
+        keeps its column order). A BGEN read also sets ``genotypes.attrs["info"]``: a dict
+        SNP -> imputation info in [0, 1].
 
     Raises
     ------
@@ -159,9 +163,17 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     ...                  index=["1001", "1002", "1003"])
     >>> path = write_bgen(g, os.path.join(tempfile.mkdtemp(), "chr1.bgen"))
     >>> read_genotypes(path, snps=["rs3", "rs1"]).to_dict("list")
-    {'rs1': [0.0, 1.0, 2.0], 'rs3': [1.0, 1.0, 0.0]}
+    {'rs3': [1.0, 1.0, 0.0], 'rs1': [0.0, 1.0, 2.0]}
     """
-    from ._genotypes import _as_id_list, genotype_format, read_bgen, read_pgen, read_vcf, snps_of_genes
+    from ._genotypes import (
+        _as_id_list,
+        canonical_variant_order,
+        genotype_format,
+        read_bgen,
+        read_pgen,
+        read_vcf,
+        snps_of_genes,
+    )
 
     path = Path(path)
     snps = _as_id_list(snps)
@@ -188,6 +200,8 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
         raise ValueError(f"Genotype file {os.fspath(path)!r} holds {table.shape[0]} participant(s) and "
                          f"{table.shape[1]} SNP(s); it is empty.")
     info = table.attrs.get("info")
+    order = canonical_variant_order(table.columns, snps, table.attrs.get("loci"))
+    table = table.iloc[:, order]
     out = check_genotypes(table, source=os.fspath(path), allow_dosage=allow_dosage)
     if info is not None:
         out.attrs["info"] = info
@@ -219,6 +233,69 @@ def _read_genotype_csv(path, id_column, na_values, snps):
     return table
 
 
+#: The most variants whose last byte may carry non-zero padding before a .bed is refused
+#: (PLINK writes the padding as zeros; a few stray bits are tolerated, a shifted .fam is not).
+MAX_NONZERO_PADDING = 3
+
+
+def check_plink_bed(bed, n_participants, n_variants):
+    """Check a PLINK 1 ``.bed`` against its ``.fam`` and ``.bim`` line counts, and its padding bits.
+
+    A variant-major ``.bed`` holds ``3 + n_variants * ceil(n_participants / 4)`` bytes; a
+    ``.fam`` or ``.bim`` with a line too few or too many changes that size, unless only the
+    ``.fam`` changed and ``n_participants`` stayed within the same multiple of 4. Then the
+    last byte of each variant shows it: PLINK writes the ``4 - n % 4`` unused two-bit slots
+    after the last participant as zeros, and with a shortened ``.fam`` they hold the
+    genotypes of the participant the ``.fam`` lost. Every participant after the removed line
+    would otherwise silently get the next participant's genotypes.
+
+    Parameters
+    ----------
+    bed : path-like
+        The ``.bed`` file.
+    n_participants, n_variants : int
+        Lines of its ``.fam`` and ``.bim``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file set, when the size does not match or the padding is non-zero in more
+        than :data:`MAX_NONZERO_PADDING` variants.
+    """
+    bed = Path(bed)
+    prefix = os.fspath(bed.with_suffix(""))
+    per_variant = -(-n_participants // 4)
+    expected = 3 + n_variants * per_variant
+    size = bed.stat().st_size
+    with open(bed, "rb") as fh:
+        magic = fh.read(3)
+    if magic[:2] != b"\x6c\x1b" or magic[2:3] != b"\x01":
+        raise ValueError(f"PLINK file set {prefix!r}: {os.fspath(bed)!r} is not a variant-major PLINK 1 .bed "
+                         "(wrong magic bytes).")
+    if size != expected:
+        actual = (size - 3) / per_variant if per_variant else float("nan")
+        raise ValueError(
+            f"PLINK file set {prefix!r} is inconsistent: the .bed holds {size} bytes, but {n_participants} "
+            f"participant(s) in the .fam and {n_variants} variant(s) in the .bim make {expected} "
+            f"({actual:g} variants of {per_variant} bytes). A line is probably missing from or added to the "
+            ".fam or .bim; rewrite the file set with PLINK."
+        )
+    used = n_participants % 4
+    if used == 0 or n_variants == 0:
+        return
+    last = np.memmap(bed, dtype=np.uint8, mode="r", offset=3, shape=(n_variants, per_variant))[:, -1]
+    padding = np.asarray(last) & np.uint8((0xFF << (2 * used)) & 0xFF)
+    bad = np.flatnonzero(padding)
+    if bad.size > MAX_NONZERO_PADDING:
+        raise ValueError(
+            f"PLINK file set {prefix!r} is inconsistent: the padding bits after the last of the {n_participants} "
+            f".fam participant(s) are non-zero in {bad.size} of {n_variants} variant(s) (PLINK writes them as "
+            "zero). The .fam is probably shorter than the genotype data (a line removed), which would give every "
+            "participant after the missing line the next participant's genotypes; restore the .fam or rewrite "
+            "the file set with PLINK."
+        )
+
+
 def _read_plink1(path, count_A1, snps):
     from ._genotypes import select_variants
 
@@ -234,6 +311,7 @@ def _read_plink1(path, count_A1, snps):
         iid = [str(i) for i in bed.iid]
     except Exception as exc:
         raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
+    check_plink_bed(prefix.with_suffix(".bed"), len(iid), len(sid))
     with bed:
         positions = (slice(None) if snps is None
                      else select_variants(sid, snps, f"PLINK file set {os.fspath(prefix)!r}"))
@@ -241,8 +319,13 @@ def _read_plink1(path, count_A1, snps):
             values = bed.read(index=np.s_[:, positions], dtype="float32")
         except Exception as exc:
             raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
+    loci = list(zip(np.asarray(bed.chromosome).astype(str), np.asarray(bed.bp_position)))
+    if snps is not None:
+        loci = [loci[p] for p in positions]
     sid = sid if snps is None else [sid[p] for p in positions]
-    return pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
+    table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
+    table.attrs["loci"] = loci
+    return table
 
 
 #: The default coding of ``sex`` (keys compared case-insensitively): 0 = female, 1 = male, as the
@@ -323,9 +406,144 @@ def _read_table(path, sep, id_column, na_values, what):
     return table
 
 
-def read_phenotypes(path, *, id_column="participant_id", required=(), columns=None, codings=None,
-                    na_values=DEFAULT_NA_VALUES[:5]):
-    """Read a phenotype CSV keyed by participant ID, renaming and recoding columns.
+#: Cells read as missing in a phenotype or covariate column (besides the codes a user declares,
+#: e.g. UK Biobank's negative codes with ``missing_codes=(-1, -3)``).
+PHENOTYPE_NA_VALUES = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", ".", "NULL", "null")
+
+#: The column types :func:`read_phenotypes` knows.
+COLUMN_TYPES = ("numeric", "categorical", "sex")
+
+
+def _read_keyed_table(path, *, id_column, required, what, na_values, columns=None, hint=""):
+    """A CSV/TSV keyed by participant ID (phenotypes, an image list): ``(table, source, file_column)``.
+
+    The one reader of such tables: refuses a missing or empty file, a repeated column, a missing
+    ID, mapped or required column and duplicated IDs, naming ``what`` and the file. ``hint`` is
+    appended to the message about missing columns.
+    """
+    path = Path(path)
+    source = repr(os.fspath(path))
+    label = what[0].upper() + what[1:]
+    if not path.exists():
+        raise FileNotFoundError(f"{label} file {source} does not exist.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{label} file {source} is a folder; expected a CSV file.")
+    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
+    table = _read_table(path, sep, id_column, na_values, what)
+    if id_column not in table.columns:
+        raise ValueError(
+            f"{label} file {source} has no participant ID column {id_column!r}; "
+            f"columns are {list(table.columns)[:20]}. Name it with id_column (data.id_column, --id-column)."
+        )
+    columns = {str(k): str(v) for k, v in (columns or {}).items() if str(k) != str(v)}
+    absent = {k: v for k, v in columns.items() if v not in table.columns}
+    if absent:
+        raise ValueError(
+            f"{label} file {source} has no column(s) {sorted(absent.values())} (mapped to "
+            f"{sorted(absent)}); columns are {list(table.columns)[:20]}."
+        )
+    clash = [k for k in columns if k in table.columns and k not in columns.values()]
+    if clash:
+        raise ValueError(
+            f"{label} file {source} has column(s) {clash} and also maps other columns to these names "
+            f"({ {k: columns[k] for k in clash} }); rename or remove one of them."
+        )
+    table = table.rename(columns={v: k for k, v in columns.items()})
+    absent = [c for c in required if c not in table.columns]
+    if absent:
+        raise ValueError(f"{label} file {source} lacks required column(s) {absent}; "
+                         f"columns are {list(table.columns)[:20]}.{hint}")
+    missing_id = table[id_column].isna()
+    if missing_id.any():
+        rows = (np.flatnonzero(missing_id.to_numpy()) + 2).tolist()  # 1-based, after the header
+        raise ValueError(f"{label} file {source} has no participant ID in column {id_column!r} on line(s) "
+                         f"{rows[:10]}.")
+    table = table.set_index(id_column)
+    table.index = table.index.astype(str).str.strip()
+    table.index.name = "participant_id"
+    _check_unique_ids(table.index, os.fspath(path))
+    return table, source, lambda c: columns.get(c, c)
+
+
+def _is_number(cell):
+    try:
+        float(cell)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _type_column(table, column, kind, *, source, file_column, missing_codes, coding):
+    """``table[column]`` as its type says: float (numeric, sex) or text levels (categorical); NaN = missing."""
+    raw = table[column]
+    col = repr(column) if file_column == column else f"{file_column!r} (used as {column!r})"
+    if missing_codes:
+        codes = {_code_key(c) for c in missing_codes}
+        declared = raw.map(lambda v: bool(pd.notna(v) and _code_key(v) in codes)).astype(bool)
+        raw = raw.where(~declared, np.nan)
+        table[column] = raw
+    if kind == "sex" or (kind == "categorical" and coding is not None):
+        return _apply_coding(table, column, coding if coding is not None else SEX_CODING, source, file_column)
+    if kind == "numeric":
+        present = raw.notna()
+        bad = present & ~raw.map(_is_number)
+        if bad.any():
+            cells = raw[bad]
+            shown = ", ".join(f"{pid!r}: {str(v)!r}" for pid, v in cells.head(5).items())
+            more = f" and {bad.sum() - 5} more" if bad.sum() > 5 else ""
+            raise ValueError(
+                f"Phenotype file {source}, column {col} is numeric but holds non-numeric cell(s) for participant(s) "
+                f"{shown}{more}. Fix these cells, or leave them empty (missing: "
+                f"{', '.join(map(repr, PHENOTYPE_NA_VALUES[1:]))}, "
+                "or codes declared with missing_codes / data.missing_codes); a column of categories is declared "
+                "categorical (data.categorical)."
+            )
+        values = pd.to_numeric(raw, errors="coerce").astype(float)
+        if np.isinf(values).any():
+            pid = values.index[np.isinf(values.to_numpy())][0]
+            raise ValueError(f"Phenotype file {source}, column {col}: infinite value for participant {pid!r}.")
+        return values
+    return raw.map(lambda v: v if pd.isna(v) else _level(v)).astype(object)
+
+
+def _level(value):
+    """A categorical cell as its level name: text stripped, integral numbers without ``.0``."""
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def infer_column_type(values):
+    """``"numeric"`` when at least half the non-missing cells are numbers, else ``"categorical"``.
+
+    A column mostly of numbers with a few text cells is numeric (its text cells are then
+    refused, not turned into categories); declare a column of number codes (a site ID)
+    categorical to have it one-hot encoded.
+    """
+    present = pd.Series(values).dropna()
+    if present.empty:
+        return "numeric"
+    return "numeric" if present.map(_is_number).mean() >= 0.5 else "categorical"
+
+
+def read_phenotypes(path, *, id_column="participant_id", required=(), columns=None, codings=None, types=None,
+                    missing_codes=(), na_values=PHENOTYPE_NA_VALUES):
+    """Read a phenotype CSV keyed by participant ID: renamed, typed and recoded columns.
+
+    Every column named in ``required`` or ``types`` gets one type, declared or inferred, and
+    is checked cell by cell:
+
+    - ``"numeric"``: every cell is a number or missing; any other cell is refused, naming
+      the file, the column and up to five participants with their cells;
+    - ``"categorical"``: the cells are level names (text; ``3.0`` reads as ``"3"``);
+    - ``"sex"``: the cells are mapped through ``codings["sex"]`` (default :data:`SEX_CODING`).
+
+    ``sex`` is of type ``"sex"``; any other required column not in ``types`` is inferred with
+    :func:`infer_column_type` (numeric when at least half its cells are numbers). Missing cells
+    are the ``na_values`` (by default :data:`PHENOTYPE_NA_VALUES`: empty, ``NA``, ``N/A``,
+    ``n/a``, ``na``, ``NaN``, ``nan``, ``.``, ``NULL``, ``null``) and any of ``missing_codes``.
 
     Parameters
     ----------
@@ -339,23 +557,31 @@ def read_phenotypes(path, *, id_column="participant_id", required=(), columns=No
         The toolkit's column name -> the file's column name (e.g. ``{"digit_span": "4282-2.0",
         "age": "21003-2.0", "sex": "31-0.0"}``). Columns not listed keep their names.
     codings : dict, optional
-        Column (toolkit name) -> ``{code: value}`` for categorical columns. Codes are compared
+        Column (toolkit name) -> ``{code: value}`` for coded columns. Codes are compared
         case-insensitively, numbers without a trailing ``.0``. By default ``sex`` is recoded
         with :data:`SEX_CODING` (0/1, F/M, Female/Male: 0 = female, 1 = male, UK Biobank's
         coding); pass ``{"sex": None}`` to keep the column as it is.
+    types : dict, optional
+        Column (toolkit name) -> one of :data:`COLUMN_TYPES`, for the columns present (only
+        ``required`` ones must be).
+    missing_codes : sequence of int, float or str, default=()
+        Codes that mean a missing value in every typed column, e.g. UK Biobank's ``-1`` (do
+        not know) and ``-3`` (prefer not to answer).
     na_values : sequence of str
-        Strings read as missing.
+        Cells read as missing.
 
     Returns
     -------
     phenotypes : DataFrame
-        Indexed by participant ID (str), columns under the toolkit's names.
+        Indexed by participant ID (str), columns under the toolkit's names; the typed columns
+        as float (numeric, sex) or text with NaN for missing (categorical).
 
     Raises
     ------
     ValueError
         If the file is empty, repeats a column, lacks the ID column, a mapped or required
-        column, holds duplicated IDs, or an unknown code (naming the participants and column).
+        column, holds duplicated IDs, an unknown code or a non-numeric cell in a numeric column
+        (naming the participants and column).
 
     Examples
     --------
@@ -367,50 +593,28 @@ def read_phenotypes(path, *, id_column="participant_id", required=(), columns=No
     >>> ph.index.tolist(), ph["digit_span"].tolist(), ph["sex"].tolist()
     (['1001', '1002'], [4, 10], [0.0, 1.0])
     """
-    path = Path(path)
-    source = repr(os.fspath(path))
-    if not path.exists():
-        raise FileNotFoundError(f"Phenotype file {source} does not exist.")
-    if path.is_dir():
-        raise IsADirectoryError(f"Phenotype file {source} is a folder; expected a CSV file.")
-    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
-    table = _read_table(path, sep, id_column, na_values, "phenotype")
-    if id_column not in table.columns:
-        raise ValueError(
-            f"Phenotype file {source} has no participant ID column {id_column!r}; "
-            f"columns are {list(table.columns)[:20]}. Name it with id_column (data.id_column, --id-column)."
-        )
-    columns = {str(k): str(v) for k, v in (columns or {}).items() if str(k) != str(v)}
-    absent = {k: v for k, v in columns.items() if v not in table.columns}
-    if absent:
-        raise ValueError(
-            f"Phenotype file {source} has no column(s) {sorted(absent.values())} (mapped to "
-            f"{sorted(absent)}); columns are {list(table.columns)[:20]}."
-        )
-    clash = [k for k in columns if k in table.columns and k not in columns.values()]
-    if clash:
-        raise ValueError(
-            f"Phenotype file {source} has column(s) {clash} and also maps other columns to these names "
-            f"({ {k: columns[k] for k in clash} }); rename or remove one of them."
-        )
-    renamed = {v: k for k, v in columns.items()}
-    table = table.rename(columns=renamed)
-    absent = [c for c in required if c not in table.columns]
-    if absent:
-        raise ValueError(
-            f"Phenotype file {source} lacks required column(s) {absent}; "
-            f"columns are {list(table.columns)[:20]}. Map your column names with columns= "
-            "(data.columns, --column NAME=COLUMN)."
-        )
-    table = table.set_index(id_column)
-    table.index = table.index.astype(str)
-    table.index.name = "participant_id"
-    _check_unique_ids(table.index, os.fspath(path))
+    types = dict(types or {})
+    unknown = {c: t for c, t in types.items() if t not in COLUMN_TYPES}
+    if unknown:
+        raise ValueError(f"read_phenotypes: unknown column type(s) {unknown}; use one of {list(COLUMN_TYPES)}.")
+    table, source, file_column = _read_keyed_table(
+        path, id_column=id_column, required=tuple(required), what="phenotype",
+        na_values=na_values, columns=columns,
+        hint=" Map your column names with columns= (data.columns, --column NAME=COLUMN).")
     codings = {"sex": SEX_CODING, **(codings or {})}
-    for column, coding in codings.items():
-        if coding is None or column not in table.columns:
-            continue
-        table[column] = _apply_coding(table, column, coding, source, columns.get(column, column))
+    typed = dict.fromkeys(required)
+    typed.update({c: t for c, t in types.items() if c in table.columns})
+    for column, coding in codings.items():  # coded columns not otherwise typed (e.g. sex when not required)
+        if coding is not None and column in table.columns and typed.get(column) is None:
+            typed[column] = "sex" if column == "sex" else "categorical"
+    for column, kind in typed.items():
+        coding = codings.get(column)
+        if kind is None:
+            kind = "sex" if column == "sex" and coding is not None else infer_column_type(table[column])
+        if column == "sex" and coding is None and kind == "sex":
+            continue  # kept as it is
+        table[column] = _type_column(table, column, kind, source=source, file_column=file_column(column),
+                                     missing_codes=missing_codes, coding=coding if kind != "numeric" else None)
     return table
 
 

@@ -1,5 +1,8 @@
 """Private plumbing for thin scikit-learn estimators that hold a skorch net as ``net_``.
 
+* :class:`InterruptibleNetMixin`: makes a ``skorch.NeuralNet`` re-raise a KeyboardInterrupt
+  that skorch's ``fit`` would swallow, and :func:`train_net`, which leaves the estimator
+  unfitted when training is interrupted: the one place where the package's nets train.
 * :class:`SkorchNet`: a ``skorch.NeuralNet`` that adds ``module_.penalty()`` (L1) to the
   training loss when the module defines it.
 * :class:`SkorchClassifierBase`: validation, label encoding, ``classes_``,
@@ -24,10 +27,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet
 
 from ._device import fit_seed, resolve_device
-from ._validation import check_layer_sizes
+from ._validation import check_layer_sizes, validate_numeric_data
 
 __all__ = [
-    "forward64", "early_stopping_split", "early_stopping_callback",
+    "InterruptibleNetMixin", "StopTraining", "train_net", "forward64", "early_stopping_split", "early_stopping_callback",
     "SkorchNet", "SkorchClassifierBase", "resolve_feature_split", "to_float32", "clip_batch_size"]
 
 
@@ -38,7 +41,91 @@ class StopTraining(KeyboardInterrupt):
     """
 
 
-class SkorchNet(NeuralNet):
+def _is_callback_stop(exc):
+    """Whether a KeyboardInterrupt is a skorch callback ending training (``raise KeyboardInterrupt``).
+
+    skorch's callbacks (``EarlyStopping`` and any written the same way) stop training by raising
+    a KeyboardInterrupt themselves; Ctrl-C or the command line's SIGTERM interrupt whatever code
+    runs. The raising frame tells them apart: a callback's method at a ``raise`` statement.
+    """
+    import linecache
+
+    from skorch.callbacks import Callback
+
+    if isinstance(exc, StopTraining):  # the package's own callbacks say so
+        return True
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if not isinstance(frame.f_locals.get("self"), Callback):
+        return False
+    line = linecache.getline(frame.f_code.co_filename, tb.tb_lineno).strip()
+    return line.startswith("raise") or not line  # no source to read: trust the callback
+
+
+class InterruptibleNetMixin:
+    """Mixin for a ``skorch.NeuralNet``: a KeyboardInterrupt during training is re-raised.
+
+    skorch's ``partial_fit`` (and so ``fit``) catches a KeyboardInterrupt, ends training and
+    returns as if training had finished: a half-trained network would then look finished.
+    skorch's own callbacks (``EarlyStopping``) end training by raising a KeyboardInterrupt too;
+    those still end training normally.
+    With this mixin the callbacks' ``on_train_end`` still runs (progress bars close, errors
+    it raises on the partial history are ignored), then the interrupt (or its subclass, e.g.
+    the command line's SIGTERM) is raised again.
+    """
+
+    _cgni_interrupt = None
+
+    def fit_loop(self, *args, **kwargs):
+        try:
+            return super().fit_loop(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            if not _is_callback_stop(exc):  # EarlyStopping's way to end training is not an interrupt
+                self._cgni_interrupt = exc
+            raise
+
+    def notify(self, method_name, **cb_kwargs):
+        if method_name == "on_train_end" and self._cgni_interrupt is not None:
+            try:
+                super().notify(method_name, **cb_kwargs)
+            except Exception:  # noqa: BLE001 - the interrupt is what the caller must see
+                pass
+            return
+        return super().notify(method_name, **cb_kwargs)
+
+    def partial_fit(self, *args, **kwargs):
+        try:
+            super().partial_fit(*args, **kwargs)
+        finally:  # no trace of the interrupt is left on the net (it is pickled with the estimator)
+            interrupt = self.__dict__.pop("_cgni_interrupt", None)
+        if interrupt is not None:
+            raise interrupt
+        return self
+
+
+def train_net(estimator, net, *args, method="partial_fit", **kwargs):
+    """Train ``net`` for ``estimator``; an interrupt leaves ``estimator`` unfitted and propagates.
+
+    ``net`` must include :class:`InterruptibleNetMixin`. On a KeyboardInterrupt every fitted
+    attribute of ``estimator`` (a name ending in ``_``, as scikit-learn's ``check_is_fitted``
+    reads them) is removed before the interrupt is raised again, so a half-trained network
+    is never mistaken for a fitted one.
+    """
+    if not isinstance(net, InterruptibleNetMixin):  # pragma: no cover - programming error
+        raise TypeError(f"{type(net).__name__} does not re-raise interrupts; add InterruptibleNetMixin.")
+    try:
+        return getattr(net, method)(*args, **kwargs)
+    except KeyboardInterrupt:
+        for name in [v for v in vars(estimator) if v.endswith("_") and not v.startswith("__")]:
+            delattr(estimator, name)
+        raise
+
+
+class SkorchNet(InterruptibleNetMixin, NeuralNet):
     """skorch ``NeuralNet`` whose training loss adds ``module_.penalty()`` when defined."""
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -215,6 +302,9 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
     has not improved for ``n_iter_no_change`` epochs and the best epoch's weights are kept.
     Fitted curves: ``loss_curve_``, ``validation_loss_curve_`` (None without early stopping),
     ``best_epoch_`` (1-based) and ``n_iter_`` (epochs run).
+
+    A KeyboardInterrupt during ``fit`` propagates (skorch alone would swallow it and return a
+    half-trained net) and leaves the estimator unfitted (see :func:`train_net`).
     """
 
     _parameter_constraints = {
@@ -247,7 +337,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
                               allow_empty=self._allow_no_hidden_layer)
 
     def _validate_fit_data(self, X, y):
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_numeric_data(self, X, y, method="fit", dtype=[np.float64, np.float32])
         check_classification_targets(y)
         self._label_encoder = LabelEncoder().fit(y)
         self.classes_ = self._label_encoder.classes_
@@ -303,7 +393,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
             **extra,
         )
         try:
-            self.net_.fit(to_float32(X), y_enc.astype(np.int64))
+            train_net(self, self.net_, to_float32(X), y_enc.astype(np.int64), method="fit")
         finally:
             set_generators(module, None)
         self.net_.module_.eval()
@@ -336,7 +426,7 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_numeric_data(self, X, method="predict", reset=False, dtype=[np.float64, np.float32])
         return forward64(self.net_.module_, X)
 
     def decision_function(self, X):

@@ -204,7 +204,9 @@ class Run:
 
     def data(self):
         d = self.path("data")
-        parts = pd.read_csv(d / "participants.csv", dtype={"participant_id": str}).set_index("participant_id")
+        text = {c: str for c in ("participant_id", *self.cfg["data"]["categorical"])}  # levels as written
+        parts = pd.read_csv(d / "participants.csv", dtype=text, keep_default_na=False,
+                            na_values=[""]).set_index("participant_id")
         snps = pd.read_csv(d / "snps.csv", dtype={"snp": str})["snp"].tolist()
         G = np.load(d / "genotypes_qc.npy")
         return parts, snps, G

@@ -55,27 +55,50 @@ def _read_phenotypes(run, required=()):
     d = run.cfg["data"]
     codings = {"sex": dict(d["sex_coding"])} if d["sex_coding"] else None
     return read_phenotypes(run.inputs.phenotypes, id_column=d["id_column"], required=required,
-                           columns=dict(d["columns"]), codings=codings)
+                           columns=dict(d["columns"]), codings=codings, types=_column_types(run.cfg),
+                           missing_codes=list(d["missing_codes"]))
+
+
+def _column_types(cfg):
+    """The declared types of the phenotype columns a run reads (the others are inferred)."""
+    d = cfg["data"]
+    types = {c: "numeric" for c in ("digit_span", "age", *d["measures"])}
+    types.update({c: "categorical" for c in d["categorical"]})
+    types["sex"] = "sex"
+    return types
 
 
 def _covariates(run, frame):
     """The configured covariates of ``frame`` and which of them are categorical.
 
     Numeric covariates come back as float; categorical ones (listed in ``data.categorical``, or
-    non-numeric) as text, for the estimators to one-hot encode (first level dropped): the one
+    non-numeric) as text, for the estimators to one-hot encode (first level dropped); a
+    categorical covariate with fewer than two levels in ``frame`` is left out, with a warning
+    (once per run) naming it: the one
     place that decides how each covariate enters the covariate-only rows, the confound table,
     the associations and the adjusted models.
     """
     names = list(run.cfg["data"]["covariates"])
     forced = set(run.cfg["data"]["categorical"])
-    out, categorical = pd.DataFrame(index=frame.index), []
+    out, categorical, dropped = pd.DataFrame(index=frame.index), [], []
     for c in names:
         col = frame[c]
         if c in forced or not pd.api.types.is_numeric_dtype(col):
-            out[c] = col.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            col = col.map(lambda v: v if pd.isna(v) else str(v)).astype(object)
+            if col.dropna().nunique() < 2:  # nothing to encode: a design column of zeros
+                dropped.append((c, sorted(col.dropna().unique().tolist())))
+                continue
+            out[c] = col
             categorical.append(c)
         else:
             out[c] = col.astype(float)
+    warned = getattr(run, "_warned_covariates", set())
+    for c, levels in dropped:
+        if c not in warned:
+            log.warning("covariate %r is categorical with %s among the %d participants used: it is dropped from "
+                        "every covariate model", c, f"one level ({levels[0]!r})" if levels else "no value", len(frame))
+            warned.add(c)
+    run._warned_covariates = warned
     return out, categorical
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -43,13 +44,14 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
     from ...evaluation import adjusted_image_scores
     from ...evaluation._incremental import _proba_logit
 
-    frame = pd.concat([wm[["image"]], _covariates(run, wm)[0]], axis=1)
+    frame = pd.concat([wm[["image"]], _covariates(run, wm)[0][covariates]], axis=1)
     adjusted, adjusters = adjusted_image_scores(lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}"), frame, y,
                                                 covariates=covariates, categorical=categorical, cv=cv,
                                                 image_column="image", scratch_dir=folder, return_adjusters=True)
     affine = check_images(wm["image"]).affine  # headers are cached: no second read
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):  # what was removed in fold 0
-        nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{name}.nii.gz")
+        # design names hold level names (any text): escaped before they name a file
+        nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{quote(str(name), safe='=-_.')}.nii.gz")
     rows, preds = [], []
     in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
     for k, (tr, va) in enumerate(cv):
@@ -77,7 +79,6 @@ def _stage_confounds(run, folder):
     from ...evaluation import evaluate_confounds, match_groups, summarize_confounds
 
     c = run.cfg["confounds"]
-    covariates = list(run.cfg["data"]["covariates"])
     wm, y, G, snps = run.wm()
     train, _, cv = run.splits()
     hv = np.load(run.path("brain_age") / "hv_wm.npy")
@@ -87,6 +88,7 @@ def _stage_confounds(run, folder):
     X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
                      columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
     covs, categorical = _covariates(run, wm.iloc[train])
+    covariates = list(covs.columns)  # a one-level categorical covariate is left out (with a warning)
     match = None
     if c["match"]:
         match = match_groups(covs, y[train], random_state=run.seed, **(c["match"] if isinstance(c["match"], dict)

@@ -64,11 +64,6 @@ def _stage_data(run, folder):
     if missing_cov.any():
         log.warning("%d participant(s) miss a covariate %s and are left out of the WM analysis: %s",
                     int(missing_cov.sum()), covariates, pheno.index[missing_cov].tolist()[:50])
-    _, categorical = _covariates(run, pheno)
-    for c in categorical:
-        levels = pheno[c].dropna().astype(str).unique()
-        log.info("covariate %r is categorical: %d levels (%s), one-hot encoded with %r as reference", c,
-                 len(levels), ", ".join(sorted(levels)[:10]), sorted(levels)[0] if len(levels) else None)
     parts = pd.DataFrame(index=pheno.index)
     parts["image"] = images
     for c in dict.fromkeys(["age", "sex", *covariates]):
@@ -81,6 +76,11 @@ def _stage_data(run, folder):
     parts["wm_group"] = wm
     in_wm = parts["wm_group"].notna() & parts["image_qc_passed"]
     y = parts.loc[in_wm, "wm_group"].astype(int).to_numpy()
+    cov_frame, categorical = _covariates(run, pheno.loc[parts.index[in_wm]])  # as the models will see them
+    for c in categorical:
+        levels = sorted(cov_frame[c].dropna().unique())
+        log.info("covariate %r is categorical: %d levels (%s), one-hot encoded with %r as reference", c,
+                 len(levels), ", ".join(levels[:10]), levels[0])
     if (np.bincount(y, minlength=2) < cfg["protocol"]["folds"] + 1).any():
         raise InputError(f"Too few participants in a WM group for {cfg['protocol']['folds']}-fold CV: "
                          f"{int((y == 0).sum())} low, {int((y == 1).sum())} high.")
@@ -128,5 +128,6 @@ def _stage_data(run, folder):
         "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
         "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
         "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
-        "covariates": covariates, "categorical_covariates": categorical,
+        "covariates": list(cov_frame.columns), "categorical_covariates": categorical,
+        "covariates_dropped": [c for c in covariates if c not in cov_frame.columns],
     }
