@@ -13,10 +13,11 @@ table2 = false
 [stage1]
 channels = [4, 8, 8]
 padding = 1
-pool_blocks = 3
-global_pool = "avg"
+pool_blocks = "auto"
+global_pool = "none"
 pretrain_max_epochs = 2
 finetune_max_epochs = 2
+budget_growth = 1.0
 [contrastive]
 n_components = 8
 image_hidden = [16]

@@ -97,3 +97,11 @@ def test_saliency_fwhm_is_checked_at_load_time():
     with pytest.raises(ConfigError, match="scores.saliency_fwhm must be >= 0"):
         load_config(preset="cpu", overrides=["scores.saliency_fwhm=-8"])
     assert load_config(preset="cpu", overrides=["scores.saliency_fwhm=16"])["scores"]["saliency_fwhm"] == 16
+
+
+def test_pool_blocks_takes_a_number_or_auto_in_any_layer():
+    assert load_config(preset="cpu")["stage1"]["pool_blocks"] == "auto"
+    assert load_config(preset="cpu", overrides=["stage1.pool_blocks=3"])["stage1"]["pool_blocks"] == 3
+    assert load_config(preset="paper", overrides=["stage1.pool_blocks=auto"])["stage1"]["pool_blocks"] == "auto"
+    with pytest.raises(ConfigError, match="stage1.pool_blocks"):
+        load_config(preset="cpu", overrides=["stage1.pool_blocks=many"])

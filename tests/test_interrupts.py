@@ -98,7 +98,7 @@ def test_image_cnn_reraises_an_interrupt_and_a_refit_clears_nothing_stale(monkey
     cohort = make_cohort(n_participants=12, n_snps=40, shape=(24, 28, 24), n_bad_images=0, random_state=0)
     X, age = cohort.images, cohort.phenotypes["age"].to_numpy()
     model = BrainAgeCNNTransformer(channels=(2, 4), padding=1, pool_blocks=2, global_pool="avg", max_epochs=2,
-                                   batch_size=6, device="cpu", random_state=0)
+                                   budget_growth=1.0, batch_size=6, device="cpu", random_state=0)
     model.fit(X, age)
     assert model.n_epochs_ == 2
     _interrupt_after_first_epoch(monkeypatch, _ctrl_c)

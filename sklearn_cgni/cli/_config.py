@@ -190,8 +190,11 @@ def _check_value(key, value, default, source):
 
     The words of :data:`WORD_VALUES` are accepted too for their keys.
     """
-    if isinstance(value, str) and value in WORD_VALUES.get(key, ()):
+    words = WORD_VALUES.get(key, ())
+    if isinstance(value, str) and value in words:
         return value
+    if isinstance(default, str) and default in words:  # a layer below set the word: a number is fine too
+        default = 0
 
     def kind(v):
         if isinstance(v, bool):
