@@ -252,7 +252,8 @@ def _html_table(df, max_rows=60, head_rows=10):
     if len(df) > max_rows:
         more = f"<p class='note'>First {max_rows} of {len(df)} rows; all rows are in the CSV.</p>"
         df = df.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    # long column names may break after an underscore, so that a table fits the page
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in df.columns)
     table = f"<div class='tw'><table><thead><tr>{head}</tr></thead><tbody>{_rows_html(df.head(head_rows))}"
     if len(df) > head_rows + 2:  # folding fewer than three rows saves nothing
         rest = df.iloc[head_rows:]
@@ -334,6 +335,11 @@ def _scorer_winner_sentence(acc, causal=None, random_state=0):
                    f"{w['IDP'].mean():.3f} (IDP), difference {r.difference:+.3f} (95 % CI [{r.ci_low:.3f}, "
                    f"{r.ci_high:.3f}] over SNPs, {p})")
     return "Which scorer wins and by how much (paired over SNPs): " + "; ".join(out) + "."
+
+
+#: the associations' columns shown in the report (tables/associations.csv has them all)
+_ASSOCIATION_COLUMNS = ("model", "score", "measure", "n", "beta", "se", "p", "p_bonferroni", "p_perm",
+                        "p_perm_bonferroni", "significant_perm_bonferroni", "genotype_r", "tracks_genotype")
 
 
 def _untracked_associations_sentence(assoc):
@@ -685,7 +691,10 @@ def render_html(out, results, tables, notes):
                                                  "Freedman-Lane permutation p-values)", "associations_heatmap"),
                                 ("saliency_top_regions", "Saliency: top regions per score", None)):
             if key in tables:
-                s += f"<h3>{title}</h3>" + _figure_with_table(out, figs, fig, _html_table(tables[key], max_rows=40),
+                t = tables[key]
+                if key == "associations":  # the columns that fit a page; all of them are in the CSV
+                    t = t[[c_ for c_ in _ASSOCIATION_COLUMNS if c_ in t.columns]]
+                s += f"<h3>{title}</h3>" + _figure_with_table(out, figs, fig, _html_table(t, max_rows=40),
                                                               f"{title}: the table")
                 if key == "saliency_top_regions":
                     fwhm = cfg.get("scores", {}).get("saliency_fwhm") or 0
