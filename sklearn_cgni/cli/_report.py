@@ -140,6 +140,10 @@ def collect(out):
                 intervals, comparisons = table1_uncertainty(preds, dict(zip(t1["model"], t1["kind"])))
                 tables["table1"] = t1.merge(intervals, on="model", how="left")
                 tables["table1_comparisons"] = comparisons
+                notes["table1_md"] += "\n\n" + "\n".join(
+                    ["| model | validation, pooled [95 % CI] | holdout [95 % CI] |", "|---|---|---|"]
+                    + [f"| {r['model']} | {_ci(r, 'validation')} | {_ci(r, 'holdout')} |"
+                       for r in tables["table1"].to_dict("records")])
     ba = _done(out, "brain_age")
     if ba:
         tables["brain_age"] = pd.DataFrame([{k: ba[k] for k in ("mae_holdout", "mae_of_mean_predictor", "n_fit",
@@ -507,7 +511,8 @@ def _comparisons_html(comparisons):
     rows = comparisons.assign(
         difference=[f"{d:+.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
                     comparisons[["difference", "ci_low", "ci_high"]].itertuples(index=False)],
-        verdict=["detectable" if (lo > 0 or hi < 0) and ph < 0.05 else "no detectable difference"
+        verdict=[("detectably better" if lo > 0 else "detectably worse") if (lo > 0 or hi < 0) and ph < 0.05
+                 else "no detectable difference"
                  for lo, hi, ph in comparisons[["ci_low", "ci_high", "p_holm"]].itertuples(index=False)])
     rows = rows[["split", "model", "against", "difference", "p", "p_holm", "verdict"]].rename(
         columns={"difference": "difference, points [95 % CI]", "p_holm": "p (Holm)"})
