@@ -24,9 +24,10 @@ folds, and a paired test of each row against ``h_v -> logistic`` on the same par
 (the difference of balanced accuracies, 10,000 random swaps of the two rows' predictions per
 participant, two-sided): :func:`~sklearn_cgni.evaluation.balanced_accuracy_interval` and
 :func:`~sklearn_cgni.evaluation.paired_balanced_accuracy_test`, the helpers of the report's
-Table 1 (results written before they moved there drew other random numbers). Oracle rows use the simulator's planted latent paths
-(``cohort/latent.csv``) to show what integration could gain at most. Then the learning curve and Table 3 (sparse CCA of fold 0's
-``z_v``, ``z_g`` on training, validation and holdout) for A and B.
+Table 1 (results written before they moved there drew other random numbers). Oracle rows use
+the simulator's planted latent paths (``cohort/latent.csv``) to show what integration could
+gain at most. Then the learning curve and Table 3 (sparse CCA of fold 0's ``z_v``, ``z_g`` on
+training, validation and holdout) for A and B.
 
 Usage (the results file was written by this; one torch thread)::
 

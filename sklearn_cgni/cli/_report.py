@@ -469,7 +469,8 @@ def _best_note(table1, comparisons=None):
                     f"{int(d['validation_n'])} participants; holdout {_ci(d, 'holdout')} %).")
     if "classical" in best:
         c = best["classical"]
-        text.append(f"Best classical row: {c['model']} ({_ci(c, 'validation')} %; holdout {_ci(c, 'holdout')} %).")
+        text.append(f"Best classical row on validation: {c['model']} ({_ci(c, 'validation')} %; holdout "
+                    f"{_ci(c, 'holdout')} %).")
     if "deep" in best and "classical" in best:
         d, c = best["deep"], best["classical"]
         found = {s: _comparison(comparisons, d["model"], c["model"], s) for s in ("validation", "holdout")}
