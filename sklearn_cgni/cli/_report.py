@@ -716,9 +716,8 @@ def render_html(out, results, tables, notes):
                               "incremental_z", "incremental_p", "n_folds") if c_ in tables["confounds"].columns]
         summary = _confound_sentences(tables["confounds"], cf.get("linear_models", []))
         features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
-        parts["confounds"] = summary + _figure_with_table(out, figs, "confounds_forest",
-                                                          _html_table(tables["confounds"][cols]),
-                                                          "The confound table") + _note(
+        parts["confounds"] = _figure_with_table(out, figs, "confounds_forest", _html_table(tables["confounds"][cols]),
+                                                "The confound table") + summary + _note(
             f"Balanced accuracy on the training part with the protocol's folds.{features} Other models: "
             f"{cf.get('features')}. raw: the model; covariates: logistic regression on covariates only; adjusted: "
             "covariates regressed out of the model's input inside each fold (coefficients from the training "
