@@ -45,14 +45,19 @@ def _weights(y):
 
 
 def _scores(y, correct, idx):
-    """Balanced accuracy (mean over model columns) of each bootstrap resample ``idx`` (n_resamples, n)."""
-    out = np.empty(len(idx))
-    for b, i in enumerate(idx):
-        yi = y[i]
-        if np.unique(yi).size < 2:  # a resample with one class: balanced accuracy undefined
-            out[b] = np.nan
-            continue
-        out[b] = (_weights(yi) @ correct[i]).mean()
+    """Balanced accuracy (mean over model columns) of each bootstrap resample ``idx`` (n_resamples, n).
+
+    ``correct`` may hold any per-participant values (e.g. differences of two models' correct
+    indicators): the result is their class-balanced mean. A resample missing a class gives NaN.
+    """
+    classes = np.unique(y)
+    onehot = (y[idx][..., None] == classes).astype(float)  # (n_resamples, n, n_classes)
+    counts = onehot.sum(axis=1)  # (n_resamples, n_classes)
+    sums = np.einsum("bnc,bnm->bcm", onehot, correct[idx])  # per class and model column
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = sums / counts[..., None]
+    out = per_class.mean(axis=(1, 2))
+    out[(counts == 0).any(axis=1)] = np.nan
     return out
 
 
