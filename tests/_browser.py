@@ -4,8 +4,9 @@ Chromium is driven through its command line only (``--dump-dom``, ``--screenshot
 nothing is downloaded at run time: the Debian package ``chromium`` is enough. A script
 injected at the top of a copy of the page records errors (``window.onerror``, resources that
 fail to load, ``console.error``) and, once the page has loaded, the document's
-``scrollWidth``, each image's natural size and the elements that stick out on the right; it
-writes them into the DOM that ``--dump-dom`` prints.
+``scrollWidth`` (as the page opens, and with every ``<details>`` opened), each image's natural
+size and the elements that stick out on the right with everything opened; it writes them into
+the DOM that ``--dump-dom`` prints.
 
 Usage by hand (screenshots of the cpu demo's report)::
 
@@ -41,8 +42,12 @@ window.addEventListener("error", function (e) {
 })();
 window.addEventListener("load", function () {
   var root = document.documentElement, width = root.clientWidth;
+  var closed = root.scrollWidth, height = root.scrollHeight;
+  // then every <details> opened: a folded table must fit the page too
+  Array.prototype.forEach.call(document.querySelectorAll("details"), function (d) { d.open = true; });
   var out = {
-    scrollWidth: root.scrollWidth, clientWidth: width, scrollHeight: root.scrollHeight,
+    scrollWidth: Math.max(closed, root.scrollWidth), scrollWidthFolded: closed, clientWidth: width,
+    scrollHeight: height, details: document.querySelectorAll("details").length,
     images: Array.prototype.map.call(document.images, function (i) {
       return {alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight};
     }),
@@ -81,7 +86,8 @@ def probe(report, *, width=1400, height=1000, screenshot=None, browser=None, tim
     Returns
     -------
     result : dict
-        ``scrollWidth``, ``clientWidth``, ``scrollHeight``, ``images`` (``alt``, ``complete``,
+        ``scrollWidth`` (the larger of the page as it opens and with every ``<details>`` open),
+        ``scrollWidthFolded``, ``clientWidth``, ``scrollHeight``, ``details``, ``images`` (``alt``, ``complete``,
         ``naturalWidth``, ``naturalHeight``), ``overflowing`` (elements past the right edge),
         ``errors`` (JS errors, failed resources, ``console.error``) and ``console`` (console
         messages of level error that Chromium logged).
