@@ -5,7 +5,8 @@ nothing is downloaded at run time: the Debian package ``chromium`` is enough. A 
 injected at the top of a copy of the page records errors (``window.onerror``, resources that
 fail to load, ``console.error``) and, once the page has loaded, the document's
 ``scrollWidth`` (as the page opens, and with every ``<details>`` opened), each image's natural
-size and the elements that stick out on the right with everything opened; it writes them into
+size and the elements that stick out past the page's text column with everything opened (a
+table scrolling inside its box counts); it writes them into
 the DOM that ``--dump-dom`` prints.
 
 Usage by hand (screenshots of the cpu demo's report)::
@@ -45,14 +46,17 @@ window.addEventListener("load", function () {
   var closed = root.scrollWidth, height = root.scrollHeight;
   // then every <details> opened: a folded table must fit the page too
   Array.prototype.forEach.call(document.querySelectorAll("details"), function (d) { d.open = true; });
+  var body = document.body.getBoundingClientRect(), style = getComputedStyle(document.body);
+  var limit = Math.min(width, body.right - parseFloat(style.paddingRight));
   var out = {
     scrollWidth: Math.max(closed, root.scrollWidth), scrollWidthFolded: closed, clientWidth: width,
     scrollHeight: height, details: document.querySelectorAll("details").length,
     images: Array.prototype.map.call(document.images, function (i) {
       return {alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight};
     }),
+    // past the page's text column (or the window), even where a scrolling container would hide it
     overflowing: Array.prototype.filter.call(document.body.querySelectorAll("*"), function (el) {
-      return el.getBoundingClientRect().right > width + 0.5;
+      return el.getBoundingClientRect().right > limit + 0.5;
     }).slice(0, 20).map(function (el) { return el.tagName + " " + (el.textContent || "").slice(0, 60); }),
     errors: window.__errors
   };
@@ -88,7 +92,7 @@ def probe(report, *, width=1400, height=1000, screenshot=None, browser=None, tim
     result : dict
         ``scrollWidth`` (the larger of the page as it opens and with every ``<details>`` open),
         ``scrollWidthFolded``, ``clientWidth``, ``scrollHeight``, ``details``, ``images`` (``alt``, ``complete``,
-        ``naturalWidth``, ``naturalHeight``), ``overflowing`` (elements past the right edge),
+        ``naturalWidth``, ``naturalHeight``), ``overflowing`` (elements past the text column),
         ``errors`` (JS errors, failed resources, ``console.error``) and ``console`` (console
         messages of level error that Chromium logged).
     """

@@ -230,7 +230,7 @@ color:#222;line-height:1.45}
 h1{border-bottom:2px solid #345}h2{margin-top:2em;border-bottom:1px solid #ccc;color:#234}
 .tw{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em;max-width:100%}td,th{border:1px solid #ccc;
-padding:3px 7px;text-align:right;overflow-wrap:break-word}th{background:#eef2f6}td.long{overflow-wrap:anywhere}
+padding:3px 6px;text-align:right;overflow-wrap:break-word}th{background:#eef2f6}td.long{overflow-wrap:anywhere}
 td:first-child,th:first-child{text-align:left}
 .note{background:#f7f7e8;border-left:4px solid #cc9;padding:.4em .8em;margin:.6em 0;overflow-wrap:anywhere}
 details{margin:.4em 0}summary{cursor:pointer;color:#345}
@@ -342,8 +342,8 @@ def _scorer_winner_sentence(acc, causal=None, random_state=0):
 
 
 #: the associations' columns shown in the report (tables/associations.csv has them all)
-_ASSOCIATION_COLUMNS = ("model", "score", "measure", "n", "beta", "se", "p", "p_bonferroni", "p_perm",
-                        "p_perm_bonferroni", "significant_perm_bonferroni", "genotype_r", "tracks_genotype")
+_ASSOCIATION_COLUMNS = ("model", "score", "measure", "n", "beta", "p", "p_perm", "p_perm_bonferroni",
+                        "significant_perm_bonferroni", "genotype_r", "tracks_genotype")
 
 
 def _untracked_associations_sentence(assoc):
@@ -711,9 +711,10 @@ def render_html(out, results, tables, notes):
         parts["scores"] = _note("Not computed: scores.enabled = false.")
     if "confounds" in tables:
         cf = stages.get("confounds", {})
-        cols = [c_ for c_ in ("model", "kind", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean",
-                              "baseline_raw_mean", "gain_mean", "gain_p", "gain_p_permutation", "matched_gain_mean",
-                              "incremental_z", "incremental_p", "n_folds") if c_ in tables["confounds"].columns]
+        # the columns that fit the page (the covariate-only rows are rows of their own); all are in the CSV
+        cols = [c_ for c_ in ("model", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean", "gain_mean", "gain_p",
+                              "gain_p_permutation", "matched_gain_mean", "incremental_z", "incremental_p")
+                if c_ in tables["confounds"].columns]
         summary = _confound_sentences(tables["confounds"], cf.get("linear_models", []))
         features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
         parts["confounds"] = _figure_with_table(out, figs, "confounds_forest", _html_table(tables["confounds"][cols]),
