@@ -22,9 +22,12 @@ Reported per size: balanced accuracy on the pooled out-of-fold validation predic
 training-part participant once) with a 95 % bootstrap interval, the holdout mean ± sd over
 folds, and a paired test of each row against ``h_v -> logistic`` on the same participants
 (the difference of balanced accuracies, 10,000 random swaps of the two rows' predictions per
-participant, two-sided). Oracle rows use the simulator's planted latent paths
-(``cohort/latent.csv``) to show what integration could gain at most. Then the learning curve and Table 3 (sparse CCA of fold 0's
-``z_v``, ``z_g`` on training, validation and holdout) for A and B.
+participant, two-sided): :func:`~sklearn_cgni.evaluation.balanced_accuracy_interval` and
+:func:`~sklearn_cgni.evaluation.paired_balanced_accuracy_test`, the helpers of the report's
+Table 1 (results written before they moved there drew other random numbers). Oracle rows use
+the simulator's planted latent paths (``cohort/latent.csv``) to show what integration could
+gain at most. Then the learning curve and Table 3 (sparse CCA of fold 0's ``z_v``, ``z_g`` on
+training, validation and holdout) for A and B.
 
 Usage (the results file was written by this; one torch thread)::
 
@@ -48,9 +51,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
+from sklearn_cgni.cli._comparisons import held_out_predictions
 from sklearn_cgni.cli._config import default_config, load_config
 from sklearn_cgni.cli._inputs import Inputs
 from sklearn_cgni.cli._run import run_pipeline
+from sklearn_cgni.evaluation import balanced_accuracy_interval, paired_balanced_accuracy_test
 
 RESULTS = Path(__file__).parent / "results"
 #: the nested search of row B, fixed before any run: 2 x 2 x 2 = 8 candidates
@@ -86,30 +91,14 @@ def config(args, n, items):
 
 
 def collect(out, folds, label):
-    """Per-fold records and held-out predictions of the models stage (and the imaging CNN's)."""
+    """Per-fold records and held-out predictions of Table 1's rows (the report's own reader of them)."""
     st = Path(out) / "stages"
-    recs, preds = [], []
-    wm = pd.read_csv(st / "data" / "participants.csv", dtype={"participant_id": str}).set_index("participant_id")
-    wm = wm[wm["wm_group"].notna() & wm["image_qc_passed"]]
-    split = json.loads((st / "data" / "splits.json").read_text())
+    recs = []
     for k in range(folds):
-        done = json.loads((st / f"models_f{k}" / "_done.json").read_text())["result"]
-        recs += done["records"]
-        p = pd.read_csv(st / f"models_f{k}" / "predictions.csv.gz", dtype={"participant_id": str})
-        preds.append(p.assign(fold=k))
-        fine = json.loads((st / f"finetune_f{k}" / "_done.json").read_text())["result"]
-        recs += fine["records"]
-        proba = np.load(st / f"finetune_f{k}" / "cnn_proba.npy")
-        for name, rows in (("validation", split["folds"][k][1]), ("holdout", split["holdout"])):
-            preds.append(pd.DataFrame({"participant_id": wm.index[rows], "table": "Table 1", "model": "Imaging CNN",
-                                       "split": name, "predicted": proba[rows].argmax(1), "fold": k}))
-    recs = pd.DataFrame(recs)
-    preds = pd.concat(preds)
-    for frame in (recs, preds):
-        frame["run"] = label
-    y = wm["wm_group"].astype(int)
-    preds["y"] = preds["participant_id"].map(y).to_numpy()
-    return recs[recs["table"] == "Table 1"], preds[preds["table"] == "Table 1"]
+        for stage in (f"models_f{k}", f"finetune_f{k}"):
+            recs += json.loads((st / stage / "_done.json").read_text())["result"]["records"]
+    recs = pd.DataFrame(recs).assign(run=label)
+    return recs[recs["table"] == "Table 1"], held_out_predictions(out).assign(run=label)
 
 
 def oracle(out, folds):
@@ -154,35 +143,23 @@ def oracle(out, folds):
     return pd.DataFrame(recs).assign(run="oracle"), preds, float(np.mean(ridge_r))
 
 
-def paired_p(y, a, b, rng, n=10000):
-    """Two-sided permutation p of BA(a) - BA(b): swap the two predictions per participant at random."""
-    obs = balanced_accuracy_score(y, a) - balanced_accuracy_score(y, b)
-    swap = rng.random((n, len(y))) < 0.5
-    cls = np.unique(y)
-    w = np.zeros(len(y))
-    for c in cls:
-        w[y == c] = 1.0 / ((y == c).sum() * len(cls))
-    ca, cb = (a == y).astype(float), (b == y).astype(float)
-    diff = np.where(swap, cb - ca, ca - cb) @ w  # BA = class-weighted mean of correct predictions
-    return float(obs), float((1 + np.sum(np.abs(diff) >= abs(obs) - 1e-12)) / (n + 1))
-
-
 def summarize(recs, preds, n, rng):
+    """Per row: pooled validation BA with its bootstrap interval, the paired test against h_v, the holdout."""
     val = preds[preds["split"] == "validation"]
     ref = val[val["model"] == REFERENCE].set_index("participant_id")
     rows = []
     for (run, model), d in val.groupby(["run", "model"], sort=False):
         d = d.set_index("participant_id")
         y, p = d["y"].to_numpy(), d["predicted"].to_numpy()
-        ba = balanced_accuracy_score(y, p)
-        boot = [balanced_accuracy_score(y[i], p[i]) for i in rng.integers(0, len(y), (1000, len(y)))]
-        r_ref = ref.loc[d.index, "predicted"].to_numpy()
-        diff, pval = paired_p(y, p, r_ref, rng) if model != REFERENCE else (0.0, 1.0)
+        ba = balanced_accuracy_interval(y, p, random_state=rng)
+        diff, pval = 0.0, 1.0
+        if model != REFERENCE:
+            test = paired_balanced_accuracy_test(y, p, ref.loc[d.index, "predicted"].to_numpy(), random_state=rng)
+            diff, pval = test.difference, test.pvalue
         h = recs[(recs["run"] == run) & (recs["model"] == model) & (recs["split"] == "holdout")]["balanced_accuracy"]
-        rows.append({"n": n, "run": run, "model": model, "n_validation": len(y), "validation_ba": 100 * ba,
-                     "ci_low": 100 * np.percentile(boot, 2.5), "ci_high": 100 * np.percentile(boot, 97.5),
-                     "minus_hv": 100 * diff, "p_vs_hv": pval, "holdout_mean": 100 * h.mean(),
-                     "holdout_sd": 100 * h.std()})
+        rows.append({"n": n, "run": run, "model": model, "n_validation": len(y), "validation_ba": 100 * ba.score,
+                     "ci_low": 100 * ba.ci_low, "ci_high": 100 * ba.ci_high, "minus_hv": 100 * diff,
+                     "p_vs_hv": pval, "holdout_mean": 100 * h.mean(), "holdout_sd": 100 * h.std()})
     return pd.DataFrame(rows)
 
 
@@ -206,7 +183,7 @@ def main(argv=None):
                     help="also run B's CGNI fine-tuning the last K CNN blocks (contrastive.finetune_blocks)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.RandomState(args.seed)
     t0, load0 = time.perf_counter(), os.getloadavg()
     summaries, t3, timings, ridge = [], [], [], {}
     for n in args.sizes:

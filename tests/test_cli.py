@@ -242,8 +242,11 @@ def test_confound_table_covers_every_configured_model(finished_run):
     assert "Imaging CNN" in html and "every voxel" in html and "likelihood-ratio test" in html
     # the adjusted score of a non-linear model carries a caveat; the linear h_v model's does not
     caveat = "can still read the covariates from linearly adjusted features"
-    sentences = {m: next(t for t in html.split("<p class='note'>") if t.startswith(m.replace(">", "&gt;") + ": "))
+    sentences = {m: next(t for t in html.split("<li><b>") if t.startswith(m.replace(">", "&gt;") + "</b>: "))
                  for m in models}
+    # each gain and likelihood-ratio p is Holm-adjusted over the models
+    assert all(s.count("Holm-adjusted") == 2 for s in sentences.values())
+    assert f"the p-values of the {len(models)} models are Holm-adjusted within each test" in html
     assert caveat in sentences["Sparse Genetic NN"] and caveat in sentences["Imaging CNN"]
     assert caveat not in sentences["Brain-age CNN features"]
     assert caveat not in sentences["classical: regional GM -> logistic"]

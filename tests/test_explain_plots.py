@@ -95,3 +95,40 @@ def test_plot_snp_contributions_and_correlations(tmp_path):
     assert old.axes[0].get_ylabel() == "comp. 1"
     with pytest.raises(ValueError, match="no split column"):
         plot_canonical_correlations(table[["p_value"]])
+
+
+def test_forest_plot_draws_one_interval_per_row_and_series():
+    from sklearn_cgni.explain import plot_forest
+
+    t = pd.DataFrame({"model": ["CNN", "logistic", "age"], "kind": ["deep", "classical", "covariates"],
+                      "v": [80.0, 78.0, 85.0], "vlo": [72.0, 70.0, 80.0], "vhi": [88.0, 86.0, 90.0],
+                      "h": [75.0, np.nan, 84.0]})
+    fig = plot_forest(t, series={"validation": ("v", "vlo", "vhi"), "holdout": ("h", None, None)},
+                      reference=(85.0, "age"), chance=50)
+    ax = fig.axes[0]
+    segments = [line.get_xdata() for line in ax.get_lines() if len(line.get_xdata()) == 2
+                and line.get_xdata()[0] != line.get_xdata()[1]]
+    assert sorted(map(tuple, segments)) == [(70.0, 86.0), (72.0, 88.0), (80.0, 90.0)]  # NaN holdout: no mark
+    colors = [tick.get_color() for tick in ax.get_yticklabels()]
+    assert len(set(colors)) == 3  # coloured by kind
+    with pytest.raises(ValueError, match="non-empty DataFrame"):
+        plot_forest(t.iloc[:0], series={"v": ("v", None, None)})
+
+
+def test_paired_scatter_marks_items_and_heatmap_stars_bonferroni_cells():
+    from sklearn_cgni.explain import plot_association_heatmap, plot_paired_scatter
+
+    fig = plot_paired_scatter([0.1, 0.2, 0.0], [0.3, 0.1, 0.05], marked=[True, False, False])
+    sizes = [c.get_offsets().shape[0] for c in fig.axes[0].collections]
+    assert sizes == [2, 1]  # two plain points, one marked
+    with pytest.raises(ValueError, match="one length"):
+        plot_paired_scatter([0.1], [0.1, 0.2])
+    t = pd.DataFrame({"score": ["rs1", "rs1", "rs2", "rs2"], "measure": ["a", "b", "a", "b"],
+                      "p": [1e-6, 0.5, 0.02, 0.9], "beta": [0.3, -0.1, -0.2, 0.01]})
+    t["sig"] = t["p"] < 0.05 / 4
+    fig = plot_association_heatmap(t, threshold=0.05 / 4, significant="sig")
+    values = fig.axes[0].get_images()[0].get_array()
+    assert values[0, 0] == pytest.approx(6) and values[1, 0] == pytest.approx(np.log10(0.02))  # signed -log10 p
+    assert [x.get_text() for x in fig.axes[0].texts] == ["*"]  # the one association past Bonferroni
+    with pytest.raises(ValueError, match="lacks the column"):
+        plot_association_heatmap(t.drop(columns="beta"))

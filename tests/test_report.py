@@ -4,6 +4,7 @@ Uses the tiny run of test_cli.py (session fixture ``finished_run``).
 """
 
 import base64
+import html
 import json
 import re
 
@@ -110,19 +111,74 @@ def test_protocol_tables():
 
 
 def test_scorer_winner_sentence_names_the_winner_and_the_margin():
+    import numpy as np
+
     from sklearn_cgni.cli._report import _scorer_winner_sentence
 
-    acc = pd.DataFrame({"snp": ["a", "a", "b", "b"], "model": ["CNN", "IDP", "CNN", "IDP"],
-                        "r_held_out": [0.2, 0.5, 0.0, 0.1]})
+    snps = [f"rs{i}" for i in range(12)]
+    cnn = np.linspace(0.0, 0.1, 12)
+    acc = pd.DataFrame({"snp": snps * 2, "model": ["CNN"] * 12 + ["IDP"] * 12,
+                        "r_held_out": np.r_[cnn, cnn + 0.2 + np.linspace(-0.01, 0.01, 12)]})
     text = _scorer_winner_sentence(acc)
-    assert text.startswith("Which scorer wins and by how much")
-    assert "all scored SNPs (2), the IDP baseline wins: mean held-out r 0.100 (CNN) vs 0.300 (IDP), a " \
-           "difference of 0.200" in text
-    rec = pd.DataFrame({"model": ["CNN", "CNN", "IDP", "IDP"], "causal": [True, False, True, False],
-                        "r_held_out": [0.6, 0.0, 0.4, 0.1]})
-    text = _scorer_winner_sentence(acc, rec)
-    assert "the causal SNPs (ground truth), the CNN wins: mean held-out r 0.600 (CNN) vs 0.400 (IDP)" in text
+    assert text.startswith("Which scorer wins and by how much (paired over SNPs)")
+    assert "over all scored SNPs (12), the IDP baseline is better: mean held-out r 0.050 (CNN) vs 0.250 (IDP), " \
+           "difference -0.200 (95 % CI [" in text
+    # the causal SNPs as their own comparison, Holm-adjusted with the other; four SNPs tied: no winner
+    tied = acc.copy()
+    tied.loc[(tied["model"] == "IDP") & tied["snp"].isin(snps[:4]), "r_held_out"] = cnn[:4][::-1]
+    text = _scorer_winner_sentence(tied, causal=set(snps[:4]))
+    assert "over the causal SNPs (ground truth) (4), no detectable difference" in text
+    assert "Holm-adjusted over 2" in text
     assert _scorer_winner_sentence(None) == ""
+
+
+def _synthetic_table1(acc_a, acc_b, n=120, seed=0):
+    """Predictions of two deep rows, h_v alone and a classical row on 2 folds + a holdout, for Table 1's notes."""
+    import numpy as np
+
+    from sklearn_cgni.cli._protocol import HV_LOGISTIC, TABLE1_CGNI
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    hold = np.arange(n - 40, n)
+    rows = []
+    accuracy = {"Imaging CNN": acc_a, TABLE1_CGNI: acc_b, HV_LOGISTIC: acc_b, CLASSICAL_MODELS[0]: acc_b}
+    for model, acc in accuracy.items():
+        for k in range(2):
+            val = np.arange(k, n - 40, 2)
+            for split, ix in (("validation", val), ("holdout", hold)):
+                pred = np.where(rng.random(ix.size) < acc, y[ix], 1 - y[ix])
+                rows.append(pd.DataFrame({"participant_id": [f"p{i}" for i in ix], "model": model, "split": split,
+                                          "fold": k, "predicted": pred, "y": y[ix]}))
+    kinds = {m: "classical" if m in CLASSICAL_MODELS else "deep" for m in accuracy}
+    return pd.concat(rows, ignore_index=True), kinds
+
+
+def test_table1_notes_call_a_tie_no_detectable_difference():
+    from sklearn_cgni.cli._comparisons import table1_uncertainty
+    from sklearn_cgni.cli._report import _best_note, _cgni_vs_hv_note
+
+    preds, kinds = _synthetic_table1(0.8, 0.8)
+    rows, comps = table1_uncertainty(preds, kinds, n_resamples=300, n_permutations=2000)
+    assert {"validation_ba", "validation_ci_low", "holdout_ba", "holdout_ci_high"} <= set(rows.columns)
+    assert (rows["validation_ci_low"] < rows["validation_ba"]).all() and (rows["validation_n"] == 80).all()
+    # each deep row against the best classical row and against h_v alone, Holm over the split's comparisons
+    assert set(comps["against_role"]) == {"best classical row", "h_v alone"} and (comps["n_comparisons"] == 5).all()
+    assert (comps["p_holm"] >= comps["p"]).all()
+    t1 = pd.DataFrame({"model": list(kinds), "kind": list(kinds.values())}).merge(rows, on="model")
+    for split in ("validation", "holdout"):
+        t1[f"{split}_mean"] = t1[f"{split}_ba"]
+    best = html.unescape(_best_note(t1, comps))
+    assert "against classical: regional GM -> logistic: validation, no detectable difference (" in best
+    assert "Holm-adjusted within each split" in best
+    assert "no detectable difference" in _cgni_vs_hv_note(t1, comps)
+    # a real gap: the better row is named, with its interval and adjusted p
+    preds, kinds = _synthetic_table1(0.95, 0.6)
+    rows, comps = table1_uncertainty(preds, kinds, n_resamples=300, n_permutations=2000)
+    t1 = pd.DataFrame({"model": list(kinds), "kind": list(kinds.values())}).merge(rows, on="model")
+    best = html.unescape(_best_note(t1, comps))
+    assert "Best deep row on validation: Imaging CNN" in best
+    assert "validation, " in best and "points better (95 % CI [" in best and "Holm-adjusted over 5 comparisons" in best
 
 
 def test_report_names_significant_associations_of_scores_that_do_not_track_their_genotype():

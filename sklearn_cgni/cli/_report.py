@@ -34,6 +34,8 @@ from ._protocol import (
     summarize_scores,
     table_markdown,
 )
+from ._comparisons import held_out_predictions, table1_uncertainty, verdict
+from ._report_figures import ground_truth_causal, summary_figures
 from ._stages import _clean, write_json
 
 __all__ = ["write_outputs", "SECTIONS", "markdown_table"]
@@ -131,6 +133,17 @@ def collect(out):
                     rows.append(row)
                 tables[key] = pd.DataFrame(rows)
                 notes[key + "_md"] = table_markdown(summary, table, label="model" if key == "table1" else "terms")
+        if "table1" in tables:
+            preds = held_out_predictions(out)
+            if preds is not None and len(preds):
+                t1 = tables["table1"]
+                intervals, comparisons = table1_uncertainty(preds, dict(zip(t1["model"], t1["kind"])))
+                tables["table1"] = t1.merge(intervals, on="model", how="left")
+                tables["table1_comparisons"] = comparisons
+                notes["table1_md"] += "\n\n" + "\n".join(
+                    ["| model | validation, pooled [95 % CI] | holdout [95 % CI] |", "|---|---|---|"]
+                    + [f"| {r['model']} | {_ci(r, 'validation')} | {_ci(r, 'holdout')} |"
+                       for r in tables["table1"].to_dict("records")])
     ba = _done(out, "brain_age")
     if ba:
         tables["brain_age"] = pd.DataFrame([{k: ba[k] for k in ("mae_holdout", "mae_of_mean_predictor", "n_fit",
@@ -189,6 +202,7 @@ def write_outputs(out):
         if src.exists():
             shutil.copyfile(src, fdir / src.name)
             fig_out.append(dict(f, file=os.fspath(Path("figures") / src.name)))
+    fig_out += summary_figures(out, tables, meta)
     stages = {}
     for d in sorted((out / "stages").iterdir()) if (out / "stages").exists() else []:
         r = _done(out, d.name)
@@ -214,24 +228,43 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{border-bottom:2px solid #345}h2{margin-top:2em;border-bottom:1px solid #ccc;color:#234}
-table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#eef2f6}td:first-child,th:first-child{text-align:left}
-.note{background:#f7f7e8;border-left:4px solid #cc9;padding:.4em .8em;margin:.6em 0}
-figure{margin:1em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%}
+.tw{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em;max-width:100%}td,th{border:1px solid #ccc;
+padding:3px 6px;text-align:right;overflow-wrap:break-word}th{background:#eef2f6}td.long{overflow-wrap:anywhere}
+td:first-child,th:first-child{text-align:left}
+.note{background:#f7f7e8;border-left:4px solid #cc9;padding:.4em .8em;margin:.6em 0;overflow-wrap:anywhere}
+details{margin:.4em 0}summary{cursor:pointer;color:#345}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#555}img{max-width:100%;height:auto}
 nav a{margin-right:.8em}code,pre{background:#f4f4f4;font-size:.85em}pre{padding:.6em;overflow-x:auto}
 """
 
 
-def _html_table(df, max_rows=60):
+def _td(v):
+    text = _fmt_cell(v)
+    long = max((len(w) for w in text.split()), default=0) > 30  # may break anywhere, so the table fits the page
+    return f"<td class='long'>{html.escape(text)}</td>" if long else f"<td>{html.escape(text)}</td>"
+
+
+def _rows_html(df):
+    return "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+
+
+def _html_table(df, max_rows=60, head_rows=10):
+    """An HTML table that fits the page: the first ``head_rows`` rows shown, the rest (up to ``max_rows``) folded."""
     df = df.copy()
     more = ""
     if len(df) > max_rows:
         more = f"<p class='note'>First {max_rows} of {len(df)} rows; all rows are in the CSV.</p>"
         df = df.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt_cell(v))}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+    # long column names may break after an underscore, so that a table fits the page
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in df.columns)
+    table = f"<div class='tw'><table><thead><tr>{head}</tr></thead><tbody>{_rows_html(df.head(head_rows))}"
+    if len(df) > head_rows + 2:  # folding fewer than three rows saves nothing
+        rest = df.iloc[head_rows:]
+        return (table + "</tbody></table></div>"
+                f"<details><summary>{len(rest)} more rows</summary><div class='tw'><table><thead><tr>{head}</tr>"
+                f"</thead><tbody>{_rows_html(rest)}</tbody></table></div></details>{more}")
+    return table + _rows_html(df.iloc[head_rows:]) + f"</tbody></table></div>{more}"
 
 
 def _img(out, fig):
@@ -242,6 +275,14 @@ def _img(out, fig):
     return (f"<figure><img alt='{html.escape(fig['title'])}' src='data:image/png;base64,{data}'>"
             f"<figcaption><b>{html.escape(fig['title'])}.</b> {html.escape(fig.get('caption', ''))}</figcaption>"
             "</figure>")
+
+
+def _figure_with_table(out, figs, name, table_html, summary="The table"):
+    """A summary figure with its table one click away (``<details>``); the table alone when there is no figure."""
+    fig = figs.get(f"{name}.png")
+    if fig is None:
+        return table_html
+    return _img(out, fig) + f"<details><summary>{html.escape(summary)}</summary>{table_html}</details>"
 
 
 def _score_snps_sentence(sc, cfg):
@@ -259,29 +300,50 @@ def _score_snps_sentence(sc, cfg):
     return f"SNPs: chosen from {sc.get('source_of_snps')}."
 
 
-def _scorer_winner_sentence(acc, recovery=None):
-    """Which scorer wins and by how much: mean held-out r of CNN vs IDP, causal SNPs when the truth is known."""
+def _scorer_winner_sentence(acc, causal=None, random_state=0):
+    """CNN against the IDP scorer: held-out r per SNP, paired over SNPs, on the causal SNPs and on all.
+
+    ``causal``: the causal SNPs when the cohort's ground truth is known. Each set's mean
+    difference has a 95 % bootstrap interval over SNPs and a sign-flip permutation p; the two
+    p-values are Holm-adjusted together.
+    """
+    from ..evaluation import holm_adjust, paired_mean_difference
+
     if acc is None or not len(acc):
         return ""
     acc = pd.DataFrame(acc)
     wide = acc.pivot_table(index="snp", columns="model", values="r_held_out")
     if not {"CNN", "IDP"} <= set(wide.columns):
         return ""
-    parts = []
-    if recovery is not None and len(recovery):
-        rec = pd.DataFrame(recovery)
-        causal = rec[rec["causal"].astype(bool)].set_index("model")["r_held_out"]
-        if {"CNN", "IDP"} <= set(causal.index) and np.isfinite(causal[["CNN", "IDP"]]).all():
-            parts.append(("the causal SNPs (ground truth)", causal["CNN"], causal["IDP"], None))
-    parts.append(("all scored SNPs", wide["CNN"].mean(), wide["IDP"].mean(), len(wide)))
-    out = []
-    for what, cnn, idp, n in parts:
-        if not (np.isfinite(cnn) and np.isfinite(idp)):
+    wide = wide.dropna(subset=["CNN", "IDP"])
+    sets = []
+    if causal:
+        sets.append(("the causal SNPs (ground truth)", wide[wide.index.astype(str).isin(causal)]))
+    sets.append(("all scored SNPs", wide))
+    found = []
+    for what, w in sets:
+        if len(w) < 2:
             continue
-        lead = "the CNN" if cnn > idp else "the IDP baseline" if idp > cnn else "neither"
-        out.append(f"over {what}{f' ({n})' if n else ''}, {lead} wins: mean held-out r {cnn:.3f} (CNN) vs "
-                   f"{idp:.3f} (IDP), a difference of {abs(cnn - idp):.3f}")
-    return ("Which scorer wins and by how much: " + "; ".join(out) + ".") if out else ""
+        res = paired_mean_difference(w["CNN"], w["IDP"], random_state=random_state)
+        found.append((what, w, res))
+    if not found:
+        return ""
+    p_holm = holm_adjust([r.pvalue for _, _, r in found])
+    out = []
+    for (what, w, r), ph in zip(found, p_holm):
+        real = (r.ci_low > 0 or r.ci_high < 0) and ph < 0.05
+        lead = ("the CNN is better" if r.difference > 0 else "the IDP baseline is better") if real else \
+            "no detectable difference"
+        p = f"p = {r.pvalue:.2g}" + (f", Holm-adjusted over {len(found)}: {ph:.2g}" if len(found) > 1 else "")
+        out.append(f"over {what} ({r.n}), {lead}: mean held-out r {w['CNN'].mean():.3f} (CNN) vs "
+                   f"{w['IDP'].mean():.3f} (IDP), difference {r.difference:+.3f} (95 % CI [{r.ci_low:.3f}, "
+                   f"{r.ci_high:.3f}] over SNPs, {p})")
+    return "Which scorer wins and by how much (paired over SNPs): " + "; ".join(out) + "."
+
+
+#: the associations' columns shown in the report (tables/associations.csv has them all)
+_ASSOCIATION_COLUMNS = ("model", "score", "measure", "n", "beta", "p", "p_perm", "p_perm_bonferroni",
+                        "significant_perm_bonferroni", "genotype_r", "tracks_genotype")
 
 
 def _untracked_associations_sentence(assoc):
@@ -308,19 +370,34 @@ def _note(text):
     return f"<p class='note'>{html.escape(text)}</p>"
 
 
+def _pct(m, sd=None):
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return ""
+    return f"{m:.2f}" + ("" if sd is None else f" ± {0.0 if isinstance(sd, float) and math.isnan(sd) else sd:.2f}")
+
+
+def _ci(r, split):
+    m, lo, hi = r.get(f"{split}_ba"), r.get(f"{split}_ci_low"), r.get(f"{split}_ci_high")
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return ""
+    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
 def _table1_html(df):
+    """Table 1 (or 2): pooled / holdout scores with 95 % intervals where known, and mean ± sd over the folds."""
+    intervals = "validation_ba" in df
+    head = ["model"] + (["validation, pooled [95 % CI]", "holdout [95 % CI]"] if intervals else []) + [
+        "train, folds", "validation, folds", "holdout, folds"]
     rows = []
     for r in df.to_dict("records"):
-        cells = []
+        cells = [_ci(r, "validation"), _ci(r, "holdout")] if intervals else []
         for s in SPLITS:
-            m, sd = r.get(f"{s}_mean"), r.get(f"{s}_sd")
-            ours = "" if m is None or (isinstance(m, float) and math.isnan(m)) else \
-                f"{m:.2f} ± {0.0 if sd is None or (isinstance(sd, float) and math.isnan(sd)) else sd:.2f}"
             ref = r.get(f"paper_{s}")
-            cells.append(ours + (f" <small>[{html.escape(ref)}]</small>" if isinstance(ref, str) and ref else ""))
+            cells.append(html.escape(_pct(r.get(f"{s}_mean"), r.get(f"{s}_sd")))
+                         + (f" <small>[{html.escape(ref)}]</small>" if isinstance(ref, str) and ref else ""))
         rows.append(f"<tr><td>{html.escape(r['model'])}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return ("<table><thead><tr><th>model</th><th>train</th><th>validation</th><th>holdout</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+    return ("<div class='tw'><table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></div>")
 
 
 def _search_note(search, cfg):
@@ -338,16 +415,32 @@ def _search_note(search, cfg):
             f"h_v computed once). Chosen: {chosen}. ")
 
 
-def _cgni_vs_hv_note(table1):
-    """Whether CGNI adds anything to the CNN's features alone, in one or two sentences."""
+def _comparison(comparisons, model, against, split):
+    if comparisons is None or not len(comparisons):
+        return None
+    c = comparisons[(comparisons["model"] == model) & (comparisons["against"] == against)
+                    & (comparisons["split"] == split)]
+    return c.iloc[0].to_dict() if len(c) else None
+
+
+def _cgni_vs_hv_note(table1, comparisons=None):
+    """Whether CGNI adds anything to the CNN's features alone, with the paired tests on both splits."""
     rows = table1.set_index("model")
     if TABLE1_CGNI not in rows.index or HV_LOGISTIC not in rows.index:
         return ""
-    c, h = rows.loc[TABLE1_CGNI], rows.loc[HV_LOGISTIC]
-    gaps = {s: c[f"{s}_mean"] - h[f"{s}_mean"] for s in ("validation", "holdout")}
-    text = (f"CGNI against the CNN's features alone (h_v -> logistic): {gaps['validation']:+.2f} points on "
-            f"validation, {gaps['holdout']:+.2f} on the holdout.")
-    if min(gaps.values()) < 1.0:  # not at least a point better on both splits
+    found = {s: _comparison(comparisons, TABLE1_CGNI, HV_LOGISTIC, s) for s in ("validation", "holdout")}
+    if all(found.values()):
+        text = ("CGNI against the CNN's features alone (h_v -> logistic), paired on the same participants: "
+                f"validation (pooled), {verdict(found['validation'])}; holdout, {verdict(found['holdout'])}.")
+        better = all(c["ci_low"] > 0 and c["p_holm"] < 0.05 for c in found.values())
+    else:  # a run folder without per-participant predictions: fold means only
+        c, h = rows.loc[TABLE1_CGNI], rows.loc[HV_LOGISTIC]
+        gaps = {s: c[f"{s}_mean"] - h[f"{s}_mean"] for s in ("validation", "holdout")}
+        text = (f"CGNI against the CNN's features alone (h_v -> logistic): {gaps['validation']:+.2f} points on "
+                f"validation, {gaps['holdout']:+.2f} on the holdout (means over folds; this run folder has no "
+                "per-participant predictions, so no interval or test).")
+        better = min(gaps.values()) >= 1.0
+    if not better:
         text += (" CGNI shows no consistent gain over the image here: its contrastive objective aligns the SNP "
                  "embedding with the image, so it can only re-find genetic signal that acts through the brain "
                  "(which h_v already carries), and genetic effects on cognition that bypass the brain must be "
@@ -356,32 +449,117 @@ def _cgni_vs_hv_note(table1):
     return _note(text)
 
 
-def _best_note(table1):
-    """The best holdout score overall, and whether the best deep model beats the best classical row."""
-    t1 = table1.dropna(subset=["holdout_mean"])
-    best = {}
-    for kind, rows in t1.groupby("kind"):
-        best[kind] = rows.loc[rows["holdout_mean"].idxmax()]
-    models = [best[k] for k in ("deep", "classical") if k in best]
-    if not models:
+def _best_note(table1, comparisons=None):
+    """The best deep row against the best classical row, with intervals and paired tests on both splits.
+
+    Rows are ranked on the pooled validation predictions (the holdout is not used to choose). A
+    difference is called detectable only when its 95 % interval excludes 0 and its Holm-adjusted
+    p is below 0.05 (:func:`~sklearn_cgni.cli._comparisons.verdict`).
+    """
+    if "validation_ba" not in table1:
+        return _best_note_without_intervals(table1)
+    t1 = table1.dropna(subset=["validation_ba"])
+    best = {kind: rows.loc[rows["validation_ba"].idxmax()] for kind, rows in t1.groupby("kind")}
+    if not best:
         return ""
-    top = max(models, key=lambda r: r["holdout_mean"])
-    text = f"Best holdout balanced accuracy on this cohort: {top['model']} ({top['holdout_mean']:.2f} %)"
+    text = []
+    if "deep" in best:
+        d = best["deep"]
+        text.append(f"Best deep row on validation: {d['model']} ({_ci(d, 'validation')} % pooled over "
+                    f"{int(d['validation_n'])} participants; holdout {_ci(d, 'holdout')} %).")
+    if "classical" in best:
+        c = best["classical"]
+        text.append(f"Best classical row on validation: {c['model']} ({_ci(c, 'validation')} %; holdout "
+                    f"{_ci(c, 'holdout')} %).")
     if "deep" in best and "classical" in best:
         d, c = best["deep"], best["classical"]
-        gap = d["holdout_mean"] - c["holdout_mean"]
-        if gap >= 0:  # max() above keeps the deep model on a tie
-            text += (f", a deep model; it {'beats' if gap else 'ties with'} the best classical row, {c['model']} "
-                     f"({c['holdout_mean']:.2f} %)" + (f", by {gap:.2f} percentage points." if gap else "."))
-        else:
-            text += (f", a classical row; the best deep model, {d['model']} ({d['holdout_mean']:.2f} %), falls "
-                     f"short of it by {-gap:.2f} percentage points.")
-    else:
-        text += "."
+        found = {s: _comparison(comparisons, d["model"], c["model"], s) for s in ("validation", "holdout")}
+        words = [f"{s}, {verdict(v)}" for s, v in found.items() if v]
+        if words:
+            text.append(f"{d['model']} against {c['model']}: " + "; ".join(words) + ".")
     if "covariates" in best:
         cov = best["covariates"]
-        text += f" The best covariate-only model, {cov['model']}, reaches {cov['holdout_mean']:.2f} %."
-    return _note(text + " The confound section below says how much of each model's accuracy age and sex explain.")
+        text.append(f"The best covariate-only model, {cov['model']}, reaches {_ci(cov, 'validation')} % on "
+                    f"validation and {_ci(cov, 'holdout')} % on the holdout.")
+    if comparisons is not None and len(comparisons):
+        n = int(comparisons["n_comparisons"].max())
+        text.append(f"Intervals: 95 % percentile bootstrap over participants (1,000 resamples); paired tests: "
+                    f"the two rows' predictions swapped per participant at random (10,000 permutations, two-sided). "
+                    f"Each deep row is compared with the best classical row (chosen on validation) and with h_v "
+                    f"alone, {n} comparisons per split, Holm-adjusted within each split; a difference counts as "
+                    "detectable when its interval excludes 0 and its adjusted p < 0.05. All comparisons are in "
+                    "the table below and in tables/table1_comparisons.csv.")
+    return _note(" ".join(text) + " The confound section below says how much of each model's accuracy age and sex "
+                 "explain.")
+
+
+def _best_note_without_intervals(table1):
+    """Older run folders (no per-participant predictions): the fold means, said to be without intervals."""
+    t1 = table1.dropna(subset=["holdout_mean"])
+    best = {kind: rows.loc[rows["holdout_mean"].idxmax()] for kind, rows in t1.groupby("kind")}
+    parts = [f"best {k} row on the holdout: {r['model']} ({r['holdout_mean']:.2f} % mean over folds)"
+             for k, r in best.items()]
+    if not parts:
+        return ""
+    return _note("This run folder has no per-participant predictions, so Table 1 has no intervals or paired tests "
+                 "and no difference can be called real; " + "; ".join(parts) + ".")
+
+
+def _comparisons_html(comparisons):
+    """The paired comparisons of Table 1, one line each, in a table."""
+    if comparisons is None or not len(comparisons):
+        return ""
+    rows = comparisons.assign(
+        difference=[f"{d:+.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
+                    comparisons[["difference", "ci_low", "ci_high"]].itertuples(index=False)],
+        verdict=[("detectably better" if lo > 0 else "detectably worse") if (lo > 0 or hi < 0) and ph < 0.05
+                 else "no detectable difference"
+                 for lo, hi, ph in comparisons[["ci_low", "ci_high", "p_holm"]].itertuples(index=False)])
+    rows = rows[["split", "model", "against", "difference", "p", "p_holm", "verdict"]].rename(
+        columns={"difference": "difference, points [95 % CI]", "p_holm": "p (Holm)"})
+    return "<h3>Paired comparisons</h3>" + _html_table(rows)
+
+
+def _confound_sentences(confounds, linear_models=()):
+    """One line per model of the confound table, its p-values Holm-adjusted over the models.
+
+    ``gain`` (raw minus covariate-only, one-sided) and ``incremental`` (likelihood-ratio test
+    of the predictions beyond the covariates, one-sided) are each a family of one test per
+    model; a gain counts only when its adjusted p is below 0.05.
+    """
+    from ..evaluation import holm_adjust
+
+    rows = [r for r in confounds.to_dict("records") if r.get("kind") == "model"]
+    if not rows:
+        return ""
+
+    def num(r, key):
+        v = r.get(key)
+        return float("nan") if v is None else float(v)
+
+    gain_holm = holm_adjust([num(r, "gain_p") for r in rows])
+    inc_holm = holm_adjust([num(r, "incremental_p") for r in rows])
+    items = []
+    for r, gh, ih in zip(rows, gain_holm, inc_holm):
+        g, pv = num(r, "gain_mean"), num(r, "gain_p")
+        gain = ("a gain over the covariates" if g > 0 and gh < 0.05 else "no detectable gain over the covariates")
+        text = (f"<b>{html.escape(r['model'])}</b>: {100 * num(r, 'raw_mean'):.1f} % vs "
+                f"{100 * num(r, 'baseline_raw_mean'):.1f} % for {html.escape(str(r.get('baseline')))} alone, "
+                f"{gain} ({100 * g:+.1f} points, p = {pv:.2g}, Holm-adjusted {gh:.2g}); covariates regressed out "
+                f"{100 * num(r, 'adjusted_mean'):.1f} %"
+                + ("" if r["model"] in linear_models else " (a non-linear model can still read the covariates from "
+                   "linearly adjusted features)")
+                + f"; matched {100 * num(r, 'matched_mean'):.1f} %")
+        mg, mp = num(r, "matched_gain_mean"), num(r, "matched_gain_p")
+        if mg == mg and mp == mp:
+            text += f" (gain there {100 * mg:+.1f} points, p = {mp:.2g}, not corrected)"
+        ip = num(r, "incremental_p")
+        if ip == ip:
+            text += (f"; its predictions {'add' if ih < 0.05 else 'add nothing detectable'} to the covariates "
+                     f"(likelihood-ratio z = {num(r, 'incremental_z'):.2f}, p = {ip:.2g}, Holm-adjusted {ih:.2g})")
+        items.append(f"<li>{text}.</li>")
+    return (f"<div class='note'>Each model against the covariates alone (one-sided tests; the p-values of the "
+            f"{len(rows)} models are Holm-adjusted within each test):<ul>" + "".join(items) + "</ul></div>")
 
 
 def render_html(out, results, tables, notes):
@@ -438,10 +616,16 @@ def render_html(out, results, tables, notes):
                if s1.get("standardize_voxels") else " Raw voxel values as input.")) + (
             _img(out, figs["training_curves.png"]) if "training_curves.png" in figs else "")
     if "table1" in tables:
-        parts["table1"] = (_table1_html(tables["table1"]) + _best_note(tables["table1"])
-                           + _cgni_vs_hv_note(tables["table1"])) + _note(
-            "Balanced accuracy (%), mean ± sd over the folds: each fold's model scored on its training part, its "
-            "validation part and the common holdout. Paper values in brackets (paper rows only). The Imaging CNN "
+        comps = tables.get("table1_comparisons")
+        parts["table1"] = (_best_note(tables["table1"], comps) + _cgni_vs_hv_note(tables["table1"], comps)
+                           + _figure_with_table(out, figs, "table1_forest", _table1_html(tables["table1"]),
+                                                "Table 1 as a table")
+                           + _comparisons_html(comps)) + _note(
+            "Balanced accuracy (%). pooled: the out-of-fold validation predictions of all folds together (each "
+            "training-part participant once) and the holdout's mean over the fold models, with 95 % bootstrap "
+            "intervals over participants; folds: mean ± sd over the folds, each fold's model scored on its "
+            "training part, its validation part and the common holdout. Paper values in brackets (paper rows "
+            "only). The Imaging CNN "
             "is stage 1 fine-tuned on each fold; every other deep model takes that fold's h_v and the QC'd SNPs. "
             + (f"CGNI's stage 3 learns on out-of-fold z_g ({cfg['classifier']['cross_fit']}-fold cross-fitting of "
                "the contrastive encoder on the fold's training part; new participants go through the encoder "
@@ -506,19 +690,22 @@ def render_html(out, results, tables, notes):
                   f"held-out scores by {cfg.get('scores', {}).get('cv')}-fold cross-fitting on "
                   f"{sc['n_participants']} participants; IDP baseline: ridge on regional means. r = correlation "
                   "of the held-out score with the genotype. " + _score_snps_sentence(sc, cfg.get("scores", {})))
-        winner = _scorer_winner_sentence(tables.get("score_accuracy"), tables.get("recovery_scores"))
+        winner = _scorer_winner_sentence(tables.get("score_accuracy"), ground_truth_causal(out, meta))
         if winner:
             s += _note(winner)
         untracked = _untracked_associations_sentence(tables.get("associations"))
         if untracked:
             s += _note(untracked)
-        for key, title in (("score_accuracy", "Held-out accuracy"), ("associations", "Associations with cognition "
-                                                                                     "(OLS with covariates; p_perm: "
-                                                                                     "Freedman-Lane permutation "
-                                                                                     "p-values)"),
-                           ("saliency_top_regions", "Saliency: top regions per score")):
+        for key, title, fig in (("score_accuracy", "Held-out accuracy", "scores_cnn_vs_idp"),
+                                ("associations", "Associations with cognition (OLS with covariates; p_perm: "
+                                                 "Freedman-Lane permutation p-values)", "associations_heatmap"),
+                                ("saliency_top_regions", "Saliency: top regions per score", None)):
             if key in tables:
-                s += f"<h3>{title}</h3>" + _html_table(tables[key], max_rows=40)
+                t = tables[key]
+                if key == "associations":  # the columns that fit a page; all of them are in the CSV
+                    t = t[[c_ for c_ in _ASSOCIATION_COLUMNS if c_ in t.columns]]
+                s += f"<h3>{title}</h3>" + _figure_with_table(out, figs, fig, _html_table(t, max_rows=40),
+                                                              f"{title}: the table")
                 if key == "saliency_top_regions":
                     fwhm = cfg.get("scores", {}).get("saliency_fwhm") or 0
                     s += _note(f"Signed mean gradients smoothed at {fwhm:g} mm FWHM (regions ranked by magnitude)."
@@ -528,30 +715,14 @@ def render_html(out, results, tables, notes):
         parts["scores"] = _note("Not computed: scores.enabled = false.")
     if "confounds" in tables:
         cf = stages.get("confounds", {})
-        cols = [c_ for c_ in ("model", "kind", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean",
-                              "baseline_raw_mean", "gain_mean", "gain_p", "gain_p_permutation", "matched_gain_mean",
-                              "incremental_z", "incremental_p", "n_folds") if c_ in tables["confounds"].columns]
-        summary = []
-        for r in tables["confounds"].to_dict("records"):
-            if r.get("kind") != "model":
-                continue
-            g, pv = r.get("gain_mean"), r.get("gain_p")
-            verdict = ("beats" if g is not None and g > 0 and pv is not None and pv < 0.05 else "does not beat")
-            summary.append(f"{r['model']}: {r['raw_mean']:.3f} vs {r.get('baseline_raw_mean', float('nan')):.3f} for "
-                           f"{r.get('baseline')} alone (gain {g:+.3f}, p = {pv if pv is None else round(pv, 3)}): it "
-                           f"{verdict} the covariates; with covariates regressed out {r.get('adjusted_mean', float('nan')):.3f}"
-                           + ("" if r["model"] in cf.get("linear_models", []) else
-                              " (a non-linear model can still read the covariates from linearly adjusted "
-                              "features)") + ", "
-                           f"on matched participants {r.get('matched_mean', float('nan')):.3f}"
-                           + (f" (gain over the covariates there {mg:+.3f}, p = {round(mp, 3)})"
-                              if (mg := r.get("matched_gain_mean")) is not None and mg == mg
-                              and (mp := r.get("matched_gain_p")) is not None and mp == mp else "")
-                           + (f"; its predictions {'add' if ip < 0.05 else 'do not add'} to the covariates in a "
-                              f"logistic model of the label (likelihood-ratio test, z = {r['incremental_z']:.2f}, "
-                              f"p = {ip:.3g})." if (ip := r.get("incremental_p")) is not None and ip == ip else "."))
+        # the columns that fit the page (the covariate-only rows are rows of their own); all are in the CSV
+        cols = [c_ for c_ in ("model", "raw_mean", "raw_sd", "adjusted_mean", "matched_mean", "gain_mean", "gain_p",
+                              "gain_p_permutation", "matched_gain_mean", "incremental_z", "incremental_p")
+                if c_ in tables["confounds"].columns]
+        summary = _confound_sentences(tables["confounds"], cf.get("linear_models", []))
         features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
-        parts["confounds"] = "".join(_note(t) for t in summary) + _html_table(tables["confounds"][cols]) + _note(
+        parts["confounds"] = _figure_with_table(out, figs, "confounds_forest", _html_table(tables["confounds"][cols]),
+                                                "The confound table") + summary + _note(
             f"Balanced accuracy on the training part with the protocol's folds.{features} Other models: "
             f"{cf.get('features')}. raw: the model; covariates: logistic regression on covariates only; adjusted: "
             "covariates regressed out of the model's input inside each fold (coefficients from the training "
@@ -591,7 +762,8 @@ def render_html(out, results, tables, notes):
                          + "<h3>Versions</h3>" + _html_table(pd.DataFrame(list((meta.get("versions") or {}).items()),
                                                                           columns=["package", "version"]))
                          + ("<h3>Stage timings</h3>" + _html_table(timing) if len(timing) else "")
-                         + "<h3>Configuration</h3><pre>" + html.escape(_toml(cfg)) + "</pre>")
+                         + "<h3>Configuration</h3><details><summary>config.toml of this run</summary><pre>"
+                         + html.escape(_toml(cfg)) + "</pre></details>")
 
     nav = " ".join(f"<a href='#{k}'>{html.escape(t.split(':')[0])}</a>" for k, t in SECTIONS if k in parts)
     body = "".join(f"<h2 id='{k}'>{html.escape(t)}</h2>{parts[k]}" for k, t in SECTIONS if k in parts)

@@ -14,6 +14,9 @@ answers "how much of a model's accuracy is age?" for any scikit-learn model:
     Age- and sex-matched subset of the two groups with a balance report.
 ``corrected_resampled_ttest``, ``paired_permutation_test``
     Paired tests on per-fold scores.
+``balanced_accuracy_interval``, ``paired_balanced_accuracy_test``, ``paired_mean_difference``, ``holm_adjust``
+    Bootstrap intervals and paired permutation tests on per-participant predictions, and
+    Holm's correction for a family of comparisons.
 ``covariate_baselines``, ``evaluate_confounds``
     Covariate-only models and the table: raw, covariate-only, adjusted, matched, gain.
 ``summarize_confounds``
@@ -45,3 +48,11 @@ __all__ += ["ImageCovariateRegressor", "adjusted_image_scores"]
 from ._cross_fit import CrossFitTransformer  # noqa: E402
 
 __all__ += ["CrossFitTransformer"]
+from ._bootstrap import (  # noqa: E402
+    balanced_accuracy_interval,
+    holm_adjust,
+    paired_balanced_accuracy_test,
+    paired_mean_difference,
+)
+
+__all__ += ["balanced_accuracy_interval", "holm_adjust", "paired_balanced_accuracy_test", "paired_mean_difference"]

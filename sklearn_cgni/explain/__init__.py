@@ -19,6 +19,7 @@ from ._plots import (
     plot_snp_contributions,
     region_effect_map,
 )
+from ._comparison_plots import plot_association_heatmap, plot_forest, plot_paired_scatter
 from ._scca import SparseCCA, canonical_correlations
 
 __all__ = [
@@ -27,7 +28,10 @@ __all__ = [
     "genes_per_component",
     "gprofiler_query",
     "map_snps_to_genes",
+    "plot_association_heatmap",
     "plot_canonical_correlations",
+    "plot_forest",
+    "plot_paired_scatter",
     "plot_training_curves",
     "plot_region_effects",
     "plot_snp_contributions",

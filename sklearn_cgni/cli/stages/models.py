@@ -26,8 +26,11 @@ from ._common import _class_weight, _classical, _covariates, _model_configs
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-def _covariate_records(run, wm, y, tr, va, hold, k):
-    """Covariate-only logistic regressions (each covariate, then all) on the fold's splits, for Tables 1 and 2."""
+def _covariate_records(run, wm, y, tr, va, hold, k, predictions=None):
+    """Covariate-only logistic regressions (each covariate, then all) on the fold's splits, for Tables 1 and 2.
+
+    ``predictions``: a list that receives Table 1's predicted labels on the validation part and the holdout.
+    """
     from ...evaluation import covariate_baselines
 
     covs, categorical = _covariates(run, wm)
@@ -38,8 +41,13 @@ def _covariate_records(run, wm, y, tr, va, hold, k):
     for name, model in covariate_baselines(list(covs.columns), categorical=categorical,
                                            class_weight=_class_weight(run.cfg), random_state=run.seed).items():
         est = model.fit(covs.iloc[tr], y[tr])
+        predicted = {split: est.predict(X) for split, (X, _) in splits.items()}
         for table in tables:
-            records += score_model(est.predict, splits, table=table, model=name, fold=k)
+            records += score_model(lambda split: predicted[split], {s: (s, t) for s, (_, t) in splits.items()},
+                                   table=table, model=name, fold=k)
+        if predictions is not None:
+            predictions += [dict(table="Table 1", model=name, split=split, predicted=predicted[split].astype(int))
+                            for split in ("validation", "holdout")]
     return records
 
 
@@ -145,7 +153,7 @@ def _stage_models(run, folder, k):
     records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], fold_splits(hv), table="Table 1",
                               name=HV_LOGISTIC, k=k, predictions=predictions)[1]
     records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
-    records += _covariate_records(run, wm, y, tr, va, hold, k)
+    records += _covariate_records(run, wm, y, tr, va, hold, k, predictions)
     ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
     pd.concat([pd.DataFrame({"participant_id": ids[p["split"]], "table": p["table"], "model": p["model"],
                              "split": p["split"], "predicted": p["predicted"]}) for p in predictions]
