@@ -45,9 +45,12 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
     from ...evaluation._incremental import _proba_logit
 
     frame = pd.concat([wm[["image"]], _covariates(run, wm)[0][covariates]], axis=1)
-    adjusted, adjusters = adjusted_image_scores(lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}"), frame, y,
-                                                covariates=covariates, categorical=categorical, cv=cv,
-                                                image_column="image", scratch_dir=folder, return_adjusters=True)
+    # no restarts here: on covariate-adjusted images a validation loss at the class priors' level can be the
+    # answer (no WM signal left), not a stalled run; restarting doubled this stage's time in the demo
+    adjusted, adjusters = adjusted_image_scores(
+        lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}").set_params(max_restarts=0), frame, y,
+        covariates=covariates, categorical=categorical, cv=cv, image_column="image", scratch_dir=folder,
+        return_adjusters=True)
     affine = check_images(wm["image"]).affine  # headers are cached: no second read
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):  # what was removed in fold 0
         # design names hold level names (any text): escaped before they name a file
