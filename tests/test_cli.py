@@ -121,7 +121,7 @@ def test_tiny_preset_matches_the_test_config():
 def test_config_layers_and_flags(capsys):
     cfg = load_config(preset="cpu", overrides=["contrastive.max_epochs=3", {"run": {"seed": 7}}])
     assert cfg["contrastive"]["max_epochs"] == 3 and cfg["run"]["seed"] == 7
-    assert cfg["stage1"]["global_pool"] == "avg"  # from the cpu preset
+    assert cfg["stage1"]["global_pool"] == "none" and cfg["stage1"]["pool_blocks"] == "auto"  # from the cpu preset
     paper = load_config(preset="paper")
     assert paper["stage1"]["channels"] == [32, 64, 128, 256, 256] and paper["contrastive"]["lambda_vg"] == 0.7
     assert parse_override("scca.alpha_x=[0.1, 0.2]") == {"scca": {"alpha_x": [0.1, 0.2]}}

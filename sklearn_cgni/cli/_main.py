@@ -292,8 +292,24 @@ def _cmd_report(args):
     return 0
 
 
+def console():
+    """The ``sklearn-cgni`` command and ``python -m sklearn_cgni.cli``: :func:`main`, then exit.
+
+    After an interrupt (exit status 130 or 143) the process leaves without the interpreter's
+    finalisation, once the streams are flushed: under load the status of an interrupted run was
+    sometimes the SIGINT death (-2) instead of 130 even though ``main`` had caught the interrupt and
+    recorded it, which batch systems and scripts then misread.
+    """
+    code = main()
+    if code in (130, 143):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv=None):
-    """Entry point of the ``sklearn-cgni`` console script; returns the exit status."""
+    """The command line's logic; returns the exit status (used in-process by the tests)."""
     from ._config import ConfigError
     from ._inputs import InputError
     from ._stages import OutputFolderError
