@@ -23,7 +23,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from ..utils._linear import l2_only
+from ..utils._linear import l2_logistic_cv
 
 __all__ = [
     "BASELINE_KEYS",
@@ -365,7 +365,7 @@ def classical_models(n_regions, *, cv=5, Cs=10, class_weight="balanced", random_
     True
     """
     from sklearn.ensemble import StackingClassifier
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     for name, value, low in (("n_regions", n_regions, 1), ("cv", cv, 2), ("Cs", Cs, 1)):
@@ -379,8 +379,7 @@ def classical_models(n_regions, *, cv=5, Cs=10, class_weight="balanced", random_
         return Pipeline([
             (block, ColumnTransformer([(block, "passthrough", columns)])),
             ("scale", StandardScaler()),
-            ("logistic", LogisticRegressionCV(Cs=int(Cs), cv=inner, scoring="balanced_accuracy",
-                                              class_weight=class_weight, max_iter=5000, **l2_only())),
+            ("logistic", l2_logistic_cv(Cs=Cs, cv=inner, class_weight=class_weight)),
         ])
 
     regions, snps = slice(0, int(n_regions)), slice(int(n_regions), None)

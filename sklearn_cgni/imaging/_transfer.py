@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..io import check_images
 from ..utils import fit_seed
-from ..utils._linear import l2_only
+from ..utils._linear import l2_logistic_cv
 from ._base import _BaseImageCNN, _valid_metric_callback
 from ._cnn_utils import _check_aligned, _transfer_blocks
 
@@ -287,7 +287,6 @@ max_restarts, standardize_voxels, augment_shift
 
     def _refit_head(self, images, codes):
         """Replace the output layer by a logistic regression on ``h_v`` (see ``refit_head``)."""
-        from sklearn.linear_model import LogisticRegressionCV
         from sklearn.model_selection import StratifiedKFold
 
         H = self.transform(images).astype(np.float64)
@@ -296,9 +295,9 @@ max_restarts, standardize_voxels, augment_shift
         n_folds = int(min(5, np.bincount(codes).min()))
         if n_folds < 2:
             return  # too few participants of a class for inner folds: the trained head is kept
-        lr = LogisticRegressionCV(
+        lr = l2_logistic_cv(
             Cs=10, cv=StratifiedKFold(n_folds, shuffle=True, random_state=fit_seed(self.random_state)),
-            scoring="balanced_accuracy", class_weight=self.class_weight, max_iter=5000, **l2_only(),
+            class_weight=self.class_weight,
         ).fit((H - mean) / scale, codes)
         coef, intercept = lr.coef_ / scale, lr.intercept_ - (lr.coef_ / scale) @ mean
         if coef.shape[0] == 1:  # binary: logit of class 1 against a zero logit of class 0
