@@ -471,3 +471,77 @@ def test_a_stage_reading_an_undeclared_upstream_output_fails(finished_run, tmp_p
     assert "error in stage 'sloppy': UndeclaredStageError: stage 'sloppy' reads the outputs of stage 'regions'" in err
     assert "Traceback" not in err and "Traceback" in (out / "run.log").read_text()
     assert not (out / "stages" / "sloppy" / "_done.json").exists()
+
+
+# ---------------------------------------------------------------------------- Dask scheduler
+def _tables_without_timings(out):
+    """Every table the run wrote, minus the columns that hold seconds."""
+    tables = {}
+    for path in sorted((out / "tables").glob("*.csv")):
+        df = pd.read_csv(path)
+        tables[path.name] = df.drop(columns=[c for c in df.columns if "seconds" in c])
+    return tables
+
+
+def test_run_on_a_local_dask_cluster_writes_the_serial_tables(finished_run, tmp_path):
+    """Issue 27: ``--scheduler local:2`` runs independent stages in 2 worker processes; same tables."""
+    cohort, cfg, serial = finished_run
+    out = tmp_path / "dask"
+    assert main(_base_args(cohort, cfg, out) + ["--scheduler", "local:2"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "finished" and set(meta["stage_status"].values()) == {"computed"}
+    par = meta["parallel"]
+    assert par["workers"] == 2 and par["threads_per_task"] == 1 and 0 < par["serial_share"] < 1
+    assert len(set(par["stage_workers"].values())) == 2  # both workers took stages
+    assert meta["stage_status"].keys() == json.loads((serial / "run.json").read_text())["stage_status"].keys()
+    ours, theirs = _tables_without_timings(out), _tables_without_timings(serial)
+    assert ours.keys() == theirs.keys() and len(ours) > 20
+    for name in ours:
+        pd.testing.assert_frame_equal(ours[name], theirs[name], check_exact=True, obj=name)
+    assert "[worker" in (out / "run.log").read_text()  # the workers' stage logs are in run.log
+    # a second run resumes on the cluster too: nothing recomputed
+    assert main(_base_args(cohort, cfg, out) + ["--scheduler", "local:2"]) == 0
+    assert set(json.loads((out / "run.json").read_text())["stage_status"].values()) == {"reused"}
+
+
+@pytest.mark.parametrize("value", ["local:0", "localhost:8786", "dask"])
+def test_a_wrong_scheduler_is_refused_by_name(finished_run, tmp_path, capsys, value):
+    cohort, cfg, _ = finished_run
+    out = tmp_path / "out"
+    assert main(_base_args(cohort, cfg, out) + ["--scheduler", value]) == 2
+    err = capsys.readouterr().err
+    assert "run.scheduler" in err and repr(value) in err
+    assert not (out / "stages").exists()  # refused before anything ran
+
+
+def test_a_failing_stage_on_the_cluster_is_retried_once_then_named(finished_run, tmp_path, monkeypatch, capsys):
+    """A task that fails is retried once, then the run ends with the serial run's one-line error."""
+    import contextlib
+
+    from distributed import Client
+
+    from sklearn_cgni.cli import _dask
+    from sklearn_cgni.cli.stages import REGISTRY, Stage
+
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    calls = []
+
+    def broken(run, folder):
+        calls.append(folder.name)
+        raise RuntimeError("the gene-set file is empty")
+
+    @contextlib.contextmanager
+    def threads_client(spec):  # worker threads in this process: they see the monkeypatched registry
+        with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+            yield client
+
+    monkeypatch.setitem(REGISTRY, "broken", Stage("broken", broken, after=("data",)))
+    monkeypatch.setattr(_dask, "dask_client", threads_client)
+    assert main(_base_args(cohort, cfg, out) + ["--scheduler", "local:1"]) == 1
+    err = capsys.readouterr().err
+    assert "error in stage 'broken': RuntimeError: the gene-set file is empty" in err and "Traceback" not in err
+    assert calls == ["broken", "broken"]  # retried once
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "failed" and meta["error"]["stage"] == "broken"
+    assert not (out / "stages" / "broken" / "_done.json").exists()

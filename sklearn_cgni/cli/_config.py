@@ -42,7 +42,7 @@ _HERE = Path(__file__).parent
 DEFAULT_CONFIG = _HERE / "default_config.toml"
 PRESETS = ("paper", "cpu", "tiny")
 # keys that choose *how* to compute, not *what*: changing them never invalidates outputs
-EXECUTION_KEYS = frozenset({"run.device", "run.threads"})
+EXECUTION_KEYS = frozenset({"run.device", "run.threads", "run.scheduler"})
 
 
 class ConfigError(ValueError):
@@ -311,6 +311,9 @@ def _check_semantics(config):
     if (s1["early_stopping"] or s1["lr_schedule"] != "none") and s1["validation_fraction"] == 0:
         raise ConfigError("stage1.early_stopping and stage1.lr_schedule watch a validation split: set "
                           "stage1.validation_fraction > 0, or early_stopping = false and lr_schedule = 'none'.")
+    if config["run"]["threads"] < 0:
+        raise ConfigError(f"run.threads must be 0 (the libraries' defaults) or a number of threads; "
+                          f"got {config['run']['threads']!r}.")
     _check_data(config["data"])
     _check_search(config["search"])
     n_blocks = len(s1["channels"])

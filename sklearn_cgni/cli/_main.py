@@ -159,6 +159,9 @@ def build_parser():
     c.add_argument("--seed", type=int, help="run.seed")
     c.add_argument("--device", help="run.device: auto, cpu, cuda, cuda:1 ...")
     c.add_argument("--threads", type=int, help="run.threads (CPU threads of torch and of the BLAS/OpenMP pools; 0 = default)")
+    c.add_argument("--scheduler", metavar="local:N|ADDRESS|FILE",
+                   help="run.scheduler: run independent stages (folds, scores, confounds ...) as Dask tasks: "
+                        "'local:N' on N worker processes here, 'tcp://host:8786' or a scheduler file on a cluster")
     c.add_argument("--folds", type=int, help="protocol.folds")
     c.add_argument("--print-config", action="store_true", help="print the resolved configuration (TOML) and exit")
     o = r.add_argument_group("output")
@@ -233,7 +236,7 @@ def _cmd_run(args):
     preset = _resolve_preset(args.preset)
     overrides = list(args.overrides)
     for flag, key in (("seed", "run.seed"), ("device", "run.device"), ("threads", "run.threads"),
-                      ("folds", "protocol.folds"), ("id_column", "data.id_column"),
+                      ("scheduler", "run.scheduler"), ("folds", "protocol.folds"), ("id_column", "data.id_column"),
                       ("image_suffix", "data.image_suffix"), ("image_space", "data.image_space"),
                       ("snps", "data.snp_list"), ("genes", "data.genes"), ("sample", "data.sample"),
                       ("info_table", "data.info_table"), ("allow_dosage", "data.allow_dosage")):

@@ -78,7 +78,10 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
 
     out = Path(out)
     t_start = time.perf_counter()
+    from ._dask import parse_scheduler
+
     threads = int(config["run"]["threads"] or 0)
+    scheduler = parse_scheduler(config["run"]["scheduler"])  # a wrong value is refused before anything runs
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(config["run"]["device"])
@@ -95,7 +98,7 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
         with threadpool_limits(limits=threads or None):
             return _run_stages(out, config, inputs, force=force, progress=progress, preset=preset, argv=argv,
                                only=only, device=device, inputs_fp=inputs_fp, fingerprint=fingerprint,
-                               state=state, t_start=t_start)
+                               state=state, t_start=t_start, scheduler=scheduler)
     finally:
         log.removeHandler(handler)
         logging.getLogger("py.warnings").removeHandler(handler)
@@ -103,7 +106,7 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
 
 
 def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, device, inputs_fp, fingerprint,
-                state, t_start):
+                state, t_start, scheduler=None):
     import torch
 
     from ._report import write_outputs
@@ -120,27 +123,50 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     if inputs.embedded:
         inputs.ground_truth = os.fspath(out / "cohort" / "ground_truth.json")
     plan = build_plan(run)
-    bar = progress_bar(plan, enabled=progress, desc="stages", unit="stage", position=0)
-    planned = None
-    try:
-        for planned in bar:
-            bar.set_postfix_str(planned.name)
-            if planned.stage.setup is not None:
-                planned.stage.setup(run)
-            run.store.run(planned.name, lambda folder, p=planned: run.execute(p, folder),
-                          **planned.fingerprint_inputs(run))
-            if only and planned.name == only:
-                break
-    except BaseException as exc:
-        bar.close()
-        _record_failure(out, meta, exc, run.store, planned, t_start)
-        raise
+    names = [p.name for p in plan]
+    if only in names:
+        plan = plan[:names.index(only) + 1]
+    planned, parallel = None, None
+    if scheduler is None:
+        bar = progress_bar(plan, enabled=progress, desc="stages", unit="stage", position=0)
+        try:
+            for planned in bar:
+                bar.set_postfix_str(planned.name)
+                if planned.stage.setup is not None:
+                    planned.stage.setup(run)
+                run.store.run(planned.name, lambda folder, p=planned: run.execute(p, folder),
+                              **planned.fingerprint_inputs(run))
+        except BaseException as exc:
+            bar.close()
+            _record_failure(out, meta, exc, run.store, planned, t_start)
+            raise
+    else:
+        from ._dask import dask_client, run_on_dask, serial_share
+
+        bar = progress_bar(total=len(plan), enabled=progress, desc="stages", unit="stage", position=0)
+        try:
+            with dask_client(scheduler) as client:
+                workers = client.scheduler_info(n_workers=-1)["workers"]
+                log.info("Dask scheduler %s: %d worker(s)", client.scheduler.address, len(workers))
+                threads = int(config["run"]["threads"] or 0)
+                if not threads and scheduler[0] == "local":  # the machine's cores shared by the workers
+                    threads = max(1, (os.cpu_count() or 1) // scheduler[1])
+                t_dask = time.time()
+                tasks = run_on_dask(run, plan, client, threads=threads, bar=bar)
+                parallel = {"scheduler": config["run"]["scheduler"], "address": client.scheduler.address,
+                            "workers": len(workers), "threads_per_task": threads,
+                            "serial_share": serial_share(tasks, t_dask, time.time()),
+                            "stage_workers": {t["name"]: t["worker"] for t in tasks}}
+        except BaseException as exc:
+            bar.close()
+            _record_failure(out, meta, exc, run.store, None, t_start)
+            raise
     bar.close()
     store = run.store
     meta.update(status="finished", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 wall_time_s=time.perf_counter() - t_start, device=device, versions=_versions(), stage_seconds=dict(store.timings),
                 stage_cpu_seconds=dict(store.cpu_timings), stage_status=dict(store.status), inputs=asdict(inputs),
-                threads=torch.get_num_threads(),
+                threads=torch.get_num_threads(), parallel=parallel,
                 machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     write_json(out / "run.json", meta)
     return write_outputs(out)

@@ -64,6 +64,9 @@ class Stage:
         ``enabled(run) -> bool``; the stage is in the plan only when true.
     setup : callable, optional
         ``setup(run)``, called before the stage whether it is computed or reused.
+    gpu : bool
+        The stage trains or runs networks: under a Dask scheduler whose workers advertise a
+        ``GPU`` resource, it runs on one of those (see :mod:`.._dask`).
     """
 
     name: str
@@ -74,17 +77,18 @@ class Stage:
     per_fold: bool = False
     enabled: Callable | None = None
     setup: Callable | None = None
+    gpu: bool = False
 
 
 #: The stages in pipeline order (the order their modules are imported in).
 REGISTRY: dict[str, Stage] = {}
 
 
-def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None):
+def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None, gpu=False):
     """Decorator registering a stage function in :data:`REGISTRY` (see :class:`Stage`)."""
 
     def decorate(func):
-        REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup)
+        REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup, gpu)
         return func
 
     return decorate

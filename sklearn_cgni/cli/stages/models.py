@@ -88,7 +88,7 @@ def _classical_records(run, X, n_regions, y, tr, va, hold, k, predictions=None):
 
 
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
-          after=("data", "regions", "finetune"), per_fold=True)
+          after=("data", "regions", "finetune"), per_fold=True, gpu=True)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
 

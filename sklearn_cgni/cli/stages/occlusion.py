@@ -15,7 +15,7 @@ from ._common import _caught, _figure, _load_atlas, _savefig
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("occlusion", config=("occlusion",), inputs=True, after=("data", "finetune_f0", "models_f0", "scca"))
+@register("occlusion", config=("occlusion",), inputs=True, after=("data", "finetune_f0", "models_f0", "scca"), gpu=True)
 def _stage_occlusion(run, folder):
     import torch
 
