@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -100,8 +101,10 @@ def dask_client(spec):
     cluster = None
     try:
         if kind == "local":
+            # one stage per worker at a time ("stage" resource); a stage waiting on its cross-fitting folds
+            # frees the worker's thread for one of them
             cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.ERROR, resources={"stage": 1})
             client = Client(cluster)
         elif kind == "file":
             if not Path(value).exists():
@@ -121,34 +124,31 @@ def dask_client(spec):
             cluster.close()
 
 
-def _gpu_workers(client):
+def _workers_with(client, resource):
     return [w for w, info in client.scheduler_info(n_workers=-1)["workers"].items()
-            if info.get("resources", {}).get("GPU", 0) >= 1]
+            if info.get("resources", {}).get(resource, 0) >= 1]
 
 
-def _stage_task(name, out, config, inputs, input_fp, threads, *upstream):
+def _stage_task(name, out, config, inputs, input_fp, *upstream):
     """Run stage ``name`` of the plan in a worker; what the main process needs to go on.
 
     ``upstream``: the results of this task's upstream tasks (the stages it reads), whose
     fingerprints make this stage's.
     """
-    import torch
-    from threadpoolctl import threadpool_limits
+    from joblib import parallel_config
 
     from ..utils import resolve_device
     from .stages import Run, build_plan
 
     start = time.time()
-    if threads:
-        torch.set_num_threads(threads)
     run = Run(out, config, inputs, progress=False, device=resolve_device(config["run"]["device"]))
     run.input_fp = input_fp
     for up in upstream:
         run.store.fingerprints[up["name"]] = up["fingerprint"]
     handler = _attach_file_log(out)
-    propagate, log.propagate = log.propagate, False  # into run.log only, not the worker's own console log
     try:
-        with threadpool_limits(limits=threads or None):
+        run.n_jobs = -1  # the stage's own parallel units (cross-fitting folds ...) become tasks of this cluster
+        with parallel_config(backend="dask"):  # the threads: ThreadsPlugin, set once per worker
             for planned in build_plan(run):  # the setups up to this stage, as the serial run calls them
                 if planned.stage.setup is not None:
                     planned.stage.setup(run)
@@ -158,10 +158,7 @@ def _stage_task(name, out, config, inputs, input_fp, threads, *upstream):
                 raise RuntimeError(f"stage {name!r} is not in the run's plan")
             run.store.run(name, lambda folder, p=planned: run.execute(p, folder), **planned.fingerprint_inputs(run))
     finally:
-        log.propagate = propagate
-        log.removeHandler(handler)
-        logging.getLogger("py.warnings").removeHandler(handler)
-        handler.close()
+        _detach_file_log(handler)
     try:
         from distributed import get_worker
 
@@ -173,17 +170,45 @@ def _stage_task(name, out, config, inputs, input_fp, threads, *upstream):
             "stop": time.time(), "worker": worker, "pid": os.getpid()}
 
 
+_LOG_LOCK = threading.Lock()
+_LOG_HANDLERS = {}  # run.log path -> [handler, number of tasks using it] in this worker process
+
+
 def _attach_file_log(out):
-    """The stage's log lines and warnings, appended to the run's ``run.log`` (the worker's own log)."""
-    fh = logging.FileHandler(os.fspath(Path(out) / "run.log"))
-    fh.setLevel(logging.DEBUG)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(message)s"))
-    if log.level == logging.NOTSET or log.level > logging.DEBUG:
-        log.setLevel(logging.DEBUG)
-    log.addHandler(fh)
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").addHandler(fh)
-    return fh
+    """The stage's log lines and warnings, appended to the run's ``run.log``, not to the worker's own log.
+
+    One handler per worker process and output folder, shared by the tasks running in it at the
+    same time (threads of one worker: a stage waiting on its cross-fitting folds runs beside
+    them), so that each line is written once.
+    """
+    path = os.fspath(Path(out) / "run.log")
+    with _LOG_LOCK:
+        if path not in _LOG_HANDLERS:
+            fh = logging.FileHandler(path)
+            fh.setLevel(logging.DEBUG)
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(message)s"))
+            if log.level == logging.NOTSET or log.level > logging.DEBUG:
+                log.setLevel(logging.DEBUG)
+            log.addHandler(fh)
+            logging.captureWarnings(True)
+            logging.getLogger("py.warnings").addHandler(fh)
+            _LOG_HANDLERS[path] = [fh, 0]
+        _LOG_HANDLERS[path][1] += 1
+        log.propagate = False
+    return path
+
+
+def _detach_file_log(path):
+    with _LOG_LOCK:
+        entry = _LOG_HANDLERS[path]
+        entry[1] -= 1
+        if entry[1] == 0:
+            fh = _LOG_HANDLERS.pop(path)[0]
+            log.removeHandler(fh)
+            logging.getLogger("py.warnings").removeHandler(fh)
+            fh.close()
+        if not _LOG_HANDLERS:
+            log.propagate = True
 
 
 def _critical_path(plan):
@@ -227,15 +252,19 @@ def run_on_dask(run, plan, client, *, threads, bar=None):
     """
     from distributed import as_completed
 
-    gpu = set(_gpu_workers(client)) if run.device != "cpu" else set()
+    from ._dask_worker import ThreadsPlugin
+
+    client.register_plugin(ThreadsPlugin(threads))
+    gpu = bool(_workers_with(client, "GPU")) and run.device != "cpu"
+    slots = bool(_workers_with(client, "stage"))
     priority = _critical_path(plan)
     token = uuid.uuid4().hex[:8]
     futures, names = {}, {}
     for planned in plan:
         deps = [futures[a] for a in planned.after]
-        resources = {"GPU": 1} if gpu and planned.stage.gpu else None
-        fut = client.submit(_stage_task, planned.name, run.out, run.cfg, run.inputs, run.input_fp, threads, *deps,
-                            key=f"cgni-{planned.name}-{token}", pure=False, retries=1, resources=resources,
+        resources = {**({"stage": 1} if slots else {}), **({"GPU": 1} if gpu and planned.stage.gpu else {})}
+        fut = client.submit(_stage_task, planned.name, run.out, run.cfg, run.inputs, run.input_fp, *deps,
+                            key=f"cgni-{planned.name}-{token}", pure=False, retries=1, resources=resources or None,
                             priority=priority[planned.name])
         futures[planned.name] = fut
         names[fut.key] = planned.name

@@ -279,8 +279,22 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         return tags
 
 
+def _fit_and_score_fold(pipe, scratch, X_train, y_train, X_test, y_test):
+    """One fold of :func:`adjusted_image_scores`: ``(balanced accuracy, fitted adjuster)``."""
+    import shutil
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    try:
+        pipe.fit(X_train, y_train)
+        return float(balanced_accuracy_score(y_test, pipe.predict(X_test))), pipe.named_steps["covariate_adjustment"]
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, image_column=None,
-                          scratch_dir=None, max_memory=2**31, return_adjusters=False):
+                          scratch_dir=None, max_memory=2**31, return_adjusters=False, n_jobs=None):
     """Per-fold held-out balanced accuracy of an image model trained on covariate-adjusted images.
 
     For every ``(train, test)`` fold, an :class:`ImageCovariateRegressor` is fitted on the
@@ -313,6 +327,10 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
     return_adjusters : bool, default=False
         Also return the fitted :class:`ImageCovariateRegressor` of every fold (their
         ``coef_`` maps are what was removed).
+    n_jobs : int, optional
+        Folds fitted in parallel through joblib (``None``: one after another, in this
+        process); under ``joblib.parallel_config(backend="dask")`` each fold is a task of the
+        Dask cluster (``scratch_dir`` must then be on a file system the workers share).
 
     Returns
     -------
@@ -345,11 +363,8 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
     >>> adjusted_image_scores(model, X, y, covariates=["age"], cv=folds).shape
     (2,)
     """
-    import shutil
-
     import nibabel as nib
     from sklearn.base import clone
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import Pipeline
 
     y = np.asarray(y)
@@ -360,21 +375,20 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
                              f"got {others}. Pass image_column.")
         image_column = others[0]
     n_voxels = int(np.prod(nib.load(X[image_column].iloc[0]).shape[:3]))
-    scores, adjusters = [], []
-    for k, (train, test) in enumerate(cv):
+
+    def fold_pipeline(k, train):
         scratch = None
         if scratch_dir is not None and len(train) * n_voxels * 4 > max_memory:
             scratch = Path(scratch_dir) / f"residuals_f{k}"
         adjuster = ImageCovariateRegressor(list(covariates), categorical=categorical, image_column=image_column,
                                            output_dir=scratch)
         model = estimator(k) if callable(estimator) and not hasattr(estimator, "fit") else clone(estimator)
-        pipe = Pipeline([("covariate_adjustment", adjuster), ("model", model)])
-        try:
-            pipe.fit(X.iloc[train], y[train])
-            scores.append(float(balanced_accuracy_score(y[test], pipe.predict(X.iloc[test]))))
-        finally:
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
-        adjusters.append(pipe.named_steps["covariate_adjustment"])
-    scores = np.asarray(scores)
+        return Pipeline([("covariate_adjustment", adjuster), ("model", model)]), scratch
+
+    cv = list(cv)
+    fitted = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_and_score_fold)(*fold_pipeline(k, train), X.iloc[train], y[train], X.iloc[test], y[test])
+        for k, (train, test) in enumerate(cv))
+    scores = np.asarray([score for score, _ in fitted])
+    adjusters = [adjuster for _, adjuster in fitted]
     return (scores, adjusters) if return_adjusters else scores

@@ -12,6 +12,7 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import check_cv
 
@@ -20,6 +21,13 @@ from ._genotype_targets import check_genotype_targets
 
 
 # ---------------------------------------------------------------------- cross-fitting
+def _fit_and_score_fold(est, X_train, G_train, X_test, snps):
+    """One fold of :func:`cross_fit_scores`: ``(fitted estimator, float64 scores of X_test)``."""
+    est.fit(X_train, G_train)
+    scores = est.transform(X_test, snps=snps) if snps is not None else est.transform(X_test)
+    return est, np.asarray(scores, dtype=np.float64)
+
+
 def _take(X, idx):
     if isinstance(X, ImageSource):
         return X.subset(idx)
@@ -34,7 +42,7 @@ def _take(X, idx):
 
 
 def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, select=None,
-                     return_estimators=False, verbose=0):
+                     return_estimators=False, verbose=0, n_jobs=None):
     """Held-out brain-genotype scores: each participant scored by a model not trained on them.
 
     Like :func:`sklearn.model_selection.cross_val_predict` (which cannot pass a
@@ -64,6 +72,12 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, select=No
     return_estimators : bool, default=False
     verbose : int, default=0
         Print one line per fold.
+    n_jobs : int, optional
+        Folds fitted in parallel through joblib (``None``: one after another, in this
+        process). Under ``joblib.parallel_config(backend="dask")`` each fold is a task of the
+        Dask cluster. Each fold's model is a clone of ``estimator`` with its own parameters,
+        so the scores do not depend on ``n_jobs`` or on the backend (at the same torch
+        thread count).
 
     Returns
     -------
@@ -135,17 +149,19 @@ def cross_fit_scores(estimator, X, G, *, cv=5, groups=None, snps=None, select=No
                 f"training participants of fold {k + 1} (rare variants). Raise the MAF "
                 f"threshold (SNPQualityFilter(min_maf=...)) or use fewer folds.")
     G_rows = G if isinstance(G, pd.DataFrame) else values
-    out = None
-    estimators = []
-    for k, (train, test) in enumerate(folds):
-        est = clone(estimator)
+
+    def fold_targets(k, train):
         Gk = G_rows.iloc[train] if isinstance(G_rows, pd.DataFrame) else G_rows[train]
         if select is not None:
             Gk = Gk.iloc[:, fold_columns[k]] if isinstance(Gk, pd.DataFrame) else Gk[:, fold_columns[k]]
-        est.fit(_take(X, train), Gk)
-        scores = est.transform(_take(X, test), snps=snps) if snps is not None else \
-            est.transform(_take(X, test))
-        scores = np.asarray(scores, dtype=np.float64)
+        return Gk
+
+    fitted = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_and_score_fold)(clone(estimator), _take(X, train), fold_targets(k, train), _take(X, test), snps)
+        for k, (train, test) in enumerate(folds))
+    out = None
+    estimators = []
+    for k, ((train, test), (est, scores)) in enumerate(zip(folds, fitted)):
         if select is not None:
             if out is None:
                 out = np.full((n, len(names)), np.nan)

@@ -160,6 +160,9 @@ class Run:
         self.seed = int(config["run"]["seed"])
         self.input_fp = None
         self.current = None  # the PlannedStage running now
+        # the parallel units inside a stage (cross-fitting folds ...): joblib's n_jobs; None runs them one after
+        # another here, -1 as tasks of the Dask cluster when the stage itself is one (see cli/_dask.py)
+        self.n_jobs = None
 
     # ---------------------------------------------------------------- running
     @contextlib.contextmanager
