@@ -64,6 +64,10 @@ class Stage:
         ``enabled(run) -> bool``; the stage is in the plan only when true.
     setup : callable, optional
         ``setup(run)``, called before the stage whether it is computed or reused.
+    data_parallel : bool
+        The stage trains image CNNs: under ``torchrun`` every process computes it and the
+        CNNs train data-parallel (see :class:`~sklearn_cgni.cli._stages.StageStore`); other
+        stages are computed by rank 0 alone.
     """
 
     name: str
@@ -74,17 +78,20 @@ class Stage:
     per_fold: bool = False
     enabled: Callable | None = None
     setup: Callable | None = None
+    data_parallel: bool = False
 
 
 #: The stages in pipeline order (the order their modules are imported in).
 REGISTRY: dict[str, Stage] = {}
 
 
-def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None):
+def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None,
+             data_parallel=False):
     """Decorator registering a stage function in :data:`REGISTRY` (see :class:`Stage`)."""
 
     def decorate(func):
-        REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup)
+        REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup,
+                               data_parallel)
         return func
 
     return decorate

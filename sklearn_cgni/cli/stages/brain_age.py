@@ -12,7 +12,7 @@ from ._common import _arch, _stage1_kwargs, _training_summary
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("brain_age", config=("stage1",), after=("data",))
+@register("brain_age", config=("stage1",), after=("data",), data_parallel=True)
 def _stage_brain_age(run, folder):
     from ...imaging import BrainAgeCNNTransformer
 
