@@ -28,7 +28,7 @@ from ..nn._cnn import (
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
-from ..utils._distributed import rank_seed
+from ..utils._distributed import global_batchnorm, rank_seed
 from ..utils._skorch import InterruptibleNetMixin, train_net
 from ..io import check_images
 from ._cnn_utils import _train_loader, _voxel_statistics
@@ -502,12 +502,15 @@ class _BaseImageCNN(BaseEstimator):
                 break
             self.n_restarts_ += 1
         if self.max_epochs > 0:
-            set_generators(self.module_, init_seed, self.device_)
+            set_generators(self.module_, rank_seed(init_seed), self.device_)
             try:
                 self.module_.to(memory_format=torch.contiguous_format)  # inference and saved weights: the default
                 if self.recalibrate_bn:  # a train-mode pass: dropout draws from the generators too
-                    loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
-                    recalibrate_batchnorm(self.module_, loader, self.device_)
+                    # under torchrun: each process its share of the batches, statistics of the global batch
+                    with global_batchnorm(self.module_, dataset, self.device_) as sampler:
+                        loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers,
+                                             sampler=sampler)
+                        recalibrate_batchnorm(self.module_, loader, self.device_)
             finally:
                 set_generators(trained, None)
         self._record_training()

@@ -50,8 +50,8 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler, RandomSampler
 
 __all__ = ["DistributedBatchNorm", "GeneratorDistributedSampler", "barrier", "broadcast_object",
-           "convert_batchnorm", "data_parallel", "init_distributed", "is_main_process", "local_training",
-           "rank", "rank_seed", "restore_batchnorm", "world_size"]
+           "convert_batchnorm", "data_parallel", "global_batchnorm", "init_distributed", "is_main_process",
+           "local_training", "rank", "rank_seed", "restore_batchnorm", "world_size"]
 
 #: how long a process waits for the others (rank 0 may compute a long single-process stage meanwhile)
 BARRIER_TIMEOUT = datetime.timedelta(hours=48)
@@ -251,6 +251,23 @@ def restore_batchnorm(swapped):
                 setattr(original, buf, getattr(current, buf))
         original.train(current.training)
         setattr(parent, name, original)
+
+
+@contextlib.contextmanager
+def global_batchnorm(module, dataset, device="cpu"):
+    """Under data-parallel training, BatchNorm over the global batch in this block; yields a sampler.
+
+    The sampler (a :class:`GeneratorDistributedSampler` in the dataset's order) gives this
+    process its share of ``dataset``; outside torchrun the block changes nothing and yields None.
+    """
+    if not data_parallel():
+        yield None
+        return
+    swapped = convert_batchnorm(module, device)
+    try:
+        yield GeneratorDistributedSampler(dataset, shuffle=False)
+    finally:
+        restore_batchnorm(swapped)
 
 
 class GeneratorDistributedSampler(DistributedSampler):
