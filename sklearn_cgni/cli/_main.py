@@ -262,7 +262,7 @@ def _cmd_run(args):
                             gene_sets=args.gene_sets, atlas=args.atlas, atlas_labels=args.atlas_labels)
     from ..utils._distributed import init_distributed
 
-    rank, _ = init_distributed()  # under torchrun / accelerate launch: one process of several
+    rank, _ = init_distributed(device=config["run"]["device"])  # under torchrun / accelerate launch
     if rank:  # rank 0 speaks for the run (console, run.log, progress bars); the others report errors only
         for handler in log.handlers:
             if getattr(handler, "_cgni_console", False):

@@ -92,7 +92,7 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     from ..utils import resolve_device
     from ..utils._distributed import broadcast_object, init_distributed, is_main_process
 
-    init_distributed()  # under torchrun: the process group (nothing otherwise)
+    init_distributed(device=config["run"]["device"])  # under torchrun: the process group (nothing otherwise)
     main = is_main_process()
     out = Path(out)
     t_start = time.perf_counter()

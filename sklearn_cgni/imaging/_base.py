@@ -28,7 +28,7 @@ from ..nn._cnn import (
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
-from ..utils._distributed import global_batchnorm, rank_seed
+from ..utils._distributed import global_batchnorm, init_distributed, rank_seed
 from ..utils._skorch import InterruptibleNetMixin, train_net
 from ..io import check_images
 from ._cnn_utils import _train_loader, _voxel_statistics
@@ -449,6 +449,7 @@ class _BaseImageCNN(BaseEstimator):
         ``prepare_module(module)``: called after building (transfer of blocks, freezing).
         """
         self._check_params()
+        init_distributed(device=self.device)  # under torchrun: train data-parallel (nothing otherwise)
         self.device_ = resolve_device(self.device)
         images = self._check_X(X, reset=True)
         shape = images.shape

@@ -2,9 +2,10 @@
 
 Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``, which sets the same variables)
 every process reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` from its environment;
-:func:`init_distributed` starts ``torch.distributed`` once (``nccl`` with the process's GPU
-``cuda:LOCAL_RANK`` when CUDA is available, ``gloo`` on the CPU). Without those variables
-nothing here does anything: a single process trains exactly as before.
+:func:`init_distributed` (called by the image CNNs' ``fit`` and by ``sklearn-cgni run``) starts
+``torch.distributed`` once: ``nccl`` with the process's GPU ``cuda:LOCAL_RANK`` when CUDA is
+available, ``gloo`` on the CPU. Without those variables nothing here does anything: a single
+process trains exactly as before.
 
 When a process group of more than one process is up, every image CNN of the package
 (:class:`~sklearn_cgni.imaging.BrainAgeCNNTransformer`,
@@ -20,20 +21,23 @@ torch ships:
 * BatchNorm statistics of the global batch: ``torch.nn.SyncBatchNorm`` on GPUs, and on the
   CPU (where torch's SyncBatchNorm refuses to run) :class:`DistributedBatchNorm`, the same
   statistics through the autograd-aware ``torch.distributed.nn.functional.all_reduce``; the
-  layers are swapped in for training only and the fitted network has plain BatchNorm again;
-* validation metrics that early stopping, the learning-rate schedule, restarts and the epoch
-  budget watch are rank 0's, broadcast (:func:`broadcast_object`), so every process takes the
-  same decision at the same epoch.
+  layers are swapped in for training only (and for the final recalibration of the running
+  statistics, each process on its share) and the fitted network has plain BatchNorm again;
+* the validation metric that early stopping, the learning-rate schedule, restarts and the epoch
+  budget watch is rank 0's, broadcast (:func:`broadcast_object`), so every process takes the
+  same decision at the same epoch. The validation split is the same on every process (it comes
+  from the fit's seed) and each process validates on all of it.
 
 ``batch_size`` is **per process**: ``N`` processes at ``batch_size=b`` train as one process at
 ``N * b`` (the loss is a mean over the batch and DDP averages the gradients), up to float
 rounding, when the number of training images is a multiple of ``N * b``; otherwise the
-sampler repeats a few images to give every process as many batches. Random draws inside the
-network (dropout masks, random shifts) come from a per-process stream, so with dropout or
-augmentation the runs differ from one process's draws (still reproducible for a given ``N``).
+sampler repeats a few images to give every process as many batches. Three things differ from
+one process by design: random draws inside the network (dropout masks, random shifts) come
+from a stream per process (:func:`rank_seed`); a class-weighted loss is the weighted mean of
+each process's part, averaged; ``net_.history`` holds each process's own training loss.
 
-:func:`local_training` switches data parallelism off in a block (the command line uses it for
-the stages that only rank 0 computes); a fit inside it trains on this process alone.
+:func:`local_training` switches data parallelism off in a block: ``sklearn-cgni run`` uses it
+for the stages that only rank 0 computes (a fit there trains on rank 0 alone).
 """
 
 from __future__ import annotations
@@ -67,19 +71,23 @@ def _env_world():
         raise ValueError(f"WORLD_SIZE must be an integer (set by torchrun); got {os.environ['WORLD_SIZE']!r}.")
 
 
-def init_distributed(backend=None):
+def init_distributed(backend=None, device="auto"):
     """Start ``torch.distributed`` from torchrun's environment once; return ``(rank, world_size)``.
 
     Does nothing (and returns ``(0, 1)``) when ``WORLD_SIZE`` is unset or 1. Otherwise the
     default process group is initialized from ``MASTER_ADDR``/``MASTER_PORT`` (the ``env://``
     method), with ``nccl`` and the device ``cuda:LOCAL_RANK`` when CUDA is available and
-    ``gloo`` otherwise, and a second ``gloo`` group carries the small control messages
-    (barriers, broadcast decisions) with a long timeout. Calling it again is harmless.
+    ``device`` is not the CPU, ``gloo`` otherwise, and a second ``gloo`` group carries the small
+    control messages (barriers, broadcast decisions) with a long timeout. Calling it again is
+    harmless. The image CNN estimators call it at the start of ``fit``, and so does
+    ``sklearn-cgni run``.
 
     Parameters
     ----------
     backend : {"gloo", "nccl"} or None, default=None
         None: as described above.
+    device : str, default="auto"
+        The device the networks will train on (``"cpu"`` selects ``gloo``).
 
     Returns
     -------
@@ -90,7 +98,8 @@ def init_distributed(backend=None):
         return 0, 1
     if not dist.is_initialized():
         if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            on_cpu = str(device).startswith("cpu")
+            backend = "nccl" if torch.cuda.is_available() and not on_cpu else "gloo"
         if backend not in ("gloo", "nccl"):
             raise ValueError(f"init_distributed: backend must be 'gloo' or 'nccl'; got {backend!r}.")
         if backend == "nccl":
