@@ -138,6 +138,60 @@ def test_two_processes_at_batch_b_train_as_one_process_at_2b(tmp_path):
             np.testing.assert_allclose(r0["valid_loss"], single["valid_loss"], rtol=1e-4)
 
 
+# ---------------------------------------------------------------------------- the stage store
+def _stage_worker(rank, port, root):
+    """Three stages under two processes: rank 0's alone, a data-parallel one, one failing on rank 0."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    from sklearn_cgni.cli._stages import StageStore
+    from sklearn_cgni.utils._distributed import data_parallel, init_distributed
+
+    init_distributed(device="cpu")
+    store = StageStore(Path(root) / "stages")
+    seen = {}
+
+    def alone(folder):
+        (folder / "a.txt").write_text(f"rank {rank}")
+        return {"rank": rank, "data_parallel": data_parallel()}
+
+    def everyone(folder):
+        (folder / "b.txt").write_text(f"rank {rank}")
+        seen["folder"] = str(folder)
+        return {"rank": rank, "data_parallel": data_parallel()}
+
+    def failing(folder):
+        raise ValueError("bad input")
+
+    out = {"alone": store.run("alone", alone), "everyone": store.run("everyone", everyone, data_parallel=True)}
+    out["folder"] = seen["folder"]
+    try:
+        store.run("failing", failing, after=("alone",))
+    except (ValueError, RuntimeError) as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    out["fingerprints"] = dict(store.fingerprints)
+    (Path(root) / f"rank{rank}.json").write_text(json.dumps(out))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_stage_store_under_two_processes(tmp_path):
+    """Rank 0 alone writes; the others compute data-parallel stages in scratch, wait in the rest,
+    agree on every fingerprint, and fail (instead of hanging) when rank 0's stage fails."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_stage_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["alone"] == r1["alone"] == {"rank": 0, "data_parallel": False}  # rank 0's result, for everyone
+    assert r0["everyone"] == r1["everyone"] == {"rank": 0, "data_parallel": True}
+    assert (tmp_path / "stages" / "alone" / "a.txt").read_text() == "rank 0"
+    assert (tmp_path / "stages" / "everyone" / "b.txt").read_text() == "rank 0"
+    assert r0["folder"] == str(tmp_path / "stages" / "everyone") and not Path(r1["folder"]).exists()
+    assert r0["fingerprints"] == r1["fingerprints"]
+    assert r0["error"] == "ValueError: bad input"
+    assert r1["error"].startswith("RuntimeError: stage 'failing' failed on rank 0 (ValueError: bad input)")
+    assert not (tmp_path / "stages" / "failing" / "_done.json").exists()
+
+
 # ---------------------------------------------------------------------------- the command line
 @pytest.mark.slow
 def test_torchrun_tiny_run_writes_one_complete_output_folder(tmp_path):
