@@ -54,12 +54,18 @@ def test_sampler_splits_the_single_process_batches_between_the_ranks():
     assert len(odd) == len(list(odd)) == 3
 
 
-def test_without_torchrun_nothing_is_distributed():
+def test_without_torchrun_nothing_is_distributed(monkeypatch):
     from sklearn_cgni.utils._distributed import data_parallel, init_distributed, rank_seed, world_size
 
-    assert "WORLD_SIZE" not in os.environ or os.environ["WORLD_SIZE"] == "1"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert init_distributed() == (0, 1)
     assert world_size() == 1 and not data_parallel() and rank_seed(7) == 7
+    # WORLD_SIZE without the rest of torchrun's environment: an error that says what is missing
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not"):
+        init_distributed()
 
 
 # ---------------------------------------------------------------------------- two processes vs one

@@ -97,6 +97,12 @@ def init_distributed(backend=None, device="auto"):
     if _env_world() <= 1 or not dist.is_available():
         return 0, 1
     if not dist.is_initialized():
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not: start the processes with torchrun (or accelerate "
+                "launch), which sets them all, or unset WORLD_SIZE to run in one process.")
         if backend is None:
             on_cpu = str(device).startswith("cpu")
             backend = "nccl" if torch.cuda.is_available() and not on_cpu else "gloo"
