@@ -108,11 +108,11 @@ class _RecalibratingNet(InterruptibleNetMixin, NeuralNet):
         if data_parallel():
             from torch.nn.parallel import DistributedDataParallel
 
-            self._swapped_bn = convert_batchnorm(self.module_, self.device)
+            self.__dict__["_swapped_bn"] = convert_batchnorm(self.module_, self.device)
             device = torch.device(self.device)
             ddp = DistributedDataParallel(
                 self.module_, device_ids=[device.index or 0] if device.type == "cuda" else None)
-            object.__setattr__(self, "_ddp", ddp)  # skorch allows torch modules only in initialize_*
+            self.__dict__["_ddp"] = ddp  # skorch's setattr allows torch modules only in initialize_*
         return super().on_train_begin(*args, **kwargs)
 
     def infer(self, x, **fit_params):
@@ -145,7 +145,9 @@ class _RecalibratingNet(InterruptibleNetMixin, NeuralNet):
             from ..utils._distributed import restore_batchnorm
 
             restore_batchnorm(self._swapped_bn)
-        self._ddp = self._swapped_bn = None
+        # no trace on the fitted net (skorch and skops rebuild a net from its attributes)
+        self.__dict__.pop("_ddp", None)
+        self.__dict__.pop("_swapped_bn", None)
         return super().on_train_end(*args, **kwargs)
 
 
