@@ -5,6 +5,21 @@ checked by :mod:`._folder`, and every stage lives in its own module of :mod:`.st
 registered with the configuration sections, inputs and upstream stages its outputs depend
 on; the run plan is built from that registry. Each stage's outputs are in
 ``<output>/stages/<name>/`` (see :mod:`._stages`), the list of stages in :mod:`.stages`.
+
+Under ``torchrun --nproc_per_node N -m sklearn_cgni.cli run ...`` (or ``accelerate launch``) the
+``N`` processes walk the same plan, and the image CNNs train data-parallel
+(:mod:`sklearn_cgni.utils._distributed`). Rank 0 alone checks and writes the output folder:
+``run.json``, ``config.toml``, ``run.log``, every stage folder and ``_done.json``, the report.
+The stages that train image CNNs (registered ``data_parallel``: ``brain_age``, ``finetune_f<k>``,
+``scores``, ``confounds``) are computed by every process, the others writing into a scratch
+folder they remove; every other stage is computed by rank 0 alone while the others wait, then
+they read what rank 0 wrote. Why not let every process compute everything? The stages without
+a CNN gain nothing from N copies (their own parallelism is joblib's and Dask's), and N copies
+would compete for the same cores and memory; why not rank 0 alone with the others idle until a
+CNN stage? Because then the others could not read its outputs, which the CNN stages need. The
+resume logic stays rank 0's: it alone reads ``_done.json`` to decide whether a stage is up to
+date and broadcasts the decision, so the processes never disagree on the plan. The output
+folder must be visible to every process (one machine, or a shared file system).
 """
 
 from __future__ import annotations
@@ -75,13 +90,18 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     import torch
 
     from ..utils import resolve_device
+    from ..utils._distributed import broadcast_object, init_distributed, is_main_process, world_size
+    from ._dask import SchedulerError, parse_scheduler
 
+    init_distributed(device=config["run"]["device"])  # under torchrun: the process group (nothing otherwise)
+    main = is_main_process()
     out = Path(out)
     t_start = time.perf_counter()
-    from ._dask import parse_scheduler
-
     threads = int(config["run"]["threads"] or 0)
     scheduler = parse_scheduler(config["run"]["scheduler"])  # a wrong value is refused before anything runs
+    if scheduler is not None and world_size() > 1:
+        raise SchedulerError("run.scheduler and torchrun are two ways to run the same job: use one. torchrun "
+                             "trains each CNN on several devices; --scheduler runs independent stages side by side.")
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(config["run"]["device"])
@@ -91,32 +111,48 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
         inputs_fp = inputs_fingerprint(inputs, config["data"]["id_column"], config["data"])
     full = config_slice(config, *config)
     fingerprint = config_fingerprint({"config": full, "inputs": inputs_fp})
-    state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)
-    out.mkdir(parents=True, exist_ok=True)
-    handler = _attach_file_log(out)
+    state = None
+    if main:  # rank 0 alone checks and makes the folder; the others take its answer (or its refusal)
+        try:
+            state = check_output_folder(out, fingerprint, config, inputs_fp, force=force)
+            out.mkdir(parents=True, exist_ok=True)
+        except Exception as exc:
+            broadcast_object(exc)
+            raise
+    state = broadcast_object(state)
+    if isinstance(state, BaseException):
+        raise state
+    handler = _attach_file_log(out) if main else None
     try:  # run.threads caps torch and the BLAS/OpenMP pools of numpy, scipy and scikit-learn alike
         with threadpool_limits(limits=threads or None):
-            return _run_stages(out, config, inputs, force=force, progress=progress, preset=preset, argv=argv,
-                               only=only, device=device, inputs_fp=inputs_fp, fingerprint=fingerprint,
+            return _run_stages(out, config, inputs, force=force, progress=progress and main, preset=preset,
+                               argv=argv, only=only, device=device, inputs_fp=inputs_fp, fingerprint=fingerprint,
                                state=state, t_start=t_start, scheduler=scheduler)
     finally:
-        log.removeHandler(handler)
-        logging.getLogger("py.warnings").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            logging.getLogger("py.warnings").removeHandler(handler)
+            handler.close()
 
 
 def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, device, inputs_fp, fingerprint,
                 state, t_start, scheduler=None):
     import torch
 
+    from ..utils._distributed import is_main_process, world_size
     from ._report import write_outputs
 
-    log.info("sklearn-cgni run -> %s (%s), device %s, preset %s", out, state, device, preset)
+    main = is_main_process()
+    processes = f", {world_size()} processes (torchrun)" if world_size() > 1 else ""
+    log.info("sklearn-cgni run -> %s (%s), device %s, preset %s%s", out, state, device, preset, processes)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    (out / "config.toml").write_text(to_toml(config))
     meta = {"fingerprint": fingerprint, "inputs_fingerprint": inputs_fp, "config": config, "preset": preset,
             "inputs": asdict(inputs), "started": started, "argv": list(argv or sys.argv), "state": state}
-    write_json(out / "run.json", meta)
+    if world_size() > 1:
+        meta["processes"] = world_size()
+    if main:
+        (out / "config.toml").write_text(to_toml(config))
+        write_json(out / "run.json", meta)
 
     run = Run(out, config, inputs, progress=progress, device=device)
     run.input_fp = inputs_fp
@@ -135,10 +171,11 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
                 if planned.stage.setup is not None:
                     planned.stage.setup(run)
                 run.store.run(planned.name, lambda folder, p=planned: run.execute(p, folder),
-                              **planned.fingerprint_inputs(run))
+                              data_parallel=planned.stage.data_parallel, **planned.fingerprint_inputs(run))
         except BaseException as exc:
             bar.close()
-            _record_failure(out, meta, exc, run.store, planned, t_start)
+            if main:
+                _record_failure(out, meta, exc, run.store, planned, t_start)
             raise
     else:
         from ._dask import dask_client, run_on_dask, serial_share
@@ -162,6 +199,8 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
             _record_failure(out, meta, exc, run.store, None, t_start)
             raise
     bar.close()
+    if not main:  # rank 0 writes run.json and the report
+        return out / "report.html"
     store = run.store
     meta.update(status="finished", error=None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 wall_time_s=time.perf_counter() - t_start, device=device, versions=_versions(), stage_seconds=dict(store.timings),

@@ -9,6 +9,7 @@ is recomputed and every stage downstream of it follows, since their fingerprints
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -125,11 +126,23 @@ def epoch_bar_callback(desc, total, enabled=True):
 
 
 class StageStore:
-    """Runs named stages in ``root``, skipping those whose outputs are valid."""
+    """Runs named stages in ``root``, skipping those whose outputs are valid.
+
+    Under ``torchrun`` (more than one process) every process walks the same plan; rank 0 alone
+    decides whether a stage is up to date and writes the stage folders and ``_done.json``. A
+    stage registered ``data_parallel`` (it trains an image CNN) is computed by every process,
+    the others into a scratch folder that is removed afterwards; any other stage is computed by
+    rank 0 alone (its CNN fits, if any, on rank 0 alone) while the others wait for its outcome.
+    Then every process reads rank 0's ``_done.json``.
+    """
 
     def __init__(self, root):
+        from ..utils._distributed import is_main_process
+
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.main = is_main_process()
+        if self.main:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.fingerprints = {}
         self.timings = {}
         self.cpu_timings = {}  # CPU seconds of this process (all its threads), for the cost benchmark
@@ -157,42 +170,68 @@ class StageStore:
             "after": {a: self.fingerprints[a] for a in after},
         })
 
-    def run(self, name, func, *, config=None, inputs=None, after=()):
+    def _record(self, name, info, status):
+        # downstream fingerprints chain on this computation's token: recomputing a stage
+        # (even with the same configuration) invalidates the stages that read its outputs
+        self.fingerprints[name] = f"{info['fingerprint']}:{info.get('token', '')}"
+        self.timings[name] = info.get("seconds", 0.0)
+        self.cpu_timings[name] = info.get("cpu_seconds", 0.0)
+        self.status[name] = status
+        return info["result"]
+
+    def run(self, name, func, *, config=None, inputs=None, after=(), data_parallel=False):
         """Run ``func(stage_dir) -> dict`` unless its valid outputs are already there.
 
-        Returns the stage's result dict (from ``_done.json`` when skipped).
+        Returns the stage's result dict (from ``_done.json`` when skipped). ``data_parallel``:
+        under torchrun every process runs ``func`` (see the class).
         """
+        from ..utils._distributed import broadcast_object, world_size
+
         fp = self.fingerprint(name, config=config, inputs=inputs, after=after)
-        info = self.done_info(name)
+        info = self.done_info(name) if self.main else None
         folder = self.root / name
-        if info is not None and info.get("fingerprint") == fp:
-            log.info("stage %-14s up to date (computed in %.1f s), skipped", name, info.get("seconds", 0))
-            # downstream fingerprints chain on this computation's token: recomputing a stage
-            # (even with the same configuration) invalidates the stages that read its outputs
-            self.fingerprints[name] = f"{fp}:{info.get('token', '')}"
-            self.timings[name] = info.get("seconds", 0.0)
-            self.cpu_timings[name] = info.get("cpu_seconds", 0.0)
-            self.status[name] = "reused"
-            return info["result"]
-        if folder.exists():
-            why = "its inputs or configuration changed" if info is not None else "it was interrupted"
-            log.info("stage %-14s recomputed: %s", name, why)
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        if broadcast_object(info is not None and info.get("fingerprint") == fp):
+            log.info("stage %-14s up to date (computed in %.1f s), skipped", name, info.get("seconds", 0) if info else 0)
+            return self._record(name, self.done_info(name), "reused")
+        if self.main:
+            if folder.exists():
+                why = "its inputs or configuration changed" if info is not None else "it was interrupted"
+                log.info("stage %-14s recomputed: %s", name, why)
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            log.info("stage %-14s running", name)
+        distributed = world_size() > 1
+        if self.main or data_parallel:
+            self._compute(name, func, folder, fp, data_parallel, distributed)
+        outcome = broadcast_object("done") if distributed else "done"  # rank 0 has written _done.json
+        if outcome != "done":
+            raise RuntimeError(f"stage {name!r} failed on rank 0 ({outcome}); see rank 0's run.log")
+        return self._record(name, self.done_info(name), "computed")
+
+    def _compute(self, name, func, folder, fp, data_parallel, distributed):
+        import tempfile
+
+        from ..utils._distributed import broadcast_object, local_training
+
+        work = folder if self.main else Path(tempfile.mkdtemp(prefix=f"sklearn-cgni-{name}-"))
         t0, c0 = time.perf_counter(), time.process_time()
-        log.info("stage %-14s running", name)
         self.current = name
-        result = func(folder) or {}
+        try:  # a stage of rank 0 alone trains its CNNs (if any) on rank 0 alone
+            with (contextlib.nullcontext() if data_parallel else local_training()):
+                result = func(work) or {}
+        except BaseException as exc:
+            if distributed and not data_parallel:  # the others wait for this stage's outcome: tell them
+                broadcast_object(f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        finally:
+            if not self.main:
+                shutil.rmtree(work, ignore_errors=True)
         self.current = None  # cleared only on success: after an error it names the stage that failed
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        token = uuid.uuid4().hex[:12]
-        write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "token": token, "seconds": seconds,
-                                           "cpu_seconds": cpu_seconds,
-                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           "result": _clean(result)})
-        log.info("stage %-14s done in %.1f s", name, seconds)
-        self.fingerprints[name] = f"{fp}:{token}"
-        self.timings[name] = seconds
-        self.cpu_timings[name] = cpu_seconds
-        self.status[name] = "computed"
-        return json.loads((folder / "_done.json").read_text())["result"]
+        if self.main:
+            token = uuid.uuid4().hex[:12]
+            write_json(folder / "_done.json", {"stage": name, "fingerprint": fp, "token": token, "seconds": seconds,
+                                               "cpu_seconds": cpu_seconds,
+                                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                               "result": _clean(result)})
+            log.info("stage %-14s done in %.1f s", name, seconds)

@@ -28,6 +28,7 @@ from ..nn._cnn import (
 )
 from ..nn._random import seeded_init, set_generators
 from ..utils import fit_seed, resolve_device
+from ..utils._distributed import global_batchnorm, init_distributed, rank_seed
 from ..utils._skorch import InterruptibleNetMixin, train_net
 from ..io import check_images
 from ._cnn_utils import _train_loader, _voxel_statistics
@@ -87,22 +88,48 @@ class _RecalibratingNet(InterruptibleNetMixin, NeuralNet):
         self.channels_last = channels_last
         self.bfloat16 = bfloat16
 
+    _ddp = None  # the DistributedDataParallel wrapper while training data-parallel
+    _swapped_bn = None
+
     def initialize_module(self):
         super().initialize_module()
         if self.channels_last:  # before the optimizer sees the parameters
             self.module_.to(memory_format=torch.channels_last_3d)
         return self
 
+    def on_train_begin(self, *args, **kwargs):
+        """Under torchrun: global-batch BatchNorm and a DistributedDataParallel wrapper for training.
+
+        Both share the module's parameters, so the optimizer and every callback keep working on
+        ``module_``; DDP starts every process from rank 0's weights.
+        """
+        from ..utils._distributed import convert_batchnorm, data_parallel
+
+        if data_parallel():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.__dict__["_swapped_bn"] = convert_batchnorm(self.module_, self.device)
+            device = torch.device(self.device)
+            ddp = DistributedDataParallel(
+                self.module_, device_ids=[device.index or 0] if device.type == "cuda" else None)
+            self.__dict__["_ddp"] = ddp  # skorch's setattr allows torch modules only in initialize_*
+        return super().on_train_begin(*args, **kwargs)
+
     def infer(self, x, **fit_params):
-        """The module's output, on channels_last_3d input and under bfloat16 autocast if asked."""
+        """The module's output, on channels_last_3d input and under bfloat16 autocast if asked.
+
+        Training steps under torchrun go through the DistributedDataParallel wrapper (gradient
+        all-reduce); validation and inference call the module itself.
+        """
         from skorch.utils import to_tensor
 
         x = to_tensor(x, device=self.device)
         if self.channels_last and x.dim() == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         device_type = x.device.type if x.device.type in ("cpu", "cuda") else "cpu"
+        training = self._ddp is not None and self.module_.training and torch.is_grad_enabled()
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bfloat16):
-            out = self.module_(x, **fit_params)
+            out = (self._ddp if training else self.module_)(x, **fit_params)
         return out.float() if self.bfloat16 else out
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
@@ -114,6 +141,13 @@ class _RecalibratingNet(InterruptibleNetMixin, NeuralNet):
 
     def on_train_end(self, *args, **kwargs):
         self.train_iterator_ = None  # do not keep the training data reachable from the fitted net
+        if self._swapped_bn is not None:  # plain BatchNorm again: the fitted net is an ordinary one
+            from ..utils._distributed import restore_batchnorm
+
+            restore_batchnorm(self._swapped_bn)
+        # no trace on the fitted net (skorch and skops rebuild a net from its attributes)
+        self.__dict__.pop("_ddp", None)
+        self.__dict__.pop("_swapped_bn", None)
         return super().on_train_end(*args, **kwargs)
 
 
@@ -417,6 +451,7 @@ class _BaseImageCNN(BaseEstimator):
         ``prepare_module(module)``: called after building (transfer of blocks, freezing).
         """
         self._check_params()
+        init_distributed(device=self.device)  # under torchrun: train data-parallel (nothing otherwise)
         self.device_ = resolve_device(self.device)
         images = self._check_X(X, reset=True)
         shape = images.shape
@@ -459,7 +494,8 @@ class _BaseImageCNN(BaseEstimator):
             if self.max_epochs <= 0:
                 break
             trained = self.module_  # train_net removes net_ when interrupted
-            set_generators(trained, init_seed, self.device_)  # dropout masks and random shifts
+            # dropout masks and random shifts: a stream of its own on every process under torchrun
+            set_generators(trained, rank_seed(init_seed), self.device_)
             try:
                 train_net(self, self.net_, dataset, y)
             finally:
@@ -469,12 +505,15 @@ class _BaseImageCNN(BaseEstimator):
                 break
             self.n_restarts_ += 1
         if self.max_epochs > 0:
-            set_generators(self.module_, init_seed, self.device_)
+            set_generators(self.module_, rank_seed(init_seed), self.device_)
             try:
                 self.module_.to(memory_format=torch.contiguous_format)  # inference and saved weights: the default
                 if self.recalibrate_bn:  # a train-mode pass: dropout draws from the generators too
-                    loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers)
-                    recalibrate_batchnorm(self.module_, loader, self.device_)
+                    # under torchrun: each process its share of the batches, statistics of the global batch
+                    with global_batchnorm(self.module_, dataset, self.device_) as sampler:
+                        loader = make_loader(dataset, self.batch_size, num_workers=self.num_workers,
+                                             sampler=sampler)
+                        recalibrate_batchnorm(self.module_, loader, self.device_)
             finally:
                 set_generators(trained, None)
         self._record_training()

@@ -73,6 +73,8 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         Training loss on standardised age.
     max_epochs : int, default=20
     batch_size : int, default=25
+        Images per training step. Under ``torchrun`` it is per process: N processes train
+        with global batches of ``N * batch_size`` (see :mod:`sklearn_cgni.utils._distributed`).
     lr : float, default=1e-3
         Adam learning rate.
     weight_decay : float, default=0.0

@@ -16,10 +16,22 @@ def _train_loader(dataset, batch_size=25, **kwargs):
 
     BatchNorm cannot train on one value per channel (the last blocks are 1x1x1 at small
     shapes); with shuffling, the dropped image differs per epoch.
+
+    Under torchrun (:func:`~sklearn_cgni.utils._distributed.data_parallel`) the loader reads
+    this process's share of the epoch order, drawn from the same generator
+    (:class:`~sklearn_cgni.utils._distributed.GeneratorDistributedSampler`), ``batch_size``
+    images per process and step.
     """
     from torch.utils.data import DataLoader
 
+    from ..utils._distributed import GeneratorDistributedSampler, data_parallel
+
     n = len(dataset)
+    if data_parallel():
+        sampler = GeneratorDistributedSampler(dataset, generator=kwargs.get("generator"),
+                                              shuffle=kwargs.pop("shuffle", False))
+        kwargs["sampler"] = sampler
+        n = len(sampler)
     drop_last = n > batch_size and n % batch_size == 1
     return DataLoader(dataset, batch_size=batch_size, drop_last=drop_last, **kwargs)
 

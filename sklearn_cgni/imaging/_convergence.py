@@ -27,6 +27,11 @@ this order:
 Without early stopping (``early_stopping=False``) it trains exactly ``max_epochs`` epochs and
 keeps the last, with warm-up and the schedule as above.
 
+Under ``torchrun`` (data-parallel training, :mod:`sklearn_cgni.utils._distributed`) every process
+decides on rank 0's monitored score, broadcast at the end of each epoch: the decisions are a
+function of the scores alone, so all processes warm up, halve the learning rate, restart and stop
+at the same epoch even where their own validation passes differ in the last bits (GPU kernels).
+
 This module imports torch and skorch only.
 """
 
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 
+from ..utils._distributed import broadcast_object
 from ..utils._skorch import StopTraining
 
 __all__ = ["ConvergenceControl"]
@@ -155,7 +161,8 @@ class ConvergenceControl(Callback):
         if self._y_valid:
             self.baseline_ = float(self.baseline(np.concatenate(self._y_valid)))
             self._y_valid = []
-        score = float(net.history[-1, self.monitor])
+        # under torchrun every process takes rank 0's decisions: they all see rank 0's score
+        score = float(broadcast_object(float(net.history[-1, self.monitor])))
         if self.best_score_ is None or self._better(score, self.best_score_):
             self.best_score_, self.best_epoch_ = score, epoch
             self._misses = self._plateau = 0

@@ -78,13 +78,14 @@ def _worker_init(worker_id):  # keep each worker on one thread: decoding is the 
 
 
 def make_loader(dataset, batch_size=25, *, shuffle=False, num_workers=0, seed=None,
-                pin_memory=False, drop_last=False, prefetch_factor=None):
+                pin_memory=False, drop_last=False, prefetch_factor=None, sampler=None):
     """A DataLoader over ``dataset`` that is reproducible given ``seed``.
 
     ``num_workers > 0`` decodes images in worker processes (each limited to one torch
     thread), overlapping decoding with the network. A loader without shuffling draws
     nothing from torch's global generator (its workers' base seed comes from ``seed``, 0
-    when not given).
+    when not given). ``sampler`` (e.g. a process's share under torchrun) replaces the order;
+    then ``shuffle`` must be False.
     """
     generator = None
     if seed is None and not shuffle:
@@ -98,5 +99,7 @@ def make_loader(dataset, batch_size=25, *, shuffle=False, num_workers=0, seed=No
         kwargs["persistent_workers"] = False
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
+    if sampler is not None:
+        kwargs["sampler"] = sampler
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       generator=generator, pin_memory=pin_memory, drop_last=drop_last, **kwargs)

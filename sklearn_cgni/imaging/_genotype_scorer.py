@@ -141,6 +141,8 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
     dropout : float, default=0.2
     max_epochs : int, default=20
     batch_size : int, default=25
+        Images per training step. Under ``torchrun`` it is per process: N processes train
+        with global batches of ``N * batch_size`` (see :mod:`sklearn_cgni.utils._distributed`).
     lr : float, default=1e-3
     weight_decay : float, default=0.0
     validation_fraction : float, default=0.1

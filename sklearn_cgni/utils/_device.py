@@ -17,11 +17,20 @@ def resolve_device(device="auto"):
     Returns
     -------
     device : str
+        Under ``torchrun`` with more than one process, ``"cuda"`` (given or picked by
+        ``"auto"``) is this process's GPU, ``"cuda:LOCAL_RANK"``.
     """
+    import os
+
     import torch
 
     if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            return device
+    if (device == "cuda" and torch.cuda.is_available() and torch.distributed.is_available()
+            and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     if not isinstance(device, str):
         raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda'; got {device!r}.")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -67,6 +67,10 @@ class Stage:
     gpu : bool
         The stage trains or runs networks: under a Dask scheduler whose workers advertise a
         ``GPU`` resource, it runs on one of those (see :mod:`.._dask`).
+    data_parallel : bool
+        The stage trains image CNNs: under ``torchrun`` every process computes it and the
+        CNNs train data-parallel (see :class:`~sklearn_cgni.cli._stages.StageStore`); other
+        stages are computed by rank 0 alone.
     """
 
     name: str
@@ -78,17 +82,20 @@ class Stage:
     enabled: Callable | None = None
     setup: Callable | None = None
     gpu: bool = False
+    data_parallel: bool = False
 
 
 #: The stages in pipeline order (the order their modules are imported in).
 REGISTRY: dict[str, Stage] = {}
 
 
-def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None, gpu=False):
+def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None, gpu=False,
+             data_parallel=False):
     """Decorator registering a stage function in :data:`REGISTRY` (see :class:`Stage`)."""
 
     def decorate(func):
-        REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup, gpu)
+        REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup, gpu,
+                               data_parallel)
         return func
 
     return decorate

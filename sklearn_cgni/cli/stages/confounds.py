@@ -78,7 +78,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
 
 @register("confounds", config=("confounds", "contrastive", "classifier", "baselines", "data", "stage1", "protocol"),
           after=("data", "regions", "brain_age", "finetune"), enabled=lambda run: run.cfg["confounds"]["enabled"],
-          gpu=True)
+          gpu=True, data_parallel=True)  # the covariate-adjusted WM CNNs
 def _stage_confounds(run, folder):
     from ...evaluation import evaluate_confounds, match_groups, summarize_confounds
 

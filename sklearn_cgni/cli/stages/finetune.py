@@ -13,7 +13,8 @@ from ._common import _training_summary, _wm_cnn
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("finetune", config=("stage1",), after=("data", "brain_age"), per_fold=True, gpu=True)
+@register("finetune", config=("stage1",), after=("data", "brain_age"), per_fold=True, gpu=True,
+          data_parallel=True)
 def _stage_finetune(run, folder, k):
     wm, y, _, _ = run.wm()
     train, hold, cv = run.splits()

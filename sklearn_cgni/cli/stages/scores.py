@@ -63,7 +63,7 @@ def _held_out_accuracy(G, scores):
 
 
 @register("scores", config=("scores", "stage1", "data"), inputs=True, after=("data", "regions", "brain_age"),
-          enabled=lambda run: run.cfg["scores"]["enabled"], gpu=True)
+          enabled=lambda run: run.cfg["scores"]["enabled"], gpu=True, data_parallel=True)
 def _stage_scores(run, folder):
     from sklearn.model_selection import KFold
 
