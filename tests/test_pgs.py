@@ -204,3 +204,23 @@ def test_sklearn_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         check(estimator)
+
+
+def test_make_cohort_publishes_a_gwas(tmp_path):
+    """make_cohort(gwas_n=...) writes a scoring file that reads, matches and carries the planted direct path;
+    the rest of the cohort does not depend on gwas_n."""
+    from sklearn_cgni.datasets import make_cohort
+
+    kw = dict(shape=(12, 14, 12), n_causal_snps=6, random_state=0, n_jobs=1)
+    c = make_cohort(200, 120, gwas_n=1_000_000, output_dir=tmp_path, **kw)
+    none = make_cohort(200, 120, gwas_n=None, **kw)
+    assert none.gwas is None and "gwas" not in none.ground_truth or none.ground_truth["gwas"] is None
+    pd.testing.assert_frame_equal(none.latent, c.latent)
+    table = read_scoring_file(tmp_path / "gwas_pgs.txt.gz")
+    assert table.attrs["score_id"] == "sim_gwas_1000000" and len(table) == len(c.gwas)
+    assert (table["rsID"].isna()).any()  # position-only rows
+    with pytest.warns(UserWarning, match="strand-ambiguous"):
+        scores, cov = polygenic_scores(tmp_path / "gwas_pgs.txt.gz", tmp_path / "genotypes.bed")
+    r = cov.iloc[0]
+    assert r["flipped"] > 0 and r["missing"] > 0 and r["matched"] + r["ambiguous"] + r["missing"] == r["n_variants"]
+    assert np.corrcoef(scores.iloc[:, 0], c.latent.loc[scores.index, "genetic_path"])[0, 1] > 0.4
