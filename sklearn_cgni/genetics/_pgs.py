@@ -68,8 +68,7 @@ def polygenic_scores(scoring_files, genotypes, *, keep_ambiguous=False, min_cove
     """
     from ..io import read_genotypes
 
-    variants = read_variant_table(genotypes, count_A1=read_kwargs.get("count_A1", True),
-                                  sample=read_kwargs.get("sample"))
+    variants = read_variant_table(genotypes, count_A1=read_kwargs.get("count_A1", True))
     slope, offset, coverage = _match_all(scoring_files, variants, keep_ambiguous, min_coverage)
     read_kwargs.setdefault("allow_dosage", True)
     geno = read_genotypes(genotypes, snps=list(slope.index), **read_kwargs)
@@ -102,7 +101,7 @@ class PolygenicScore(TransformerMixin, BaseEstimator):
     variants : DataFrame or path-like, default=None
         The alleles of the genotype columns: a table with columns ``id``, ``chrom``, ``pos``,
         ``counted`` (the allele the genotype values count) and ``other``
-        (:func:`~sklearn_cgni.io._pgs.read_variant_table`), or the genotype file itself
+        (:func:`~sklearn_cgni.io.read_variant_table`), or the genotype file itself
         (PLINK 1/2, BGEN, VCF). Required: genotype values mean nothing without their alleles.
     keep_ambiguous : bool, default=False
         Keep strand-ambiguous variants, assumed to be on the same strand.

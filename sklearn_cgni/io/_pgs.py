@@ -55,6 +55,9 @@ def _one_line(exc):
 def read_scoring_file(path):
     """Read one PGS Catalog scoring file (format 2.0, plain or ``.gz``) with pgscatalog-core.
 
+    Only additive weights of single variants are read (a haplotype, an APOE allele or a
+    dominant/recessive weight is refused, naming the row).
+
     Parameters
     ----------
     path : path-like
@@ -129,11 +132,37 @@ def read_scoring_file(path):
 
 def write_scoring_file(weights, path, *, pgs_id, trait="simulated cognitive score", genome_build="GRCh37",
                        pgs_name=None, extra_header=None):
-    """Write a PGS Catalog format 2.0 scoring file (``.gz`` by suffix).
+    """Write a PGS Catalog format 2.0 scoring file (gzip-compressed when the name ends in ``.gz``).
 
-    ``weights`` has the columns ``rsID``, ``chr_name``, ``chr_position``, ``effect_allele``,
-    ``other_allele`` and ``effect_weight``.
+    Parameters
+    ----------
+    weights : DataFrame
+        Columns ``rsID``, ``chr_name``, ``chr_position``, ``effect_allele``, ``other_allele``
+        and ``effect_weight``.
+    path : path-like
+    pgs_id, trait, genome_build, pgs_name : str
+        Header fields (``#pgs_id=`` ...); no ``=`` inside a value.
+    extra_header : dict, optional
+        Further ``#key=value`` header lines.
+
+    Returns
+    -------
+    path : Path
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import pandas as pd
+    >>> from sklearn_cgni.io import read_scoring_file, write_scoring_file
+    >>> w = pd.DataFrame({"rsID": ["rs1"], "chr_name": ["1"], "chr_position": [10], "effect_allele": ["A"],
+    ...                   "other_allele": ["G"], "effect_weight": [0.5]})
+    >>> path = write_scoring_file(w, os.path.join(tempfile.mkdtemp(), "PGS1.txt.gz"), pgs_id="PGS1")
+    >>> read_scoring_file(path).attrs["score_id"]
+    'PGS1'
     """
+    for name, value in (("pgs_id", pgs_id), ("pgs_name", pgs_name), ("trait", trait)):
+        if value is not None and ("=" in str(value) or "\n" in str(value)):
+            raise ValueError(f"write_scoring_file: {name} {value!r} may not hold '=' or a line break.")
     import gzip
 
     path = Path(path)
@@ -159,7 +188,7 @@ def write_scoring_file(weights, path, *, pgs_id, trait="simulated cognitive scor
 
 
 # ---------------------------------------------------------------------------- cohort variants
-def read_variant_table(path, *, count_A1=True, sample=None):
+def read_variant_table(path, *, count_A1=True):
     """The variants of a genotype file, without decoding any genotype.
 
     Parameters
