@@ -165,8 +165,17 @@ def test_estimator_in_pipeline(cohort, tmp_path):
 
 def test_errors_one_line(cohort, tmp_path):
     bad_weight = _scoring(tmp_path / "w.txt", ROWS[:1] + [("rs4", 2, 400, "C", "A", "abc")])
-    with pytest.raises(ValueError, match=r"w.txt'.*data row 2: effect_weight"):
+    with pytest.raises(ValueError, match=r"w.txt', data row 2 \(after the column names\): effect_weight"):
         read_scoring_file(bad_weight)
+    first = _scoring(tmp_path / "f.txt", [("rs4", 2, 400, "C", "A", "abc")])
+    with pytest.raises(ValueError, match=r"f.txt', data row 1 "):
+        read_scoring_file(first)
+    haplotype = tmp_path / "hap.txt"
+    haplotype.write_text("#pgs_id=hap\n#trait_reported=x\n#genome_build=GRCh37\nrsID\tchr_name\tchr_position\t"
+                         "effect_allele\teffect_weight\tis_dominant\nrs1\t1\t100\tA\t0.1\tFalse\n"
+                         "rs2\t1\t200\tG\t0.2\tTrue\n")
+    with pytest.raises(ValueError, match=r"hap.txt', data row 2 .*only additive"):
+        read_scoring_file(haplotype)
     bad_header = tmp_path / "h.txt"
     bad_header.write_text("rsID\teffect_allele\teffect_weight\nrs1\tA\t1\n")
     with pytest.raises(ValueError, match=r"h.txt'.*unreadable header"):

@@ -97,13 +97,12 @@ def read_scoring_file(path):
         raise ValueError(f"Scoring file {source}: unreadable header ({_one_line(exc)}); a PGS Catalog "
                          "format 2.0 header needs at least #pgs_id, #trait_reported and #genome_build."
                          ) from None
-    rows, row_nr = [], -1
+    rows = []  # the data row that fails is len(rows) + 1
     try:
         for v in sf.variants:
-            row_nr = v.row_nr
-            if v.is_complex or v.is_non_additive:
-                raise ValueError(f"a {v.variant_type.value} / {v.effect_type.value} variant; only additive "
-                                 "SNP weights are scored")
+            if v.is_complex or v.effect_type.value != "additive":
+                kind = "complex (haplotype, HLA or APOE allele)" if v.is_complex else v.effect_type.value
+                raise ValueError(f"a {kind} variant; only additive SNP weights are scored")
             rsid = v.hm_rsID or v.rsID
             chrom = v.hm_chr if v.hm_chr is not None else v.chr_name
             pos = v.hm_pos if v.hm_pos is not None else v.chr_position
@@ -112,7 +111,8 @@ def read_scoring_file(path):
                          None if other is None or "/" in str(other) else str(other).upper(),
                          float(v.effect_weight)))
     except Exception as exc:
-        raise ValueError(f"Scoring file {source}, data row {row_nr + 2}: {_one_line(exc)}.") from None
+        raise ValueError(f"Scoring file {source}, data row {len(rows) + 1} (after the column names): "
+                         f"{_one_line(exc)}.") from None
     if not rows:
         raise ValueError(f"Scoring file {source} holds no variant.")
     table = pd.DataFrame(rows, columns=["rsID", "chr_name", "chr_position", "effect_allele", "other_allele",
