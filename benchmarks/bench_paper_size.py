@@ -85,6 +85,8 @@ def config(args, n, items):
              "run": {"seed": args.seed, "threads": 1},
              # A: the paper's stages 2-3 and baselines (the cpu preset shrinks them)
              "contrastive": paper["contrastive"], "classifier": paper["classifier"], "baselines": paper["baselines"]}]
+    if getattr(args, "with_pgs", False):  # issue 29: the simulated GWAS's score, its three Table 1 rows
+        over.append({"data": {"pgs": ["simulated"]}})
     if items:
         over.append(items_for(args))
     return load_config(None, preset="cpu", overrides=over)
@@ -336,6 +338,8 @@ def main(argv=None):
                     "writes benchmarks/results/pgs.md")
     ap.add_argument("--gwas-n", type=int, nargs="+", default=[10_000, 100_000, 300_000, 1_000_000])
     ap.add_argument("--pgs-out", default=os.fspath(PGS_RESULTS))
+    ap.add_argument("--with-pgs", action="store_true", help="the CNN runs with data.pgs = ['simulated']: Table 1's "
+                    "PGS rows (PGS, h_v + PGS, CGNI with the PGS beside z_g) beside the others")
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
     ap.add_argument("--snps", type=int, default=1060)
     ap.add_argument("--shape", type=int, nargs=3, default=[20, 24, 20])
