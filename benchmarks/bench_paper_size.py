@@ -34,6 +34,13 @@ Usage (the results file was written by this; one torch thread)::
     OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --sizes 500 1000 2000
 
 Writes ``benchmarks/results/paper_size.md`` and ``paper_size.csv``.
+
+Issue 29's polygenic-score rows: ``--with-pgs`` adds ``data.pgs = ["simulated"]`` to the runs
+above (Table 1's three PGS rows); ``--pgs`` runs the fast path without a CNN (:func:`pgs_rows`:
+regional means in place of ``h_v``, several ``gwas_n``), written to ``benchmarks/results/pgs.md``::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --pgs --sizes 1000 5000 \
+        --gwas-n 10000 100000 300000 1000000 --folds 5 --shape 12 14 12
 """
 
 from __future__ import annotations
