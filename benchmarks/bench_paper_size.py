@@ -34,6 +34,13 @@ Usage (the results file was written by this; one torch thread)::
     OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --sizes 500 1000 2000
 
 Writes ``benchmarks/results/paper_size.md`` and ``paper_size.csv``.
+
+Issue 29's polygenic-score rows: ``--with-pgs`` adds ``data.pgs = ["simulated"]`` to the runs
+above (Table 1's three PGS rows); ``--pgs`` runs the fast path without a CNN (:func:`pgs_rows`:
+regional means in place of ``h_v``, several ``gwas_n``), written to ``benchmarks/results/pgs.md``::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --pgs --sizes 1000 5000 \
+        --gwas-n 10000 100000 300000 1000000 --folds 5 --shape 12 14 12
 """
 
 from __future__ import annotations
@@ -85,6 +92,8 @@ def config(args, n, items):
              "run": {"seed": args.seed, "threads": 1},
              # A: the paper's stages 2-3 and baselines (the cpu preset shrinks them)
              "contrastive": paper["contrastive"], "classifier": paper["classifier"], "baselines": paper["baselines"]}]
+    if getattr(args, "with_pgs", False):  # issue 29: the simulated GWAS's score, its three Table 1 rows
+        over.append({"data": {"pgs": ["simulated"]}})
     if items:
         over.append(items_for(args))
     return load_config(None, preset="cpu", overrides=over)
@@ -168,8 +177,176 @@ def table3(out):
     return pd.read_csv(p) if p.exists() else None
 
 
+PGS_RESULTS = RESULTS / "pgs"
+
+
+def pgs_rows(n, gwas_sizes, *, snps, shape, folds, demographics, effect_pattern, seed, rng):
+    """Issue 29: polygenic-score rows on one simulated cohort, without a CNN (the fast path).
+
+    ``make_cohort(n, gwas_n=g)`` for each ``g`` (the cohort is the same for every ``g``: the
+    GWAS has its own random stream); the image side is the regional gray-matter means (a
+    stand-in for ``h_v``: under ``effect_pattern="region"`` the planted brain path is a
+    regional mean, so this is a strong image feature); the scores go through the package's
+    reader, matcher and :class:`~sklearn_cgni.genetics.PolygenicScore`. Rows, each through the
+    classical logistic regression (C by inner CV), pooled out-of-fold predictions over
+    ``folds`` stratified folds of the working-memory participants, paired test against
+    the regional means alone.
+    """
+    import tempfile
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from sklearn_cgni.cli._protocol import CLASSICAL_MODELS, classical_models
+    from sklearn_cgni.datasets import make_cohort
+    from sklearn_cgni.genetics import PolygenicScore
+    from sklearn_cgni.io import working_memory_groups
+    from sklearn_cgni.io._pgs import write_scoring_file
+
+    rows, diag, preds = [], [], {}
+    variants = None
+    for g in gwas_sizes:
+        c = make_cohort(n, snps, shape=tuple(shape), demographics=demographics, effect_pattern=effect_pattern,
+                        gwas_n=g, random_state=seed, n_jobs=1)
+        if variants is None:
+            groups = working_memory_groups(c.phenotypes["digit_span"])
+            ids = groups.index
+            y = groups.astype(int).to_numpy()
+            atlas = np.asarray(c.atlas.img.dataobj).astype(int).ravel()
+            labels = c.atlas.labels["index"].to_numpy()
+            onehot = (atlas[:, None] == labels[None, :]).astype(np.float64)
+            keep = onehot.sum(0) > 0
+            imgs = np.asarray(c.images, dtype=np.float64).reshape(n, -1)
+            R_all = pd.DataFrame(imgs @ onehot[:, keep] / onehot[:, keep].sum(0), index=c.participant_ids)
+            R = R_all.loc[ids].to_numpy()
+            lat = c.latent.loc[ids]
+            info = c.snp_info
+            variants = pd.DataFrame({"id": info.index, "chrom": info["chrom"].astype(str), "pos": info["pos"],
+                                     "counted": info["a1"], "other": info["a2"]})
+            G = c.genotypes.loc[ids]
+            cv = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(R, y))
+            # the best a score can be: the simulator's true joint per-allele effects on the trait (direct and
+            # through the brain), no sampling error, no LD double counting, every variant (ground_truth["gwas"])
+            effects = pd.Series(c.ground_truth["gwas"]["per_allele_effects"])
+            Gc = G[effects.index].to_numpy(dtype=np.float64)
+            Gc = np.where(np.isnan(Gc), np.nanmean(Gc, axis=0), Gc)
+            true_score = (Gc @ effects.to_numpy())[:, None]
+            diag.append({"n": n, "gwas_n": "true effects", "ambiguous": "kept", "matched": len(effects),
+                         "r_pgs_genetic_path": float(np.corrcoef(true_score[:, 0], lat["genetic_path"])[0, 1]),
+                         "r_pgs_brain_path": float(np.corrcoef(true_score[:, 0], lat["brain_path"])[0, 1]),
+                         "r_pgs_trait": float(np.corrcoef(true_score[:, 0], lat["trait"])[0, 1])})
+            features = {"regional GM -> logistic (stand-in for h_v)": R,
+                        "oracle: regional GM + planted genetic path -> logistic":
+                            np.hstack([R, lat[["genetic_path"]].to_numpy()]),
+                        "oracle: regional GM + score of the true joint effects -> logistic":
+                            np.hstack([R, true_score])}
+        path = write_scoring_file(c.gwas, Path(tempfile.mkdtemp()) / f"gwas{g}.txt.gz", pgs_id=f"sim_gwas_{g}")
+        for keep_amb in (False, True):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # coverage < 75 %: reported below
+                est = PolygenicScore(path, variants=variants, keep_ambiguous=keep_amb).fit(G)
+            P = est.transform(G).to_numpy()
+            cov = est.coverage_.iloc[0]
+            tag = "" if not keep_amb else ", ambiguous kept"
+            diag.append({"n": n, "gwas_n": g, "ambiguous": "kept" if keep_amb else "dropped",
+                         "matched": int(cov["matched"]), "n_variants": int(cov["n_variants"]),
+                         "flipped": int(cov["flipped"]), "ambiguous_variants": int(cov["ambiguous"]),
+                         "missing": int(cov["missing"]),
+                         "r_pgs_genetic_path": float(np.corrcoef(P[:, 0], lat["genetic_path"])[0, 1]),
+                         "r_pgs_brain_path": float(np.corrcoef(P[:, 0], lat["brain_path"])[0, 1]),
+                         "r_pgs_trait": float(np.corrcoef(P[:, 0], lat["trait"])[0, 1])})
+            if keep_amb and g != 300_000 and 300_000 in gwas_sizes:
+                continue
+            if not keep_amb:
+                # diagnosis, not a row the toolkit offers: the same file clumped to its lead variant per LD block
+                # (largest |standardised weight|), as clumping + thresholding would do with a reference panel
+                w = est.weights_.iloc[:, 0]
+                sd = G[w.index].std().to_numpy()
+                lead = (pd.DataFrame({"z": np.abs(w.to_numpy()) * sd, "block": info.loc[w.index, "ld_block"].to_numpy()},
+                                     index=w.index).groupby("block")["z"].idxmax())
+                Gl = G[lead.to_numpy()].to_numpy(dtype=np.float64)
+                Gl = np.where(np.isnan(Gl), np.nanmean(Gl, axis=0), Gl)
+                clumped = (Gl @ w.loc[lead.to_numpy()].to_numpy())[:, None]
+                diag.append({"n": n, "gwas_n": f"{g} clumped", "ambiguous": "dropped", "matched": len(lead),
+                             "r_pgs_genetic_path": float(np.corrcoef(clumped[:, 0], lat["genetic_path"])[0, 1]),
+                             "r_pgs_brain_path": float(np.corrcoef(clumped[:, 0], lat["brain_path"])[0, 1]),
+                             "r_pgs_trait": float(np.corrcoef(clumped[:, 0], lat["trait"])[0, 1])})
+                features[f"regional GM + PGS clumped to lead variants -> logistic (gwas_n {g:,}; diagnosis)"] = \
+                    np.hstack([R, clumped])
+            features[f"PGS -> logistic (gwas_n {g:,}{tag})"] = P
+            features[f"regional GM + PGS -> logistic (gwas_n {g:,}{tag})"] = np.hstack([R, P])
+    for name, F in features.items():
+        pred = np.empty(len(y), dtype=int)
+        for tr, va in cv:
+            m = classical_models(F.shape[1], random_state=seed)[CLASSICAL_MODELS[0]].fit(F[tr], y[tr])
+            pred[va] = m.predict(F[va])
+        preds[name] = pred
+    ref = preds["regional GM -> logistic (stand-in for h_v)"]
+    for name, pred in preds.items():
+        ba = balanced_accuracy_interval(y, pred, random_state=rng)
+        test = paired_balanced_accuracy_test(y, pred, ref, random_state=rng)
+        rows.append({"n": n, "row": name, "n_wm": len(y), "ba": 100 * ba.score, "ci_low": 100 * ba.ci_low,
+                     "ci_high": 100 * ba.ci_high, "minus_ref": 100 * test.difference, "p": test.pvalue})
+    return pd.DataFrame(rows), pd.DataFrame(diag)
+
+
+def pgs_main(args):
+    """``--pgs``: :func:`pgs_rows` at each size, written to ``benchmarks/results/pgs.md``."""
+    rng = np.random.RandomState(args.seed)
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    res, diag, times = [], [], []
+    for n in args.sizes:
+        t = time.perf_counter()
+        r, d = pgs_rows(n, args.gwas_n, snps=args.snps, shape=args.shape, folds=args.folds,
+                        demographics=args.demographics, effect_pattern=args.effect_pattern, seed=args.seed, rng=rng)
+        times.append({"n": n, "seconds": time.perf_counter() - t})
+        res.append(r)
+        diag.append(d)
+        print(r.round(3).to_string(), "\n", d.round(3).to_string(), flush=True)
+    res, diag = pd.concat(res), pd.concat(diag)
+    res.to_csv(f"{args.pgs_out}.csv", index=False)
+    diag.to_csv(f"{args.pgs_out}_coverage.csv", index=False)
+    cmd = (f"OMP_NUM_THREADS=1 python benchmarks/bench_paper_size.py --pgs --sizes {' '.join(map(str, args.sizes))} "
+           f"--gwas-n {' '.join(map(str, args.gwas_n))} --snps {args.snps} --shape {' '.join(map(str, args.shape))} "
+           f"--folds {args.folds} --demographics {args.demographics} --effect-pattern {args.effect_pattern} "
+           f"--seed {args.seed}")
+    lines = [f"# Issue 29: polygenic-score rows ({time.strftime('%Y-%m-%d')})", "", f"`{cmd}`", "",
+             f"{platform.machine()}, {os.cpu_count()} cores (shared), load average {load0[0]:.1f} at the start; wall "
+             f"time {time.perf_counter() - t0:.0f} s.", "",
+             "The fast path, no CNN: the image side is the regional gray-matter means (the `classical: regional GM` "
+             "input), standing in for `h_v`; with `effect_pattern='region'` the planted brain path is a mean over "
+             "regions, so this stand-in is at least as good an image feature as the CNN's `h_v` at these sizes "
+             "(paper_size.md). The polygenic score is read, matched (flips handled, strand-ambiguous A/T, C/G "
+             "variants dropped as the PGS Catalog calculator does, unless said) and computed by "
+             "`PolygenicScore` from the scoring file `make_cohort(gwas_n=...)` writes. Each row: the classical "
+             "logistic regression (C by inner CV), pooled out-of-fold predictions over "
+             f"{args.folds} stratified folds of the working-memory participants, balanced accuracy with a 95 % "
+             "bootstrap interval, and the paired permutation test (10,000 swaps, two-sided) against the regional "
+             "means alone on the same participants.", ""]
+    for n, d in res.groupby("n", sort=False):
+        lines += [f"## n = {n:,} ({int(d['n_wm'].iloc[0])} working-memory participants)", "",
+                  "| row | BA % [95 % CI] | − regional GM (points) | p |", "|---|---|---|---|"]
+        for r in d.to_dict("records"):
+            lines.append(f"| {r['row']} | {r['ba']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}] | "
+                         f"{r['minus_ref']:+.1f} | {r['p']:.3g} |")
+        lines.append("")
+    lines += ["## How much of the planted paths the score carries (learning curve in gwas_n)", "",
+              "Correlation of the score with the planted direct genetic path, the brain path and the latent trait "
+              "(all participants), and the scoring file's coverage.", "",
+              diag.round(3).to_markdown(index=False), "",
+              "## Time per size (s)", "", pd.DataFrame(times).round(0).to_markdown(index=False)]
+    Path(f"{args.pgs_out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pgs", action="store_true", help="issue 29's polygenic-score rows (fast path, no CNN): "
+                    "writes benchmarks/results/pgs.md")
+    ap.add_argument("--gwas-n", type=int, nargs="+", default=[10_000, 100_000, 300_000, 1_000_000])
+    ap.add_argument("--pgs-out", default=os.fspath(PGS_RESULTS))
+    ap.add_argument("--with-pgs", action="store_true", help="the CNN runs with data.pgs = ['simulated']: Table 1's "
+                    "PGS rows (PGS, h_v + PGS, CGNI with the PGS beside z_g) beside the others")
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000])
     ap.add_argument("--snps", type=int, default=1060)
     ap.add_argument("--shape", type=int, nargs=3, default=[20, 24, 20])
@@ -182,6 +359,8 @@ def main(argv=None):
     ap.add_argument("--finetune-blocks", type=int, default=0,
                     help="also run B's CGNI fine-tuning the last K CNN blocks (contrastive.finetune_blocks)")
     args = ap.parse_args(argv)
+    if args.pgs:
+        return pgs_main(args)
     warnings.filterwarnings("ignore")
     rng = np.random.RandomState(args.seed)
     t0, load0 = time.perf_counter(), os.getloadavg()

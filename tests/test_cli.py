@@ -545,3 +545,27 @@ def test_a_failing_stage_on_the_cluster_is_retried_once_then_named(finished_run,
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "failed" and meta["error"]["stage"] == "broken"
     assert not (out / "stages" / "broken" / "_done.json").exists()
+
+
+def test_pgs_rows_and_tables(finished_run, tmp_path):
+    """--pgs: the simulated GWAS's scoring file scored, its tables written, three Table 1 rows and two confound
+    rows added, each PGS row compared with h_v alone."""
+    cohort, cfg, out = finished_run
+    out = _copy(out, tmp_path)
+    assert main(_base_args(cohort, cfg, out) + ["--pgs", "simulated", "--force"]) == 0
+    scores = pd.read_csv(out / "tables" / "pgs_scores.csv")
+    assert list(scores.columns) == ["participant_id", "sim_gwas_300000"] and len(scores) == 80
+    cov = pd.read_csv(out / "tables" / "pgs_coverage.csv")
+    assert cov.loc[0, "matched"] + cov.loc[0, "ambiguous"] + cov.loc[0, "missing"] == cov.loc[0, "n_variants"]
+    t1 = pd.read_csv(out / "tables" / "table1.csv")
+    assert {"PGS -> logistic", "h_v + PGS -> logistic", "CGNI with the PGS beside z_g"} <= set(t1["model"])
+    comp = pd.read_csv(out / "tables" / "table1_comparisons.csv")
+    against = comp[comp["model"].isin(["PGS -> logistic", "h_v + PGS -> logistic"])]["against"]
+    assert set(against) == {"CNN features h_v -> logistic"}
+    conf = pd.read_csv(out / "tables" / "confounds.csv")
+    assert {"PGS -> logistic", "h_v + PGS -> logistic"} <= set(conf["model"])
+    # a scoring file that matches nothing ends in one line naming it
+    bad = tmp_path / "bad.txt"
+    bad.write_text("#pgs_id=bad\n#trait_reported=x\n#genome_build=GRCh37\nrsID\tchr_name\tchr_position\t"
+                   "effect_allele\tother_allele\teffect_weight\nrs0\t1\t1\tA\tC\t1.0\n")
+    assert main(_base_args(cohort, cfg, tmp_path / "out2") + ["--pgs", str(bad)]) != 0

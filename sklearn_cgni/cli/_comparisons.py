@@ -129,6 +129,8 @@ def table1_uncertainty(preds, kinds, *, n_resamples=1000, n_permutations=10000, 
         deep = [m for m in scored.index if kinds.get(m) == "deep"]
         pairs = [(m, ref) for ref in (best_classical, HV_LOGISTIC) if ref in scored.index
                  for m in deep if m != ref]
+        if HV_LOGISTIC in scored.index:  # polygenic-score rows: against h_v alone
+            pairs += [(m, HV_LOGISTIC) for m in scored.index if kinds.get(m) == "pgs"]
         for split in ("validation", "holdout"):
             block = []
             for model, ref in pairs:

@@ -393,6 +393,10 @@ def _check_data(d):
     for code, value in d["sex_coding"].items():
         if isinstance(value, bool) or value not in (0, 1):
             raise ConfigError(f"data.sex_coding: code {code!r} must map to 0 (female) or 1 (male); got {value!r}.")
+    if not all(isinstance(f, str) and f for f in d["pgs"]) or len(set(d["pgs"])) != len(d["pgs"]):
+        raise ConfigError(f"data.pgs must list distinct scoring file paths (or \"simulated\"); got {d['pgs'][:20]!r}.")
+    if not 0 <= d["pgs_min_coverage"] <= 1:
+        raise ConfigError(f"data.pgs_min_coverage must be in [0, 1]; got {d['pgs_min_coverage']!r}.")
     for key in ("snps", "genes"):
         blank = [v for v in d[key] if not v.strip()]
         if blank or len(set(d[key])) != len(d[key]):

@@ -152,7 +152,7 @@ def _stat(path):
 
 def inputs_fingerprint(inputs, id_column="participant_id", data=None):
     """Paths, sizes and modification times of every input file (contents are not read), with the
-    files the ``[data]`` section names (``snp_list``, ``sample``, ``info_table``)."""
+    files the ``[data]`` section names (``snp_list``, ``sample``, ``info_table``, ``pgs``)."""
     parts = {}
     for key, value in asdict(inputs).items():
         if key in ("notes", "embedded") or value is None:
@@ -162,6 +162,9 @@ def inputs_fingerprint(inputs, id_column="participant_id", data=None):
         value = (data or {}).get(key)
         if value and Path(value).is_file():
             parts[f"data.{key}"] = [os.path.abspath(value), _stat(value)]
+    for i, value in enumerate((data or {}).get("pgs", [])):
+        if value != "simulated" and Path(value).is_file():
+            parts[f"data.pgs.{i}"] = [os.path.abspath(value), _stat(value)]
     if inputs.images and Path(inputs.images).suffix == ".csv" and "{id}" not in inputs.images:  # the images a CSV lists
         try:
             from ..io import read_image_paths

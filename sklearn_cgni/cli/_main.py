@@ -149,6 +149,8 @@ def build_parser():
                    "imputation info (data.info_table; default: computed from the probabilities)")
     m.add_argument("--allow-dosage", action="store_true", default=None,
                    help="accept imputed dosages in [0, 2] (data.allow_dosage)")
+    m.add_argument("--pgs", nargs="+", metavar="FILE", help="PGS Catalog scoring files (format 2.0, .txt or "
+                   ".txt.gz) to score the cohort with; 'simulated' = the cohort folder's gwas_pgs.txt.gz (data.pgs)")
     c = r.add_argument_group("configuration")
     c.add_argument("--config", metavar="TOML", help="a TOML file with the keys to change")
     c.add_argument("--preset", choices=("auto", "cpu", "paper", "tiny"), default="auto",
@@ -239,12 +241,15 @@ def _cmd_run(args):
                       ("scheduler", "run.scheduler"), ("folds", "protocol.folds"), ("id_column", "data.id_column"),
                       ("image_suffix", "data.image_suffix"), ("image_space", "data.image_space"),
                       ("snps", "data.snp_list"), ("genes", "data.genes"), ("sample", "data.sample"),
-                      ("info_table", "data.info_table"), ("allow_dosage", "data.allow_dosage")):
+                      ("info_table", "data.info_table"), ("allow_dosage", "data.allow_dosage"),
+                      ("pgs", "data.pgs")):
         value = getattr(args, flag)
         if flag == "genes" and value is not None:
             value = [g.strip() for g in value.split(",") if g.strip()]
         elif flag in ("snps", "sample", "info_table") and value is not None:
             value = os.path.abspath(value)  # relative to the current folder
+        elif flag == "pgs" and value is not None:
+            value = [v if v == "simulated" else os.path.abspath(v) for v in value]
         if value is not None:
             section, name = key.split(".")
             overrides.append({section: {name: value}})

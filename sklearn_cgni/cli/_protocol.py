@@ -68,6 +68,12 @@ TABLE1_CGNI = "CGNI contrastive (terms 1+2+4)"
 #: and CGNI on regional means (``contrastive.regional_row``)
 HV_LOGISTIC = "CNN features h_v -> logistic"
 REGIONAL_CGNI = "CGNI on regional GM means"
+#: Table 1 rows with polygenic scores (``data.pgs``): the scores alone and beside h_v into the classical
+#: logistic regression, and CGNI with the scores beside z_g in stage 3; each compared with h_v alone
+PGS_LOGISTIC = "PGS -> logistic"
+HV_PGS_LOGISTIC = "h_v + PGS -> logistic"
+PGS_CGNI = "CGNI with the PGS beside z_g"
+PGS_MODELS = (PGS_LOGISTIC, HV_PGS_LOGISTIC, PGS_CGNI)
 #: ... and CGNI whose contrastive loss also fine-tunes the CNN's last blocks (``contrastive.finetune_blocks``)
 FINETUNED_CGNI = "CGNI fine-tuning the last CNN blocks"
 PAPER_TABLE2 = {

@@ -27,8 +27,10 @@ import pandas as pd
 from ._protocol import (
     CLASSICAL_MODELS,
     HV_LOGISTIC,
+    HV_PGS_LOGISTIC,
     PAPER_TABLE1,
     PAPER_TABLE2,
+    PGS_LOGISTIC,
     SPLITS,
     TABLE1_CGNI,
     summarize_scores,
@@ -93,9 +95,12 @@ def _done(out, stage):
 
 
 def _row_kind(model):
-    """``"covariates"`` (covariate-only baselines), ``"classical"`` (:data:`CLASSICAL_MODELS`) or ``"deep"``."""
+    """``"covariates"`` (covariate-only baselines), ``"classical"`` (:data:`CLASSICAL_MODELS`), ``"pgs"`` (the
+    polygenic scores alone or beside h_v into the logistic regression) or ``"deep"``."""
     if model.startswith("covariates: "):
         return "covariates"
+    if model in (PGS_LOGISTIC, HV_PGS_LOGISTIC):
+        return "pgs"
     return "classical" if model in CLASSICAL_MODELS else "deep"
 
 
@@ -163,6 +168,8 @@ def collect(out):
                        ("confound_scores", "confounds/confound_scores.csv"),
                        ("confound_predictions", "confounds/confound_predictions.csv"),
                        ("image_qc", "data/image_qc.csv"),
+                       ("pgs_scores", "data/pgs_scores.csv"),
+                       ("pgs_coverage", "data/pgs_coverage.csv"),
                        ("snp_qc", "data/snp_qc.csv"),
                        ("matching_balance", "confounds/matching_balance.csv")):
         df = _read(st / file)
@@ -477,6 +484,12 @@ def _best_note(table1, comparisons=None):
         words = [f"{s}, {verdict(v)}" for s, v in found.items() if v]
         if words:
             text.append(f"{d['model']} against {c['model']}: " + "; ".join(words) + ".")
+    if HV_PGS_LOGISTIC in set(t1["model"]):  # what the polygenic scores add to h_v
+        found = {s: _comparison(comparisons, HV_PGS_LOGISTIC, HV_LOGISTIC, s) for s in ("validation", "holdout")}
+        words = [f"{s}, {verdict(v)}" for s, v in found.items() if v]
+        if words:
+            text.append(f"Polygenic scores (tables/pgs_scores.csv, coverage in tables/pgs_coverage.csv): "
+                        f"{HV_PGS_LOGISTIC} against {HV_LOGISTIC}: " + "; ".join(words) + ".")
     if "covariates" in best:
         cov = best["covariates"]
         text.append(f"The best covariate-only model, {cov['model']}, reaches {_ci(cov, 'validation')} % on "

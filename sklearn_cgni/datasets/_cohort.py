@@ -50,6 +50,7 @@ from ._simulation import (
     _gene_sets,
     _participant_image,
     _simulate_genotypes,
+    _simulated_gwas,
     _snp_table,
     _write_tables,
 )
@@ -111,6 +112,7 @@ def make_cohort(
     ld_block_size=(4, 16),
     atlas_img=None,
     atlas_labels=None,
+    gwas_n=300_000,
     output_dir=None,
     compress=True,
     n_jobs=None,
@@ -201,6 +203,16 @@ def make_cohort(
         Range of LD block sizes.
     atlas_img, atlas_labels : path or image, path or DataFrame, optional
         A user atlas (labelled NIfTI and a table with ``index``, ``name``) instead of AAL2.
+    gwas_n : int or None, default=300_000
+        Size of an independent simulated discovery GWAS of the cognitive score, whose summary
+        statistics are published as a PGS Catalog scoring file (``cohort.gwas``; written as
+        ``gwas_pgs.txt.gz`` with ``output_dir``). Each SNP's weight is its marginal effect on the
+        standardised latent trait (the total effect: the direct path and, for brain-acting
+        SNPs, through the brain, plus that of SNPs in LD) with the sampling error of a
+        ``gwas_n``-person study; 30 % are given for the other allele (flipped), 5 % are left
+        out, 10 % have no rsID, planted QC failures are absent
+        (``sklearn_cgni.datasets._simulation._simulated_gwas``). It is drawn from its own random
+        stream: everything else in the cohort is the same for any ``gwas_n``. ``None``: no GWAS.
     output_dir : path-like, optional
         If given, the cohort is written there as a user would have it (``images/<id>.nii.gz``,
         ``genotypes.bed/.bim/.fam``, ``genotypes.csv``, ``phenotypes.csv``, ``snp_info.csv``,
@@ -222,7 +234,7 @@ def make_cohort(
         ``reaction_time``, ``wm_group`` with NaN for excluded), ``snp_info``, ``atlas``,
         ``gene_sets`` (dict name -> genes), ``ground_truth`` (dict), ``latent`` (DataFrame of
         the standardised brain path, direct genetic path and latent trait per participant, for
-        oracle comparisons) and ``output_dir``.
+        oracle comparisons), ``gwas`` (the scoring file's rows, or None) and ``output_dir``.
 
     Examples
     --------
@@ -395,6 +407,24 @@ def make_cohort(
         return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
 
     noise_w = np.sqrt(1 - brain_weight**2 - genetic_weight**2)
+    gwas = gwas_truth = None
+    if gwas_n is not None:
+        if int(gwas_n) < 10:
+            raise ValueError(f"gwas_n must be at least 10 (or None); got {gwas_n!r}.")
+        # per-allele effect of each SNP on the trait: direct, and through the brain (linear in the genotypes)
+        if not clusters:
+            brain_gen = log_mod_gen[:, chosen + 1] @ (region_voxels[chosen + 1] / region_voxels[chosen + 1].sum())
+        else:
+            brain_gen = _brain_path_with_clusters(
+                log_mod_gen, focal_coef, clusters, region_index,
+                chosen if effect_pattern == "mixed" else np.array([], dtype=int))
+        coef = np.zeros(n_snps)
+        if len(causal):
+            a, *_ = np.linalg.lstsq(centred[:, causal], brain_gen - brain_gen.mean(), rcond=None)
+            coef[causal] += brain_weight * a / (brain_path.std() or 1.0)
+        for s_, w in zip(direct_snps, direct_w):
+            coef[s_] += genetic_weight * w / (direct.std() or 1.0)
+        gwas_truth = coef
     trait = brain_weight * _z(brain_path) + genetic_weight * _z(direct) + noise_w * g.standard_normal(n)
 
     # ---------------------------------------------------------------- digit span and groups
@@ -463,6 +493,9 @@ def make_cohort(
                 noise_sd, sigma_vox, shifts.get(i), (clusters, focal_coef[i]) if clusters else None)
 
     snp_ids, snp_info = _snp_table(g, n_snps, blocks, freq, info_r2)
+    if gwas_truth is not None:
+        gwas, _ = _simulated_gwas(np.random.default_rng([seed_root, 2]), Gf, gwas_truth, int(gwas_n),
+                                         snp_info, fail_idx)
     genotypes = pd.DataFrame(np.where(missing_mask, np.nan, Gf).astype(np.float32),
                              index=pd.Index(ids, name="participant_id"), columns=snp_ids)
     phenotypes = pd.DataFrame(
@@ -493,6 +526,9 @@ def make_cohort(
             for s, centre, sign, eff in focal_effects
         ],
         "direct_genetic_effects": {snp_ids[s]: float(w) for s, w in zip(direct_snps, direct_w)},
+        "gwas": None if gwas is None else {
+            "gwas_n": int(gwas_n), "n_variants": int(len(gwas)), "trait": "standardised latent cognitive trait",
+            "per_allele_effects": {snp_ids[s]: float(gwas_truth[s]) for s in np.flatnonzero(gwas_truth)}},
         "qc_fail_snps": {snp_ids[j]: str(k) for j, k in zip(fail_idx, fail_kinds)},
         "bad_images": [ids[i] for i in sorted(bad_idx)],
         "planted_gene_set": planted_set,
@@ -521,7 +557,7 @@ def make_cohort(
                           index=pd.Index(ids, name="participant_id"))
     result = Bunch(latent=latent, affine=affine, participant_ids=ids, genotypes=genotypes, phenotypes=phenotypes_out,
                    snp_info=snp_info, atlas=atlas, gene_sets=gene_sets, ground_truth=truth,
-                   output_dir=None)
+                   gwas=gwas, output_dir=None)
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     if output_dir is None:
         images = np.empty((n,) + shape, dtype=np.float32)

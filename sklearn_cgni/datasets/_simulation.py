@@ -149,6 +149,55 @@ def _gene_sets(g, snp_info, causal):
     return sets, planted
 
 
+def _simulated_gwas(rng, G, coef, gwas_n, snp_info, exclude, flip_fraction=0.3, missing_fraction=0.05,
+                    no_rsid_fraction=0.1):
+    """What a GWAS consortium publishes: per-SNP marginal estimates with a ``gwas_n``-person study's error.
+
+    ``coef`` is each SNP's per-allele effect on the standardised cognitive trait (direct path
+    and, for the brain-acting SNPs, through the brain). The marginal effect that an ideal GWAS
+    estimates is ``β_j = Σ_s coef_s Cov(g_j, g_s) / Var(g_j)`` (LD taken from the simulated
+    genotypes ``G``, 0/1/2 counts of ``a1``, no missing calls); the published estimate adds
+    ``N(0, se_j²)`` with ``se_j² = (1 − β_j² Var g_j) / (gwas_n Var g_j)``, the sampling error of a
+    least-squares estimate on ``gwas_n`` independent people. Every SNP except the ``exclude``
+    ones (planted QC failures, which a consortium's QC removes) is listed, as in a genome-wide
+    score without clumping; ``missing_fraction`` of them are left out, ``flip_fraction`` are
+    reported for the other allele (``a2``, with the sign of the weight changed) and
+    ``no_rsid_fraction`` carry only chromosome and position. As many variants as were left out
+    are added that the cohort does not have (null effects, other positions), as a published
+    file lists variants a cohort's genotyping lacks.
+    """
+    Gc = G - G.mean(axis=0)
+    var = Gc.var(axis=0)
+    cov = (Gc.T @ (Gc @ coef)) / len(G)
+    ok = var > 0
+    beta = np.where(ok, cov / np.where(ok, var, 1.0), 0.0)
+    se = np.where(ok, np.sqrt(np.clip(1 - beta**2 * var, 1e-6, None) / (gwas_n * np.where(ok, var, 1.0))), np.inf)
+    estimate = beta + se * rng.standard_normal(len(beta))
+    keep = ok & ~np.isin(np.arange(len(beta)), exclude) & (rng.random(len(beta)) >= missing_fraction)
+    flip = rng.random(len(beta)) < flip_fraction
+    no_rsid = rng.random(len(beta)) < no_rsid_fraction
+    ea = np.where(flip, snp_info["a2"], snp_info["a1"])
+    oa = np.where(flip, snp_info["a1"], snp_info["a2"])
+    table = pd.DataFrame({
+        "rsID": np.where(no_rsid, "", snp_info.index.to_numpy()), "chr_name": snp_info["chrom"].astype(str).to_numpy(),
+        "chr_position": snp_info["pos"].to_numpy(), "effect_allele": ea, "other_allele": oa,
+        "effect_weight": np.round(np.where(flip, -estimate, estimate), 8)})
+    # variants the discovery study had but the cohort's genotyping lacks: as many as were left out
+    n_extra = int(round(missing_fraction * len(beta)))
+    taken = set(snp_info.index)
+    extra_ids = [f"rs{i}" for i in rng.choice(np.arange(100_000_000, 199_999_999), size=n_extra, replace=False)
+                 if f"rs{i}" not in taken]
+    bases = np.array(list("ACGT"))
+    ea_extra = rng.choice(bases, size=len(extra_ids))
+    extra = pd.DataFrame({
+        "rsID": extra_ids, "chr_name": rng.integers(1, 23, size=len(extra_ids)).astype(str),
+        "chr_position": rng.integers(100_000_000, 200_000_000, size=len(extra_ids)), "effect_allele": ea_extra,
+        "other_allele": [rng.choice(bases[bases != a]) for a in ea_extra],
+        "effect_weight": np.round(rng.standard_normal(len(extra_ids)) / np.sqrt(gwas_n * 0.4), 8)})
+    table = pd.concat([table[keep], extra], ignore_index=True)
+    return table, pd.Series(beta, index=snp_info.index)
+
+
 def _write_tables(out, result, phenotypes, sex):
     from ..io._tables import write_genotypes_csv, write_plink
 
@@ -164,3 +213,9 @@ def _write_tables(out, result, phenotypes, sex):
     nib.save(result.atlas.img, out / "atlas.nii.gz")
     result.atlas.labels.to_csv(out / "atlas_labels.csv", index=False)
     (out / "ground_truth.json").write_text(json.dumps(result.ground_truth, indent=2))
+    if result.get("gwas") is not None:
+        from ..io._pgs import write_scoring_file
+
+        n = result.ground_truth["gwas"]["gwas_n"]
+        write_scoring_file(result.gwas, out / "gwas_pgs.txt.gz", pgs_id=f"sim_gwas_{n}",
+                           pgs_name=f"simulated discovery GWAS of {n} people", trait="simulated cognitive score")

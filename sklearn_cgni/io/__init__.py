@@ -12,12 +12,16 @@
 - Phenotypes: :func:`read_phenotypes` (column mapping, categorical codings such as :data:`SEX_CODING`).
 - Cohort: :func:`align_cohort` (inner join reporting what it dropped),
   :func:`working_memory_groups`, :func:`load_cohort`.
+- Polygenic scores: :func:`read_scoring_file` (PGS Catalog format 2.0, with pgscatalog-core),
+  :func:`read_variant_table` (a genotype file's variants and alleles, nothing decoded),
+  :func:`write_scoring_file`; matching and scoring in :mod:`sklearn_cgni.genetics`.
 - Atlas and template: :func:`load_atlas` (AAL2 by default), :func:`load_gray_matter_template`.
 """
 
 from ._atlas import aal_atlas_files, load_atlas, load_gray_matter_template
 from ._cohort import align_cohort, find_images, load_cohort, read_image_paths, working_memory_groups
 from ._genotypes import read_info_table, write_bgen, write_pgen
+from ._pgs import read_scoring_file, read_variant_table, write_scoring_file
 from ._images import check_image_headers, images_from_template, list_bids_images, list_images, load_image
 from ._source import ImageSource, NiftiImageSet, check_images
 from ._tables import (
@@ -54,9 +58,12 @@ __all__ = [
     "read_image_paths",
     "read_info_table",
     "read_phenotypes",
+    "read_scoring_file",
+    "read_variant_table",
     "working_memory_groups",
     "write_bgen",
     "write_genotypes_csv",
     "write_pgen",
     "write_plink",
+    "write_scoring_file",
 ]

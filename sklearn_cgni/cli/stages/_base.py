@@ -232,6 +232,16 @@ class Run:
         y = wm["wm_group"].astype(int).to_numpy()
         return wm, y, G[mask], snps
 
+    def pgs(self, participants=None):
+        """Polygenic scores (``data.pgs``) of the given participants (default: the WM rows), or None."""
+        path = self.path("data") / "pgs_scores.csv"
+        if not self.cfg["data"]["pgs"] or not path.is_file():
+            return None
+        scores = pd.read_csv(path, dtype={"participant_id": str}).set_index("participant_id")
+        if participants is None:
+            participants = self.wm()[0].index
+        return scores.reindex(pd.Index(participants)).to_numpy(dtype=np.float64)
+
     def splits(self):
         split = json.loads((self.path("data") / "splits.json").read_text())
         train = np.asarray(split["train"])

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from .._protocol import CLASSICAL_MODELS, TABLE1_CGNI, paper_models
+from .._protocol import CLASSICAL_MODELS, HV_PGS_LOGISTIC, PGS_LOGISTIC, TABLE1_CGNI, paper_models
 from ._base import register
 from ._common import _caught, _class_weight, _classical, _covariates, _model_configs, _wm_cnn
 
@@ -126,13 +126,25 @@ def _stage_confounds(run, folder):
             scores = pd.concat([scores, res.scores[res.scores["model"].isin(list(classical))]], ignore_index=True)
             predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(classical))]],
                                     ignore_index=True)
+        P = run.pgs(wm.index)
+        if P is not None:  # data.pgs: the scores alone, and beside the brain-age h_v, into the classical logistic
+            n_pgs = P.shape[1]
+            X_pgs = pd.DataFrame(np.hstack([P, hv])[train], index=wm.index[train],
+                                 columns=[f"PGS{i}" for i in range(n_pgs)] + [f"h_v{i}" for i in range(n_img)])
+            pgs_models = {PGS_LOGISTIC: _classical(run, n_pgs)[CLASSICAL_MODELS[0]],
+                          HV_PGS_LOGISTIC: _classical(run, n_pgs + n_img)[CLASSICAL_MODELS[0]]}
+            res = evaluate_confounds(pgs_models, X_pgs, y[train], covs, **kw)
+            keep = res.scores["model"].isin(list(pgs_models))
+            scores = pd.concat([scores, res.scores[keep]], ignore_index=True)
+            predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(pgs_models))]],
+                                    ignore_index=True)
         if "Imaging CNN" in c["models"]:
             cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical,
                                                          None if match is None else match.ids)
             scores = pd.concat([scores, cnn], ignore_index=True)
             predictions = pd.concat([predictions, cnn_pred], ignore_index=True)
     _caught(caught)
-    rank = {m: i for i, m in enumerate(c["models"])}  # rows in the configuration's order, baselines last
+    rank = {m: i for i, m in enumerate([*c["models"], PGS_LOGISTIC, HV_PGS_LOGISTIC])}  # rows in the configuration's order, baselines last
     scores = scores.iloc[np.argsort([rank.get(m, len(rank)) for m in scores["model"]], kind="stable")]
     summary = summarize_confounds(scores, predictions=predictions, y=y[train], covariates=covs,
                                   categorical=categorical, baseline="covariates: " + " + ".join(covariates),
@@ -154,11 +166,17 @@ def _stage_confounds(run, folder):
         CLASSICAL_MODELS[2]: "logistic regression on the out-of-fold probabilities of the two classical logistic "
                              "regressions (adjusted: both fitted on adjusted inputs; their probabilities are a "
                              "non-linear function of these)",
+        PGS_LOGISTIC: "logistic regression (C by inner CV) on the polygenic scores of data.pgs (adjusted: covariates "
+                      "regressed out of each score)",
+        HV_PGS_LOGISTIC: "logistic regression (C by inner CV) on h_v of the frozen brain-age CNN and the polygenic "
+                         "scores (here h_v is the brain-age CNN's, not the fine-tuned one of Table 1)",
     }
-    return {"models": list(c["models"]),
+    shown = [*c["models"], *([PGS_LOGISTIC, HV_PGS_LOGISTIC] if run.pgs(wm.index) is not None else [])]
+    return {"models": shown,
             "features": "brain-age CNN h_v (frozen, no WM labels) + QC'd SNPs, with covariates regressed out of "
                         "these columns for 'adjusted'",
-            "model_features": {m: features[m] for m in c["models"] if m in features},
+            "model_features": {m: features[m] for m in shown if m in features},
             # models linear in their input features, for which the adjusted score is age-free
-            "linear_models": [m for m in c["models"] if m in ("Brain-age CNN features", *CLASSICAL_MODELS[:2])],
+            "linear_models": [m for m in shown if m in ("Brain-age CNN features", *CLASSICAL_MODELS[:2], PGS_LOGISTIC,
+                                                        HV_PGS_LOGISTIC)],
             "n_matched": len(match.ids) if match is not None else None}

@@ -13,6 +13,9 @@ from .._protocol import (
     CLASSICAL_MODELS,
     FINETUNED_CGNI,
     HV_LOGISTIC,
+    HV_PGS_LOGISTIC,
+    PGS_CGNI,
+    PGS_LOGISTIC,
     REGIONAL_CGNI,
     TABLE1_CGNI,
     paper_models,
@@ -87,6 +90,18 @@ def _classical_records(run, X, n_regions, y, tr, va, hold, k, predictions=None):
             for r in _fit_and_score(model, splits, table="Table 1", name=name, k=k, predictions=predictions)[1]]
 
 
+def _cgni_with_pgs(cgni, n_stage2):
+    """A CGNI pipeline whose stage 3 also sees the standardised polygenic scores (columns after ``n_stage2``)."""
+    from sklearn.base import clone
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features = ColumnTransformer([("contrastive", clone(cgni.named_steps["contrastive"]), slice(0, n_stage2)),
+                                  ("pgs", StandardScaler(), slice(n_stage2, None))])
+    return Pipeline([("features", features), ("classifier", clone(cgni.named_steps["classifier"]))])
+
+
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
           after=("data", "regions", "finetune"), per_fold=True, gpu=True)
 def _stage_models(run, folder, k):
@@ -129,6 +144,10 @@ def _stage_models(run, folder, k):
                                                 paths.iloc[:2], device=run.device)
         A = cnn.transform_blocks(paths, c["finetune_blocks"])  # the activations entering those blocks
         jobs.append(("Table 1", FINETUNED_CGNI, *cgni_on(A, image_tail=cnn.last_blocks(c["finetune_blocks"]))))
+    P = run.pgs()  # polygenic scores (data.pgs), WM rows
+    if P is not None:  # CGNI with the scores beside z_g: stage 2 on [h_v, SNPs], the scaled scores passed to stage 3
+        jobs.append(("Table 1", PGS_CGNI, _cgni_with_pgs(models[("Table 1", TABLE1_CGNI)], n_img + G.shape[1]),
+                     fold_splits(np.hstack([hv, G, P]).astype(np.float32))))
     records, searched, predictions = [], [], []
     bar = progress_bar(jobs, enabled=run.progress, desc=f"models fold {k}", leave=False, position=1, unit="model")
     for table, name, model, data in bar:
@@ -153,6 +172,10 @@ def _stage_models(run, folder, k):
     records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], fold_splits(hv), table="Table 1",
                               name=HV_LOGISTIC, k=k, predictions=predictions)[1]
     records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
+    if P is not None:  # the scores alone, and beside h_v, through the same logistic regression
+        for name, F in ((PGS_LOGISTIC, P), (HV_PGS_LOGISTIC, np.hstack([hv, P]))):
+            records += _fit_and_score(_classical(run, F.shape[1])[CLASSICAL_MODELS[0]], fold_splits(F),
+                                      table="Table 1", name=name, k=k, predictions=predictions)[1]
     records += _covariate_records(run, wm, y, tr, va, hold, k, predictions)
     ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
     pd.concat([pd.DataFrame({"participant_id": ids[p["split"]], "table": p["table"], "model": p["model"],
