@@ -558,9 +558,11 @@ def test_pgs_rows_and_tables(finished_run, tmp_path):
     cov = pd.read_csv(out / "tables" / "pgs_coverage.csv")
     assert cov.loc[0, "matched"] + cov.loc[0, "ambiguous"] + cov.loc[0, "missing"] == cov.loc[0, "n_variants"]
     t1 = pd.read_csv(out / "tables" / "table1.csv")
-    assert {"PGS -> logistic", "h_v + PGS -> logistic", "CGNI with the PGS beside z_g"} <= set(t1["model"])
+    assert {"PGS -> logistic", "h_v + PGS -> logistic", "h_v + PGS (stacked)",
+            "CGNI with the PGS beside z_g"} <= set(t1["model"])
     comp = pd.read_csv(out / "tables" / "table1_comparisons.csv")
-    against = comp[comp["model"].isin(["PGS -> logistic", "h_v + PGS -> logistic"])]["against"]
+    against = comp[comp["model"].isin(["PGS -> logistic", "h_v + PGS -> logistic", "h_v + PGS (stacked)"])]["against"]
+    assert comp["model"].isin(["h_v + PGS (stacked)"]).any()
     assert set(against) == {"CNN features h_v -> logistic"}
     conf = pd.read_csv(out / "tables" / "confounds.csv")
     assert {"PGS -> logistic", "h_v + PGS -> logistic"} <= set(conf["model"])

@@ -72,8 +72,12 @@ REGIONAL_CGNI = "CGNI on regional GM means"
 #: logistic regression, and CGNI with the scores beside z_g in stage 3; each compared with h_v alone
 PGS_LOGISTIC = "PGS -> logistic"
 HV_PGS_LOGISTIC = "h_v + PGS -> logistic"
+#: ... and the two stacked as the classical "regional GM + SNPs (stacked)" row is: a final logistic regression on
+#: the out-of-fold probabilities of h_v -> logistic and PGS -> logistic, so the score is not one column among
+#: hundreds under one L2 penalty
+HV_PGS_STACKED = "h_v + PGS (stacked)"
 PGS_CGNI = "CGNI with the PGS beside z_g"
-PGS_MODELS = (PGS_LOGISTIC, HV_PGS_LOGISTIC, PGS_CGNI)
+PGS_MODELS = (PGS_LOGISTIC, HV_PGS_LOGISTIC, HV_PGS_STACKED, PGS_CGNI)
 #: ... and CGNI whose contrastive loss also fine-tunes the CNN's last blocks (``contrastive.finetune_blocks``)
 FINETUNED_CGNI = "CGNI fine-tuning the last CNN blocks"
 PAPER_TABLE2 = {

@@ -28,6 +28,7 @@ from ._protocol import (
     CLASSICAL_MODELS,
     HV_LOGISTIC,
     HV_PGS_LOGISTIC,
+    HV_PGS_STACKED,
     PAPER_TABLE1,
     PAPER_TABLE2,
     PGS_LOGISTIC,
@@ -99,7 +100,7 @@ def _row_kind(model):
     polygenic scores alone or beside h_v into the logistic regression) or ``"deep"``."""
     if model.startswith("covariates: "):
         return "covariates"
-    if model in (PGS_LOGISTIC, HV_PGS_LOGISTIC):
+    if model in (PGS_LOGISTIC, HV_PGS_LOGISTIC, HV_PGS_STACKED):
         return "pgs"
     return "classical" if model in CLASSICAL_MODELS else "deep"
 
@@ -484,12 +485,14 @@ def _best_note(table1, comparisons=None):
         words = [f"{s}, {verdict(v)}" for s, v in found.items() if v]
         if words:
             text.append(f"{d['model']} against {c['model']}: " + "; ".join(words) + ".")
-    if HV_PGS_LOGISTIC in set(t1["model"]):  # what the polygenic scores add to h_v
-        found = {s: _comparison(comparisons, HV_PGS_LOGISTIC, HV_LOGISTIC, s) for s in ("validation", "holdout")}
+    for row in (HV_PGS_LOGISTIC, HV_PGS_STACKED):  # what the polygenic scores add to h_v
+        if row not in set(t1["model"]):
+            continue
+        found = {s: _comparison(comparisons, row, HV_LOGISTIC, s) for s in ("validation", "holdout")}
         words = [f"{s}, {verdict(v)}" for s, v in found.items() if v]
         if words:
             text.append(f"Polygenic scores (tables/pgs_scores.csv, coverage in tables/pgs_coverage.csv): "
-                        f"{HV_PGS_LOGISTIC} against {HV_LOGISTIC}: " + "; ".join(words) + ".")
+                        f"{row} against {HV_LOGISTIC}: " + "; ".join(words) + ".")
     if "covariates" in best:
         cov = best["covariates"]
         text.append(f"The best covariate-only model, {cov['model']}, reaches {_ci(cov, 'validation')} % on "

@@ -14,6 +14,7 @@ from .._protocol import (
     FINETUNED_CGNI,
     HV_LOGISTIC,
     HV_PGS_LOGISTIC,
+    HV_PGS_STACKED,
     PGS_CGNI,
     PGS_LOGISTIC,
     REGIONAL_CGNI,
@@ -172,10 +173,13 @@ def _stage_models(run, folder, k):
     records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], fold_splits(hv), table="Table 1",
                               name=HV_LOGISTIC, k=k, predictions=predictions)[1]
     records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
-    if P is not None:  # the scores alone, and beside h_v, through the same logistic regression
+    if P is not None:  # the scores alone, and beside h_v, through the same logistic regression; and stacked
         for name, F in ((PGS_LOGISTIC, P), (HV_PGS_LOGISTIC, np.hstack([hv, P]))):
             records += _fit_and_score(_classical(run, F.shape[1])[CLASSICAL_MODELS[0]], fold_splits(F),
                                       table="Table 1", name=name, k=k, predictions=predictions)[1]
+        # the classical stacked row with h_v in place of the regional means and the scores in place of the SNPs
+        records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[2]], fold_splits(np.hstack([hv, P])),
+                                  table="Table 1", name=HV_PGS_STACKED, k=k, predictions=predictions)[1]
     records += _covariate_records(run, wm, y, tr, va, hold, k, predictions)
     ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
     pd.concat([pd.DataFrame({"participant_id": ids[p["split"]], "table": p["table"], "model": p["model"],
