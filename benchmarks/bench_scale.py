@@ -29,7 +29,8 @@ alone, not the maximum over all children) and its wall seconds. What each child 
     stage-1 epoch, measured by ``epoch``).
 ``assoc``
     The score associations of the ``scores`` stage (:func:`association_table`: OLS per score and
-    measure, covariates, Freedman-Lane permutations at the configured ``scores.n_permutations``)
+    measure, covariates, 1,000 Freedman-Lane permutations instead of the default 10,000: the cost per
+    permutation is what grows with the participants)
     on every QC-passed participant, with 8 stand-in scores (regional means, whose cost is that of
     any score column) instead of the cross-fitted CNN scores.
 
@@ -63,6 +64,7 @@ OVERRIDES = [
     "contrastive.max_epochs=1", "contrastive.early_stopping=false",
     "classifier.max_epochs=1", "classifier.early_stopping=false", "classifier.cross_fit=0",
     "baselines.max_epochs=1", "baselines.early_stopping=false",
+    "scores.n_permutations=1000",  # the cost per permutation is what grows with n; 10,000 (the default) is 10x
 ]
 
 
@@ -212,6 +214,7 @@ def main(argv=None):
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--scratch", default="/tmp/scale", help="cohorts and run folders (outside the repository)")
     ap.add_argument("--out", default=os.fspath(RESULTS / "scale"))
+    ap.add_argument("--run-tag", default="", help="suffix of the run folders under --scratch (run_<n><tag>)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--cohort", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -222,7 +225,7 @@ def main(argv=None):
     rows, loads = [], [os.getloadavg()]
     for n in args.sizes:
         cohort = make_cohort_folder(n, args.scratch)
-        out = Path(args.scratch) / f"run_{n}"
+        out = Path(args.scratch) / f"run_{n}{args.run_tag}"
         for stage in args.stages:
             if stage == "cache":  # built afresh, so that it is measured
                 shutil.rmtree(out / "image_cache", ignore_errors=True)
