@@ -38,7 +38,9 @@ Usage (the results file was written by this)::
 
     nice -n 10 python benchmarks/bench_scale.py --sizes 10000 25000 50000
 
-Writes ``benchmarks/results/scale.md`` (and ``.csv``).
+Writes the tables to ``benchmarks/results/scale_tables.md`` (and ``.csv``); ``--report CSV ...`` writes
+them from the CSV files of separate runs (e.g. one per size). ``benchmarks/results/scale.md`` has the
+results, the fixes they led to, and what is not met.
 """
 
 from __future__ import annotations
@@ -87,10 +89,33 @@ def _stage(run, plan, name):
     return run.execute(plan[name], folder)
 
 
+def _watch_memory(peaks, every=0.1):
+    """Keep the largest anonymous and file-backed resident memory of this process (``/proc``).
+
+    File-backed pages (the float16 cache's memory map, NIfTI files nibabel maps) are counted in
+    the peak RSS but are the on-disk data, which the kernel can drop at any time; the anonymous
+    peak is the memory the process itself holds.
+    """
+    import threading
+
+    def poll():
+        while True:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(("RssAnon:", "RssFile:")):
+                        key, kb = line.split()[:2]
+                        peaks[key] = max(peaks.get(key, 0), int(kb))
+            time.sleep(every)
+
+    threading.Thread(target=poll, daemon=True).start()
+
+
 def child(stage, cohort, out):
     import numpy as np
     import torch
 
+    peaks = {}
+    _watch_memory(peaks)
     torch.set_num_threads(1)
     run, plan = _run_object(cohort, out)
     extra = {}
@@ -171,6 +196,9 @@ def child(stage, cohort, out):
         raise SystemExit(f"unknown stage {stage!r}")
     extra["seconds"] = time.perf_counter() - t0
     extra["cpu_seconds"] = time.process_time() - c0  # one thread: the work, whatever the machine's load
+    time.sleep(0.25)  # one more sample
+    extra["peak_anon_mib"] = peaks.get("RssAnon:", 0) / 1024
+    extra["peak_file_mib"] = peaks.get("RssFile:", 0) / 1024
     print("BENCH_SCALE " + json.dumps(extra), flush=True)
 
 
@@ -213,8 +241,9 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 25000, 50000])
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     ap.add_argument("--scratch", default="/tmp/scale", help="cohorts and run folders (outside the repository)")
-    ap.add_argument("--out", default=os.fspath(RESULTS / "scale"))
+    ap.add_argument("--out", default=os.fspath(RESULTS / "scale_tables"), help="tables: <out>.md and <out>.csv")
     ap.add_argument("--run-tag", default="", help="suffix of the run folders under --scratch (run_<n><tag>)")
+    ap.add_argument("--report", nargs="+", metavar="CSV", help="only write the tables of earlier runs' CSV files")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--cohort", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -222,7 +251,9 @@ def main(argv=None):
         return child(args.child, args.cohort, args.out)
     import pandas as pd
 
-    rows, loads = [], [os.getloadavg()]
+    if args.report:
+        return report(pd.concat([pd.read_csv(f) for f in args.report], ignore_index=True), args.out)
+    rows = []
     for n in args.sizes:
         cohort = make_cohort_folder(n, args.scratch)
         out = Path(args.scratch) / f"run_{n}{args.run_tag}"
@@ -230,34 +261,40 @@ def main(argv=None):
             if stage == "cache":  # built afresh, so that it is measured
                 shutil.rmtree(out / "image_cache", ignore_errors=True)
             res = measure(stage, cohort, out)
-            loads.append(os.getloadavg())
             cache = out / "image_cache"
-            res.update(participants=n, stage=stage,
+            res.update(participants=n, stage=stage, load1=os.getloadavg()[0],
                        cache_bytes=sum(f.stat().st_size for f in cache.glob("*.f16")) if cache.exists() else 0)
             rows.append(res)
             print(f"n={n} {stage}: {res['seconds']:.1f} s, peak RSS {res['peak_rss_mib']:.0f} MiB", flush=True)
-    df = pd.DataFrame(rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(Path(args.out).with_suffix(".csv"), index=False)
-    cols = ["participants", "stage", "seconds", "cpu_seconds", "process_seconds", "peak_rss_mib", "cache_bytes"]
-    lines = [f"# Memory and time per stage as the cohort grows ({' / '.join(map(str, args.sizes))} participants)",
-             "", "Command: `nice -n 10 python benchmarks/bench_scale.py "
-             f"--sizes {' '.join(map(str, args.sizes))}`", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; one thread per "
-             f"stage. Load average (1 min) during the run: {min(x[0] for x in loads):.2f} to "
-             f"{max(x[0] for x in loads):.2f}.", "",
+    report(pd.DataFrame(rows), args.out)
+
+
+def report(df, out):
+    """Write ``out``.csv and ``out``.md: the table n × stage and the ratios of the largest to the smallest n."""
+    import pandas as pd
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(Path(out).with_suffix(".csv"), index=False)
+    sizes = sorted(df["participants"].unique())
+    cols = [c for c in ("participants", "stage", "seconds", "cpu_seconds", "process_seconds", "peak_rss_mib",
+                        "peak_anon_mib", "cache_bytes", "load1") if c in df]
+    lines = [f"Sizes {' / '.join(map(str, sizes))}; machine {platform.machine()}, {os.cpu_count()} cores; one "
+             "thread per stage.", "",
              "`seconds`: wall seconds of the stage's own work in its child process; `cpu_seconds`: its CPU "
-             "seconds (one thread, so the work itself, less sensitive to the machine's load); `process_seconds`: the child from start "
-             "to exit (imports and reading upstream outputs included); `peak_rss_mib`: the child's peak "
-             "resident set size.", "", df[cols].to_markdown(index=False, floatfmt=".1f"), ""]
-    if len(args.sizes) > 1:
-        lo, hi = min(args.sizes), max(args.sizes)
+             "seconds (one thread, so the work itself, less sensitive to the machine's load); `process_seconds`: "
+             "the child from start to exit (imports and reading upstream outputs included); `peak_rss_mib`: the "
+             "child's peak resident set size (wait4), file-backed pages included; `peak_anon_mib`: its peak "
+             "anonymous resident memory (sampled every 0.1 s from /proc), i.e. without the memory-mapped cache "
+             "and image files; `load1`: the 1-minute load average after the stage.", "",
+             df[cols].to_markdown(index=False, floatfmt=".1f"), ""]
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
         a = df[df.participants == lo].set_index("stage")
         b = df[df.participants == hi].set_index("stage")
-        ratio = pd.DataFrame({"seconds": b["seconds"] / a["seconds"],
-                              "cpu_seconds": b["cpu_seconds"] / a["cpu_seconds"], "peak_rss": b["peak_rss_mib"] / a["peak_rss_mib"]})
+        ratio = pd.DataFrame({k: b[k] / a[k] for k in ("seconds", "cpu_seconds", "peak_rss_mib", "peak_anon_mib")
+                              if k in a and k in b})
         lines += [f"Ratios {hi} / {lo} (size ratio {hi / lo:g}):", "", ratio.to_markdown(floatfmt=".2f"), ""]
-    Path(args.out).with_suffix(".md").write_text("\n".join(lines))
+    Path(out).with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
