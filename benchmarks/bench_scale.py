@@ -3,8 +3,9 @@
 A simulated cohort (``make_cohort``, uncompressed NIfTI on a coarse 20×24×20 grid, 1,060 SNPs as in
 the paper) is written once per size into a scratch folder outside the repository (``--scratch``;
 reused when it is there). Each stage then runs in its own child process, so the measurements do
-not accumulate: the parent reads the child's peak resident set size from ``os.wait4`` (the child
-alone, not the maximum over all children) and its wall seconds. What each child runs:
+not accumulate: each child reports its peak resident set size (``VmHWM``: this process image
+alone; ``os.wait4``'s maxrss also counts the parent's pages at fork) and samples its anonymous
+resident memory (the peak without memory-mapped files such as the image cache). What each child runs:
 
 ``data``
     The ``data`` stage of ``sklearn-cgni run`` (align, image QC over every header and image,
@@ -197,6 +198,9 @@ def child(stage, cohort, out):
     extra["seconds"] = time.perf_counter() - t0
     extra["cpu_seconds"] = time.process_time() - c0  # one thread: the work, whatever the machine's load
     time.sleep(0.25)  # one more sample
+    with open("/proc/self/status") as f:  # this process image's own peak (wait4's maxrss also counts
+        # the parent's pages at fork, e.g. a parent that has just simulated the cohort)
+        extra["peak_hwm_mib"] = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
     extra["peak_anon_mib"] = peaks.get("RssAnon:", 0) / 1024
     extra["peak_file_mib"] = peaks.get("RssFile:", 0) / 1024
     print("BENCH_SCALE " + json.dumps(extra), flush=True)
@@ -231,7 +235,7 @@ def measure(stage, cohort, out):
         raise SystemExit(f"stage {stage} failed (exit {p.returncode}):\n{log_err.read_text()[-3000:]}")
     line = [ln for ln in log_out.read_text().splitlines() if ln.startswith("BENCH_SCALE ")][-1]
     res = json.loads(line.split(" ", 1)[1])
-    res["peak_rss_mib"] = rusage.ru_maxrss / 1024  # kB on Linux
+    res["peak_rss_mib"] = res.pop("peak_hwm_mib", rusage.ru_maxrss / 1024)  # kB on Linux
     res["process_seconds"] = wall
     return res
 
@@ -283,7 +287,7 @@ def report(df, out):
              "`seconds`: wall seconds of the stage's own work in its child process; `cpu_seconds`: its CPU "
              "seconds (one thread, so the work itself, less sensitive to the machine's load); `process_seconds`: "
              "the child from start to exit (imports and reading upstream outputs included); `peak_rss_mib`: the "
-             "child's peak resident set size (wait4), file-backed pages included; `peak_anon_mib`: its peak "
+             "child's peak resident set size (VmHWM), file-backed pages included; `peak_anon_mib`: its peak "
              "anonymous resident memory (sampled every 0.1 s from /proc), i.e. without the memory-mapped cache "
              "and image files; `load1`: the 1-minute load average after the stage.", "",
              df[cols].to_markdown(index=False, floatfmt=".1f"), ""]
