@@ -14,7 +14,7 @@ __all__ = ["SNPQualityFilter", "hwe_exact_pvalues"]
 
 #: Bytes of float64 temporaries per block of SNP columns in fit and transform: the working memory
 #: then does not grow with the number of participants beyond the data and the result themselves.
-_BLOCK_BYTES = 32 * 1024**2
+_BLOCK_BYTES = 8 * 1024**2
 
 
 def _column_blocks(n_rows, n_cols):
