@@ -147,3 +147,17 @@ def test_genotype_tracking_flags_a_score_associated_through_the_image_only():
     assert t.loc["rs_causal", "genotype_r"] == pytest.approx(r) and t.loc["rs_causal", "genotype_p"] == pytest.approx(p)
     with pytest.raises(ValueError, match=r"genotypes has no column for score\(s\) \['rs_null'\]"):
         association_table(scores, ph, ["memory"], categorical=(), genotypes=geno[["rs_causal"]])
+
+
+def test_permutation_blocks_do_not_change_the_p_values(monkeypatch):
+    """Freedman-Lane permutations run in blocks bounded in bytes (memory flat in the participants):
+    the same permutations are drawn whatever the block size, so the same p-values."""
+    from sklearn_cgni.explain import _association
+
+    rng = np.random.default_rng(0)
+    X, C = rng.normal(size=(120, 3)), rng.normal(size=(120, 2))
+    y = X[:, 0] * 0.3 + C[:, 0] + rng.normal(size=120)
+    whole = _association._freedman_lane(X, y, C, 200, np.random.RandomState(1))
+    monkeypatch.setattr(_association, "_PERMUTATION_BLOCK_BYTES", 8 * 120 * 7)  # blocks of 7 permutations
+    blocks = _association._freedman_lane(X, y, C, 200, np.random.RandomState(1))
+    np.testing.assert_array_equal(blocks, whole)

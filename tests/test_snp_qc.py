@@ -207,3 +207,28 @@ def test_image_qc_from_files(tmp_path):
         image_quality_control(pd.Series(paths), threshold=1.5)
     with pytest.raises(ValueError, match="at least 2 images"):
         image_quality_control(np.zeros((1, 2, 2, 2)))
+
+
+def test_blocks_of_snps_give_the_same_result_and_float32_stays_float32(monkeypatch):
+    """fit/transform work on blocks of SNP columns (memory flat in the participants): the same
+    statistics, kept SNPs and imputed matrix as one block; float32 input gives float32 output."""
+    from sklearn_cgni.genetics import _qc
+
+    rng = np.random.default_rng(0)
+    X = rng.binomial(2, rng.uniform(0.005, 0.5, 40), size=(300, 40)).astype(float)
+    X[rng.random(X.shape) < 0.03] = np.nan
+    X[:, 3] = np.where(rng.random(300) < 0.5, 1.0, np.nan)  # fails missingness and HWE
+    whole = SNPQualityFilter(impute="most_frequent").fit(X)
+    monkeypatch.setattr(_qc, "_BLOCK_BYTES", 8 * 300 * 3)  # blocks of 3 SNPs
+    assert len(_qc._column_blocks(300, 40)) == 14
+    blocks = SNPQualityFilter(impute="most_frequent").fit(X)
+    for name in ("missing_rate_", "maf_", "hwe_pvalue_", "support_mask_", "impute_values_"):
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name))
+    np.testing.assert_array_equal(blocks.transform(X), whole.transform(X))
+    out32 = blocks.transform(X.astype(np.float32))
+    assert out32.dtype == np.float32
+    np.testing.assert_array_equal(out32, whole.transform(X).astype(np.float32))
+    bad = X.copy()
+    bad[5, 20] = 3.0
+    with pytest.raises(ValueError, match="SNP 'x20'|column 20"):
+        SNPQualityFilter().fit(bad)

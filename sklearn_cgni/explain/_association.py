@@ -277,13 +277,21 @@ def _residualize(A, C):
     return A - design @ coef
 
 
+#: Bytes of one block of permuted residuals (participants × permutations, float64): the
+#: permutations run in blocks this size, so their memory does not grow with the participants.
+_PERMUTATION_BLOCK_BYTES = 16 * 1024**2
+
+
 def _freedman_lane(X, y, C, n_permutations, rng, chunk=1000):
     """Two-sided Freedman-Lane permutation p-values of each column of ``X`` for ``y`` given ``C``.
 
     Under the reduced model ``y ~ C`` the residuals ``e`` are exchangeable; ``y* = fitted + e[perm]``
     residualized on ``C`` is ``R e[perm]``, and the test statistic, the partial correlation of
-    ``x`` and ``y`` given ``C``, is the cosine of ``R x`` and ``R y``.
+    ``x`` and ``y`` given ``C``, is the cosine of ``R x`` and ``R y``. Permutations run in
+    blocks of at most ``chunk`` and at most :data:`_PERMUTATION_BLOCK_BYTES` of residuals (the
+    permutations drawn, and so the p-values, do not depend on the block size).
     """
+    chunk = max(1, min(int(chunk), _PERMUTATION_BLOCK_BYTES // (8 * max(1, len(y)))))
     Xr = _residualize(X, C)
     e = _residualize(y[:, None], C)[:, 0]
     xn = np.linalg.norm(Xr, axis=0)

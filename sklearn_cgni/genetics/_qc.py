@@ -12,6 +12,16 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = ["SNPQualityFilter", "hwe_exact_pvalues"]
 
+#: Bytes of float64 temporaries per block of SNP columns in fit and transform: the working memory
+#: then does not grow with the number of participants beyond the data and the result themselves.
+_BLOCK_BYTES = 8 * 1024**2
+
+
+def _column_blocks(n_rows, n_cols):
+    """Slices over the columns, each block at most :data:`_BLOCK_BYTES` of float64 (at least one column)."""
+    step = max(1, _BLOCK_BYTES // (8 * max(1, n_rows)))
+    return [slice(j, min(j + step, n_cols)) for j in range(0, n_cols, step)]
+
 
 def _hwe_exact_one(n_het, n_hom1, n_hom2):
     """Exact HWE test of Wigginton, Cutler & Abecasis (2005), as in PLINK; log-space, vectorised."""
@@ -160,7 +170,9 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
         self.impute = impute
         self.allow_dosage = allow_dosage
 
-    def _check_codes(self, X, row_ids):
+    def _check_codes(self, X, row_ids, offset=0, whole=True):
+        """Refuse a value that is not a genotype code; ``X`` may be a block of columns from ``offset``
+        (``whole=False``: the count in the message is then that of the block)."""
         finite = ~np.isnan(X)
         if self.allow_dosage:
             bad = finite & ((X < 0) | (X > 2))
@@ -170,11 +182,11 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
             allowed = "0, 1, 2 or missing (NaN)"
         if bad.any():
             r, c = np.argwhere(bad)[0]
-            col = self.feature_names_in_[c] if hasattr(self, "feature_names_in_") else f"column {c}"
+            col = self.feature_names_in_[offset + c] if hasattr(self, "feature_names_in_") else f"column {offset + c}"
             who = f"participant {row_ids[r]!r}" if row_ids is not None else f"row {r}"
             raise ValueError(
                 f"Genotype value {float(X[r, c])!r} for {who}, SNP {col!r} is not {allowed} "
-                f"({int(bad.sum())} such value(s) in all)."
+                f"({int(bad.sum())} such value(s) {'in all' if whole else 'in its block of SNPs'})."
             )
 
     def _resolve_info(self):
@@ -214,18 +226,26 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
         self : SNPQualityFilter
         """
         row_ids = list(X.index) if isinstance(X, pd.DataFrame) else None
-        X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
-        self._check_codes(X, row_ids)
-        called = ~np.isnan(X)
-        n_called = called.sum(axis=0)
+        # float32 stays float32 (codes and dosages are exact enough); the statistics are computed
+        # per block of SNPs, so no float64 copy of the whole matrix is made
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan")
+        n_called = np.empty(X.shape[1], dtype=np.int64)
+        allele_sum = np.empty(X.shape[1])
+        hwe = np.ones(X.shape[1])
+        blocks = _column_blocks(*X.shape)
+        for sl in blocks:
+            block = X[:, sl].astype(np.float64)
+            self._check_codes(block, row_ids, sl.start, whole=len(blocks) == 1)
+            n_called[sl] = (~np.isnan(block)).sum(axis=0)
+            allele_sum[sl] = np.nansum(block, axis=0)
+            if self.min_hwe_p > 0:
+                hwe[sl] = hwe_exact_pvalues(np.round(block))
         self.missing_rate_ = 1.0 - n_called / X.shape[0]
         with np.errstate(invalid="ignore", divide="ignore"):
-            freq = np.nansum(X, axis=0) / (2.0 * n_called)
+            freq = allele_sum / (2.0 * n_called)
         freq = np.where(n_called > 0, freq, 0.0)
         self.maf_ = np.minimum(freq, 1.0 - freq)
-        self.hwe_pvalue_ = (
-            hwe_exact_pvalues(np.round(X)) if self.min_hwe_p > 0 else np.ones(X.shape[1])
-        )
+        self.hwe_pvalue_ = hwe
         self.info_r2_ = self._resolve_info()
 
         names = getattr(self, "feature_names_in_", np.array([f"x{i}" for i in range(X.shape[1])]))
@@ -259,12 +279,14 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=2,
             )
-        kept = X[:, self.support_mask_]
         if self.impute == "mean":
             self.impute_values_ = 2.0 * freq[self.support_mask_]
         else:
-            counts = np.stack([(kept == k).sum(axis=0) for k in (0, 1, 2)])
-            self.impute_values_ = counts.argmax(axis=0).astype(float)
+            counts = np.zeros((3, X.shape[1]), dtype=np.int64)
+            for sl in _column_blocks(*X.shape):
+                block = X[:, sl]
+                counts[:, sl] = np.stack([(block == k).sum(axis=0) for k in (0, 1, 2)])
+            self.impute_values_ = counts[:, self.support_mask_].argmax(axis=0).astype(float)
         return self
 
     def _get_support_mask(self):
@@ -281,18 +303,27 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         X_qc : ndarray of shape (n_participants, n_kept_snps)
+            float32 for float32 input, else float64.
         """
         check_is_fitted(self)
         row_ids = list(X.index) if isinstance(X, pd.DataFrame) else None
-        X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan", reset=False)
-        self._check_codes(X, row_ids)
-        kept = X[:, self.support_mask_].copy()
-        missing = np.isnan(kept)
-        if missing.any():
-            kept[missing] = np.broadcast_to(self.impute_values_, kept.shape)[missing]
-        return kept
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan", reset=False)
+        out = np.empty((X.shape[0], int(self.support_mask_.sum())), dtype=X.dtype)
+        impute = np.asarray(self.impute_values_, dtype=X.dtype)
+        done, blocks = 0, _column_blocks(*X.shape)
+        for sl in blocks:  # block by block: no whole-matrix temporaries
+            block = X[:, sl]
+            self._check_codes(block, row_ids, sl.start, whole=len(blocks) == 1)
+            kept = block[:, self.support_mask_[sl]]  # a copy (boolean index)
+            missing = np.isnan(kept)
+            if missing.any():
+                kept[missing] = np.broadcast_to(impute[done:done + kept.shape[1]], kept.shape)[missing]
+            out[:, done:done + kept.shape[1]] = kept
+            done += kept.shape[1]
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags

@@ -165,10 +165,11 @@ def align_cohort(images=None, genotypes=None, phenotypes=None):
             stacklevel=2,
         )
     out = Bunch(participant_ids=keep, dropped=dropped)
+    keep_index = pd.Index(keep, name="participant_id")
     for k, v in given.items():
-        v = v.copy()
-        v.index = indexes[k]
-        v = v.loc[keep]
+        v = v.set_axis(indexes[k])  # copy-on-write: the caller's object is untouched, no data copied
+        if not v.index.equals(keep_index):  # a copy only when rows are dropped or reordered
+            v = v.loc[keep]
         v.index.name = "participant_id"
         out["images" if k == "image" else k] = v
     return out

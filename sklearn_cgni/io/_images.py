@@ -33,9 +33,11 @@ def _is_image_object(x):
     return hasattr(x, "dataobj") and hasattr(x, "affine") and hasattr(x, "shape")
 
 
-#: Most image headers kept by :func:`_open` (a nibabel image without voxels is about 4 kB, so
-#: at most about 200 MB; reading one header of a .nii.gz takes about 0.3 ms).
-HEADER_CACHE_SIZE = 50_000
+#: Most image headers kept by :func:`_open` (a nibabel image without voxels is about 3.6 kB, so
+#: at most about 15 MB whatever the cohort size; reading one header of a .nii.gz takes about
+#: 0.3 ms, so a pass over a larger cohort re-reads each header once). At 50,000 it held 160 MB
+#: more at 50,000 participants than at 10,000 (benchmarks/results/scale.md).
+HEADER_CACHE_SIZE = 4096
 _headers = OrderedDict()
 _headers_lock = threading.Lock()
 

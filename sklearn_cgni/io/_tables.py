@@ -30,6 +30,10 @@ def _check_unique_ids(index, source):
         raise ValueError(f"Duplicated participant ID(s) in {source}: {shown} ({len(dup)} in all).")
 
 
+#: Cells per block of participants in :func:`check_genotypes` (boolean temporaries of a few MB).
+_CHECK_BLOCK_CELLS = 4 * 1024**2
+
+
 def check_genotypes(genotypes, *, source="genotypes", allow_dosage=False):
     """Check that a genotype table holds minor-allele counts.
 
@@ -69,25 +73,36 @@ def check_genotypes(genotypes, *, source="genotypes", allow_dosage=False):
                     f"SNP {col!r} in {source}."
                 ) from exc
         raise
-    finite = np.isfinite(values)
-    if allow_dosage:
-        bad = finite & ((values < 0) | (values > 2))
-        allowed = "a dosage in [0, 2]"
-    else:
-        bad = finite & ~np.isin(values, (0.0, 1.0, 2.0))
-        allowed = "0, 1, 2 or missing"
-        if bad.any() and not (finite & ((values < 0) | (values > 2))).any():
+    # checked in blocks of participants: the boolean temporaries stay small whatever the cohort size
+    n_bad, first, out_of_range = 0, None, False
+    step = max(1, _CHECK_BLOCK_CELLS // max(1, values.shape[1]))
+    for r0 in range(0, values.shape[0], step):
+        v = values[r0:r0 + step]
+        finite = np.isfinite(v)
+        if allow_dosage:
+            bad = finite & ((v < 0) | (v > 2))
+        else:
+            bad = finite & ~np.isin(v, (0.0, 1.0, 2.0))
+            out_of_range = out_of_range or bool((finite & ((v < 0) | (v > 2))).any())
+        bad |= np.isinf(v)
+        k = int(bad.sum())
+        if k and first is None:
+            rows, cols = np.nonzero(bad)
+            first = (r0 + rows[0], cols[0])
+        n_bad += k
+    if n_bad:
+        allowed = "a dosage in [0, 2]" if allow_dosage else "0, 1, 2 or missing"
+        if not allow_dosage and not out_of_range:
             allowed += (" (it looks like an imputed dosage: accept dosages with allow_dosage=True; in "
                         "sklearn-cgni run: data.allow_dosage = true, --allow-dosage)")
-    bad |= np.isinf(values)
-    if bad.any():
-        rows, cols = np.nonzero(bad)
+        r, c = first
         raise ValueError(
-            f"Genotype code {float(values[rows[0], cols[0]])!r} for participant {genotypes.index[rows[0]]!r}, "
-            f"SNP {genotypes.columns[cols[0]]!r} in {source} is not {allowed} "
-            f"({bad.sum()} such value(s) in all)."
+            f"Genotype code {float(values[r, c])!r} for participant {genotypes.index[r]!r}, "
+            f"SNP {genotypes.columns[c]!r} in {source} is not {allowed} "
+            f"({n_bad} such value(s) in all)."
         )
-    return pd.DataFrame(values, index=genotypes.index.astype(str), columns=genotypes.columns.astype(str))
+    # no copy of the values (a frame of float32 hands out its own array)
+    return pd.DataFrame(values, index=genotypes.index.astype(str), columns=genotypes.columns.astype(str), copy=False)
 
 
 def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VALUES, allow_dosage=False,
@@ -201,7 +216,8 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
                          f"{table.shape[1]} SNP(s); it is empty.")
     info = table.attrs.get("info")
     order = canonical_variant_order(table.columns, snps, table.attrs.get("loci"))
-    table = table.iloc[:, order]
+    if not np.array_equal(order, np.arange(table.shape[1])):  # no copy when already in order
+        table = table.iloc[:, order]
     out = check_genotypes(table, source=os.fspath(path), allow_dosage=allow_dosage)
     if info is not None:
         out.attrs["info"] = info
@@ -323,7 +339,7 @@ def _read_plink1(path, count_A1, snps):
     if snps is not None:
         loci = [loci[p] for p in positions]
     sid = sid if snps is None else [sid[p] for p in positions]
-    table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid)
+    table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid, copy=False)
     table.attrs["loci"] = loci
     return table
 

@@ -222,7 +222,7 @@ class Run:
         parts = pd.read_csv(d / "participants.csv", dtype=text, keep_default_na=False,
                             na_values=[""]).set_index("participant_id")
         snps = pd.read_csv(d / "snps.csv", dtype={"snp": str})["snp"].tolist()
-        G = np.load(d / "genotypes_qc.npy")
+        G = np.load(d / "genotypes_qc.npy", mmap_mode="r")  # read-only; read from disk only where used
         return parts, snps, G
 
     def wm(self):

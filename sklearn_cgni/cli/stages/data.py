@@ -48,7 +48,7 @@ def _stage_data(run, folder):
              len(images), len(cohort.dropped), geno.shape[1], shape)
 
     t = cfg["qc"]
-    qc = image_quality_control(images, threshold=t["image_threshold"])
+    qc = image_quality_control(source, threshold=t["image_threshold"])  # the headers already read
     qc.to_csv(folder / "image_qc.csv")
     failed = qc.index[~qc["passed"].astype(bool)].tolist()
     if failed:
@@ -108,9 +108,12 @@ def _stage_data(run, folder):
         snp_qc.fit(geno.loc[wm_ids[train]])
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
     kept = list(np.asarray(geno.columns)[snp_qc.get_support()])
-    G = np.asarray(snp_qc.transform(geno), dtype=np.float32)
-    np.save(folder / "genotypes_qc.npy", G)
-    np.save(folder / "genotypes_raw.npy", geno[kept].to_numpy(dtype=np.float32))
+    # one participants × SNPs array besides the genotypes at a time (float32 in, float32 out)
+    np.save(folder / "genotypes_qc.npy", np.asarray(snp_qc.transform(geno), dtype=np.float32))
+    raw = geno[kept].to_numpy(dtype=np.float32)
+    n_missing_kept = int(np.isnan(raw).sum())
+    np.save(folder / "genotypes_raw.npy", raw)
+    del raw
     pd.DataFrame({"snp": kept}).to_csv(folder / "snps.csv", index=False)
     snp_qc.exclusions_.to_csv(folder / "snp_qc.csv", index=False)
     parts.to_csv(folder / "participants.csv")
@@ -128,7 +131,7 @@ def _stage_data(run, folder):
         "n_between_groups_or_missing": int(n_between), "n_train": len(train), "n_holdout": len(hold),
         "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
         "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
-        "missing_calls_imputed": int(np.isnan(geno[kept].to_numpy(dtype=float)).sum()),
+        "missing_calls_imputed": n_missing_kept,
         "covariates": list(cov_frame.columns), "categorical_covariates": categorical,
         "covariates_dropped": [c for c in covariates if c not in cov_frame.columns],
         **pgs_summary,

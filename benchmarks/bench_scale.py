@@ -1,0 +1,306 @@
+"""Memory and time of the run's stages as the cohort grows (issue 27, item 3: memory flat in n).
+
+A simulated cohort (``make_cohort``, uncompressed NIfTI on a coarse 20×24×20 grid, 1,060 SNPs as in
+the paper) is written once per size into a scratch folder outside the repository (``--scratch``;
+reused when it is there). Each stage then runs in its own child process, so the measurements do
+not accumulate: each child reports its peak resident set size (``VmHWM``: this process image
+alone; ``os.wait4``'s maxrss also counts the parent's pages at fork) and samples its anonymous
+resident memory (the peak without memory-mapped files such as the image cache). What each child runs:
+
+``data``
+    The ``data`` stage of ``sklearn-cgni run`` (align, image QC over every header and image,
+    WM groups, splits, SNP QC), as the CLI runs it (``--preset cpu``).
+``cache``
+    :func:`~sklearn_cgni.io.build_float16_cache` of the images the brain-age CNN trains on (bytes on disk
+    reported; the map is memory-mapped, so its pages are counted in RSS only while resident).
+``epoch``
+    One epoch of the cpu-preset brain-age CNN (``BrainAgeCNNTransformer``, the preset's
+    architecture and batch size, no validation split) on the brain_age stage's training
+    participants (QC passed, not holdout), read through that cache (``cache_dir``).
+``regions``
+    The ``regions`` stage (regional gray-matter means over AAL2 of every QC-passed image).
+``snp_qc``
+    The genotype file read as the CLI reads it, then ``SNPQualityFilter`` fitted on the training
+    participants and applied to all.
+``models``
+    The ``models`` stage on fold 0 (WM participants only) with every model at a budget of one
+    epoch and no cross-fitting (``--set`` below): the point is how memory and time grow, not
+    accuracy. Its ``h_v`` input, the fine-tuned CNN's features (``finetune_f0/hv.npy``), is
+    replaced by random features of the cpu preset's width (the fine-tuning stage is one more
+    stage-1 epoch, measured by ``epoch``).
+``assoc``
+    The score associations of the ``scores`` stage (:func:`association_table`: OLS per score and
+    measure, covariates, 1,000 Freedman-Lane permutations instead of the default 10,000: the cost per
+    permutation is what grows with the participants)
+    on every QC-passed participant, with 8 stand-in scores (regional means, whose cost is that of
+    any score column) instead of the cross-fitted CNN scores.
+
+Usage (the results file was written by this)::
+
+    nice -n 10 python benchmarks/bench_scale.py --sizes 10000 25000 50000
+
+Writes the tables to ``benchmarks/results/scale_tables.md`` (and ``.csv``); ``--report CSV ...`` writes
+them from the CSV files of separate runs (e.g. one per size). ``benchmarks/results/scale.md`` has the
+results, the fixes they led to, and what is not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+SHAPE = (20, 24, 20)
+N_SNPS = 1060
+STAGES = ("data", "cache", "epoch", "regions", "snp_qc", "models", "assoc")
+H_V_WIDTH = 32 * 2 * 3 * 2  # the cpu preset's flattened last block at 20x24x20 (32 channels, 2x3x2)
+OVERRIDES = [
+    "run.threads=1", "run.device=\"cpu\"",
+    "stage1.early_stopping=false", "stage1.lr_schedule=\"none\"",
+    "contrastive.max_epochs=1", "contrastive.early_stopping=false",
+    "classifier.max_epochs=1", "classifier.early_stopping=false", "classifier.cross_fit=0",
+    "baselines.max_epochs=1", "baselines.early_stopping=false",
+    "scores.n_permutations=1000",  # the cost per permutation is what grows with n; 10,000 (the default) is 10x
+]
+
+
+# ---------------------------------------------------------------------------------------------- child side
+def _run_object(cohort, out):
+    from sklearn_cgni.cli._config import load_config
+    from sklearn_cgni.cli._inputs import resolve_inputs
+    from sklearn_cgni.cli.stages._base import Run, build_plan
+
+    cfg = load_config(preset="cpu", overrides=OVERRIDES)
+    run = Run(out, cfg, resolve_inputs(cohort=cohort), progress=False, device="cpu")
+    run.input_fp = "bench_scale"
+    return run, {p.name: p for p in build_plan(run)}
+
+
+def _stage(run, plan, name):
+    """Run the CLI stage ``name`` into its store folder (upstream outputs already there)."""
+    folder = run.store.path(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return run.execute(plan[name], folder)
+
+
+def _watch_memory(peaks, every=0.1):
+    """Keep the largest anonymous and file-backed resident memory of this process (``/proc``).
+
+    File-backed pages (the float16 cache's memory map, NIfTI files nibabel maps) are counted in
+    the peak RSS but are the on-disk data, which the kernel can drop at any time; the anonymous
+    peak is the memory the process itself holds.
+    """
+    import threading
+
+    def poll():
+        while True:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(("RssAnon:", "RssFile:")):
+                        key, kb = line.split()[:2]
+                        peaks[key] = max(peaks.get(key, 0), int(kb))
+            time.sleep(every)
+
+    threading.Thread(target=poll, daemon=True).start()
+
+
+def child(stage, cohort, out):
+    import numpy as np
+    import torch
+
+    peaks = {}
+    _watch_memory(peaks)
+    torch.set_num_threads(1)
+    run, plan = _run_object(cohort, out)
+    extra = {}
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    if stage == "data":
+        _stage(run, plan, "data")
+    elif stage == "regions":
+        _stage(run, plan, "regions")
+    elif stage in ("cache", "epoch"):
+        from sklearn_cgni.cli.stages._common import _arch, _cnn_kwargs
+        from sklearn_cgni.imaging import BrainAgeCNNTransformer, build_float16_cache
+
+        with run.running(plan["brain_age"]):
+            parts, _, _ = run.data()
+        ok = parts["image_qc_passed"].to_numpy()
+        fit = ok & parts["age"].notna().to_numpy() & (parts["split"] != "holdout").to_numpy()
+        cache_dir = Path(out) / "image_cache"
+        if stage == "cache":  # the images the brain-age CNN trains on (the brain_age stage's fit set)
+            t0, c0 = time.perf_counter(), time.process_time()
+            cache = build_float16_cache(parts.loc[fit, "image"].tolist(), cache_dir,
+                                        parts.index[fit].tolist(), n_threads=1)
+            extra["cache_bytes"] = int(cache.nbytes)
+        else:
+            model = BrainAgeCNNTransformer(**_arch(run.cfg), **{**_cnn_kwargs(run), "num_workers": 0, "min_epochs": 1, "max_restarts": 0},
+                                           max_epochs=1, early_stopping=False, lr_schedule="none",
+                                           cache_dir=os.fspath(cache_dir))
+            t0, c0 = time.perf_counter(), time.process_time()
+            model.fit(parts.loc[fit, "image"], parts.loc[fit, "age"].to_numpy())
+            extra["n_fit"] = int(fit.sum())
+    elif stage == "snp_qc":
+        from sklearn_cgni.cli.stages._common import _read_genotypes
+        from sklearn_cgni.genetics import SNPQualityFilter
+
+        with run.running(plan["data"]):
+            geno = _read_genotypes(run)
+        with run.running(plan["brain_age"]):
+            parts, _, _ = run.data()
+        train = parts.index[(parts["split"] == "train").to_numpy()]
+        t = run.cfg["qc"]
+        qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
+                              min_hwe_p=t["min_hwe_p"])
+        qc.fit(geno.loc[train])
+        G = np.asarray(qc.transform(geno), dtype=np.float32)
+        extra["kept"] = int(G.shape[1])
+    elif stage == "models":
+        with run.running(plan["models_f0"]):
+            wm, _, _, _ = run.wm()
+        hv_dir = run.store.path("finetune_f0")
+        hv_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        np.save(hv_dir / "hv.npy", np.maximum(rng.standard_normal((len(wm), H_V_WIDTH), dtype=np.float32), 0))
+        t0, c0 = time.perf_counter(), time.process_time()
+        _stage(run, plan, "models_f0")
+        extra["n_wm"] = len(wm)
+    elif stage == "assoc":
+        from sklearn_cgni.cli.stages._common import _covariates, _read_phenotypes
+        from sklearn_cgni.explain import association_table
+
+        with run.running(plan["scores"]):
+            parts, _, _ = run.data()
+            ids = parts.index[parts["image_qc_passed"].to_numpy()]
+            R, names = run.regions(ids)
+            pheno = _read_phenotypes(run).reindex(ids)
+        import pandas as pd
+
+        c = run.cfg["scores"]
+        scores = pd.DataFrame(R[:, :8], index=ids, columns=names[:8])
+        cov_frame, categorical = _covariates(run, pheno)
+        covs = list(cov_frame.columns)
+        pheno[covs] = cov_frame
+        measures = [m for m in run.cfg["data"]["measures"] if m in pheno.columns]
+        t0, c0 = time.perf_counter(), time.process_time()
+        association_table(scores, pheno, measures, covariates=covs, categorical=categorical,
+                          n_permutations=c["n_permutations"], random_state=0)
+        extra["n_permutations"] = int(c["n_permutations"])
+    else:
+        raise SystemExit(f"unknown stage {stage!r}")
+    extra["seconds"] = time.perf_counter() - t0
+    extra["cpu_seconds"] = time.process_time() - c0  # one thread: the work, whatever the machine's load
+    time.sleep(0.25)  # one more sample
+    with open("/proc/self/status") as f:  # this process image's own peak (wait4's maxrss also counts
+        # the parent's pages at fork, e.g. a parent that has just simulated the cohort)
+        extra["peak_hwm_mib"] = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+    extra["peak_anon_mib"] = peaks.get("RssAnon:", 0) / 1024
+    extra["peak_file_mib"] = peaks.get("RssFile:", 0) / 1024
+    print("BENCH_SCALE " + json.dumps(extra), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+def make_cohort_folder(n, scratch):
+    folder = Path(scratch) / f"cohort_{n}"
+    if (folder / "phenotypes.csv").exists():
+        return folder
+    from sklearn_cgni.datasets import make_cohort
+
+    t = time.perf_counter()
+    make_cohort(n, N_SNPS, shape=SHAPE, output_dir=folder, compress=False, random_state=0)
+    print(f"cohort n={n} written in {time.perf_counter() - t:.0f} s", flush=True)
+    return folder
+
+
+def measure(stage, cohort, out):
+    """Run ``stage`` in a child process: its result, its own peak RSS (``os.wait4``) and wall seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    log_out, log_err = Path(out) / f"{stage}.out", Path(out) / f"{stage}.err"
+    t = time.perf_counter()
+    with open(log_out, "w") as fo, open(log_err, "w") as fe:
+        p = subprocess.Popen([sys.executable, __file__, "--child", stage, "--cohort", os.fspath(cohort),
+                              "--out", os.fspath(out)], stdout=fo, stderr=fe, env=env)
+        _, status, rusage = os.wait4(p.pid, 0)  # this child alone (RUSAGE_CHILDREN would be the max of all)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"stage {stage} failed (exit {p.returncode}):\n{log_err.read_text()[-3000:]}")
+    line = [ln for ln in log_out.read_text().splitlines() if ln.startswith("BENCH_SCALE ")][-1]
+    res = json.loads(line.split(" ", 1)[1])
+    res["peak_rss_mib"] = res.pop("peak_hwm_mib", rusage.ru_maxrss / 1024)  # kB on Linux
+    res["process_seconds"] = wall
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 25000, 50000])
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--scratch", default="/tmp/scale", help="cohorts and run folders (outside the repository)")
+    ap.add_argument("--out", default=os.fspath(RESULTS / "scale_tables"), help="tables: <out>.md and <out>.csv")
+    ap.add_argument("--run-tag", default="", help="suffix of the run folders under --scratch (run_<n><tag>)")
+    ap.add_argument("--report", nargs="+", metavar="CSV", help="only write the tables of earlier runs' CSV files")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--cohort", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args.child, args.cohort, args.out)
+    import pandas as pd
+
+    if args.report:
+        return report(pd.concat([pd.read_csv(f) for f in args.report], ignore_index=True), args.out)
+    rows = []
+    for n in args.sizes:
+        cohort = make_cohort_folder(n, args.scratch)
+        out = Path(args.scratch) / f"run_{n}{args.run_tag}"
+        for stage in args.stages:
+            if stage == "cache":  # built afresh, so that it is measured
+                shutil.rmtree(out / "image_cache", ignore_errors=True)
+            res = measure(stage, cohort, out)
+            cache = out / "image_cache"
+            res.update(participants=n, stage=stage, load1=os.getloadavg()[0],
+                       cache_bytes=sum(f.stat().st_size for f in cache.glob("*.f16")) if cache.exists() else 0)
+            rows.append(res)
+            print(f"n={n} {stage}: {res['seconds']:.1f} s, peak RSS {res['peak_rss_mib']:.0f} MiB", flush=True)
+    report(pd.DataFrame(rows), args.out)
+
+
+def report(df, out):
+    """Write ``out``.csv and ``out``.md: the table n × stage and the ratios of the largest to the smallest n."""
+    import pandas as pd
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(Path(out).with_suffix(".csv"), index=False)
+    sizes = sorted(df["participants"].unique())
+    cols = [c for c in ("participants", "stage", "seconds", "cpu_seconds", "process_seconds", "peak_rss_mib",
+                        "peak_anon_mib", "cache_bytes", "load1") if c in df]
+    lines = [f"Sizes {' / '.join(map(str, sizes))}; machine {platform.machine()}, {os.cpu_count()} cores; one "
+             "thread per stage.", "",
+             "`seconds`: wall seconds of the stage's own work in its child process; `cpu_seconds`: its CPU "
+             "seconds (one thread, so the work itself, less sensitive to the machine's load); `process_seconds`: "
+             "the child from start to exit (imports and reading upstream outputs included); `peak_rss_mib`: the "
+             "child's peak resident set size (VmHWM), file-backed pages included; `peak_anon_mib`: its peak "
+             "anonymous resident memory (sampled every 0.1 s from /proc), i.e. without the memory-mapped cache "
+             "and image files; `load1`: the 1-minute load average after the stage.", "",
+             df[cols].to_markdown(index=False, floatfmt=".1f"), ""]
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        a = df[df.participants == lo].set_index("stage")
+        b = df[df.participants == hi].set_index("stage")
+        ratio = pd.DataFrame({k: b[k] / a[k] for k in ("seconds", "cpu_seconds", "peak_rss_mib", "peak_anon_mib")
+                              if k in a and k in b})
+        lines += [f"Ratios {hi} / {lo} (size ratio {hi / lo:g}):", "", ratio.to_markdown(floatfmt=".2f"), ""]
+    Path(out).with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
