@@ -48,8 +48,12 @@ def run_demo(out, extra):
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     meta = json.loads((Path(out) / "run.json").read_text())
-    return {"command": " ".join(["sklearn-cgni", *cmd[3:]]), "wall_s": wall, "load_before": load0,
+    return {"command": " ".join(["sklearn-cgni", *cmd[3:]]), "out": str(out), "wall_s": wall, "load_before": load0,
             "load_after": _load(), "stage_seconds": meta["stage_seconds"], "parallel": meta.get("parallel")}
+
+
+def _one(load):
+    return "not recorded" if not load else f"{load[0]:.1f}"
 
 
 def tables(out):
@@ -72,15 +76,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--preset", default=None, help="e.g. tiny for a quick check (default: the demo's)")
+    p.add_argument("--reuse-serial", default=None, metavar="JSON",
+                   help="take the serial run from this JSON (run_demo's record) instead of running it again")
     p.add_argument("--scratch", default=None, help="folder for the two output folders (default: a temporary one)")
     args = p.parse_args(argv)
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench_scheduler_"))
     preset = ["--preset", args.preset] if args.preset else []
-    serial = run_demo(scratch / "serial", preset)
+    if args.reuse_serial:  # a serial run of the same code path measured earlier (idle machine), read back
+        serial = json.loads(Path(args.reuse_serial).read_text())
+    else:
+        serial = run_demo(scratch / "serial", preset)
     print(f"serial: {serial['wall_s']:.0f} s", flush=True)
     dask = run_demo(scratch / "dask", [*preset, "--scheduler", f"local:{args.workers}"])
     print(f"local:{args.workers}: {dask['wall_s']:.0f} s", flush=True)
-    same, differ = same_tables(scratch / "serial", scratch / "dask")
+    same, differ = same_tables(Path(serial.get("out", scratch / "serial")), scratch / "dask")
     result = {"serial": serial, "dask": dask, "speedup": serial["wall_s"] / dask["wall_s"], "same_tables": same,
               "tables_that_differ": differ, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d %H:%M %Z"), "workers": args.workers}
@@ -99,9 +108,9 @@ def main(argv=None):
         "| run | command | wall time | load average before → after (1 min) |",
         "|---|---|---|---|",
         f"| serial | `{serial['command']}` | {serial['wall_s']:.0f} s | "
-        f"{serial['load_before'][0]:.1f} → {serial['load_after'][0]:.1f} |",
+        f"{_one(serial['load_before'])} → {_one(serial['load_after'])} |",
         f"| Dask | `{dask['command']}` | {dask['wall_s']:.0f} s | "
-        f"{dask['load_before'][0]:.1f} → {dask['load_after'][0]:.1f} |",
+        f"{_one(dask['load_before'])} → {_one(dask['load_after'])} |",
         "",
         f"- Speed-up: **{result['speedup']:.2f}×** (serial wall time / Dask wall time).",
         f"- Share of the Dask run with at most one stage running (`parallel.serial_share`): "

@@ -1,9 +1,10 @@
 """The stages of ``sklearn-cgni run`` as Dask distributed tasks (``--scheduler`` / ``run.scheduler``).
 
-Each stage of the run plan (:func:`~.stages.build_plan`) becomes one task, submitted with the
-futures of the stages it reads (its ``after``) as arguments, so Dask starts it as soon as those
-have finished and runs independent stages side by side: the folds' fine-tuning and models,
-the brain-genotype scores, the confound table, the training curves. The task runs the stage
+Each stage of the run plan (:func:`~.stages.build_plan`) becomes one task, submitted by the main
+process as soon as the stages it reads (its ``after``) have finished, so independent stages
+run side by side: the folds' fine-tuning and models, the brain-genotype scores, the confound
+table, the training curves. At most as many stage tasks are in flight as the workers have
+threads, the one with the longest chain of work after it first (each stage's ``cost``). The task runs the stage
 exactly as the serial run does, through the same :class:`~._stages.StageStore` in the same
 output folder, which must therefore be on a file system every worker sees (as the inputs
 must): a finished stage is marked done by its ``_done.json`` and a rerun resumes from there.
@@ -18,7 +19,10 @@ What makes the tables the serial run's:
   same ``run.threads``.
 
 Workers that advertise a ``GPU`` resource (``dask worker --resources GPU=1``) take the
-stages that train or run networks (registered with ``gpu=True``); the others go anywhere. A
+stages that train or run networks (registered with ``gpu=True``); the others go anywhere.
+The units inside a stage (cross-fitting folds ...) run inside its task: handed to the cluster
+through joblib's Dask backend from within a worker, they stayed on that worker while the
+other idled, so the stage task does not do that. A
 failed task is retried once (``retries=1``), then the run ends with a one-line error naming
 the stage, as in the serial run. On Ctrl-C the tasks not yet started are cancelled; a task
 already running on a remote worker finishes there (Dask cannot stop a running task), and its
@@ -101,10 +105,13 @@ def dask_client(spec):
     cluster = None
     try:
         if kind == "local":
-            # one stage per worker at a time ("stage" resource); a stage waiting on its cross-fitting folds
-            # frees the worker's thread for one of them
-            cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR, resources={"stage": 1})
+            import dask
+
+            # the workers' statistical profiler and GIL monitor sample the training threads: off here
+            with dask.config.set({"distributed.worker.profile.enabled": False,
+                                  "distributed.admin.system-monitor.gil.enabled": False}):
+                cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
             client = Client(cluster)
         elif kind == "file":
             if not Path(value).exists():
@@ -135,8 +142,6 @@ def _stage_task(name, out, config, inputs, input_fp, *upstream):
     ``upstream``: the results of this task's upstream tasks (the stages it reads), whose
     fingerprints make this stage's.
     """
-    from joblib import parallel_config
-
     from ..utils import resolve_device
     from .stages import Run, build_plan
 
@@ -147,16 +152,14 @@ def _stage_task(name, out, config, inputs, input_fp, *upstream):
         run.store.fingerprints[up["name"]] = up["fingerprint"]
     handler = _attach_file_log(out)
     try:
-        run.n_jobs = -1  # the stage's own parallel units (cross-fitting folds ...) become tasks of this cluster
-        with parallel_config(backend="dask"):  # the threads: ThreadsPlugin, set once per worker
-            for planned in build_plan(run):  # the setups up to this stage, as the serial run calls them
-                if planned.stage.setup is not None:
-                    planned.stage.setup(run)
-                if planned.name == name:
-                    break
-            else:  # pragma: no cover - the main process submits only planned stages
-                raise RuntimeError(f"stage {name!r} is not in the run's plan")
-            run.store.run(name, lambda folder, p=planned: run.execute(p, folder), **planned.fingerprint_inputs(run))
+        for planned in build_plan(run):  # the setups up to this stage, as the serial run calls them
+            if planned.stage.setup is not None:
+                planned.stage.setup(run)
+            if planned.name == name:
+                break
+        else:  # pragma: no cover - the main process submits only planned stages
+            raise RuntimeError(f"stage {name!r} is not in the run's plan")
+        run.store.run(name, lambda folder, p=planned: run.execute(p, folder), **planned.fingerprint_inputs(run))
     finally:
         _detach_file_log(handler)
     try:
@@ -214,19 +217,19 @@ def _detach_file_log(path):
 def _critical_path(plan):
     """Each stage's task priority: the longest chain of work from it to the end of the run.
 
-    A stage that trains or runs networks (``gpu=True``) counts 10, any other 1: rough, but it
-    starts the fine-tuning folds, then the chain to the occlusion and the long confound and
-    score stages before the short ones that nothing waits for.
+    The work of a stage is its registered ``cost`` (relative seconds of the cpu-preset demo run
+    serially), so the fine-tuning folds, which the long confound table waits for, start before
+    the brain-genotype scores, and short stages that nothing waits for come last.
     """
     children = {p.name: [q.name for q in plan if p.name in q.after] for p in plan}
-    cost = {p.name: 10 if p.stage.gpu else 1 for p in plan}
     memo = {}
 
     def path(name):
         if name not in memo:
-            memo[name] = cost[name] + max((path(c) for c in children[name]), default=0)
+            memo[name] = plan_cost[name] + max((path(c) for c in children[name]), default=0)
         return memo[name]
 
+    plan_cost = {p.name: p.stage.cost for p in plan}
     return {p.name: path(p.name) for p in plan}
 
 
@@ -255,23 +258,36 @@ def run_on_dask(run, plan, client, *, threads, bar=None):
     from ._dask_worker import ThreadsPlugin
 
     client.register_plugin(ThreadsPlugin(threads))
+    workers = client.scheduler_info(n_workers=-1)["workers"]
     gpu = bool(_workers_with(client, "GPU")) and run.device != "cpu"
-    slots = bool(_workers_with(client, "stage"))
+    slots = max(1, sum(int(info.get("nthreads", 1)) for info in workers.values()))
     priority = _critical_path(plan)
     token = uuid.uuid4().hex[:8]
-    futures, names = {}, {}
-    for planned in plan:
-        deps = [futures[a] for a in planned.after]
-        resources = {**({"stage": 1} if slots else {}), **({"GPU": 1} if gpu and planned.stage.gpu else {})}
-        fut = client.submit(_stage_task, planned.name, run.out, run.cfg, run.inputs, run.input_fp, *deps,
-                            key=f"cgni-{planned.name}-{token}", pure=False, retries=1, resources=resources or None,
-                            priority=priority[planned.name])
-        futures[planned.name] = fut
-        names[fut.key] = planned.name
-    tasks = []
+    pending = {p.name: p for p in plan}
+    done, running, tasks = {}, {}, []
+    finished = as_completed()
+
+    def submit_ready():
+        """The stages whose upstream stages are done, the longest chain first, while a worker thread is free.
+
+        Submitted with their upstream results as values (not futures), so the scheduler places each
+        on a free worker rather than next to a small upstream result.
+        """
+        ready = sorted((p for p in pending.values() if all(a in done for a in p.after)),
+                       key=lambda p: -priority[p.name])
+        for planned in ready[:max(0, slots - len(running))]:
+            resources = {"GPU": 1} if gpu and planned.stage.gpu else None
+            fut = client.submit(_stage_task, planned.name, run.out, run.cfg, run.inputs, run.input_fp,
+                                *[done[a] for a in planned.after], key=f"cgni-{planned.name}-{token}", pure=False,
+                                retries=1, resources=resources, priority=priority[planned.name])
+            running[fut.key] = (planned.name, fut)
+            del pending[planned.name]
+            finished.add(fut)
+
     try:
-        for fut in as_completed(list(futures.values())):
-            name = names[fut.key]
+        submit_ready()
+        for fut in finished:
+            name = running.pop(fut.key)[0]
             if fut.status != "finished":
                 run.store.current = name
                 exc = fut.exception()
@@ -280,6 +296,7 @@ def run_on_dask(run, plan, client, *, threads, bar=None):
                                        "went away)")
                 raise exc
             res = fut.result()
+            done[name] = res
             store = run.store
             store.fingerprints[name] = res["fingerprint"]
             store.timings[name] = res["seconds"]
@@ -291,8 +308,9 @@ def run_on_dask(run, plan, client, *, threads, bar=None):
             if bar is not None:
                 bar.set_postfix_str(name)
                 bar.update(1)
+            submit_ready()
     except BaseException:
-        client.cancel(list(futures.values()))
+        client.cancel([f for _, f in running.values()])
         raise
     return tasks
 

@@ -67,6 +67,9 @@ class Stage:
     gpu : bool
         The stage trains or runs networks: under a Dask scheduler whose workers advertise a
         ``GPU`` resource, it runs on one of those (see :mod:`.._dask`).
+    cost : float
+        Relative cost (seconds of the cpu-preset demo run serially, in tens): under a Dask
+        scheduler, the stages on the longest chain of cost start first (see :mod:`.._dask`).
     data_parallel : bool
         The stage trains image CNNs: under ``torchrun`` every process computes it and the
         CNNs train data-parallel (see :class:`~sklearn_cgni.cli._stages.StageStore`); other
@@ -82,6 +85,7 @@ class Stage:
     enabled: Callable | None = None
     setup: Callable | None = None
     gpu: bool = False
+    cost: float = 0.1
     data_parallel: bool = False
 
 
@@ -90,12 +94,12 @@ REGISTRY: dict[str, Stage] = {}
 
 
 def register(name, *, config=(), after=(), inputs=False, per_fold=False, enabled=None, setup=None, gpu=False,
-             data_parallel=False):
+             data_parallel=False, cost=0.1):
     """Decorator registering a stage function in :data:`REGISTRY` (see :class:`Stage`)."""
 
     def decorate(func):
         REGISTRY[name] = Stage(name, func, tuple(config), tuple(after), inputs, per_fold, enabled, setup, gpu,
-                               data_parallel)
+                               cost, data_parallel)
         return func
 
     return decorate
@@ -167,9 +171,6 @@ class Run:
         self.seed = int(config["run"]["seed"])
         self.input_fp = None
         self.current = None  # the PlannedStage running now
-        # the parallel units inside a stage (cross-fitting folds ...): joblib's n_jobs; None runs them one after
-        # another here, -1 as tasks of the Dask cluster when the stage itself is one (see cli/_dask.py)
-        self.n_jobs = None
 
     # ---------------------------------------------------------------- running
     @contextlib.contextmanager

@@ -12,7 +12,7 @@ from ._common import _arch, _stage1_kwargs, _training_summary
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("brain_age", config=("stage1",), after=("data",), gpu=True, data_parallel=True)
+@register("brain_age", config=("stage1",), after=("data",), gpu=True, data_parallel=True, cost=11)
 def _stage_brain_age(run, folder):
     from ...imaging import BrainAgeCNNTransformer
 

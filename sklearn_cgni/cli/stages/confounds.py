@@ -50,7 +50,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
     adjusted, adjusters = adjusted_image_scores(
         lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}").set_params(max_restarts=0), frame, y,
         covariates=covariates, categorical=categorical, cv=cv, image_column="image", scratch_dir=folder,
-        return_adjusters=True, n_jobs=run.n_jobs)
+        return_adjusters=True)
     affine = check_images(wm["image"]).affine  # headers are cached: no second read
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):  # what was removed in fold 0
         # design names hold level names (any text): escaped before they name a file
@@ -78,7 +78,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
 
 @register("confounds", config=("confounds", "contrastive", "classifier", "baselines", "data", "stage1", "protocol"),
           after=("data", "regions", "brain_age", "finetune"), enabled=lambda run: run.cfg["confounds"]["enabled"],
-          gpu=True, data_parallel=True)  # the covariate-adjusted WM CNNs
+          gpu=True, data_parallel=True, cost=38)  # the covariate-adjusted WM CNNs
 def _stage_confounds(run, folder):
     from ...evaluation import evaluate_confounds, match_groups, summarize_confounds
 

@@ -104,7 +104,7 @@ def _cgni_with_pgs(cgni, n_stage2):
 
 
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
-          after=("data", "regions", "finetune"), per_fold=True, gpu=True)
+          after=("data", "regions", "finetune"), per_fold=True, gpu=True, cost=1)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
 

@@ -63,7 +63,7 @@ def _held_out_accuracy(G, scores):
 
 
 @register("scores", config=("scores", "stage1", "data"), inputs=True, after=("data", "regions", "brain_age"),
-          enabled=lambda run: run.cfg["scores"]["enabled"], gpu=True, data_parallel=True)
+          enabled=lambda run: run.cfg["scores"]["enabled"], gpu=True, data_parallel=True, cost=12)
 def _stage_scores(run, folder):
     from sklearn.model_selection import KFold
 
@@ -99,10 +99,10 @@ def _stage_scores(run, folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         cnn_scores, estimators = cross_fit_scores(scorer, images.tolist(), G, cv=folds, select=select,
-                                                  return_estimators=True, n_jobs=run.n_jobs)
+                                                  return_estimators=True)
         affine = np.load(run.path("data") / "affine.npy")
         idp_scores = cross_fit_scores(make_idp_scorer(_load_atlas(run), affine=affine, alpha=c["idp_alpha"]),
-                                      images.tolist(), G, cv=folds, select=select, n_jobs=run.n_jobs)
+                                      images.tolist(), G, cv=folds, select=select)
     _caught(caught)
     cnn_scores.index, idp_scores.index = ids, ids
     cnn_scores.to_csv(folder / "scores_cnn.csv")
