@@ -107,8 +107,12 @@ def dask_client(spec):
         if kind == "local":
             import dask
 
-            # the workers' statistical profiler and GIL monitor sample the training threads: off here
-            with dask.config.set({"distributed.worker.profile.enabled": False,
+            # - MALLOC_TRIM_THRESHOLD_=65536, which Dask's nannies set for their workers, made glibc hand memory
+            #   back to the system after every freed tensor: a stage then ran 1.5x slower than in this process
+            #   (kernel time), the same computation otherwise; unset, as outside Dask
+            # - the workers' statistical profiler and GIL monitor sample the training threads: off
+            with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                                  "distributed.worker.profile.enabled": False,
                                   "distributed.admin.system-monitor.gil.enabled": False}):
                 cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=None,
                                        silence_logs=logging.ERROR)
@@ -136,30 +140,36 @@ def _workers_with(client, resource):
             if info.get("resources", {}).get(resource, 0) >= 1]
 
 
-def _stage_task(name, out, config, inputs, input_fp, *upstream):
+def _stage_task(name, out, config, inputs, input_fp, threads, *upstream):
     """Run stage ``name`` of the plan in a worker; what the main process needs to go on.
 
     ``upstream``: the results of this task's upstream tasks (the stages it reads), whose
     fingerprints make this stage's.
     """
+    import torch
+    from threadpoolctl import threadpool_limits
+
     from ..utils import resolve_device
     from .stages import Run, build_plan
 
     start = time.time()
+    if threads:  # in the thread that runs the stage: OpenMP's thread count is a per-thread setting
+        torch.set_num_threads(threads)
     run = Run(out, config, inputs, progress=False, device=resolve_device(config["run"]["device"]))
     run.input_fp = input_fp
     for up in upstream:
         run.store.fingerprints[up["name"]] = up["fingerprint"]
     handler = _attach_file_log(out)
     try:
-        for planned in build_plan(run):  # the setups up to this stage, as the serial run calls them
-            if planned.stage.setup is not None:
-                planned.stage.setup(run)
-            if planned.name == name:
-                break
-        else:  # pragma: no cover - the main process submits only planned stages
-            raise RuntimeError(f"stage {name!r} is not in the run's plan")
-        run.store.run(name, lambda folder, p=planned: run.execute(p, folder), **planned.fingerprint_inputs(run))
+        with threadpool_limits(limits=threads or None):
+            for planned in build_plan(run):  # the setups up to this stage, as the serial run calls them
+                if planned.stage.setup is not None:
+                    planned.stage.setup(run)
+                if planned.name == name:
+                    break
+            else:  # pragma: no cover - the main process submits only planned stages
+                raise RuntimeError(f"stage {name!r} is not in the run's plan")
+            run.store.run(name, lambda folder, p=planned: run.execute(p, folder), **planned.fingerprint_inputs(run))
     finally:
         _detach_file_log(handler)
     try:
@@ -277,7 +287,7 @@ def run_on_dask(run, plan, client, *, threads, bar=None):
                        key=lambda p: -priority[p.name])
         for planned in ready[:max(0, slots - len(running))]:
             resources = {"GPU": 1} if gpu and planned.stage.gpu else None
-            fut = client.submit(_stage_task, planned.name, run.out, run.cfg, run.inputs, run.input_fp,
+            fut = client.submit(_stage_task, planned.name, run.out, run.cfg, run.inputs, run.input_fp, threads,
                                 *[done[a] for a in planned.after], key=f"cgni-{planned.name}-{token}", pure=False,
                                 retries=1, resources=resources, priority=priority[planned.name])
             running[fut.key] = (planned.name, fut)
