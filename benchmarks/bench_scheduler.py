@@ -117,8 +117,7 @@ def main(argv=None):
         f"**{par['serial_share']:.0%}**.",
         f"- Same tables (every `tables/*.csv`, timing columns left out): **{'yes' if same else 'no: ' + str(differ)}**.",
         "",
-        "Per-stage wall seconds (a stage's time on the cluster includes waiting for its own folds, "
-        "which run as tasks beside other stages):",
+        "Per-stage wall seconds (on the cluster, two stages share the 2 cores most of the time):",
         "",
         stages.round(1).to_markdown(),
         "",
