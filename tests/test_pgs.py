@@ -200,12 +200,18 @@ _CHECK_VARIANTS = pd.DataFrame({"id": [f"x{i}" for i in range(50)] + [f"col_{i}"
 
 
 def _check_estimator():
+    """The checks' estimator. Its scoring file has a fixed path: the path is in the test IDs, which the
+    pytest-xdist workers must collect identically (each writes the same bytes, then renames atomically)."""
+    import os
     import tempfile
     from pathlib import Path
 
-    d = Path(tempfile.mkdtemp())
+    d = Path(tempfile.gettempdir()) / "sklearn_cgni_test_pgs_checks"
+    d.mkdir(exist_ok=True)
     rows = [("x0", 1, 1, "A", "C", 0.5), ("col_0", 1, 51, "C", "A", 2.0)]
-    return PolygenicScore(_scoring(d / "check.txt", rows), variants=_CHECK_VARIANTS, min_coverage=0.0)
+    tmp = _scoring(d / f"check.txt.{os.getpid()}", rows)
+    os.replace(tmp, d / "check.txt")
+    return PolygenicScore(d / "check.txt", variants=_CHECK_VARIANTS, min_coverage=0.0)
 
 
 @parametrize_with_checks([_check_estimator()])
