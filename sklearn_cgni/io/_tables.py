@@ -101,7 +101,10 @@ def check_genotypes(genotypes, *, source="genotypes", allow_dosage=False):
             f"SNP {genotypes.columns[c]!r} in {source} is not {allowed} "
             f"({n_bad} such value(s) in all)."
         )
-    # no copy of the values (a frame of float32 hands out its own array)
+    # no copy of the values (a frame of float32 hands out its own array), unless they are read-only (pandas'
+    # copy-on-write hands out read-only views): the caller gets a frame it can edit
+    if not values.flags.writeable:
+        values = values.copy()
     return pd.DataFrame(values, index=genotypes.index.astype(str), columns=genotypes.columns.astype(str), copy=False)
 
 
@@ -339,6 +342,8 @@ def _read_plink1(path, count_A1, snps):
     if snps is not None:
         loci = [loci[p] for p in positions]
     sid = sid if snps is None else [sid[p] for p in positions]
+    if not values.flags.writeable:  # an editable frame for the caller, without a copy when the reader's array is
+        values = values.copy()
     table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid, copy=False)
     table.attrs["loci"] = loci
     return table
