@@ -244,12 +244,7 @@ def convert_batchnorm(module, device="cpu"):
             if (isinstance(child, torch.nn.modules.batchnorm._BatchNorm)
                     and not isinstance(child, (DistributedBatchNorm, torch.nn.SyncBatchNorm))):
                 new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
-                if child.affine:
-                    new.weight, new.bias = child.weight, child.bias
-                if child.track_running_stats:
-                    for buf in _BN_BUFFERS:
-                        setattr(new, buf, getattr(child, buf))
-                new.train(child.training)
+                _share_batchnorm_state(child, new)
                 setattr(parent, name, new)
                 swapped.append((parent, name, child))
     return swapped
@@ -258,14 +253,18 @@ def convert_batchnorm(module, device="cpu"):
 def restore_batchnorm(swapped):
     """Undo :func:`convert_batchnorm`: the original layers come back with the trained values."""
     for parent, name, original in reversed(swapped):
-        current = getattr(parent, name)
-        if original.affine:
-            original.weight, original.bias = current.weight, current.bias
-        if original.track_running_stats:
-            for buf in _BN_BUFFERS:
-                setattr(original, buf, getattr(current, buf))
-        original.train(current.training)
+        _share_batchnorm_state(getattr(parent, name), original)
         setattr(parent, name, original)
+
+
+def _share_batchnorm_state(source, target):
+    """``target`` takes ``source``'s parameters and running statistics (the same tensors) and mode."""
+    if source.affine:
+        target.weight, target.bias = source.weight, source.bias
+    if source.track_running_stats:
+        for buf in _BN_BUFFERS:
+            setattr(target, buf, getattr(source, buf))
+    target.train(source.training)
 
 
 @contextlib.contextmanager
