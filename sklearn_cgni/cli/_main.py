@@ -268,15 +268,20 @@ def _cmd_run(args):
     inputs = resolve_inputs(cohort=args.cohort, images=args.images, genotypes=args.genotypes,
                             phenotypes=args.phenotypes, snp_info=args.snp_info, snp_genes=args.snp_genes,
                             gene_sets=args.gene_sets, atlas=args.atlas, atlas_labels=args.atlas_labels)
-    from ..utils._distributed import init_distributed
+    from ..utils._distributed import init_distributed, shutdown_distributed
 
     rank, _ = init_distributed(device=config["run"]["device"])  # under torchrun / accelerate launch
     if rank:  # rank 0 speaks for the run (console, run.log, progress bars); the others report errors only
         for handler in log.handlers:
             if getattr(handler, "_cgni_console", False):
                 handler.setLevel(logging.ERROR)
-    report = run_pipeline(args.output, config, inputs, force=args.force, progress=not args.no_progress,
-                          preset=preset, argv=["sklearn-cgni", *args.argv])
+    try:
+        report = run_pipeline(args.output, config, inputs, force=args.force, progress=not args.no_progress,
+                              preset=preset, argv=["sklearn-cgni", *args.argv])
+    except BaseException:
+        shutdown_distributed(wait=False)
+        raise
+    shutdown_distributed()  # every process stays until rank 0 has written the report
     if not rank:
         print(f"Report: {os.fspath(report)}")
     return 0

@@ -55,7 +55,7 @@ from torch.utils.data import DistributedSampler, RandomSampler
 
 __all__ = ["DistributedBatchNorm", "GeneratorDistributedSampler", "barrier", "broadcast_object",
            "convert_batchnorm", "data_parallel", "global_batchnorm", "init_distributed", "is_main_process",
-           "local_training", "rank", "rank_seed", "restore_batchnorm", "world_size"]
+           "local_training", "rank", "rank_seed", "restore_batchnorm", "shutdown_distributed", "world_size"]
 
 #: how long a process waits for the others (rank 0 may compute a long single-process stage meanwhile)
 BARRIER_TIMEOUT = datetime.timedelta(hours=48)
@@ -157,6 +157,28 @@ def barrier():
     """Wait until every process arrives (no-op in a single process)."""
     if world_size() > 1:
         dist.barrier(group=_group())
+
+
+def shutdown_distributed(wait=True):
+    """End the process group that :func:`init_distributed` started (nothing without one).
+
+    With ``wait`` every process first waits for the others, so that no process leaves while
+    another still talks to it (rank 0 writes the report after the last stage). A process that
+    left its interpreter with the group still up could abort in gloo's threads ("terminate
+    called without an active exception", SIGABRT), and torchrun then stopped the others. After
+    an error, call it with ``wait=False``: the other processes may never arrive.
+    """
+    global _control_group
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if wait and dist.get_world_size() > 1:
+            dist.barrier(group=_group())
+    finally:
+        if _control_group is not None and _control_group is not dist.group.WORLD:
+            dist.destroy_process_group(_control_group)
+        _control_group = None
+        dist.destroy_process_group()
 
 
 def broadcast_object(obj, src=0):
