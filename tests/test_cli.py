@@ -228,7 +228,12 @@ def test_confound_table_covers_every_configured_model(finished_run):
     # what the voxel-wise adjustment removed, on the input grid
     age_map = nib.load(out / "stages" / "confounds" / "covariate_effect_age.nii.gz")
     assert age_map.shape == (24, 28, 24) and np.isfinite(age_map.get_fdata()).all()
-    assert not list((out / "stages" / "confounds").glob("residuals_f*"))
+    assert not list((out / "stages").glob("*/residuals_f*"))  # the adjusted folds' scratch images are gone
+    # each fold's adjusted CNN is its own stage; the table's adjusted scores are theirs
+    adjusted = scores.query("model == 'Imaging CNN' and evaluation == 'adjusted'").set_index("fold")["score"]
+    for k in (0, 1):
+        done = json.loads((out / "stages" / f"adjusted_cnn_f{k}" / "_done.json").read_text())
+        assert adjusted[k] == pytest.approx(done["result"]["score"])
     # held-out predictions of every model (the CNN's from Table 1's fold models) and the
     # incremental test computed from them; covariate-only models add nothing to themselves
     preds = pd.read_csv(out / "tables" / "confound_predictions.csv")

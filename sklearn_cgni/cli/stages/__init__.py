@@ -16,13 +16,14 @@ a stage reading the outputs of a stage it does not declare fails (:class:`~._bas
 ``occlusion``     regions and SNPs per component (eq. 6, Fig. 3)
 ``genes``         genes per component, regions per component, enrichment (Tables 4-5)
 ``scores``        brain-genotype scores (cross-fitted), IDP baseline, saliency, associations
+``adjusted_cnn_f<k>`` the WM CNN fine-tuned on fold k's covariate-adjusted images (confound table)
 ``confounds``     covariate-only baselines, adjusted and matched scores
 ``recovery``      ground-truth recovery (simulated cohorts only)
 """
 
 # imported in pipeline order: the registry's order is the run's
 from . import simulate, data, regions, brain_age, finetune, models, training_curves  # noqa: F401, I001
-from . import scca, occlusion, genes, scores, confounds, recovery  # noqa: F401, I001
+from . import scca, occlusion, genes, scores, adjusted_cnn, confounds, recovery  # noqa: F401, I001
 from ._base import REGISTRY, PlannedStage, Run, Stage, UndeclaredStageError, build_plan, register
 
 __all__ = ["REGISTRY", "PlannedStage", "Run", "Stage", "UndeclaredStageError", "build_plan", "register"]

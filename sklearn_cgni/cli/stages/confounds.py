@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from .._protocol import CLASSICAL_MODELS, HV_PGS_LOGISTIC, PGS_LOGISTIC, TABLE1_CGNI, paper_models
 from ._base import register
-from ._common import _caught, _class_weight, _classical, _covariates, _model_configs, _wm_cnn
+from ._common import _caught, _class_weight, _classical, _covariates, _model_configs
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -28,33 +27,26 @@ def _brain_age_feature_model(n_img, class_weight, seed):
                      ("logistic", LogisticRegression(class_weight=class_weight, max_iter=2000, random_state=seed))])
 
 
-def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical, matched_ids):
+def _imaging_cnn_confound_scores(run, folder, wm, y, cv, matched_ids):
     """Per-fold confound scores of the fine-tuned imaging CNN (Table 1's "Imaging CNN").
 
     raw and matched: the fold models of the finetune stages (their saved predictions), scored
     on each validation fold and on its matched participants; adjusted: the same CNN
-    re-fine-tuned per fold on images whose voxels have the covariates regressed out
-    (:func:`~sklearn_cgni.evaluation.adjusted_image_scores`).
+    re-fine-tuned per fold on images whose voxels have the covariates regressed out, by the
+    ``adjusted_cnn_f<k>`` stages. Fold 0's maps of what was removed are copied here.
     """
-    import nibabel as nib
+    import shutil
 
-    from ...io import check_images
     from sklearn.metrics import balanced_accuracy_score
 
-    from ...evaluation import adjusted_image_scores
     from ...evaluation._incremental import _proba_logit
 
-    frame = pd.concat([wm[["image"]], _covariates(run, wm)[0][covariates]], axis=1)
-    # no restarts here: on covariate-adjusted images a validation loss at the class priors' level can be the
-    # answer (no WM signal left), not a stalled run; restarting doubled this stage's time in the demo
-    adjusted, adjusters = adjusted_image_scores(
-        lambda k: _wm_cnn(run, f"adjusted WM CNN fold {k}").set_params(max_restarts=0), frame, y,
-        covariates=covariates, categorical=categorical, cv=cv, image_column="image", scratch_dir=folder,
-        return_adjusters=True)
-    affine = check_images(wm["image"]).affine  # headers are cached: no second read
-    for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):  # what was removed in fold 0
-        # design names hold level names (any text): escaped before they name a file
-        nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{quote(str(name), safe='=-_.')}.nii.gz")
+    adjusted = []
+    for k in range(len(cv)):
+        score = run.result(f"adjusted_cnn_f{k}")["score"]
+        adjusted.append(np.nan if score is None else float(score))
+    for effect in sorted(run.path("adjusted_cnn_f0").glob("covariate_effect_*.nii.gz")):
+        shutil.copyfile(effect, folder / effect.name)
     rows, preds = [], []
     in_match = wm.index.isin(matched_ids) if matched_ids is not None else None
     for k, (tr, va) in enumerate(cv):
@@ -77,8 +69,8 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical
 
 
 @register("confounds", config=("confounds", "contrastive", "classifier", "baselines", "data", "stage1", "protocol"),
-          after=("data", "regions", "brain_age", "finetune"), enabled=lambda run: run.cfg["confounds"]["enabled"],
-          gpu=True, data_parallel=True, cost=38)  # the covariate-adjusted WM CNNs
+          after=("data", "regions", "brain_age", "finetune", "adjusted_cnn"),
+          enabled=lambda run: run.cfg["confounds"]["enabled"], cost=8)
 def _stage_confounds(run, folder):
     from ...evaluation import evaluate_confounds, match_groups, summarize_confounds
 
@@ -139,8 +131,7 @@ def _stage_confounds(run, folder):
             predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(pgs_models))]],
                                     ignore_index=True)
         if "Imaging CNN" in c["models"]:
-            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, covariates, categorical,
-                                                         None if match is None else match.ids)
+            cnn, cnn_pred = _imaging_cnn_confound_scores(run, folder, wm, y, cv, None if match is None else match.ids)
             scores = pd.concat([scores, cnn], ignore_index=True)
             predictions = pd.concat([predictions, cnn_pred], ignore_index=True)
     _caught(caught)
