@@ -87,9 +87,10 @@ def planted_signal(out, cohort):
         targets[e["region"]] = targets.get(e["region"], 0.0) + e["sign"] * abs(e["effect"]) * dosage[e["snp"]].to_numpy()
     region_ids = pd.read_csv(stages / "regions" / "participants.csv", dtype={"participant_id": str})["participant_id"]
     features = {"brain-age CNN h_v": np.load(stages / "brain_age" / "hv_wm.npy"),
-                "WM CNN h_v (fold 0)": np.load(stages / "finetune_f0" / "hv.npy"),
                 "regional means": np.load(stages / "regions" / "regional_means.npy")[
                     pd.Index(region_ids).get_indexer(wm.index)]}
+    if (stages / "finetune_f0" / "hv.npy").exists():  # not with --until brain_age
+        features["WM CNN h_v (fold 0)"] = np.load(stages / "finetune_f0" / "hv.npy")
     out_r = {}
     for name, F in features.items():
         rs = []

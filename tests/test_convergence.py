@@ -65,6 +65,27 @@ def test_the_schedule_has_a_floor():
     assert lrs[:6] == [1.0, 1.0, 0.5, 0.25, 0.125, 1 / 16] and min(lrs) == lrs[-1] == 1 / 16
 
 
+def test_plateau_floor_stops_only_once_the_learning_rate_is_at_its_floor():
+    # best at epoch 3, then no improvement: "plateau" stops after `patience` misses, at lr / 2;
+    # "plateau_floor" halves every patience // 2 misses and stops once at lr / 16 with patience misses
+    curve = [1.0, 0.9, 0.8] + [0.85] * 40
+    plain = ConvergenceControl("valid_loss", True, 60, patience=4, min_lr_fraction=1 / 16)
+    n, lrs, w = _replay(plain, curve)
+    assert n == 7 and min(lrs) == 0.5 and w == 3
+    floor = ConvergenceControl("valid_loss", True, 60, patience=4, min_lr_fraction=1 / 16,
+                               lr_schedule="plateau_floor")
+    n, lrs, w = _replay(floor, curve)
+    # halved after misses 2, 4, 6, 8 (epochs 5, 7, 9, 11): at the floor from epoch 12, stopped at its end
+    assert n == 11 and lrs[-1] == 1 / 8 and floor.stop_reason_ == "early_stopping" and w == 3
+    assert floor._lr_scale == 1 / 16
+    # an improvement on the way down resets the count; the learning rate stays where it is
+    better = [1.0, 0.9, 0.8, 0.85, 0.85, 0.85, 0.7] + [0.75] * 40
+    again = ConvergenceControl("valid_loss", True, 60, patience=4, lr_schedule="plateau_floor")
+    n, lrs, w = _replay(again, better)
+    # after it: halved at misses 2, 4, 6 (epochs 9, 11, 13), the floor reached with 6 >= 4 misses: stop at 13
+    assert w == 7 and lrs[7] == 0.5 and n == 13
+
+
 def test_budget_grows_while_the_best_epoch_is_at_its_end():
     improving_to_12 = list(np.linspace(1, 0.5, 12)) + [0.6] * 20
     c = ConvergenceControl("valid_loss", True, 10, patience=10, budget_growth=2.0)

@@ -183,7 +183,7 @@ class _BaseImageCNN(BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "lr_schedule": [StrOptions({"plateau", "none"})],
+        "lr_schedule": [StrOptions({"plateau", "plateau_floor", "none"})],
         "min_epochs": [Interval(Integral, 0, None, closed="left")],
         "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
         "budget_growth": [Interval(Real, 1, None, closed="left")],

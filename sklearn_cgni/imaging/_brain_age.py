@@ -89,9 +89,11 @@ class BrainAgeCNNTransformer(TransformerMixin, RegressorMixin, _BaseImageCNN):
         ``max_epochs`` epochs and keeps the last.
     n_iter_no_change : int, default=10
         Patience of early stopping, in epochs.
-    lr_schedule : {"plateau", "none"}, default="plateau"
+    lr_schedule : {"plateau", "plateau_floor", "none"}, default="plateau"
         ``"plateau"``: halve the learning rate when the validation metric has not improved
-        for ``n_iter_no_change // 2`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+        for ``n_iter_no_change // 2`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``),
+        down to ``lr / 16``. ``"plateau_floor"``: the same, and early stopping waits until the
+        learning rate has reached ``lr / 16``.
     min_epochs : int, default=10
         Neither early stopping nor the learning-rate schedule acts before this many epochs, so a
         run that sits on the mean predictor's plateau for its first epochs is not ended there

@@ -19,7 +19,8 @@ this order:
    (:attr:`restart_requested_`); the estimator re-initialises with a new seed derived from its
    own, at most ``max_restarts`` times.
 4. **Early stopping, not before ``min_epochs``.** ``patience`` epochs without improvement end
-   training; the weights of the best epoch are restored at the end of training.
+   training (with ``lr_schedule="plateau_floor"``, only once the learning rate is at its floor);
+   the weights of the best epoch are restored at the end of training.
 5. **A budget that grows while the best epoch is at its end.** At epoch ``budget`` (first
    ``max_epochs``) training ends, unless the best epoch lies in the last 10 % of the budget: then
    the budget grows by half of ``max_epochs``, up to ``max_epochs * budget_growth``.
@@ -66,7 +67,10 @@ class ConvergenceControl(Callback):
     min_epochs : int, default=0
         Neither early stopping nor the schedule acts before this many epochs.
     warmup_epochs : int, default=0
-    lr_schedule : {"plateau", "none"}, default="plateau"
+    lr_schedule : {"plateau", "plateau_floor", "none"}, default="plateau"
+        ``"plateau_floor"``: the plateau schedule, and early stopping only once it has brought
+        the learning rate down to its floor (``lr * min_lr_fraction``): a run whose validation
+        metric stalls gets every halving before it is stopped.
     min_lr_fraction : float, default=1/16
     budget_growth : float, default=1.0
         ``1``: the budget is fixed.
@@ -172,7 +176,7 @@ class ConvergenceControl(Callback):
             self._misses += 1
             self._plateau += 1
         settled = epoch >= max(self.min_epochs, self.warmup_epochs)
-        if self.lr_schedule == "plateau" and settled and self._plateau >= max(1, self.patience // 2):
+        if self.lr_schedule in ("plateau", "plateau_floor") and settled and self._plateau >= max(1, self.patience // 2):
             self._lr_scale = max(self._lr_scale / 2, self.min_lr_fraction)
             self._plateau = 0
         if not self.early_stopping:
@@ -180,7 +184,8 @@ class ConvergenceControl(Callback):
         if self.restart and epoch == max(self.min_epochs, 1) and self._stalled():
             self.restart_requested_ = True
             self._stop("stalled")
-        if settled and self._misses >= self.patience:
+        at_floor = self.lr_schedule != "plateau_floor" or self._lr_scale <= self.min_lr_fraction
+        if settled and self._misses >= self.patience and at_floor:
             self._stop("early_stopping")
         if epoch >= self.budget_:
             tail = max(1, math.ceil(0.1 * self.budget_))

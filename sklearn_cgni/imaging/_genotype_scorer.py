@@ -161,9 +161,10 @@ class BrainGenotypeScorer(TransformerMixin, _BaseImageCNN):
         (0.44 vs 0.42) and worse on focal ones (0.69 vs 0.74), while saving time. With most
         SNPs null and a small validation split, ``valid_r`` is a noisy signal.
     n_iter_no_change : int, default=10
-    lr_schedule : {"plateau", "none"}, default="none"
+    lr_schedule : {"plateau", "plateau_floor", "none"}, default="none"
         ``"plateau"`` halves the learning rate when ``valid_r`` has not improved for
-        ``n_iter_no_change // 2`` epochs.
+        ``n_iter_no_change // 2`` epochs; ``"plateau_floor"`` also keeps early stopping waiting
+        until the learning rate is at its floor (as in :class:`BrainAgeCNNTransformer`).
     min_epochs, warmup_epochs, budget_growth, max_restarts
         The training recipe, as in :class:`BrainAgeCNNTransformer`. A scorer is never
         restarted: most SNPs have no effect on the image, so a ``valid_r`` near 0 is no sign
