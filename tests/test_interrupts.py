@@ -234,8 +234,11 @@ def test_real_sigint_to_a_running_command(tiny, tmp_path):
     args[args.index(str(tiny / "tiny.toml"))] = str(cfg)
     args.remove("-q")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    # SIGINT as a terminal's command has it: a test runner started in the background (`cmd &` in a script)
+    # ignores SIGINT, its children inherit that, and Python then installs no handler of its own
     proc = subprocess.Popen([sys.executable, "-m", "sklearn_cgni.cli", *args, "--force"], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=os.getcwd())
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=os.getcwd(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = out / "run.log"
     deadline = time.monotonic() + 240
     try:
