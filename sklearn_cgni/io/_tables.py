@@ -342,8 +342,6 @@ def _read_plink1(path, count_A1, snps):
     if snps is not None:
         loci = [loci[p] for p in positions]
     sid = sid if snps is None else [sid[p] for p in positions]
-    if not values.flags.writeable:  # an editable frame for the caller, without a copy when the reader's array is
-        values = values.copy()
     table = pd.DataFrame(values, index=pd.Index(iid, name="participant_id"), columns=sid, copy=False)
     table.attrs["loci"] = loci
     return table
