@@ -228,18 +228,18 @@ def _critical_path(plan):
     """Each stage's task priority: the longest chain of work from it to the end of the run.
 
     The work of a stage is its registered ``cost`` (relative seconds of the cpu-preset demo run
-    serially), so the fine-tuning folds, which the long confound table waits for, start before
-    the brain-genotype scores, and short stages that nothing waits for come last.
+    serially), so the stages that train CNNs and those the confound table and occlusion wait for
+    start first, and short stages that nothing waits for come last.
     """
     children = {p.name: [q.name for q in plan if p.name in q.after] for p in plan}
+    cost = {p.name: p.stage.cost for p in plan}
     memo = {}
 
     def path(name):
         if name not in memo:
-            memo[name] = plan_cost[name] + max((path(c) for c in children[name]), default=0)
+            memo[name] = cost[name] + max((path(c) for c in children[name]), default=0)
         return memo[name]
 
-    plan_cost = {p.name: p.stage.cost for p in plan}
     return {p.name: path(p.name) for p in plan}
 
 

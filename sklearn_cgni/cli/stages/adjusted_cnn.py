@@ -39,8 +39,8 @@ def _stage_adjusted_cnn(run, folder, k):
 
     wm, y, _, _ = run.wm()
     train, _, cv = run.splits()
-    covariates, categorical = _covariates(run, wm.iloc[train])  # a one-level covariate is left out, as there
-    covariates = list(covariates.columns)
+    covs, categorical = _covariates(run, wm.iloc[train])  # a one-level covariate is left out, as in `confounds`
+    covariates = list(covs.columns)
     frame = pd.concat([wm[["image"]], _covariates(run, wm)[0][covariates]], axis=1)
     # no restarts here: on covariate-adjusted images a validation loss at the class priors' level can be the
     # answer (no WM signal left), not a stalled run; restarting doubled the confound stage's time in the demo
