@@ -105,13 +105,13 @@ def _worker(rank, port, out):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import sklearn_cgni
-    from sklearn_cgni.utils._distributed import data_parallel, init_distributed
+    from sklearn_cgni.utils._distributed import data_parallel, init_distributed, shutdown_distributed
 
     assert init_distributed() == (rank, 2) and data_parallel()
     result = {name: _fit(4, **spec) for name, spec in _FITS.items()}
     result["package"] = sklearn_cgni.__file__
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
+    shutdown_distributed()  # as `sklearn-cgni run` ends: a barrier, then the groups destroyed
 
 
 def _conv_bias_before_batchnorm(key, state):
@@ -150,7 +150,7 @@ def _stage_worker(rank, port, root):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank))
     from sklearn_cgni.cli._stages import StageStore
-    from sklearn_cgni.utils._distributed import data_parallel, init_distributed
+    from sklearn_cgni.utils._distributed import data_parallel, init_distributed, shutdown_distributed
 
     init_distributed(device="cpu")
     store = StageStore(Path(root) / "stages")
@@ -176,7 +176,7 @@ def _stage_worker(rank, port, root):
         out["error"] = f"{type(exc).__name__}: {exc}"
     out["fingerprints"] = dict(store.fingerprints)
     (Path(root) / f"rank{rank}.json").write_text(json.dumps(out))
-    torch.distributed.destroy_process_group()
+    shutdown_distributed()
 
 
 @pytest.mark.slow
