@@ -300,13 +300,33 @@ def cohort_and_splits(cfg, seed):
     return cohort, ids, pheno, (tr, va, ho)
 
 
-def stage1_cache(cache_dir, cfg, seed, wm=False):
+def stage1_cache(cache_dir, cfg, seed, wm=False, recipe="bench"):
     """Where ``--cache-dir`` keeps the brain-age CNN (``wm=False``) or its WM transfer, or None."""
     if not cache_dir:
         return None
     keys = ("n_participants", "n_snps", "shape", "cnn_channels", "cnn_epochs") + (("finetune_epochs",) if wm else ())
     key = json.dumps({k: cfg[k] for k in keys}, default=list) + f"-seed{seed}" + ("-wm" if wm else "")
+    if recipe != "bench":  # the shipped preset's networks: its whole [stage1] section is the key
+        key += "-" + json.dumps(preset_stage1(recipe)["stage1"], sort_keys=True, default=list)
     return Path(cache_dir) / f"stage1-{'wm-' if wm else ''}{hashlib.sha1(key.encode()).hexdigest()[:12]}.joblib"
+
+
+def preset_stage1(preset):
+    """The ``sklearn-cgni run --preset PRESET`` configuration whose stage-1 networks ``--recipe PRESET`` trains."""
+    from sklearn_cgni.cli._config import load_config
+
+    return load_config(preset=preset)
+
+
+def preset_cnn_kwargs(preset, seed, max_epochs_key):
+    """Architecture and training recipe of the run's stage-1 CNNs (as its brain_age / finetune stages build them)."""
+    from types import SimpleNamespace
+
+    from sklearn_cgni.cli.stages._common import _arch, _stage1_kwargs
+
+    cfg = preset_stage1(preset)
+    fake_run = SimpleNamespace(cfg=cfg, device="auto", seed=seed, progress=False)
+    return cfg, {**_arch(cfg), **_stage1_kwargs(fake_run, cfg["stage1"][max_epochs_key], "")}
 
 
 def _cached(cache, fit, images, log, what):
@@ -324,7 +344,8 @@ def _cached(cache, fit, images, log, what):
     return cnn, h_v
 
 
-def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper", hv="pooled"):
+def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", encoder="paper", hv="pooled",
+        recipe="bench"):
     from sklearn_cgni.genetics import SNPQualityFilter
 
     timings = {}
@@ -362,9 +383,11 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
         mae = float("nan")
         log(f"no stage 1: the image input of stage 2 is the {h_v.shape[1]} regional gray-matter means")
     else:
-        cnn, h_v, mae = _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log)
+        cnn, h_v, mae = _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log, recipe)
+        planted_brain_age = planted_signal_r(h_v, cohort, tr, ho)
+        log(f"planted r of the brain-age CNN's h_v ({h_v.shape[1]} features): {planted_brain_age:.3f}")
         if representation == "wm-cnn":
-            cnn, h_v, wm_bacc = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log)
+            cnn, h_v, wm_bacc = _stage1_wm(cfg, seed, cache_dir, cnn, images, wm, tr, va, ho, timings, log, recipe)
         stage1_epochs = (cnn.n_epochs_, cnn.best_epoch_)
         if hv != "pooled":
             fitted = cnn
@@ -375,15 +398,25 @@ def run(cfg, seed, log, fit_on="train", cache_dir=None, representation="cgni", e
             log(f"h_v: {HV_LAYERS[hv]}: {h_v.shape[1]} features")
     res = _stages_2_on(cohort, images, cnn, h_v, mae, Xg, snp_names, causal, wm, tr, va, ho, fit_on, seed, cfg,
                        timings, log, encoder, image_tail)
-    res.update(hv=(hv, h_v.shape[1]), wm_bacc=wm_bacc, stage1_epochs=stage1_epochs)
+    res.update(hv=(hv, h_v.shape[1]), wm_bacc=wm_bacc, stage1_epochs=stage1_epochs, recipe=recipe)
+    if representation != "regional":
+        res["planted_brain_age"] = planted_brain_age
     return res
 
 
-def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
-    """The brain-age CNN (cached when ``cache_dir``), its h_v of every participant and its holdout MAE."""
+def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log, recipe="bench"):
+    """The brain-age CNN (cached when ``cache_dir``), its h_v of every participant and its holdout MAE.
+
+    ``recipe="bench"``: this script's own network (channels of the preset above, global average
+    pool, fixed patience); ``recipe="cpu"`` (or another ``sklearn-cgni run`` preset): that preset's
+    ``[stage1]`` architecture and training recipe, as the run's brain_age stage builds it.
+    """
     from sklearn_cgni.imaging import BrainAgeCNNTransformer
 
     def fit():
+        if recipe != "bench":
+            _, kwargs = preset_cnn_kwargs(recipe, seed, "pretrain_max_epochs")
+            return BrainAgeCNNTransformer(**kwargs).fit(images[tr], age[tr])
         return BrainAgeCNNTransformer(
             channels=cfg["cnn_channels"], padding=1 if small else None,
             pool_blocks=(len(cfg["cnn_channels"]) if cfg["cnn_channels"] else None) if small else None,
@@ -391,7 +424,7 @@ def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
             device="auto", random_state=seed,
         ).fit(images[tr], age[tr])
 
-    cnn, h_v = _cached(stage1_cache(cache_dir, cfg, seed), fit, images, log, "stage 1")
+    cnn, h_v = _cached(stage1_cache(cache_dir, cfg, seed, recipe=recipe), fit, images, log, "stage 1")
     timings["stage1"] = time.perf_counter() - t0
     mae = float(np.abs(cnn.predict(images[ho]) - age[ho]).mean())
     log(f"stage 1: h_v width {h_v.shape[1]}, brain-age MAE on holdout {mae:.2f} years, {cnn.n_epochs_} epochs, "
@@ -399,7 +432,7 @@ def _stage1(cfg, seed, small, cache_dir, images, age, tr, ho, timings, t0, log):
     return cnn, h_v, mae
 
 
-def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings, log):
+def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings, log, recipe="bench"):
     """The paper's h_v: the brain-age CNN transferred to the working-memory groups and fine-tuned.
 
     As ``sklearn-cgni run`` does (its ``finetune`` stage, cpu preset): the first two blocks
@@ -414,11 +447,20 @@ def _stage1_wm(cfg, seed, cache_dir, brain_age, images, wm, tr, va, ho, timings,
     t0 = time.perf_counter()
 
     def fit():
+        if recipe != "bench":  # as the run's finetune stage (_common._wm_cnn) builds it
+            run_cfg, kwargs = preset_cnn_kwargs(recipe, seed, "finetune_max_epochs")
+            s = run_cfg["stage1"]
+            for key in ("channels", "padding", "pool_blocks", "global_pool"):  # taken from the brain-age CNN
+                kwargs.pop(key)
+            return ImagingCNNClassifier(brain_age_model=brain_age, n_transfer_blocks=s["n_transfer_blocks"],
+                                        freeze_transferred=s["freeze_transferred"], class_weight="balanced",
+                                        scoring=s["finetune_scoring"], refit_head=s["refit_head"],
+                                        **kwargs).fit(images[tr], wm[tr].astype(int))
         return ImagingCNNClassifier(brain_age_model=brain_age, n_transfer_blocks=2, class_weight="balanced",
                                     scoring="loss", n_iter_no_change=10, max_epochs=cfg["finetune_epochs"],
                                     batch_size=25, device="auto", random_state=seed).fit(images[tr], wm[tr].astype(int))
 
-    cnn, h_v = _cached(stage1_cache(cache_dir, cfg, seed, wm=True), fit, images, log, "stage 1 (WM)")
+    cnn, h_v = _cached(stage1_cache(cache_dir, cfg, seed, wm=True, recipe=recipe), fit, images, log, "stage 1 (WM)")
     timings["stage1_wm"] = time.perf_counter() - t0
     bacc = {name: balanced_accuracy_score(wm[ix].astype(int), cnn.predict(images[ix]))
             for name, ix in (("train", tr), ("validation", va), ("holdout", ho))}
@@ -581,8 +623,13 @@ def write_md(res, path, command):
          f"Stage-1 brain-age MAE on holdout: {res['mae']:.2f} years ({res['stage1_epochs'][0]} epochs, "
          f"best {res['stage1_epochs'][1]} kept)." if np.isfinite(res["mae"]) else
          "No stage 1: stage 2's image input is the regional gray-matter means (`--representation regional`)."),
-        *([f"h_v: {res['hv'][1]} features, {HV_LAYERS[res['hv'][0]]} (`--hv {res['hv'][0]}`)."]
+        *([f"h_v: {res['hv'][1]} features, {HV_LAYERS[res['hv'][0]]} (`--hv {res['hv'][0]}`)."
+           if res.get("recipe", "bench") == "bench" else
+           f"Stage-1 networks: `sklearn-cgni run --preset {res['recipe']}`'s architecture and recipe "
+           f"(`--recipe {res['recipe']}`); h_v: {res['hv'][1]} features, as that network computes it."]
           if np.isfinite(res["mae"]) else []),
+        *([f"Planted r of the brain-age CNN's h_v: {res['planted_brain_age']:.3f}."]
+          if "planted_brain_age" in res else []),
         "",
         *_search_lines(res),
         f"Held-out cross-modal matching of the encoder (holdout participants, 0.5 = chance): "
@@ -644,6 +691,10 @@ def main():
                              "(the paper's layout), or the block before it (see UnpooledFeatures); 'tail': stage 2 "
                              "learns on the block before the last and fine-tunes a copy of the last block "
                              "(ContrastiveSNPEncoder(image_tail=...), issue 14 item 4)")
+    parser.add_argument("--recipe", choices=("bench", "cpu", "paper"), default="bench",
+                        help="the stage-1 CNNs: this script's own ('bench': the PRESETS channels, global average "
+                             "pool, fixed patience) or those of `sklearn-cgni run --preset cpu|paper` (their "
+                             "architecture, h_v layout and training recipe, built as the run's stages build them)")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="paper",
                         help="stage-2 settings: the paper's, or issue 14's items 1-2 (see ENCODERS)")
     parser.add_argument("--out", default=None,
@@ -659,7 +710,7 @@ def main():
         print(msg, flush=True)
 
     res = run(cfg, args.seed, log, fit_on=args.fit_on, cache_dir=args.cache_dir,
-              representation=args.representation, encoder=args.encoder, hv=args.hv)
+              representation=args.representation, encoder=args.encoder, hv=args.hv, recipe=args.recipe)
     if res.get("oracle"):
         out = args.out or str(Path(__file__).parent / "results" / "ground_truth_recovery_oracle.md")
         if args.preset != "quick":
@@ -677,14 +728,16 @@ def main():
     if args.out is None:
         suffix = ("" if args.fit_on == "train" else "_validation") + ("" if args.encoder == "paper" else f"_{args.encoder}") \
             + ({"regional": "_regional", "wm-cnn": "_wmcnn"}.get(args.representation, "")) \
-            + ("" if args.hv == "pooled" else f"_{args.hv}") + (f"_seed{args.seed}" if args.seed else "") \
+            + ("" if args.hv == "pooled" else f"_{args.hv}") + ("" if args.recipe == "bench" else f"_recipe-{args.recipe}") \
+            + (f"_seed{args.seed}" if args.seed else "") \
             + ("" if args.preset == "cpu" else f"_{args.preset}")
         args.out = str(Path(__file__).parent / "results" / f"ground_truth_recovery{suffix}.md")
     if args.preset != "quick":
         write_md(res, args.out, f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')} .venv/bin/python "
                  f"benchmarks/bench_ground_truth_recovery.py --preset {args.preset} --seed {args.seed} "
                  f"--fit-on {args.fit_on} --encoder {args.encoder} --representation {args.representation}"
-                 + ("" if args.hv == "pooled" else f" --hv {args.hv}"))
+                 + ("" if args.hv == "pooled" else f" --hv {args.hv}")
+                 + ("" if args.recipe == "bench" else f" --recipe {args.recipe}"))
         log(f"wrote {args.out}")
 
 
