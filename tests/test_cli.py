@@ -201,6 +201,19 @@ def test_stage1_training_is_selected_on_validation_and_drawn(finished_run):
     assert "Training of the stage-1 CNNs" in html and "Stage-1 training curves" in html
 
 
+def test_brain_age_mae_carries_its_interval(finished_run):
+    """The holdout MAE with a bootstrap interval over its participants, and the paired gain over the mean."""
+    _, _, out = finished_run
+    ba = json.loads((out / "stages" / "brain_age" / "_done.json").read_text())["result"]
+    assert ba["mae_ci_low"] < ba["mae_holdout"] < ba["mae_ci_high"]
+    assert ba["mae_gain_over_mean"] == pytest.approx(ba["mae_of_mean_predictor"] - ba["mae_holdout"])
+    assert ba["mae_gain_ci_low"] < ba["mae_gain_over_mean"] < ba["mae_gain_ci_high"] and 0 < ba["mae_gain_pvalue"] <= 1
+    table = pd.read_csv(out / "tables" / "brain_age.csv")
+    assert table.loc[0, "mae_ci_low"] == pytest.approx(ba["mae_ci_low"])
+    html = (out / "report.html").read_text()
+    assert f"{ba['n_test']} holdout participants: {ba['mae_ci_low']:.2f} to {ba['mae_ci_high']:.2f} years" in html
+
+
 def test_confound_table_covers_every_configured_model(finished_run):
     import nibabel as nib
     import pandas as pd
@@ -366,6 +379,36 @@ def test_explicit_files_csv_of_paths_and_plink_prefix(tiny_cohort, tmp_path):
     assert result["n_low"] > 0 and result["n_high"] > 0 and result["n_folds"] == 2
     log = (tmp_path / "out" / "run.log").read_text()
     assert ids[0] in log  # the dropped participant is named in the log
+
+
+def test_data_stage_filters_the_genotypes_by_block_as_one_filter_on_the_whole_matrix(finished_run, tmp_path):
+    """``data.genotype_block_mb`` small enough for a few SNPs per block: the same files, bit for bit,
+    as one SNPQualityFilter fitted on the training rows of the whole matrix; nothing left behind."""
+    from sklearn_cgni.cli import load_config, resolve_inputs, run_pipeline
+    from sklearn_cgni.genetics import SNPQualityFilter
+    from sklearn_cgni.io import read_genotypes
+
+    cohort, cfg, out = finished_run
+    config = load_config(cfg, preset="cpu", overrides=["run.device=cpu", "data.genotype_block_mb=0.002"])
+    run_pipeline(tmp_path / "out", config, resolve_inputs(cohort=str(cohort)), progress=False, only="data")
+    blocked, whole = tmp_path / "out" / "stages" / "data", out / "stages" / "data"
+    for name in ("genotypes_qc.npy", "genotypes_raw.npy", "snps.csv", "snp_qc.csv", "participants.csv"):
+        assert (blocked / name).read_bytes() == (whole / name).read_bytes(), name
+    assert sorted(p.name for p in blocked.glob("*.tmp.npy")) == []
+    parts = pd.read_csv(whole / "participants.csv", dtype={"participant_id": str}, index_col=0)
+    geno = read_genotypes(cohort / "genotypes.bed").loc[parts.index]
+    info = pd.read_csv(cohort / "snp_info.csv", dtype={"snp": str}).set_index("snp")["info_r2"]
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qc = SNPQualityFilter(info_r2=info).fit(geno[(parts["split"] == "train").to_numpy()])
+    removed = [str(w.message) for w in caught if "SNPQualityFilter removed" in str(w.message)]
+    np.testing.assert_array_equal(np.load(blocked / "genotypes_qc.npy"), qc.transform(geno))
+    assert pd.read_csv(blocked / "snps.csv")["snp"].tolist() == list(geno.columns[qc.get_support()])
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert len(removed) == 1 and log.count("SNPQualityFilter removed") == 1  # one verdict for all the blocks
+    assert removed[0] in log
 
 
 def test_keyboard_interrupt_then_resume(finished_run, tmp_path, monkeypatch, capsys):

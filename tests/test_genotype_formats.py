@@ -13,7 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sklearn_cgni.io import read_genotypes, read_info_table, write_bgen, write_pgen, write_plink
+from sklearn_cgni.io import (
+    GenotypeBlocks,
+    read_genotypes,
+    read_info_table,
+    write_bgen,
+    write_genotypes_csv,
+    write_pgen,
+    write_plink,
+)
 from sklearn_cgni.io._genotypes import impute_info
 
 IDS = [f"10{i:02d}" for i in range(12)]
@@ -102,6 +110,60 @@ def test_each_format_reads_back_the_table(fmt, table, snp_info, tmp_path):
     with pytest.raises(ValueError, match=r"None of the 1 selected variant.*rs0.*g"):
         read_genotypes(path, snps=["rs0"])
     assert _hashes(tmp_path / "in") == before  # nothing written next to the inputs (no index)
+
+
+def _blocks_frame(blocks, rows=None):
+    return pd.concat(list(blocks.blocks(rows=rows)), axis=1)
+
+
+@pytest.mark.parametrize("fmt", [*FORMATS, "csv"])
+def test_blocks_read_what_read_genotypes_reads(fmt, table, snp_info, tmp_path):
+    """GenotypeBlocks: the same table as read_genotypes, a bounded number of variants per block, for
+    any row subset and order, with the same selection and the same variant order."""
+    if fmt == "csv":
+        (tmp_path / "in").mkdir()
+        path = write_genotypes_csv(table, tmp_path / "in" / "g.csv")
+    else:
+        path = _write(fmt, table, tmp_path / "in", snp_info)
+    blocks = GenotypeBlocks(path, block_bytes=3 * 4 * len(IDS))  # three variants of every participant
+    assert blocks.streamed == (fmt in ("bgen", "bgen_no_index", "pgen", "plink"))
+    assert list(blocks.participants) == IDS and blocks.variants == SNPS
+    assert [b.shape[1] for b in blocks.blocks()] == [3, 3, 2]
+    pd.testing.assert_frame_equal(_blocks_frame(blocks), read_genotypes(path), check_names=False)
+    rows = IDS[::-2]
+    got = _blocks_frame(blocks, rows=rows)
+    pd.testing.assert_frame_equal(got, table.loc[rows], check_names=False)
+    assert all(b.dtypes.eq("float32").all() for b in blocks.blocks(rows=rows))
+    with pytest.raises(KeyError, match=r"1 participant\(s\) are not in genotype file .*g.*\['nobody'\]"):
+        next(blocks.blocks(rows=[IDS[0], "nobody"]))
+    if fmt == "csv":
+        return
+    genes = snp_info.reset_index()[["snp", "gene"]]
+    sel = GenotypeBlocks(path, block_bytes=4 * len(IDS), genes=["G2", "G4"], snp_genes=genes)
+    pd.testing.assert_frame_equal(_blocks_frame(sel), read_genotypes(path, genes=["G2", "G4"], snp_genes=genes))
+    with pytest.warns(UserWarning, match=r"1 of the 3 selected variant\(s\) are not in .*\['rs999'\]"):
+        sel = GenotypeBlocks(path, snps=["rs105", "rs101", "rs999"])
+    assert sel.variants == ["rs105", "rs101"]
+    shuffled = _write(fmt, table[SNPS[::-1]], tmp_path / "rev", snp_info)
+    assert GenotypeBlocks(shuffled).variants == SNPS  # by chromosome and position, as read_genotypes
+
+
+def test_blocks_carry_the_bgen_info_and_parse_an_mfi_table_once(tmp_path, monkeypatch):
+    import sklearn_cgni.io._genotypes as genotypes
+
+    rng = np.random.default_rng(1)
+    dos = pd.DataFrame(rng.uniform(0, 2, size=(40, 5)).astype("float32"), index=[str(i) for i in range(40)],
+                       columns=[f"rs{j}" for j in range(5)])
+    path = write_bgen(dos, tmp_path / "d.bgen", bit_depth=16)
+    mfi = tmp_path / "ukb_mfi_chr1_v3.txt"
+    mfi.write_text("".join(f"1:{j}_C_T\trs{j}\t{j}\tC\tT\t0.2\tT\t{0.1 * (j + 1):.1f}\n" for j in range(5)))
+    whole = read_genotypes(path, allow_dosage=True, info_table=mfi)
+    calls = []
+    monkeypatch.setattr(genotypes, "read_info_table", lambda p: calls.append(p) or read_info_table(p))
+    genotypes._cached_info_table.cache_clear()
+    blocks = GenotypeBlocks(path, block_bytes=2 * 4 * 40, allow_dosage=True, info_table=mfi)
+    pd.testing.assert_frame_equal(_blocks_frame(blocks), whole)
+    assert blocks.info == pytest.approx(whole.attrs["info"]) and len(calls) == 1
 
 
 def test_bgen_dosages_info_and_mfi_table(tmp_path):
@@ -234,8 +296,11 @@ def test_failures_name_the_file(failure, table, snp_info, tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(error) as exc:
             read_genotypes(path)
+        with pytest.raises(error) as exc_blocks:  # read a variant at a time: the same error
+            list(GenotypeBlocks(path, block_bytes=4).blocks())
     for needle in needles:
         assert needle in str(exc.value), (needle, str(exc.value))
+        assert needle in str(exc_blocks.value), (needle, str(exc_blocks.value))
     assert "\n" not in str(exc.value).strip()
     assert _hashes(folder) == before
 

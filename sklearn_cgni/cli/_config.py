@@ -42,7 +42,7 @@ _HERE = Path(__file__).parent
 DEFAULT_CONFIG = _HERE / "default_config.toml"
 PRESETS = ("paper", "cpu", "tiny")
 # keys that choose *how* to compute, not *what*: changing them never invalidates outputs
-EXECUTION_KEYS = frozenset({"run.device", "run.threads", "run.scheduler"})
+EXECUTION_KEYS = frozenset({"run.device", "run.threads", "run.scheduler", "data.genotype_block_mb"})
 
 
 class ConfigError(ValueError):
@@ -395,6 +395,8 @@ def _check_data(d):
             raise ConfigError(f"data.sex_coding: code {code!r} must map to 0 (female) or 1 (male); got {value!r}.")
     if not all(isinstance(f, str) and f for f in d["pgs"]) or len(set(d["pgs"])) != len(d["pgs"]):
         raise ConfigError(f"data.pgs must list distinct scoring file paths (or \"simulated\"); got {d['pgs'][:20]!r}.")
+    if isinstance(d["genotype_block_mb"], bool) or not d["genotype_block_mb"] > 0:
+        raise ConfigError(f"data.genotype_block_mb must be a positive number of MB; got {d['genotype_block_mb']!r}.")
     if not 0 <= d["pgs_min_coverage"] <= 1:
         raise ConfigError(f"data.pgs_min_coverage must be in [0, 1]; got {d['pgs_min_coverage']!r}.")
     for key in ("snps", "genes"):

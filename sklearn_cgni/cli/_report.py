@@ -152,8 +152,9 @@ def collect(out):
                        for r in tables["table1"].to_dict("records")])
     ba = _done(out, "brain_age")
     if ba:
-        tables["brain_age"] = pd.DataFrame([{k: ba[k] for k in ("mae_holdout", "mae_of_mean_predictor", "n_fit",
-                                                                 "n_test", "h_v_width")}])
+        tables["brain_age"] = pd.DataFrame([{k: ba[k] for k in ("mae_holdout", "mae_ci_low", "mae_ci_high",
+                                                                 "mae_of_mean_predictor", "mae_gain_pvalue", "n_fit",
+                                                                 "n_test", "h_v_width") if k in ba}])
     t3 = _read(st / "scca" / "table3.csv")
     if t3 is not None:
         tables["table3"] = t3
@@ -384,6 +385,24 @@ def _pct(m, sd=None):
     return f"{m:.2f}" + ("" if sd is None else f" ± {0.0 if isinstance(sd, float) and math.isnan(sd) else sd:.2f}")
 
 
+def _mae_note(ba):
+    """What the brain-age MAE's interval says: how wide it is on this many test participants, and
+    whether the CNN is better than predicting the mean (older runs have no interval: nothing)."""
+    if not np.isfinite(ba.get("mae_ci_low", np.nan)):
+        return ""
+    note = (f"95 % bootstrap interval over the {ba['n_test']} holdout participants: {ba['mae_ci_low']:.2f} to "
+            f"{ba['mae_ci_high']:.2f} years (mae_ci_low, mae_ci_high); a difference between runs or settings "
+            "inside it is noise.")
+    gain = (f" Gain over predicting the training mean: {ba['mae_gain_over_mean']:.2f} years "
+            f"[{ba['mae_gain_ci_low']:.2f}, {ba['mae_gain_ci_high']:.2f}], paired permutation p = "
+            f"{ba['mae_gain_pvalue']:.3g} (mae_gain_pvalue)")
+    if ba["mae_gain_ci_low"] <= 0:
+        gain += ": not distinguishable from predicting the mean."
+    else:
+        gain += "."
+    return note + gain
+
+
 def _ci(r, split):
     m, lo, hi = r.get(f"{split}_ba"), r.get(f"{split}_ci_low"), r.get(f"{split}_ci_high")
     if m is None or (isinstance(m, float) and math.isnan(m)):
@@ -611,8 +630,8 @@ def render_html(out, results, tables, notes):
     ba = stages.get("brain_age")
     if ba:
         parts["brain_age"] = (_html_table(tables["brain_age"]) + _note(
-            f"Mean absolute error of the predicted age on the holdout (years); the paper reports 2.47 years on "
-            f"its test set. CNN: {json.dumps(ba.get('arch'))}."))
+            "Mean absolute error of the predicted age on the holdout (years); the paper reports 2.47 years on "
+            "its test set. " + _mae_note(ba) + f" CNN: {json.dumps(ba.get('arch'))}."))
     if "stage1_training" in tables:
         s1 = cfg.get("stage1", {})
         parts["brain_age"] = parts.get("brain_age", "") + "<h3>Training of the stage-1 CNNs</h3>" + _html_table(

@@ -23,6 +23,18 @@ def _column_blocks(n_rows, n_cols):
     return [slice(j, min(j + step, n_cols)) for j in range(0, n_cols, step)]
 
 
+def _none_kept_message(exclusions, n_snps):
+    return (f"SNP quality control removed all {n_snps} SNPs; reasons: "
+            f"{exclusions['reason'].value_counts().to_dict()}.")
+
+
+def _removed_message(exclusions, n_snps):
+    """The warning that lists the removed SNPs (the first 20) and why."""
+    return (f"SNPQualityFilter removed {len(exclusions)} of {n_snps} SNPs: "
+            + ", ".join(f"{s} ({r})" for s, r in zip(exclusions["snp"][:20], exclusions["reason"][:20]))
+            + (" ..." if len(exclusions) > 20 else "") + " (full list in exclusions_).")
+
+
 def _hwe_exact_one(n_het, n_hom1, n_hom2):
     """Exact HWE test of Wigginton, Cutler & Abecasis (2005), as in PLINK; log-space, vectorised."""
     n_homr, n_homc = min(n_hom1, n_hom2), max(n_hom1, n_hom2)
@@ -225,6 +237,19 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
         -------
         self : SNPQualityFilter
         """
+        self._fit_columns(X)
+        n_snps = len(self.support_mask_)
+        if not self.support_mask_.any():
+            raise ValueError(_none_kept_message(self.exclusions_, n_snps))
+        if len(self.exclusions_):
+            warnings.warn(_removed_message(self.exclusions_, n_snps), UserWarning, stacklevel=2)
+        return self
+
+    def _fit_columns(self, X):
+        """``fit`` without its verdict (no error when nothing passes, no warning): the statistics and
+        decisions of these SNP columns. Every SNP's decision depends on its own column alone, so a
+        matrix too large for memory can be filtered one block of SNP columns at a time (the
+        ``data`` stage of ``sklearn-cgni run``); the blocks' ``exclusions_`` then make the verdict."""
         row_ids = list(X.index) if isinstance(X, pd.DataFrame) else None
         # float32 stays float32 (codes and dosages are exact enough); the statistics are computed
         # per block of SNPs, so no float64 copy of the whole matrix is made
@@ -265,20 +290,6 @@ class SNPQualityFilter(SelectorMixin, TransformerMixin, BaseEstimator):
             "; ".join(reason for reason, mask in fails.items() if mask[j]) for j in np.flatnonzero(removed)
         ]
         self.exclusions_ = pd.DataFrame({"snp": names[removed], "reason": reasons})
-        if not self.support_mask_.any():
-            raise ValueError(
-                f"SNP quality control removed all {X.shape[1]} SNPs; reasons: "
-                f"{self.exclusions_['reason'].value_counts().to_dict()}."
-            )
-        if removed.any():
-            warnings.warn(
-                f"SNPQualityFilter removed {int(removed.sum())} of {X.shape[1]} SNPs: "
-                + ", ".join(f"{s} ({r})" for s, r in zip(self.exclusions_["snp"][:20], self.exclusions_["reason"][:20]))
-                + (" ..." if removed.sum() > 20 else "")
-                + " (full list in exclusions_).",
-                UserWarning,
-                stacklevel=2,
-            )
         if self.impute == "mean":
             self.impute_values_ = 2.0 * freq[self.support_mask_]
         else:

@@ -20,6 +20,7 @@
 
 from ._atlas import aal_atlas_files, load_atlas, load_gray_matter_template
 from ._cohort import align_cohort, find_images, load_cohort, read_image_paths, working_memory_groups
+from ._genotype_blocks import GenotypeBlocks
 from ._genotypes import read_info_table, write_bgen, write_pgen
 from ._pgs import read_scoring_file, read_variant_table, write_scoring_file
 from ._images import check_image_headers, images_from_template, list_bids_images, list_images, load_image
@@ -36,6 +37,7 @@ from ._tables import (
 )
 
 __all__ = [
+    "GenotypeBlocks",
     "ImageSource",
     "NiftiImageSet",
     "PHENOTYPE_NA_VALUES",

@@ -20,6 +20,7 @@ only the selected records' genotypes are decoded. No reader writes anything next
 files (no index is created).
 """
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -264,6 +265,22 @@ def read_info_table(path):
     return info[~info.index.duplicated()]
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_info_table(path, mtime_ns, size):
+    return read_info_table(path)
+
+
+def _info_table(path):
+    """:func:`read_info_table`, parsed once while the file is unchanged (a BGEN read a block of
+    variants at a time, :class:`~sklearn_cgni.io.GenotypeBlocks`, asks for it once per block;
+    an mfi table holds millions of rows). The Series is shared: read it, do not change it."""
+    p = Path(path)
+    if not p.is_file():
+        return read_info_table(path)  # its own error
+    st = p.stat()
+    return _cached_info_table(os.fspath(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
 # ---------------------------------------------------------------------------- BGEN
 def read_bgen(path, *, snps=None, sample=None, info_table=None):
     """Read ALT-allele dosages of the selected variants of a BGEN (v1.1/v1.2) file.
@@ -349,7 +366,7 @@ def read_bgen(path, *, snps=None, sample=None, info_table=None):
     columns = [ids[p] for p in positions]
     info = pd.Series(computed, index=columns)
     if info_table is not None:
-        table = read_info_table(info_table)
+        table = _info_table(info_table)
         found = info.index.isin(table.index)
         if not found.all():
             warnings.warn(f"{int((~found).sum())} variant(s) of {source} are not in the info table "

@@ -102,9 +102,10 @@ def _covariates(run, frame):
     return out, categorical
 
 
-def _read_genotypes(run):
-    """The genotype file through :func:`read_genotypes`, with the ``[data]`` variant selection."""
-    from ...io import read_genotypes
+def _genotype_blocks(run):
+    """The genotype file as :class:`~sklearn_cgni.io.GenotypeBlocks` (read a block of variants at a
+    time through :func:`read_genotypes`), with the ``[data]`` variant selection."""
+    from ...io import GenotypeBlocks
     from ...io._genotypes import read_id_list
 
     d = run.cfg["data"]
@@ -115,7 +116,8 @@ def _read_genotypes(run):
         if table is None:
             raise InputError(f"data.genes ({genes[:5]}) selects variants through a SNP -> gene table: give "
                              "--snp-genes, or a --snp-info with a 'gene' column.")
-    return read_genotypes(run.inputs.genotypes, id_column=d["id_column"], allow_dosage=d["allow_dosage"],
+    return GenotypeBlocks(run.inputs.genotypes, block_bytes=max(1, int(d["genotype_block_mb"] * 1024**2)),
+                          id_column=d["id_column"], allow_dosage=d["allow_dosage"],
                           snps=list(dict.fromkeys(snps)) or None, genes=genes, snp_genes=table,
                           sample=d["sample"] or None, info_table=d["info_table"] or None)
 

@@ -26,13 +26,35 @@ def _stage_brain_age(run, folder):
     model.save_weights(folder / "brain_age.pt")
     pred = model.predict(parts.loc[test_ids, "image"])
     age_test = parts.loc[test_ids, "age"].to_numpy()
-    mae = float(np.mean(np.abs(pred - age_test)))
-    mae_mean = float(np.mean(np.abs(age_test - parts.loc[fit_ids, "age"].mean())))
+    err, err_mean = np.abs(pred - age_test), np.abs(age_test - parts.loc[fit_ids, "age"].mean())
+    mae, mae_mean = float(err.mean()), float(err_mean.mean())
+    uncertainty = _mae_uncertainty(err, err_mean, run.seed)
     wm, _, _, _ = run.wm()
     np.save(folder / "hv_wm.npy", model.transform(wm["image"]))
-    log.info("brain-age CNN: holdout MAE %.2f years (predicting the training mean: %.2f); %d epochs, best %d",
-             mae, mae_mean, model.n_epochs_, model.best_epoch_)
-    return {"mae_holdout": mae, "mae_of_mean_predictor": mae_mean, "n_fit": len(fit_ids), "n_test": len(test_ids),
+    log.info("brain-age CNN: holdout MAE %.2f years [95 %% CI %.2f, %.2f] (predicting the training mean: %.2f); "
+             "%d epochs, best %d", mae, uncertainty["mae_ci_low"], uncertainty["mae_ci_high"], mae_mean,
+             model.n_epochs_, model.best_epoch_)
+    return {"mae_holdout": mae, **uncertainty, "mae_of_mean_predictor": mae_mean, "n_fit": len(fit_ids),
+            "n_test": len(test_ids),
             "h_v_width": int(model.n_features_out_), "arch": {k: (list(v) if isinstance(v, tuple) else v)
                                                                 for k, v in model.arch_.items()},
             **_training_summary(model)}
+
+
+def _mae_uncertainty(err, err_mean, seed):
+    """How precisely the holdout pins the MAE down: a percentile bootstrap interval over the test
+    participants, and the gain over predicting the training mean (paired: same participants) with
+    its interval and sign-flip permutation p. NaN with fewer than 2 test participants."""
+    from scipy.stats import bootstrap
+
+    from ...evaluation import paired_mean_difference
+
+    if err.size < 2:
+        nan = float("nan")
+        return {"mae_ci_low": nan, "mae_ci_high": nan, "mae_gain_over_mean": nan, "mae_gain_ci_low": nan,
+                "mae_gain_ci_high": nan, "mae_gain_pvalue": nan}
+    ci = bootstrap((err,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                   random_state=np.random.default_rng(seed)).confidence_interval
+    gain = paired_mean_difference(err_mean, err, n_resamples=2000, random_state=seed)
+    return {"mae_ci_low": float(ci.low), "mae_ci_high": float(ci.high), "mae_gain_over_mean": gain.difference,
+            "mae_gain_ci_low": gain.ci_low, "mae_gain_ci_high": gain.ci_high, "mae_gain_pvalue": gain.pvalue}

@@ -12,7 +12,7 @@ from .._inputs import InputError, use_embedded_cohort
 from .._protocol import paper_splits
 from .._stages import write_json
 from ._base import register
-from ._common import _caught, _covariates, _read_genotypes, _read_phenotypes
+from ._common import _caught, _covariates, _genotype_blocks, _read_phenotypes
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -25,7 +25,6 @@ def _setup(run):
 
 @register("data", config=("data", "qc", "protocol", "run"), inputs=True, after=("simulate",), setup=_setup)
 def _stage_data(run, folder):
-    from ...genetics import SNPQualityFilter
     from ...imaging import image_quality_control
     from ...io import align_cohort, check_images, find_images, working_memory_groups
 
@@ -37,15 +36,14 @@ def _stage_data(run, folder):
         pheno = _read_phenotypes(run, required=("digit_span", *covariates))
         images = find_images(inp.images, list(pheno.index), id_column=d["id_column"],
                              suffix=d["image_suffix"] or None, space=d["image_space"] or None)
-        geno = _read_genotypes(run)
-        info_from_file = geno.attrs.get("info")
-        cohort = align_cohort(images, geno, pheno)
+        geno = _genotype_blocks(run)  # participants and variants listed; genotypes read by block below
+        cohort = align_cohort(images, pd.DataFrame(index=geno.participants), pheno)
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
-    images, geno, pheno = cohort.images, cohort.genotypes, cohort.phenotypes
+    images, pheno = cohort.images, cohort.phenotypes
     source = check_images(images, caller="sklearn-cgni run")  # every header once, errors name the participant
     shape, affine = source.shape, source.affine
     log.info("cohort: %d participants with an image, genotypes and phenotypes (%d dropped), %d SNPs, images %s",
-             len(images), len(cohort.dropped), geno.shape[1], shape)
+             len(images), len(cohort.dropped), len(geno.variants), shape)
 
     t = cfg["qc"]
     qc = image_quality_control(source, threshold=t["image_threshold"])  # the headers already read
@@ -96,46 +94,93 @@ def _stage_data(run, folder):
     write_json(folder / "splits.json", {"train": train, "holdout": hold,
                                         "folds": [[a.tolist(), b.tolist()] for a, b in cv]})
 
-    info_r2 = info_from_file  # a BGEN's info (its mfi table, or computed from the probabilities)
+    info_r2 = None  # a BGEN's info (its mfi table, or computed from the probabilities) unless --snp-info has one
     if inp.snp_info:
         info = pd.read_csv(inp.snp_info, dtype={"snp": str}).set_index("snp")
         if "info_r2" in info:
             info_r2 = info["info_r2"]
-    snp_qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
-                              min_hwe_p=t["min_hwe_p"], info_r2=info_r2, allow_dosage=d["allow_dosage"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        snp_qc.fit(geno.loc[wm_ids[train]])
+        kept, exclusions, n_missing_kept = _snp_qc_by_block(run, geno, parts.index, wm_ids[train], info_r2, folder)
     _caught([w for w in caught if issubclass(w.category, UserWarning)])
-    kept = list(np.asarray(geno.columns)[snp_qc.get_support()])
-    # one participants × SNPs array besides the genotypes at a time (float32 in, float32 out)
-    np.save(folder / "genotypes_qc.npy", np.asarray(snp_qc.transform(geno), dtype=np.float32))
-    raw = geno[kept].to_numpy(dtype=np.float32)
-    n_missing_kept = int(np.isnan(raw).sum())
-    np.save(folder / "genotypes_raw.npy", raw)
-    del raw
     pd.DataFrame({"snp": kept}).to_csv(folder / "snps.csv", index=False)
-    snp_qc.exclusions_.to_csv(folder / "snp_qc.csv", index=False)
+    exclusions.to_csv(folder / "snp_qc.csv", index=False)
     parts.to_csv(folder / "participants.csv")
     np.save(folder / "affine.npy", affine)
     pgs_summary = _polygenic_scores(run, folder, parts.index)
-    reasons = snp_qc.exclusions_["reason"].value_counts().to_dict() if len(snp_qc.exclusions_) else {}
+    reasons = exclusions["reason"].value_counts().to_dict() if len(exclusions) else {}
     log.info("WM groups: %d low, %d high (%d between the groups or missing); train %d, holdout %d; "
              "SNP QC keeps %d of %d", int((y == 0).sum()), int((y == 1).sum()), n_between, len(train),
-             len(hold), len(kept), geno.shape[1])
+             len(hold), len(kept), len(geno.variants))
     return {
         "n_aligned": len(parts), "n_dropped_by_alignment": len(cohort.dropped),
         "dropped_by_alignment": cohort.dropped.head(50).to_dict("records"),
         "image_shape": list(shape), "n_image_qc_failed": len(failed), "image_qc_failed": failed,
         "n_wm": int(in_wm.sum()), "n_low": int((y == 0).sum()), "n_high": int((y == 1).sum()),
         "n_between_groups_or_missing": int(n_between), "n_train": len(train), "n_holdout": len(hold),
-        "n_folds": len(cv), "n_snps": int(geno.shape[1]), "n_snps_kept": len(kept),
-        "snp_qc_removed": reasons, "snp_qc_removed_snps": snp_qc.exclusions_["snp"].tolist(),
+        "n_folds": len(cv), "n_snps": len(geno.variants), "n_snps_kept": len(kept),
+        "snp_qc_removed": reasons, "snp_qc_removed_snps": exclusions["snp"].tolist(),
         "missing_calls_imputed": n_missing_kept,
         "covariates": list(cov_frame.columns), "categorical_covariates": categorical,
         "covariates_dropped": [c for c in covariates if c not in cov_frame.columns],
         **pgs_summary,
     }
+
+
+def _snp_qc_by_block(run, blocks, ids, fit_ids, info_r2, folder):
+    """SNP QC of the genotypes a block of variants at a time: ``genotypes_qc.npy`` (kept SNPs,
+    missing calls imputed) and ``genotypes_raw.npy`` (kept SNPs as read), rows ``ids``.
+
+    Each SNP's statistics and decision depend on its own column (over the ``fit_ids`` rows)
+    alone, so filtering block by block decides exactly what one :class:`SNPQualityFilter` on the
+    whole matrix decides; the blocks are written to memory-mapped files, so neither the genotype
+    matrix nor its filtered copy is ever whole in memory. Returns the kept SNPs, the exclusions
+    (``snp``, ``reason``) and the number of missing calls imputed.
+    """
+    from numpy.lib.format import open_memmap
+
+    from ...genetics import SNPQualityFilter
+    from ...genetics._qc import _none_kept_message, _removed_message
+
+    t, d = run.cfg["qc"], run.cfg["data"]
+    fit_rows = ids.get_indexer(fit_ids)
+    n, p = len(ids), len(blocks.variants)
+    tmp = {name: folder / f"_{name}.tmp.npy" for name in ("qc", "raw")}
+    out = {name: open_memmap(path, mode="w+", dtype=np.float32, shape=(n, p)) for name, path in tmp.items()}
+    kept, exclusions, n_missing, done = [], [], 0, 0
+    for block in blocks.blocks(rows=ids):
+        info = info_r2 if info_r2 is not None else (blocks.info or None)  # keyed by SNP: the block's are looked up
+        qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
+                              min_hwe_p=t["min_hwe_p"], info_r2=info, allow_dosage=d["allow_dosage"])
+        qc._validate_params()
+        qc._fit_columns(block.iloc[fit_rows])  # the decisions; the verdict (error, warning) on all blocks below
+        exclusions.append(qc.exclusions_)
+        k = int(qc.support_mask_.sum())
+        if k:
+            values = block.to_numpy(dtype=np.float32, copy=False)
+            out["qc"][:, done:done + k] = qc.transform(block)
+            raw = values[:, qc.support_mask_]
+            n_missing += int(np.isnan(raw).sum())
+            out["raw"][:, done:done + k] = raw
+            kept += list(block.columns[qc.support_mask_])
+            done += k
+    exclusions = (pd.concat(exclusions, ignore_index=True) if exclusions
+                  else pd.DataFrame({"snp": [], "reason": []}))
+    if not kept:
+        raise InputError(_none_kept_message(exclusions, p))
+    if len(exclusions):
+        warnings.warn(_removed_message(exclusions, p), UserWarning, stacklevel=2)
+    step = max(1, (64 * 1024**2) // (4 * max(1, done)))  # the kept columns, a block of rows at a time
+    for name, src in out.items():
+        dst = open_memmap(folder / f"genotypes_{name}.npy", mode="w+", dtype=np.float32, shape=(n, done))
+        for r in range(0, n, step):
+            dst[r:r + step] = src[r:r + step, :done]
+        dst.flush()
+        del dst
+    del out, src
+    for path in tmp.values():
+        path.unlink()
+    return kept, exclusions, n_missing
 
 
 def _pgs_files(run):

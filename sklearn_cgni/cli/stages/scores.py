@@ -72,7 +72,7 @@ def _stage_scores(run, folder):
 
     c = run.cfg["scores"]
     parts, snps, _ = run.data()
-    raw = np.load(run.path("data") / "genotypes_raw.npy")
+    raw = np.load(run.path("data") / "genotypes_raw.npy", mmap_mode="r")  # only the rows that passed image QC are read
     ok = parts["image_qc_passed"].to_numpy()
     ids = parts.index[ok]
     cv = KFold(c["cv"], shuffle=True, random_state=run.seed)
