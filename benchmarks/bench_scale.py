@@ -20,8 +20,11 @@ resident memory (the peak without memory-mapped files such as the image cache). 
 ``regions``
     The ``regions`` stage (regional gray-matter means over AAL2 of every QC-passed image).
 ``snp_qc``
-    The genotype file read as the CLI reads it, then ``SNPQualityFilter`` fitted on the training
-    participants and applied to all.
+    The genotype file read and filtered as the data stage does it: a block of variants at a time
+    (:class:`~sklearn_cgni.io.GenotypeBlocks`, ``data.genotype_block_mb``), ``SNPQualityFilter``
+    decided on the training participants and applied to all, written to memory-mapped
+    ``genotypes_qc.npy`` / ``genotypes_raw.npy`` in a scratch folder. (Before stop 29 it read the
+    whole matrix and filtered it in memory.)
 ``models``
     The ``models`` stage on fold 0 (WM participants only) with every model at a budget of one
     epoch and no cross-fitting (``--set`` below): the point is how memory and time grow, not
@@ -148,20 +151,19 @@ def child(stage, cohort, out):
             model.fit(parts.loc[fit, "image"], parts.loc[fit, "age"].to_numpy())
             extra["n_fit"] = int(fit.sum())
     elif stage == "snp_qc":
-        from sklearn_cgni.cli.stages._common import _read_genotypes
-        from sklearn_cgni.genetics import SNPQualityFilter
+        from sklearn_cgni.cli.stages._common import _genotype_blocks
+        from sklearn_cgni.cli.stages.data import _snp_qc_by_block
 
-        with run.running(plan["data"]):
-            geno = _read_genotypes(run)
         with run.running(plan["brain_age"]):
             parts, _, _ = run.data()
         train = parts.index[(parts["split"] == "train").to_numpy()]
-        t = run.cfg["qc"]
-        qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
-                              min_hwe_p=t["min_hwe_p"])
-        qc.fit(geno.loc[train])
-        G = np.asarray(qc.transform(geno), dtype=np.float32)
-        extra["kept"] = int(G.shape[1])
+        scratch = Path(out) / "snp_qc_bench"
+        scratch.mkdir(parents=True, exist_ok=True)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with run.running(plan["data"]):
+            kept, _, _ = _snp_qc_by_block(run, _genotype_blocks(run), parts.index, train, None, scratch)
+        extra["kept"] = len(kept)
+        shutil.rmtree(scratch)
     elif stage == "models":
         with run.running(plan["models_f0"]):
             wm, _, _, _ = run.wm()
