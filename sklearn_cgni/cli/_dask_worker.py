@@ -21,6 +21,9 @@ class ThreadsPlugin(WorkerPlugin):
         self.threads = int(threads)
 
     def setup(self, worker):
+        from ..utils import keep_freed_memory
+
+        keep_freed_memory()  # as the serial run does (run_pipeline)
         if self.threads:
             import torch
             from threadpoolctl import threadpool_limits

@@ -89,10 +89,11 @@ def run_pipeline(out, config, inputs, *, force=False, progress=True, preset="pap
     """
     import torch
 
-    from ..utils import resolve_device
+    from ..utils import keep_freed_memory, resolve_device
     from ..utils._distributed import broadcast_object, init_distributed, is_main_process, world_size
     from ._dask import SchedulerError, parse_scheduler
 
+    keep_freed_memory()  # CPU training: no page faults on every step's buffers (utils._malloc)
     init_distributed(device=config["run"]["device"])  # under torchrun: the process group (nothing otherwise)
     main = is_main_process()
     out = Path(out)
@@ -139,6 +140,7 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
                 state, t_start, scheduler=None):
     import torch
 
+    from ..utils import keep_freed_memory
     from ..utils._distributed import is_main_process, world_size
     from ._report import write_outputs
 
@@ -147,7 +149,8 @@ def _run_stages(out, config, inputs, *, force, progress, preset, argv, only, dev
     log.info("sklearn-cgni run -> %s (%s), device %s, preset %s%s", out, state, device, preset, processes)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta = {"fingerprint": fingerprint, "inputs_fingerprint": inputs_fp, "config": config, "preset": preset,
-            "inputs": asdict(inputs), "started": started, "argv": list(argv or sys.argv), "state": state}
+            "inputs": asdict(inputs), "started": started, "argv": list(argv or sys.argv), "state": state,
+            "malloc_keeps_freed_memory": keep_freed_memory()}
     if world_size() > 1:
         meta["processes"] = world_size()
     if main:
