@@ -381,34 +381,44 @@ def test_explicit_files_csv_of_paths_and_plink_prefix(tiny_cohort, tmp_path):
     assert ids[0] in log  # the dropped participant is named in the log
 
 
-def test_data_stage_filters_the_genotypes_by_block_as_one_filter_on_the_whole_matrix(finished_run, tmp_path):
+def test_data_stage_filters_the_genotypes_by_block_as_one_filter_on_the_whole_matrix(tiny_cohort, tmp_path):
     """``data.genotype_block_mb`` small enough for a few SNPs per block: the same files, bit for bit,
-    as one SNPQualityFilter fitted on the training rows of the whole matrix; nothing left behind."""
+    as one block, and as one SNPQualityFilter fitted on the training rows of the whole matrix; one
+    warning for all the blocks; nothing left behind."""
+    import warnings
+
     from sklearn_cgni.cli import load_config, resolve_inputs, run_pipeline
     from sklearn_cgni.genetics import SNPQualityFilter
     from sklearn_cgni.io import read_genotypes
 
-    cohort, cfg, out = finished_run
-    config = load_config(cfg, preset="cpu", overrides=["run.device=cpu", "data.genotype_block_mb=0.002"])
-    run_pipeline(tmp_path / "out", config, resolve_inputs(cohort=str(cohort)), progress=False, only="data")
-    blocked, whole = tmp_path / "out" / "stages" / "data", out / "stages" / "data"
+    cohort, cfg = tiny_cohort
+    folders = {}
+    for name, mb in (("blocked", 0.002), ("whole", 64.0)):  # 0.002 MB: 6 SNPs of the 80 participants a block
+        config = load_config(cfg, preset="cpu", overrides=["run.device=cpu", f"data.genotype_block_mb={mb}",
+                                                           "qc.min_maf=0.2"])  # some SNPs removed in most blocks
+        run_pipeline(tmp_path / name, config, resolve_inputs(cohort=str(cohort)), progress=False, only="data")
+        folders[name] = tmp_path / name / "stages" / "data"
+    blocked, whole = folders["blocked"], folders["whole"]
     for name in ("genotypes_qc.npy", "genotypes_raw.npy", "snps.csv", "snp_qc.csv", "participants.csv"):
         assert (blocked / name).read_bytes() == (whole / name).read_bytes(), name
     assert sorted(p.name for p in blocked.glob("*.tmp.npy")) == []
     parts = pd.read_csv(whole / "participants.csv", dtype={"participant_id": str}, index_col=0)
     geno = read_genotypes(cohort / "genotypes.bed").loc[parts.index]
     info = pd.read_csv(cohort / "snp_info.csv", dtype={"snp": str}).set_index("snp")["info_r2"]
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        qc = SNPQualityFilter(info_r2=info).fit(geno[(parts["split"] == "train").to_numpy()])
+        qc = SNPQualityFilter(info_r2=info, min_maf=0.2).fit(geno[(parts["split"] == "train").to_numpy()])
     removed = [str(w.message) for w in caught if "SNPQualityFilter removed" in str(w.message)]
     np.testing.assert_array_equal(np.load(blocked / "genotypes_qc.npy"), qc.transform(geno))
+    raw = np.load(blocked / "genotypes_raw.npy")
+    np.testing.assert_array_equal(raw, geno.loc[:, qc.get_support()].to_numpy())
     assert pd.read_csv(blocked / "snps.csv")["snp"].tolist() == list(geno.columns[qc.get_support()])
-    log = (tmp_path / "out" / "run.log").read_text()
+    assert 0 < (~qc.get_support()).sum() < geno.shape[1]
+    log = (tmp_path / "blocked" / "run.log").read_text()
     assert len(removed) == 1 and log.count("SNPQualityFilter removed") == 1  # one verdict for all the blocks
     assert removed[0] in log
+    result = json.loads((blocked / "_done.json").read_text())["result"]
+    assert result["missing_calls_imputed"] == int(np.isnan(raw).sum())
 
 
 def test_keyboard_interrupt_then_resume(finished_run, tmp_path, monkeypatch, capsys):
