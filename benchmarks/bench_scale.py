@@ -80,7 +80,7 @@ def _run_object(cohort, out):
     from sklearn_cgni.cli._inputs import resolve_inputs
     from sklearn_cgni.cli.stages._base import Run, build_plan
 
-    cfg = load_config(preset="cpu", overrides=OVERRIDES)
+    cfg = load_config(preset="cpu", overrides=OVERRIDES + json.loads(os.environ.get("BENCH_SCALE_SET", "[]")))
     run = Run(out, cfg, resolve_inputs(cohort=cohort), progress=False, device="cpu")
     run.input_fp = "bench_scale"
     return run, {p.name: p for p in build_plan(run)}
@@ -221,9 +221,10 @@ def make_cohort_folder(n, scratch):
     return folder
 
 
-def measure(stage, cohort, out):
+def measure(stage, cohort, out, overrides=()):
     """Run ``stage`` in a child process: its result, its own peak RSS (``os.wait4``) and wall seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "BENCH_SCALE_SET": json.dumps(list(overrides))}
     Path(out).mkdir(parents=True, exist_ok=True)
     log_out, log_err = Path(out) / f"{stage}.out", Path(out) / f"{stage}.err"
     t = time.perf_counter()
@@ -250,6 +251,9 @@ def main(argv=None):
     ap.add_argument("--out", default=os.fspath(RESULTS / "scale_tables"), help="tables: <out>.md and <out>.csv")
     ap.add_argument("--run-tag", default="", help="suffix of the run folders under --scratch (run_<n><tag>)")
     ap.add_argument("--report", nargs="+", metavar="CSV", help="only write the tables of earlier runs' CSV files")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a configuration override of every stage (after the script's own), e.g. "
+                         "data.genotype_block_mb=16")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--cohort", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -266,7 +270,7 @@ def main(argv=None):
         for stage in args.stages:
             if stage == "cache":  # built afresh, so that it is measured
                 shutil.rmtree(out / "image_cache", ignore_errors=True)
-            res = measure(stage, cohort, out)
+            res = measure(stage, cohort, out, args.overrides)
             cache = out / "image_cache"
             res.update(participants=n, stage=stage, load1=os.getloadavg()[0],
                        cache_bytes=sum(f.stat().st_size for f in cache.glob("*.f16")) if cache.exists() else 0)
