@@ -4,6 +4,7 @@ Genotypes are returned as a participant × SNP :class:`pandas.DataFrame` of floa
 counts (0, 1, 2) with ``NaN`` for missing calls, indexed by participant ID (str).
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -315,30 +316,47 @@ def check_plink_bed(bed, n_participants, n_variants):
         )
 
 
+@functools.lru_cache(maxsize=4)
+def _plink1_layout(prefix, stamp):
+    """The ``.fam``/``.bim`` of a PLINK 1 file set, parsed and checked against the ``.bed`` once per
+    version of the files (``stamp``: their sizes and modification times). A genotype file read a
+    block of variants at a time (:class:`~sklearn_cgni.io.GenotypeBlocks`) asks for it once per
+    block; parsing a 100,000-line ``.fam`` each time would make reading grow as n²."""
+    from bed_reader import open_bed
+
+    prefix = Path(prefix)
+    try:
+        with open_bed(prefix.with_suffix(".bed")) as bed:
+            props = {"iid": np.asarray(bed.iid), "sid": np.asarray(bed.sid),
+                     "chromosome": np.asarray(bed.chromosome), "bp_position": np.asarray(bed.bp_position)}
+    except Exception as exc:
+        raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
+    check_plink_bed(prefix.with_suffix(".bed"), len(props["iid"]), len(props["sid"]))
+    return props
+
+
 def _read_plink1(path, count_A1, snps):
     from ._genotypes import select_variants
 
     prefix = _plink_prefix(path)
-    missing = [os.fspath(prefix.with_suffix(s)) for s in (".bed", ".bim", ".fam") if not prefix.with_suffix(s).exists()]
+    files = [prefix.with_suffix(s) for s in (".bed", ".bim", ".fam")]
+    missing = [os.fspath(f) for f in files if not f.exists()]
     if missing:
         raise FileNotFoundError(f"PLINK file set {os.fspath(prefix)!r} is incomplete: missing {missing}.")
     from bed_reader import open_bed
 
-    try:
-        bed = open_bed(prefix.with_suffix(".bed"), count_A1=count_A1)
-        sid = [str(s) for s in bed.sid]
-        iid = [str(i) for i in bed.iid]
+    stamp = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    props = _plink1_layout(os.fspath(prefix.resolve()), stamp)
+    sid, iid = [str(s) for s in props["sid"]], [str(i) for i in props["iid"]]
+    positions = (slice(None) if snps is None
+                 else select_variants(sid, snps, f"PLINK file set {os.fspath(prefix)!r}"))
+    try:  # the parsed properties given: bed-reader reads neither the .fam nor the .bim again
+        with open_bed(prefix.with_suffix(".bed"), count_A1=count_A1, iid_count=len(iid), sid_count=len(sid),
+                      properties=props) as bed:
+            values = bed.read(index=np.s_[:, positions], dtype="float32")
     except Exception as exc:
         raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
-    check_plink_bed(prefix.with_suffix(".bed"), len(iid), len(sid))
-    with bed:
-        positions = (slice(None) if snps is None
-                     else select_variants(sid, snps, f"PLINK file set {os.fspath(prefix)!r}"))
-        try:
-            values = bed.read(index=np.s_[:, positions], dtype="float32")
-        except Exception as exc:
-            raise OSError(f"Could not read PLINK file set {os.fspath(prefix)!r}: {exc}") from exc
-    loci = list(zip(np.asarray(bed.chromosome).astype(str), np.asarray(bed.bp_position)))
+    loci = list(zip(props["chromosome"].astype(str), props["bp_position"]))
     if snps is not None:
         loci = [loci[p] for p in positions]
     sid = sid if snps is None else [sid[p] for p in positions]
