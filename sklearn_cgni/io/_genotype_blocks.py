@@ -71,7 +71,7 @@ class GenotypeBlocks:
     """
 
     def __init__(self, path, *, block_bytes=DEFAULT_BLOCK_BYTES, **read_kwargs):
-        from ._genotypes import _as_id_list, canonical_variant_order, genotype_format, select_variants, snps_of_genes
+        from ._genotypes import canonical_variant_order, genotype_format, select_variants, selected_snps
         from ._pgs import read_variant_table
         from ._tables import read_genotypes
 
@@ -85,20 +85,14 @@ class GenotypeBlocks:
         self.info = {}
         fmt = genotype_format(self.path)
         self.streamed = fmt in ("plink", "pgen", "bgen")
-        snps, genes = _as_id_list(read_kwargs.pop("snps", None)), read_kwargs.pop("genes", None)
-        snp_genes = read_kwargs.pop("snp_genes", None)
+        snps = selected_snps(read_kwargs.pop("snps", None), read_kwargs.pop("genes", None),
+                             read_kwargs.pop("snp_genes", None))  # as read_genotypes selects them
         if not self.streamed:
-            self._whole = read_genotypes(self.path, snps=snps, genes=genes, snp_genes=snp_genes, **read_kwargs)
+            self._whole = read_genotypes(self.path, snps=snps, **read_kwargs)
             self.info = dict(self._whole.attrs.get("info") or {})
             self.participants, self.variants = self._whole.index, [str(c) for c in self._whole.columns]
             return
         self._read = read_kwargs
-        if genes is not None:  # as read_genotypes selects them
-            of_genes = snps_of_genes(genes, snp_genes)
-            keep = set(of_genes)
-            snps = of_genes if snps is None else [s for s in snps if s in keep]
-            if not snps:
-                raise ValueError("No variant is both in the selected SNPs and mapped to the selected genes.")
         try:  # the .bim, .pvar or BGEN variant headers: no genotype decoded
             table = read_variant_table(self.path, count_A1=read_kwargs.get("count_A1", True))
         except (OSError, ValueError):

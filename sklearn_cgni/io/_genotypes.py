@@ -97,6 +97,20 @@ def _as_id_list(ids):
     return [str(i) for i in ids]
 
 
+def selected_snps(snps=None, genes=None, snp_genes=None):
+    """The variant IDs a reader decodes: ``snps`` (list or file), restricted to the variants that
+    ``snp_genes`` maps to ``genes`` when given (those alone without ``snps``); None = all."""
+    snps = _as_id_list(snps)
+    if genes is None:
+        return snps
+    of_genes = snps_of_genes(genes, snp_genes)
+    keep = set(of_genes)
+    snps = of_genes if snps is None else [s for s in snps if s in keep]
+    if not snps:
+        raise ValueError("No variant is both in the selected SNPs and mapped to the selected genes.")
+    return snps
+
+
 def snps_of_genes(genes, snp_genes):
     """The SNPs that a SNP → gene table maps to the given genes.
 

@@ -184,24 +184,10 @@ def read_genotypes(path, *, id_column="participant_id", na_values=DEFAULT_NA_VAL
     >>> read_genotypes(path, snps=["rs3", "rs1"]).to_dict("list")
     {'rs3': [1.0, 1.0, 0.0], 'rs1': [0.0, 1.0, 2.0]}
     """
-    from ._genotypes import (
-        _as_id_list,
-        canonical_variant_order,
-        genotype_format,
-        read_bgen,
-        read_pgen,
-        read_vcf,
-        snps_of_genes,
-    )
+    from ._genotypes import canonical_variant_order, genotype_format, read_bgen, read_pgen, read_vcf, selected_snps
 
     path = Path(path)
-    snps = _as_id_list(snps)
-    if genes is not None:
-        of_genes = snps_of_genes(genes, snp_genes)
-        keep = set(of_genes)
-        snps = of_genes if snps is None else [s for s in snps if s in keep]
-        if not snps:
-            raise ValueError("No variant is both in the selected SNPs and mapped to the selected genes.")
+    snps = selected_snps(snps, genes, snp_genes)
     fmt = genotype_format(path)
     if fmt != "bgen" and (sample is not None or info_table is not None):
         raise ValueError(f"sample= and info_table= apply to a BGEN file; {os.fspath(path)!r} is not one.")

@@ -149,7 +149,9 @@ def _snp_qc_by_block(run, blocks, ids, fit_ids, info_r2, folder):
     out = {name: open_memmap(path, mode="w+", dtype=np.float32, shape=(n, p)) for name, path in tmp.items()}
     kept, exclusions, n_missing, done = [], [], 0, 0
     for block in blocks.blocks(rows=ids):
-        info = info_r2 if info_r2 is not None else (blocks.info or None)  # keyed by SNP: the block's are looked up
+        info = info_r2  # keyed by SNP (the block's are looked up); else a BGEN's, of this block's variants
+        if info is None and blocks.info:
+            info = {s: blocks.info[s] for s in block.columns}
         qc = SNPQualityFilter(min_info_r2=t["min_info_r2"], max_missing=t["max_missing"], min_maf=t["min_maf"],
                               min_hwe_p=t["min_hwe_p"], info_r2=info, allow_dosage=d["allow_dosage"])
         qc._validate_params()
@@ -171,15 +173,20 @@ def _snp_qc_by_block(run, blocks, ids, fit_ids, info_r2, folder):
     if len(exclusions):
         warnings.warn(_removed_message(exclusions, p), UserWarning, stacklevel=2)
     step = max(1, (64 * 1024**2) // (4 * max(1, done)))  # the kept columns, a block of rows at a time
-    for name, src in out.items():
-        dst = open_memmap(folder / f"genotypes_{name}.npy", mode="w+", dtype=np.float32, shape=(n, done))
+    for name in list(out):
+        src = out.pop(name)  # no other reference: deleting it closes the map
+        final = folder / f"genotypes_{name}.npy"
+        src.flush()
+        if done == p:  # every SNP kept: the scratch file is the result
+            del src
+            tmp[name].replace(final)
+            continue
+        dst = open_memmap(final, mode="w+", dtype=np.float32, shape=(n, done))
         for r in range(0, n, step):
             dst[r:r + step] = src[r:r + step, :done]
         dst.flush()
-        del dst
-    del out, src
-    for path in tmp.values():
-        path.unlink()
+        del dst, src
+        tmp[name].unlink()
     return kept, exclusions, n_missing
 
 
