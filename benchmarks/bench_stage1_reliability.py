@@ -121,6 +121,9 @@ def one_run(cohort, seed, threads, scratch, until="scores", overrides=(), varian
     row = {"cohort_seed": int(cohort.name.removeprefix("cohort")), "seed": seed, "threads": threads,
            "variant": variant, "overrides": list(overrides), "wall_s": round(wall, 1),
            "brain_age": {"mae": round(ba["mae_holdout"], 3), "mae_mean_predictor": round(ba["mae_of_mean_predictor"], 3),
+                         **({"mae_ridge": round(ba["ridge_mae_holdout"], 3),
+                             "gain_over_ridge_p": round(ba["mae_gain_over_ridge_pvalue"], 4)}
+                            if "ridge_mae_holdout" in ba else {}),
                          **{k: ba[k] for k in ("epochs_run", "best_epoch", "budget", "stop_reason", "restarts")},
                          "h_v_width": ba["h_v_width"]}}
     folds = []
@@ -159,7 +162,7 @@ def summarize(rows):
         return "\n".join(lines + ["No runs yet."]) + "\n"
     lines += [f"{len(rows)} runs. Command: `python benchmarks/bench_stage1_reliability.py --seeds ... --threads ... "
               "--cohort-seeds ...`; per-run lines in `stage1_reliability.jsonl`.", "",
-              "| variant | cohort | seed | threads | brain-age MAE (mean pred.) | epochs / best / budget | restarts | "
+              "| variant | cohort | seed | threads | brain-age MAE (mean pred.; ridge on regional means) | epochs / best / budget | restarts | "
               "WM validation per fold | WM best / budget per fold | Imaging CNN - h_v logistic (val., hold.) | "
               "scorer causal r CNN / IDP | planted r: brain-age h_v / WM h_v / regional means | wall |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -181,7 +184,8 @@ def summarize(rows):
             diffs_hold += dh
         sc = r.get("scores", {}).get("causal_r", {})
         lines.append(
-            f"| {r.get('variant') or 'shipped cpu preset'} | {r['cohort_seed']} | {r['seed']} | {r['threads']} | {ba['mae']:.2f} ({ba['mae_mean_predictor']:.2f}) | "
+            f"| {r.get('variant') or 'shipped cpu preset'} | {r['cohort_seed']} | {r['seed']} | {r['threads']} | {ba['mae']:.2f} ({ba['mae_mean_predictor']:.2f}"
+            f"{'; ridge %.2f' % ba['mae_ridge'] if 'mae_ridge' in ba else ''}) | "
             f"{ba['epochs_run']} / {ba['best_epoch']} / {ba['budget']} | {ba['restarts']} | "
             + ", ".join(f"{100 * f['validation']:.1f}" for f in wm) + " | "
             + ", ".join(f"{f['best_epoch']}/{f['budget']}" for f in wm) + " | "
@@ -195,6 +199,7 @@ def summarize(rows):
     lines += ["", "## Criteria (issue: stage-1 CNNs that converge on every run), shipped cpu preset", "",
               f"- Brain-age holdout MAE: {maes.min():.2f}-{maes.max():.2f} years (median {np.median(maes):.2f}); "
               f"<= 2.6 in {int((maes <= 2.6).sum())} of {len(maes)} runs.",
+              *_ridge_line(main_rows),
               f"- CNNs whose kept epoch lies in the last 10 % of their final budget: {len(tail_runs)}"
               + ("" if not tail_runs else ": " + "; ".join(tail_runs)) + "."]
     if diffs_val:
@@ -202,6 +207,19 @@ def summarize(rows):
                      f"points (range {min(diffs_val):+.1f} to {max(diffs_val):+.1f}), holdout mean "
                      f"{np.mean(diffs_hold):+.2f} (range {min(diffs_hold):+.1f} to {max(diffs_hold):+.1f}).")
     return "\n".join(lines) + "\n"
+
+
+def _ridge_line(rows):
+    """The classical brain-age model (regional means -> ridge) on the same holdouts, where the runs have it."""
+    pairs = [(r["brain_age"]["mae"], r["brain_age"]["mae_ridge"], r["brain_age"]["gain_over_ridge_p"])
+             for r in rows if "mae_ridge" in r["brain_age"]]
+    if not pairs:
+        return []
+    cnn, ridge, p = map(np.array, zip(*pairs))
+    return [f"- Regional means -> ridge on the same holdouts ({len(pairs)} runs): {ridge.min():.2f}-{ridge.max():.2f} "
+            f"years (median {np.median(ridge):.2f}), <= 2.6 in {int((ridge <= 2.6).sum())}; CNN minus ridge "
+            f"{np.min(cnn - ridge):+.2f} to {np.max(cnn - ridge):+.2f} (median {np.median(cnn - ridge):+.2f}); paired "
+            f"p < 0.05 in {int((p < 0.05).sum())} runs."]
 
 
 def main(argv=None):

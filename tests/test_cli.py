@@ -214,6 +214,34 @@ def test_brain_age_mae_carries_its_interval(finished_run):
     assert f"{ba['n_test']} holdout participants: {ba['mae_ci_low']:.2f} to {ba['mae_ci_high']:.2f} years" in html
 
 
+def test_brain_age_shows_the_classical_row(finished_run):
+    """Regional means -> ridge on the brain-age CNN's own training and holdout participants, refitted here
+    from the regions stage's output; the CNN's gain over it is paired over the same participants."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    _, _, out = finished_run
+    ba = json.loads((out / "stages" / "brain_age" / "_done.json").read_text())["result"]
+    parts = pd.read_csv(out / "stages" / "data" / "participants.csv", dtype={"participant_id": str}).set_index(
+        "participant_id")
+    ids = pd.read_csv(out / "stages" / "regions" / "participants.csv", dtype={"participant_id": str})["participant_id"]
+    R = pd.DataFrame(np.load(out / "stages" / "regions" / "regional_means.npy"), index=ids)
+    ok = parts["image_qc_passed"].astype(bool) & parts["age"].notna()
+    fit, test = parts.index[ok & (parts["split"] != "holdout")], parts.index[ok & (parts["split"] == "holdout")]
+    assert len(fit) == ba["n_fit"] and len(test) == ba["n_test"]
+    scaler = StandardScaler().fit(R.loc[fit])
+    ridge = RidgeCV(alphas=np.logspace(-3, 5, 33)).fit(scaler.transform(R.loc[fit]), parts.loc[fit, "age"])
+    err = np.abs(ridge.predict(scaler.transform(R.loc[test])) - parts.loc[test, "age"].to_numpy())
+    assert ba["ridge_alpha"] == pytest.approx(ridge.alpha_)
+    assert ba["ridge_mae_holdout"] == pytest.approx(err.mean())
+    assert ba["mae_gain_over_ridge"] == pytest.approx(ba["ridge_mae_holdout"] - ba["mae_holdout"])
+    assert ba["mae_gain_over_ridge_ci_low"] <= ba["mae_gain_over_ridge"] <= ba["mae_gain_over_ridge_ci_high"]
+    assert 0 < ba["mae_gain_over_ridge_pvalue"] <= 1
+    table = pd.read_csv(out / "tables" / "brain_age.csv")
+    assert table.loc[0, "ridge_mae_holdout"] == pytest.approx(ba["ridge_mae_holdout"])
+    assert f"ridge (ridge_mae_holdout): {ba['ridge_mae_holdout']:.2f} years" in (out / "report.html").read_text()
+
+
 def test_confound_table_covers_every_configured_model(finished_run):
     import nibabel as nib
     import pandas as pd
