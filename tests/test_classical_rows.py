@@ -207,6 +207,6 @@ def test_stages_reading_the_regional_means_follow_the_regions_stage(finished_run
     (copy / "stages" / "regions" / "_done.json").unlink()  # as if interrupted
     assert main(_base_args(cohort, cfg, copy)) == 0
     status = json.loads((copy / "run.json").read_text())["stage_status"]
-    assert status["regions"] == "computed"
+    assert status["regions"] == status["brain_age_classical"] == "computed"
     assert status["models_f0"] == status["models_f1"] == status["confounds"] == status["scores"] == "computed"
     assert status["brain_age"] == status["finetune_f0"] == status["finetune_f1"] == "reused"

@@ -221,14 +221,17 @@ def test_brain_age_shows_the_classical_row(finished_run):
     from sklearn.preprocessing import StandardScaler
 
     _, _, out = finished_run
-    ba = json.loads((out / "stages" / "brain_age" / "_done.json").read_text())["result"]
+    ba = {**json.loads((out / "stages" / "brain_age" / "_done.json").read_text())["result"],
+          **json.loads((out / "stages" / "brain_age_classical" / "_done.json").read_text())["result"]}
+    cnn = pd.read_csv(out / "stages" / "brain_age" / "holdout_predictions.csv", dtype={"participant_id": str})
+    assert np.mean(np.abs(cnn["predicted_age"] - cnn["age"])) == pytest.approx(ba["mae_holdout"])
     parts = pd.read_csv(out / "stages" / "data" / "participants.csv", dtype={"participant_id": str}).set_index(
         "participant_id")
     ids = pd.read_csv(out / "stages" / "regions" / "participants.csv", dtype={"participant_id": str})["participant_id"]
     R = pd.DataFrame(np.load(out / "stages" / "regions" / "regional_means.npy"), index=ids)
     ok = parts["image_qc_passed"].astype(bool) & parts["age"].notna()
     fit, test = parts.index[ok & (parts["split"] != "holdout")], parts.index[ok & (parts["split"] == "holdout")]
-    assert len(fit) == ba["n_fit"] and len(test) == ba["n_test"]
+    assert len(fit) == ba["n_fit"] and len(test) == ba["n_test"] and list(test) == cnn["participant_id"].tolist()
     scaler = StandardScaler().fit(R.loc[fit])
     ridge = RidgeCV(alphas=np.logspace(-3, 5, 33)).fit(scaler.transform(R.loc[fit]), parts.loc[fit, "age"])
     err = np.abs(ridge.predict(scaler.transform(R.loc[test])) - parts.loc[test, "age"].to_numpy())

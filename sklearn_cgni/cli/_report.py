@@ -152,6 +152,7 @@ def collect(out):
                        for r in tables["table1"].to_dict("records")])
     ba = _done(out, "brain_age")
     if ba:
+        ba = {**ba, **(_done(out, "brain_age_classical") or {})}
         tables["brain_age"] = pd.DataFrame([{k: ba[k] for k in ("mae_holdout", "mae_ci_low", "mae_ci_high",
                                                                  "mae_of_mean_predictor", "mae_gain_pvalue",
                                                                  "ridge_mae_holdout", "mae_gain_over_ridge_pvalue",
@@ -645,6 +646,7 @@ def render_html(out, results, tables, notes):
 
     ba = stages.get("brain_age")
     if ba:
+        ba = {**ba, **stages.get("brain_age_classical", {})}
         parts["brain_age"] = (_html_table(tables["brain_age"]) + _note(
             "Mean absolute error of the predicted age on the holdout (years); the paper reports 2.47 years on "
             "its test set. " + _mae_note(ba) + f" CNN: {json.dumps(ba.get('arch'))}."))

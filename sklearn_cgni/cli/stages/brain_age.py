@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from ._base import register
 from ._common import _arch, _stage1_kwargs, _training_summary
@@ -12,7 +13,7 @@ from ._common import _arch, _stage1_kwargs, _training_summary
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("brain_age", config=("stage1",), after=("data", "regions"), gpu=True, data_parallel=True, cost=11)
+@register("brain_age", config=("stage1",), after=("data",), gpu=True, data_parallel=True, cost=11)
 def _stage_brain_age(run, folder):
     from ...imaging import BrainAgeCNNTransformer
 
@@ -29,50 +30,59 @@ def _stage_brain_age(run, folder):
     err, err_mean = np.abs(pred - age_test), np.abs(age_test - parts.loc[fit_ids, "age"].mean())
     mae, mae_mean = float(err.mean()), float(err_mean.mean())
     uncertainty = _mae_uncertainty(err, err_mean, run.seed)
-    classical = _classical_row(run, fit_ids, test_ids, parts.loc[fit_ids, "age"].to_numpy(), age_test, err)
+    pd.DataFrame({"participant_id": test_ids, "age": age_test, "predicted_age": pred}).to_csv(
+        folder / "holdout_predictions.csv", index=False)
     wm, _, _, _ = run.wm()
     np.save(folder / "hv_wm.npy", model.transform(wm["image"]))
     log.info("brain-age CNN: holdout MAE %.2f years [95 %% CI %.2f, %.2f] (predicting the training mean: %.2f); "
              "%d epochs, best %d", mae, uncertainty["mae_ci_low"], uncertainty["mae_ci_high"], mae_mean,
              model.n_epochs_, model.best_epoch_)
-    log.info("classical brain age (regional means -> ridge): holdout MAE %.2f years; CNN better by %.2f years "
-             "[95 %% CI %.2f, %.2f], paired p = %.3g", classical["ridge_mae_holdout"], classical["mae_gain_over_ridge"],
-             classical["mae_gain_over_ridge_ci_low"], classical["mae_gain_over_ridge_ci_high"],
-             classical["mae_gain_over_ridge_pvalue"])
-    return {"mae_holdout": mae, **uncertainty, **classical, "mae_of_mean_predictor": mae_mean, "n_fit": len(fit_ids),
+    return {"mae_holdout": mae, **uncertainty, "mae_of_mean_predictor": mae_mean, "n_fit": len(fit_ids),
             "n_test": len(test_ids),
             "h_v_width": int(model.n_features_out_), "arch": {k: (list(v) if isinstance(v, tuple) else v)
                                                                 for k, v in model.arch_.items()},
             **_training_summary(model)}
 
 
-def _classical_row(run, fit_ids, test_ids, age_fit, age_test, err):
-    """The brain-age model a reviewer would try first, on the CNN's training and holdout participants:
-    regional gray-matter means -> ridge (``utils._linear.ridge_cv``), its holdout MAE with a bootstrap
-    interval, and the CNN's gain over it (paired over the same test participants: ridge error minus
-    CNN error, positive when the CNN is better) with its interval and permutation p."""
+@register("brain_age_classical", after=("data", "regions", "brain_age"), cost=0.1)
+def _stage_brain_age_classical(run, folder):
+    """The brain-age model a reviewer would try first, on the CNN's own training and holdout participants:
+    regional gray-matter means -> ridge (``utils._linear.ridge_cv``), its holdout MAE with a bootstrap interval,
+    and the CNN's gain over it, paired over the same test participants (ridge error minus CNN error: positive
+    when the CNN is better), with its interval and permutation p.
+
+    A stage of its own, so that recomputing the regional means (another atlas) does not retrain the CNN.
+    """
     from scipy.stats import bootstrap
 
     from ...evaluation import paired_mean_difference
     from ...utils._linear import ridge_cv
 
-    R_fit, _ = run.regions(fit_ids)
-    R_test, _ = run.regions(test_ids)
-    ridge = ridge_cv().fit(R_fit, age_fit)
-    err_ridge = np.abs(ridge.predict(R_test) - age_test) if len(test_ids) else np.array([])
+    parts, _, _ = run.data()
+    ok = parts["image_qc_passed"] & parts["age"].notna()
+    fit_ids = parts.index[ok & (parts["split"] != "holdout")]
+    cnn = pd.read_csv(run.path("brain_age") / "holdout_predictions.csv", dtype={"participant_id": str})
+    test_ids = pd.Index(cnn["participant_id"])
+    ridge = ridge_cv().fit(run.regions(fit_ids)[0], parts.loc[fit_ids, "age"].to_numpy())
+    age_test = cnn["age"].to_numpy()
+    err = np.abs(cnn["predicted_age"].to_numpy() - age_test)
+    err_ridge = np.abs(ridge.predict(run.regions(test_ids)[0]) - age_test) if len(test_ids) else np.array([])
     out = {"ridge_mae_holdout": float(err_ridge.mean()) if err_ridge.size else float("nan"),
-           "ridge_alpha": float(ridge[-1].alpha_)}
-    if err_ridge.size < 2:
-        nan = float("nan")
-        return {**out, "ridge_mae_ci_low": nan, "ridge_mae_ci_high": nan, "mae_gain_over_ridge": nan,
-                "mae_gain_over_ridge_ci_low": nan, "mae_gain_over_ridge_ci_high": nan,
-                "mae_gain_over_ridge_pvalue": nan}
-    ci = bootstrap((err_ridge,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
-                   random_state=np.random.default_rng(run.seed)).confidence_interval
-    gain = paired_mean_difference(err_ridge, err, n_resamples=2000, random_state=run.seed)
-    return {**out, "ridge_mae_ci_low": float(ci.low), "ridge_mae_ci_high": float(ci.high),
-            "mae_gain_over_ridge": gain.difference, "mae_gain_over_ridge_ci_low": gain.ci_low,
-            "mae_gain_over_ridge_ci_high": gain.ci_high, "mae_gain_over_ridge_pvalue": gain.pvalue}
+           "ridge_alpha": float(ridge[-1].alpha_), "n_fit": len(fit_ids), "n_test": len(test_ids)}
+    nan = float("nan")
+    out.update(ridge_mae_ci_low=nan, ridge_mae_ci_high=nan, mae_gain_over_ridge=nan, mae_gain_over_ridge_ci_low=nan,
+               mae_gain_over_ridge_ci_high=nan, mae_gain_over_ridge_pvalue=nan)
+    if err_ridge.size >= 2:
+        ci = bootstrap((err_ridge,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                       random_state=np.random.default_rng(run.seed)).confidence_interval
+        gain = paired_mean_difference(err_ridge, err, n_resamples=2000, random_state=run.seed)
+        out.update(ridge_mae_ci_low=float(ci.low), ridge_mae_ci_high=float(ci.high),
+                   mae_gain_over_ridge=gain.difference, mae_gain_over_ridge_ci_low=gain.ci_low,
+                   mae_gain_over_ridge_ci_high=gain.ci_high, mae_gain_over_ridge_pvalue=gain.pvalue)
+        log.info("classical brain age (regional means -> ridge): holdout MAE %.2f years; the CNN's MAE is lower by "
+                 "%.2f years [95 %% CI %.2f, %.2f], paired p = %.3g", out["ridge_mae_holdout"], gain.difference,
+                 gain.ci_low, gain.ci_high, gain.pvalue)
+    return out
 
 
 def _mae_uncertainty(err, err_mean, seed):

@@ -84,9 +84,9 @@ def _search_record(est, *, table, name, k):
                 seconds=float(sum(res["mean_fit_time"]) * est.n_splits_ + est.refit_time_))
 
 
-def _classical_records(run, X, n_regions, y, tr, va, hold, k, predictions=None):
-    """Table 1's classical rows (``X`` = [regional means ⊕ SNPs]) fitted on the fold's training rows and scored."""
-    splits = {"train": (X[tr], y[tr]), "validation": (X[va], y[va]), "holdout": (X[hold], y[hold])}
+def _classical_records(run, splits, n_regions, k, predictions=None):
+    """Table 1's classical rows (``splits``: the fold's ``{split: ([regional means ⊕ SNPs], y)}``) fitted on
+    its training rows and scored."""
     return [r for name, model in _classical(run, n_regions).items()
             for r in _fit_and_score(model, splits, table="Table 1", name=name, k=k, predictions=predictions)[1]]
 
@@ -103,16 +103,50 @@ def _cgni_with_pgs(cgni, n_stage2):
     return Pipeline([("features", features), ("classifier", clone(cgni.named_steps["classifier"]))])
 
 
+def _split_builder(y, tr, va, hold):
+    """``build(*blocks, dtype=None)``: the fold's ``{split: (X, y)}`` with ``X`` the blocks' rows side by side.
+
+    Each split's rows are read from the blocks (in-memory arrays or memory maps of the WM rows) when the job that
+    needs them runs, so the stage never holds a whole ``[h_v ⊕ SNPs]`` matrix beside its splits, nor one job's data
+    while another job runs: at 45,000 WM participants those copies were ~1.5 GB of the stage's 2.6-GB peak
+    (``benchmarks/results/scale.md``). The values are those of ``np.hstack(blocks)[rows]`` (same promotion, then
+    ``dtype``).
+    """
+
+    def build(*blocks, dtype=None):
+        def rows(idx):
+            X = np.hstack([np.asarray(b[idx]) for b in blocks])
+            return X if dtype is None else X.astype(dtype, copy=False)
+
+        return {"train": (rows(tr), y[tr]), "validation": (rows(va), y[va]), "holdout": (rows(hold), y[hold])}
+
+    return build
+
+
+class _WMRows:
+    """The WM participants' rows of a memory-mapped participants × columns array, read only where indexed."""
+
+    def __init__(self, mmap, rows):
+        self.mmap, self.rows = mmap, rows
+        self.shape = (len(rows), mmap.shape[1])
+
+    def __getitem__(self, idx):
+        return self.mmap[self.rows[idx]]
+
+
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
           after=("data", "regions", "finetune"), per_fold=True, gpu=True, cost=1)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
 
-    wm, y, G, snps = run.wm()
+    parts, snps, G_all = run.data()
+    wm_mask = parts["wm_group"].notna().to_numpy() & parts["image_qc_passed"].to_numpy()
+    wm = parts[wm_mask]
+    y = wm["wm_group"].astype(int).to_numpy()
+    G = _WMRows(G_all, np.flatnonzero(wm_mask))  # as run.wm()'s G, without reading every row into memory
     train, hold, cv = run.splits()
     tr, va = cv[k]
     hv = np.load(run.path(f"finetune_f{k}") / "hv.npy")
-    X = np.hstack([hv, G]).astype(np.float32)
     n_img = hv.shape[1]
     contrastive, classifier, baselines = _model_configs(run)
     # a term switched off here (gamma_vv = 0, as in the paper) takes the paper's weight in the combinations with it
@@ -121,20 +155,18 @@ def _stage_models(run, folder, k):
                           class_weight=_class_weight(run.cfg), device=run.device, random_state=run.seed,
                           table2=run.cfg["protocol"]["table2"], term_weights=weights,
                           cross_fit=run.cfg["classifier"]["cross_fit"])
-    def fold_splits(F):
-        return {"train": (F[tr], y[tr]), "validation": (F[va], y[va]), "holdout": (F[hold], y[hold])}
+    fold_splits = _split_builder(y, tr, va, hold)
 
     def cgni_on(image_input, **encoder):
-        """Table 1's CGNI on ``[image_input ⊕ SNPs]`` (item 4 of issue 14), with its fold splits."""
+        """Table 1's CGNI on ``[image_input ⊕ SNPs]`` (item 4 of issue 14), with its fold splits (built when run)."""
         model = paper_models(image_input.shape[1], contrastive={**contrastive, **encoder}, classifier=classifier,
                              baselines=baselines, class_weight=_class_weight(run.cfg), device=run.device,
                              random_state=run.seed, cross_fit=run.cfg["classifier"]["cross_fit"])
-        return model[("Table 1", TABLE1_CGNI)], fold_splits(np.hstack([image_input, G]).astype(np.float32))
+        return model[("Table 1", TABLE1_CGNI)], lambda: fold_splits(image_input, G, dtype=np.float32)
 
-    splits = fold_splits(X)
-    R, _ = run.regions()
+    R, _ = run.regions(wm.index)
     c, search = run.cfg["contrastive"], run.cfg["search"]
-    jobs = [(table, name, model, splits) for (table, name), model in models.items()]
+    jobs = [(table, name, model, lambda: fold_splits(hv, G, dtype=np.float32)) for (table, name), model in models.items()]
     if c["regional_row"]:  # the same CGNI with regional GM means as its image input
         jobs.append(("Table 1", REGIONAL_CGNI, *cgni_on(R)))
     if c["finetune_blocks"]:  # item 4 of issue 14: the contrastive loss also fine-tunes the CNN's last blocks
@@ -145,20 +177,20 @@ def _stage_models(run, folder, k):
                                                 paths.iloc[:2], device=run.device)
         A = cnn.transform_blocks(paths, c["finetune_blocks"])  # the activations entering those blocks
         jobs.append(("Table 1", FINETUNED_CGNI, *cgni_on(A, image_tail=cnn.last_blocks(c["finetune_blocks"]))))
-    P = run.pgs()  # polygenic scores (data.pgs), WM rows
+    P = run.pgs(wm.index)  # polygenic scores (data.pgs), WM rows
     if P is not None:  # CGNI with the scores beside z_g: stage 2 on [h_v, SNPs], the scaled scores passed to stage 3
         jobs.append(("Table 1", PGS_CGNI, _cgni_with_pgs(models[("Table 1", TABLE1_CGNI)], n_img + G.shape[1]),
-                     fold_splits(np.hstack([hv, G, P]).astype(np.float32))))
+                     lambda: fold_splits(hv, G, P, dtype=np.float32)))
     records, searched, predictions = [], [], []
     bar = progress_bar(jobs, enabled=run.progress, desc=f"models fold {k}", leave=False, position=1, unit="model")
-    for table, name, model, data in bar:
+    for table, name, model, make_data in bar:
         bar.set_postfix_str(name[:30])
         is_cgni = name in (TABLE1_CGNI, REGIONAL_CGNI, FINETUNED_CGNI) or table == "Table 2"
         if search["grid"] and is_cgni and (table == "Table 1" or search["table2"]):
             model = tuned(model, search["grid"], inner_cv=search["inner_cv"],
                           validation_fraction=search["validation_fraction"],
                           combo=name if table == "Table 2" else None, random_state=run.seed)
-        est, recs = _fit_and_score(clone(model), data, table=table, name=name, k=k, predictions=predictions)
+        est, recs = _fit_and_score(clone(model), make_data(), table=table, name=name, k=k, predictions=predictions)
         records += recs
         if hasattr(est, "best_params_"):
             searched.append(_search_record(est, table=table, name=name, k=k))
@@ -167,18 +199,20 @@ def _stage_models(run, folder, k):
             enc = est.named_steps["contrastive"]
             enc = getattr(enc, "transformer_", enc)  # cross-fitted: the encoder refitted on all training rows
             enc.save_weights(folder / "encoder.pt")
+            X = np.hstack([hv, G[slice(None)]]).astype(np.float32)  # every WM row, for stage 5's SCCA
             np.save(folder / "z_v.npy", enc.transform_image(X))
             np.save(folder / "z_g.npy", enc.transform_genetic(X))
+            del X
     # the CNN features alone through the classical row's logistic regression (same inner folds, C grid, weights)
     records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[0]], fold_splits(hv), table="Table 1",
                               name=HV_LOGISTIC, k=k, predictions=predictions)[1]
-    records += _classical_records(run, np.hstack([R, G]), R.shape[1], y, tr, va, hold, k, predictions)
+    records += _classical_records(run, fold_splits(R, G), R.shape[1], k, predictions)
     if P is not None:  # the scores alone, and beside h_v, through the same logistic regression; and stacked
-        for name, F in ((PGS_LOGISTIC, P), (HV_PGS_LOGISTIC, np.hstack([hv, P]))):
-            records += _fit_and_score(_classical(run, F.shape[1])[CLASSICAL_MODELS[0]], fold_splits(F),
-                                      table="Table 1", name=name, k=k, predictions=predictions)[1]
+        for name, blocks in ((PGS_LOGISTIC, (P,)), (HV_PGS_LOGISTIC, (hv, P))):
+            records += _fit_and_score(_classical(run, sum(b.shape[1] for b in blocks))[CLASSICAL_MODELS[0]],
+                                      fold_splits(*blocks), table="Table 1", name=name, k=k, predictions=predictions)[1]
         # the classical stacked row with h_v in place of the regional means and the scores in place of the SNPs
-        records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[2]], fold_splits(np.hstack([hv, P])),
+        records += _fit_and_score(_classical(run, hv.shape[1])[CLASSICAL_MODELS[2]], fold_splits(hv, P),
                                   table="Table 1", name=HV_PGS_STACKED, k=k, predictions=predictions)[1]
     records += _covariate_records(run, wm, y, tr, va, hold, k, predictions)
     ids = {"validation": wm.index[va], "holdout": wm.index[hold]}
