@@ -410,14 +410,14 @@ def _ridge_note(ba):
     CNN's difference from it is inside the noise (runs before it existed: nothing)."""
     if not np.isfinite(ba.get("mae_gain_over_ridge_ci_low", np.nan)):
         return ""
-    gain = ba["mae_gain_over_ridge"]
-    verdict = ("not distinguishable from it" if ba["mae_gain_over_ridge_ci_low"] <= 0 <= ba["mae_gain_over_ridge_ci_high"]
-               else "better than it" if gain > 0 else "worse than it")
+    low, high = ba["mae_gain_over_ridge_ci_low"], ba["mae_gain_over_ridge_ci_high"]
+    verdict = ("the CNN is not distinguishable from it" if low <= 0 <= high
+               else "the CNN is better" if ba["mae_gain_over_ridge"] > 0 else "the CNN is worse")
     return (f" The classical model on the same training and holdout participants, regional gray-matter means -> "
             f"ridge (ridge_mae_holdout): {ba['ridge_mae_holdout']:.2f} years [{ba['ridge_mae_ci_low']:.2f}, "
-            f"{ba['ridge_mae_ci_high']:.2f}]; the CNN's MAE is lower by {gain:.2f} years "
-            f"[{ba['mae_gain_over_ridge_ci_low']:.2f}, {ba['mae_gain_over_ridge_ci_high']:.2f}], paired permutation "
-            f"p = {ba['mae_gain_over_ridge_pvalue']:.3g} (mae_gain_over_ridge_pvalue): {verdict}.")
+            f"{ba['ridge_mae_ci_high']:.2f}]; CNN MAE minus ridge MAE {-ba['mae_gain_over_ridge']:+.2f} years "
+            f"[{-high:+.2f}, {-low:+.2f}], paired permutation p = {ba['mae_gain_over_ridge_pvalue']:.3g} "
+            f"(mae_gain_over_ridge_pvalue): {verdict}.")
 
 
 def _ci(r, split):
