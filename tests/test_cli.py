@@ -642,6 +642,11 @@ def test_pgs_rows_and_tables(finished_run, tmp_path):
     cohort, cfg, out = finished_run
     out = _copy(out, tmp_path)
     assert main(_base_args(cohort, cfg, out) + ["--pgs", "simulated", "--force"]) == 0
+    # a stage of its own: the score is added without retraining a CNN, and what reads it is refitted
+    status = json.loads((out / "run.json").read_text())["stage_status"]
+    assert {s: status[s] for s in ("data", "brain_age", "finetune_f0", "scores", "adjusted_cnn_f0")} == dict.fromkeys(
+        ("data", "brain_age", "finetune_f0", "scores", "adjusted_cnn_f0"), "reused")
+    assert status["pgs"] == status["models_f0"] == status["models_f1"] == status["confounds"] == "computed"
     scores = pd.read_csv(out / "tables" / "pgs_scores.csv")
     assert list(scores.columns) == ["participant_id", "sim_gwas_300000"] and len(scores) == 80
     cov = pd.read_csv(out / "tables" / "pgs_coverage.csv")

@@ -31,6 +31,7 @@ __all__ = [
     "ESTIMATOR_KEYS",
     "PRESETS",
     "EXECUTION_KEYS",
+    "OWN_STAGE_KEYS",
     "config_fingerprint",
     "default_config",
     "dotted_keys",
@@ -43,6 +44,10 @@ DEFAULT_CONFIG = _HERE / "default_config.toml"
 PRESETS = ("paper", "cpu", "tiny")
 # keys that choose *how* to compute, not *what*: changing them never invalidates outputs
 EXECUTION_KEYS = frozenset({"run.device", "run.threads", "run.scheduler", "data.genotype_block_mb"})
+# keys that one stage alone reads: that stage names them ("section.key") and the other readers of the section leave
+# them out of their fingerprints, so that changing them recomputes that stage and what reads its outputs, no more
+# (adding a polygenic score to a finished run scores it and refits the models, without retraining a CNN)
+OWN_STAGE_KEYS = frozenset({"data.pgs", "data.pgs_keep_ambiguous", "data.pgs_min_coverage"})
 
 
 class ConfigError(ValueError):
@@ -406,8 +411,19 @@ def _check_data(d):
 
 
 def config_slice(config, *sections, exclude=EXECUTION_KEYS):
-    """The given sections without the execution-only keys (what a stage's outputs depend on)."""
-    return {s: {k: v for k, v in config[s].items() if f"{s}.{k}" not in exclude} for s in sections}
+    """The given sections without the ``exclude`` keys (what a stage's outputs depend on).
+
+    An entry ``"section.key"`` is that key alone (left out only if it is an execution key).
+    """
+    out = {}
+    for s in sections:
+        if "." in s:
+            section, key = s.split(".", 1)
+            if s not in EXECUTION_KEYS:
+                out.setdefault(section, {})[key] = config[section][key]
+        else:
+            out[s] = {k: v for k, v in config[s].items() if f"{s}.{k}" not in exclude}
+    return out
 
 
 def config_fingerprint(obj):

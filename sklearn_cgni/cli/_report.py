@@ -172,8 +172,8 @@ def collect(out):
                        ("confound_scores", "confounds/confound_scores.csv"),
                        ("confound_predictions", "confounds/confound_predictions.csv"),
                        ("image_qc", "data/image_qc.csv"),
-                       ("pgs_scores", "data/pgs_scores.csv"),
-                       ("pgs_coverage", "data/pgs_coverage.csv"),
+                       ("pgs_scores", "pgs/pgs_scores.csv"),
+                       ("pgs_coverage", "pgs/pgs_coverage.csv"),
                        ("snp_qc", "data/snp_qc.csv"),
                        ("matching_balance", "confounds/matching_balance.csv")):
         df = _read(st / file)

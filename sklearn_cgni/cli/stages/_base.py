@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .._config import config_slice
+from .._config import EXECUTION_KEYS, OWN_STAGE_KEYS, config_slice
 from .._stages import StageStore
 
 __all__ = ["REGISTRY", "PlannedStage", "Run", "Stage", "UndeclaredStageError", "build_plan", "register"]
@@ -49,7 +49,9 @@ class Stage:
         ``func(run, folder) -> dict`` (``func(run, folder, k)`` when ``per_fold``): writes
         the outputs into ``folder`` and returns the JSON-able result kept in ``_done.json``.
     config : tuple of str
-        Configuration sections the stage reads (in its fingerprint).
+        Configuration sections the stage reads (in its fingerprint), or single keys as
+        ``"section.key"``. A key of ``_config.OWN_STAGE_KEYS`` is in the fingerprint only of the
+        stage that names it, not of the other stages reading its section.
     after : tuple of str
         Upstream stages it reads, by name. A per-fold stage named here means the same fold
         from a per-fold stage and every fold from the others; ``"name_f<k>"`` is fold ``k``.
@@ -117,7 +119,8 @@ class PlannedStage:
     def fingerprint_inputs(self, run):
         """The keyword arguments of :meth:`StageStore.run` that make this stage's fingerprint."""
         s = self.stage
-        return dict(config=config_slice(run.cfg, *s.config) if s.config else None,
+        return dict(config=config_slice(run.cfg, *s.config, exclude=EXECUTION_KEYS | OWN_STAGE_KEYS)
+                    if s.config else None,
                     inputs=run.input_fp if s.inputs else None, after=self.after)
 
 
@@ -235,9 +238,9 @@ class Run:
 
     def pgs(self, participants=None):
         """Polygenic scores (``data.pgs``) of the given participants (default: the WM rows), or None."""
-        path = self.path("data") / "pgs_scores.csv"
-        if not self.cfg["data"]["pgs"] or not path.is_file():
+        if not self.cfg["data"]["pgs"]:
             return None
+        path = self.path("pgs") / "pgs_scores.csv"
         scores = pd.read_csv(path, dtype={"participant_id": str}).set_index("participant_id")
         if participants is None:
             participants = self.wm()[0].index

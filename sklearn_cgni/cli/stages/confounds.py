@@ -69,7 +69,7 @@ def _imaging_cnn_confound_scores(run, folder, wm, y, cv, matched_ids):
 
 
 @register("confounds", config=("confounds", "contrastive", "classifier", "baselines", "data", "stage1", "protocol"),
-          after=("data", "regions", "brain_age", "finetune", "adjusted_cnn"),
+          after=("data", "regions", "pgs", "brain_age", "finetune", "adjusted_cnn"),
           enabled=lambda run: run.cfg["confounds"]["enabled"], cost=8)
 def _stage_confounds(run, folder):
     from ...evaluation import evaluate_confounds, match_groups, summarize_confounds

@@ -107,7 +107,6 @@ def _stage_data(run, folder):
     exclusions.to_csv(folder / "snp_qc.csv", index=False)
     parts.to_csv(folder / "participants.csv")
     np.save(folder / "affine.npy", affine)
-    pgs_summary = _polygenic_scores(run, folder, parts.index)
     reasons = exclusions["reason"].value_counts().to_dict() if len(exclusions) else {}
     log.info("WM groups: %d low, %d high (%d between the groups or missing); train %d, holdout %d; "
              "SNP QC keeps %d of %d", int((y == 0).sum()), int((y == 1).sum()), n_between, len(train),
@@ -123,7 +122,6 @@ def _stage_data(run, folder):
         "missing_calls_imputed": n_missing_kept,
         "covariates": list(cov_frame.columns), "categorical_covariates": categorical,
         "covariates_dropped": [c for c in covariates if c not in cov_frame.columns],
-        **pgs_summary,
     }
 
 
@@ -190,43 +188,3 @@ def _snp_qc_by_block(run, blocks, ids, fit_ids, info_r2, folder):
     return kept, exclusions, n_missing
 
 
-def _pgs_files(run):
-    """``data.pgs`` as paths: ``"simulated"`` is the cohort folder's ``gwas_pgs.txt.gz``."""
-    from pathlib import Path
-
-    files = []
-    for f in run.cfg["data"]["pgs"]:
-        if f == "simulated":
-            path = Path(run.inputs.genotypes).parent / "gwas_pgs.txt.gz"
-            if not path.is_file():
-                raise InputError(f"data.pgs = \"simulated\" reads the simulated GWAS's scoring file next to the "
-                                 f"genotypes, but {str(path)!r} does not exist (a cohort simulated by make_cohort "
-                                 "with gwas_n=None, or not simulated at all): give the scoring file's path.")
-            files.append(path)
-        else:
-            files.append(Path(f))
-    return files
-
-
-def _polygenic_scores(run, folder, participants):
-    """``data.pgs``: each scoring file matched and scored; ``pgs_scores.csv`` and ``pgs_coverage.csv``."""
-    from ...genetics import polygenic_scores
-
-    d = run.cfg["data"]
-    if not d["pgs"]:
-        return {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        scores, coverage = polygenic_scores(_pgs_files(run), run.inputs.genotypes,
-                                            keep_ambiguous=d["pgs_keep_ambiguous"],
-                                            min_coverage=d["pgs_min_coverage"], sample=d["sample"] or None)
-    _caught([w for w in caught if issubclass(w.category, UserWarning)])
-    scores = scores.reindex(participants)
-    scores.index.name = "participant_id"
-    scores.to_csv(folder / "pgs_scores.csv")
-    coverage.to_csv(folder / "pgs_coverage.csv", index=False)
-    for r in coverage.to_dict("records"):
-        log.info("PGS %s: %d of %d variants matched (%.1f %%): %d flipped, %d strand-ambiguous%s, %d missing",
-                 r["score_id"], r["matched"], r["n_variants"], 100 * r["coverage"], r["flipped"], r["ambiguous"],
-                 " (kept)" if d["pgs_keep_ambiguous"] else " (dropped)", r["missing"])
-    return {"pgs": coverage["score_id"].tolist(), "pgs_coverage": coverage.to_dict("records")}

@@ -135,7 +135,7 @@ class _WMRows:
 
 
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
-          after=("data", "regions", "finetune"), per_fold=True, gpu=True, cost=1)
+          after=("data", "regions", "pgs", "finetune"), per_fold=True, gpu=True, cost=1)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
 
