@@ -166,7 +166,7 @@ def child(stage, cohort, out):
         shutil.rmtree(scratch)
     elif stage == "models":
         with run.running(plan["models_f0"]):
-            wm, _, _, _ = run.wm()
+            wm, _, _, _ = run.wm(genotypes=False)
         hv_dir = run.store.path("finetune_f0")
         hv_dir.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)

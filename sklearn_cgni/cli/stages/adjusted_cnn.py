@@ -37,7 +37,7 @@ def _stage_adjusted_cnn(run, folder, k):
     from ...evaluation import adjusted_image_scores
     from ...io import check_images
 
-    wm, y, _, _ = run.wm()
+    wm, y, _, _ = run.wm(genotypes=False)
     train, _, cv = run.splits()
     covs, categorical = _covariates(run, wm.iloc[train])  # a one-level covariate is left out, as in `confounds`
     covariates = list(covs.columns)

@@ -32,7 +32,7 @@ def _stage_brain_age(run, folder):
     uncertainty = _mae_uncertainty(err, err_mean, run.seed)
     pd.DataFrame({"participant_id": test_ids, "age": age_test, "predicted_age": pred}).to_csv(
         folder / "holdout_predictions.csv", index=False)
-    wm, _, _, _ = run.wm()
+    wm, _, _, _ = run.wm(genotypes=False)
     np.save(folder / "hv_wm.npy", model.transform(wm["image"]))
     log.info("brain-age CNN: holdout MAE %.2f years [95 %% CI %.2f, %.2f] (predicting the training mean: %.2f); "
              "%d epochs, best %d", mae, uncertainty["mae_ci_low"], uncertainty["mae_ci_high"], mae_mean,

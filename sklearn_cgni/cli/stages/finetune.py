@@ -16,7 +16,7 @@ log = logging.getLogger("sklearn_cgni.cli")
 @register("finetune", config=("stage1",), after=("data", "brain_age"), per_fold=True, gpu=True,
           data_parallel=True, cost=7)
 def _stage_finetune(run, folder, k):
-    wm, y, _, _ = run.wm()
+    wm, y, _, _ = run.wm(genotypes=False)
     train, hold, cv = run.splits()
     tr, va = cv[k]
     paths = wm["image"]  # indexed by participant ID: errors name the participant

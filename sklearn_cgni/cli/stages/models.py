@@ -123,27 +123,12 @@ def _split_builder(y, tr, va, hold):
     return build
 
 
-class _WMRows:
-    """The WM participants' rows of a memory-mapped participants × columns array, read only where indexed."""
-
-    def __init__(self, mmap, rows):
-        self.mmap, self.rows = mmap, rows
-        self.shape = (len(rows), mmap.shape[1])
-
-    def __getitem__(self, idx):
-        return self.mmap[self.rows[idx]]
-
-
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
           after=("data", "regions", "pgs", "finetune"), per_fold=True, gpu=True, cost=1)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
 
-    parts, snps, G_all = run.data()
-    wm_mask = parts["wm_group"].notna().to_numpy() & parts["image_qc_passed"].to_numpy()
-    wm = parts[wm_mask]
-    y = wm["wm_group"].astype(int).to_numpy()
-    G = _WMRows(G_all, np.flatnonzero(wm_mask))  # as run.wm()'s G, without reading every row into memory
+    wm, y, G, snps = run.wm(genotypes="lazy")  # each job reads the rows of its splits
     train, hold, cv = run.splits()
     tr, va = cv[k]
     hv = np.load(run.path(f"finetune_f{k}") / "hv.npy")
