@@ -118,6 +118,24 @@ def test_tiny_preset_matches_the_test_config():
     assert {d.split(".")[0] for d in diff_configs(ours, tiny)} == {"cohort"}  # run.threads is not compared
 
 
+def test_keys_of_one_stage_are_in_its_fingerprint_only():
+    """data.pgs is fingerprinted by the pgs stage alone: changing it leaves the data stage's slice unchanged."""
+    from sklearn_cgni.cli._config import EXECUTION_KEYS, OWN_STAGE_KEYS, config_slice
+    from sklearn_cgni.cli.stages import REGISTRY
+
+    a, b = load_config(preset="cpu"), load_config(preset="cpu", overrides=['data.pgs=["simulated"]'])
+    exclude = EXECUTION_KEYS | OWN_STAGE_KEYS
+    for name in ("data", "models", "confounds", "scores"):
+        sections = REGISTRY[name].config
+        assert "data" in sections and config_slice(a, *sections, exclude=exclude) == config_slice(b, *sections,
+                                                                                                  exclude=exclude)
+    pgs = REGISTRY["pgs"].config
+    assert config_slice(b, *pgs, exclude=exclude) == {"data": {"pgs": ["simulated"], "pgs_keep_ambiguous": False,
+                                                               "pgs_min_coverage": 0.75, "sample": ""}}
+    assert config_slice(a, *pgs, exclude=exclude) != config_slice(b, *pgs, exclude=exclude)
+    assert {"pgs", "finetune"} <= set(REGISTRY["models"].after) and "pgs" in REGISTRY["confounds"].after
+
+
 def test_config_layers_and_flags(capsys):
     cfg = load_config(preset="cpu", overrides=["contrastive.max_epochs=3", {"run": {"seed": 7}}])
     assert cfg["contrastive"]["max_epochs"] == 3 and cfg["run"]["seed"] == 7
