@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["l2_logistic_cv", "l2_only", "ridge_cv"]
+__all__ = ["balanced_accuracy_scorer", "l2_logistic_cv", "l2_only", "ridge_cv"]
 
 
 def l2_only():
@@ -14,6 +14,31 @@ def l2_only():
     return {}  # scikit-learn < 1.8: L2 is the default penalty
 
 
+def balanced_accuracy_scorer(estimator, X, y):
+    """Balanced accuracy of ``estimator.predict(X)``: the value of scikit-learn's ``"balanced_accuracy"`` scorer.
+
+    The mean over the classes present in ``y`` of the fraction predicted right, computed as scikit-learn computes it
+    (the same divisions, in the same class order, so the same float), without its input validation and confusion
+    matrix on every call: :func:`l2_logistic_cv` scores 10 Cs on 5 inner folds per fit, and on small folds that
+    overhead took over half of each fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from sklearn_cgni.utils._linear import balanced_accuracy_scorer
+    >>> X, y = np.zeros((6, 1)), np.array([0, 1, 0, 0, 1, 0])
+    >>> balanced_accuracy_scorer(DummyClassifier().fit(X, y), X, y)  # always class 0
+    0.5
+    """
+    import numpy as np
+
+    y = np.asarray(y)
+    classes, index = np.unique(y, return_inverse=True)
+    right = np.bincount(index, weights=np.asarray(estimator.predict(X)) == y, minlength=len(classes))
+    return float(np.mean(right / np.bincount(index, minlength=len(classes))))
+
+
 def l2_logistic_cv(*, Cs, cv, class_weight):
     """The package's L2 logistic regression with C chosen by inner cross-validation on balanced accuracy.
 
@@ -21,7 +46,7 @@ def l2_logistic_cv(*, Cs, cv, class_weight):
     """
     from sklearn.linear_model import LogisticRegressionCV
 
-    return LogisticRegressionCV(Cs=int(Cs), cv=cv, scoring="balanced_accuracy", class_weight=class_weight,
+    return LogisticRegressionCV(Cs=int(Cs), cv=cv, scoring=balanced_accuracy_scorer, class_weight=class_weight,
                                 max_iter=5000, **l2_only())
 
 
