@@ -118,6 +118,8 @@ def one_run(cohort, seed, threads, scratch, until="scores", overrides=(), varian
         return json.loads((stages / name / "_done.json").read_text())["result"]
 
     ba = result("brain_age")
+    if (stages / "brain_age_classical" / "_done.json").exists():  # regional means -> ridge on the same holdout
+        ba = {**ba, **result("brain_age_classical")}
     row = {"cohort_seed": int(cohort.name.removeprefix("cohort")), "seed": seed, "threads": threads,
            "variant": variant, "overrides": list(overrides), "wall_s": round(wall, 1),
            "brain_age": {"mae": round(ba["mae_holdout"], 3), "mae_mean_predictor": round(ba["mae_of_mean_predictor"], 3),
