@@ -16,6 +16,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn_cgni.cli import CLASSICAL_MODELS, ConfigError, classical_models, load_config
 from sklearn_cgni.cli._protocol import TABLE1_CGNI
 from sklearn_cgni.cli._report import _best_note
+from sklearn_cgni.utils._linear import balanced_accuracy_scorer
 from test_cli import finished_run, tiny_cohort  # noqa: F401  (shared session fixtures)
 
 
@@ -43,7 +44,8 @@ def test_classical_models_fit_predict_and_stack_out_of_fold():
     # each block model sees only its own columns, C chosen by inner stratified CV on balanced accuracy
     assert regional[-1].coef_.shape == (1, 6) and snps[-1].coef_.shape == (1, 15)
     logistic = regional.named_steps["logistic"]
-    assert isinstance(logistic, LogisticRegressionCV) and logistic.scoring == "balanced_accuracy"
+    assert isinstance(logistic, LogisticRegressionCV) and logistic.scoring is balanced_accuracy_scorer  # the same
+    # float as scikit-learn's "balanced_accuracy" scorer (tests/test_linear.py)
     assert isinstance(logistic.cv, StratifiedKFold) and logistic.cv.n_splits == 3
     assert logistic.class_weight == "balanced" and len(logistic.Cs_) == 4
     # the stacked model's final logistic regression learns from out-of-fold probabilities
