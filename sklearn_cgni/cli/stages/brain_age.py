@@ -19,9 +19,7 @@ def _stage_brain_age(run, folder):
 
     parts, _, _ = run.data()
     s = run.cfg["stage1"]
-    ok = parts["image_qc_passed"] & parts["age"].notna()
-    fit_ids = parts.index[ok & (parts["split"] != "holdout")]
-    test_ids = parts.index[ok & (parts["split"] == "holdout")]
+    fit_ids, test_ids = _brain_age_participants(parts)
     model = BrainAgeCNNTransformer(**_arch(run.cfg), **_stage1_kwargs(run, s["pretrain_max_epochs"], "brain-age CNN"))
     model.fit(parts.loc[fit_ids, "image"], parts.loc[fit_ids, "age"].to_numpy())
     model.save_weights(folder / "brain_age.pt")
@@ -53,52 +51,62 @@ def _stage_brain_age_classical(run, folder):
 
     A stage of its own, so that recomputing the regional means (another atlas) does not retrain the CNN.
     """
-    from scipy.stats import bootstrap
-
-    from ...evaluation import paired_mean_difference
     from ...utils._linear import ridge_cv
 
     parts, _, _ = run.data()
-    ok = parts["image_qc_passed"] & parts["age"].notna()
-    fit_ids = parts.index[ok & (parts["split"] != "holdout")]
+    fit_ids, _ = _brain_age_participants(parts)
     cnn = pd.read_csv(run.path("brain_age") / "holdout_predictions.csv", dtype={"participant_id": str})
     test_ids = pd.Index(cnn["participant_id"])
     ridge = ridge_cv().fit(run.regions(fit_ids)[0], parts.loc[fit_ids, "age"].to_numpy())
     age_test = cnn["age"].to_numpy()
     err = np.abs(cnn["predicted_age"].to_numpy() - age_test)
     err_ridge = np.abs(ridge.predict(run.regions(test_ids)[0]) - age_test) if len(test_ids) else np.array([])
+    (low, high), gain = _mae_interval(err_ridge, run.seed), _paired_gain(err_ridge, err, run.seed)
     out = {"ridge_mae_holdout": float(err_ridge.mean()) if err_ridge.size else float("nan"),
-           "ridge_alpha": float(ridge[-1].alpha_), "n_fit": len(fit_ids), "n_test": len(test_ids)}
-    nan = float("nan")
-    out.update(ridge_mae_ci_low=nan, ridge_mae_ci_high=nan, mae_gain_over_ridge=nan, mae_gain_over_ridge_ci_low=nan,
-               mae_gain_over_ridge_ci_high=nan, mae_gain_over_ridge_pvalue=nan)
-    if err_ridge.size >= 2:
-        ci = bootstrap((err_ridge,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
-                       random_state=np.random.default_rng(run.seed)).confidence_interval
-        gain = paired_mean_difference(err_ridge, err, n_resamples=2000, random_state=run.seed)
-        out.update(ridge_mae_ci_low=float(ci.low), ridge_mae_ci_high=float(ci.high),
-                   mae_gain_over_ridge=gain.difference, mae_gain_over_ridge_ci_low=gain.ci_low,
-                   mae_gain_over_ridge_ci_high=gain.ci_high, mae_gain_over_ridge_pvalue=gain.pvalue)
+           "ridge_mae_ci_low": low, "ridge_mae_ci_high": high, "mae_gain_over_ridge": gain["difference"],
+           "mae_gain_over_ridge_ci_low": gain["ci_low"], "mae_gain_over_ridge_ci_high": gain["ci_high"],
+           "mae_gain_over_ridge_pvalue": gain["pvalue"], "ridge_alpha": float(ridge[-1].alpha_),
+           "n_fit": len(fit_ids), "n_test": len(test_ids)}
+    if np.isfinite(gain["pvalue"]):
         log.info("classical brain age (regional means -> ridge): holdout MAE %.2f years; the CNN's MAE is lower by "
-                 "%.2f years [95 %% CI %.2f, %.2f], paired p = %.3g", out["ridge_mae_holdout"], gain.difference,
-                 gain.ci_low, gain.ci_high, gain.pvalue)
+                 "%.2f years [95 %% CI %.2f, %.2f], paired p = %.3g", out["ridge_mae_holdout"], gain["difference"],
+                 gain["ci_low"], gain["ci_high"], gain["pvalue"])
     return out
+
+
+def _brain_age_participants(parts):
+    """The brain-age CNN's training and holdout participants: image QC passed, age known, by the WM split."""
+    ok = parts["image_qc_passed"] & parts["age"].notna()
+    return parts.index[ok & (parts["split"] != "holdout")], parts.index[ok & (parts["split"] == "holdout")]
+
+
+def _mae_interval(err, seed):
+    """95 % percentile bootstrap interval of the mean absolute error over the test participants (NaN with < 2)."""
+    from scipy.stats import bootstrap
+
+    if err.size < 2:
+        return float("nan"), float("nan")
+    ci = bootstrap((err,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                   random_state=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
+def _paired_gain(err_baseline, err, seed):
+    """How much lower ``err`` is than a baseline's errors on the same participants: the mean paired difference with
+    its bootstrap interval and sign-flip permutation p (:func:`~sklearn_cgni.evaluation.paired_mean_difference`;
+    NaN with fewer than 2 participants)."""
+    from ...evaluation import paired_mean_difference
+
+    if err.size < 2:
+        return dict.fromkeys(("difference", "ci_low", "ci_high", "pvalue"), float("nan"))
+    gain = paired_mean_difference(err_baseline, err, n_resamples=2000, random_state=seed)
+    return {"difference": gain.difference, "ci_low": gain.ci_low, "ci_high": gain.ci_high, "pvalue": gain.pvalue}
 
 
 def _mae_uncertainty(err, err_mean, seed):
     """How precisely the holdout pins the MAE down: a percentile bootstrap interval over the test
     participants, and the gain over predicting the training mean (paired: same participants) with
     its interval and sign-flip permutation p. NaN with fewer than 2 test participants."""
-    from scipy.stats import bootstrap
-
-    from ...evaluation import paired_mean_difference
-
-    if err.size < 2:
-        nan = float("nan")
-        return {"mae_ci_low": nan, "mae_ci_high": nan, "mae_gain_over_mean": nan, "mae_gain_ci_low": nan,
-                "mae_gain_ci_high": nan, "mae_gain_pvalue": nan}
-    ci = bootstrap((err,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
-                   random_state=np.random.default_rng(seed)).confidence_interval
-    gain = paired_mean_difference(err_mean, err, n_resamples=2000, random_state=seed)
-    return {"mae_ci_low": float(ci.low), "mae_ci_high": float(ci.high), "mae_gain_over_mean": gain.difference,
-            "mae_gain_ci_low": gain.ci_low, "mae_gain_ci_high": gain.ci_high, "mae_gain_pvalue": gain.pvalue}
+    (low, high), gain = _mae_interval(err, seed), _paired_gain(err_mean, err, seed)
+    return {"mae_ci_low": low, "mae_ci_high": high, "mae_gain_over_mean": gain["difference"],
+            "mae_gain_ci_low": gain["ci_low"], "mae_gain_ci_high": gain["ci_high"], "mae_gain_pvalue": gain["pvalue"]}
