@@ -559,7 +559,7 @@ def test_a_stage_reading_an_undeclared_upstream_output_fails(finished_run, tmp_p
     out = _copy(out, tmp_path)
     run = Run(out, load_config(cfg, preset="cpu"), Inputs(), progress=False, device="cpu")
     plan = {p.name: p for p in build_plan(run)}
-    assert plan["models_f1"].after == ("data", "regions", "finetune_f1")
+    assert plan["models_f1"].after == ("data", "regions", "image_cache", "finetune_f1")
     assert plan["training_curves"].after == ("brain_age", "finetune_f0", "finetune_f1")
     assert "simulate" not in plan and "recovery" not in plan  # not enabled: no embedded cohort, no ground truth
     with run.running(plan["scca"]):
@@ -578,6 +578,44 @@ def test_a_stage_reading_an_undeclared_upstream_output_fails(finished_run, tmp_p
     assert "error in stage 'sloppy': UndeclaredStageError: stage 'sloppy' reads the outputs of stage 'regions'" in err
     assert "Traceback" not in err and "Traceback" in (out / "run.log").read_text()
     assert not (out / "stages" / "sloppy" / "_done.json").exists()
+
+
+def test_the_cnns_read_the_images_once_decoded_into_the_run_cache(finished_run):
+    """stage1.image_cache: the image_cache stage decodes every image that passed QC once into a float16 memory
+    map; a stage that declares it reads its rows (same participants, values within float16's precision), and
+    without the key there is no such stage and the CNN stages read the files."""
+    from sklearn_cgni.cli import Inputs
+    from sklearn_cgni.cli.stages import Run, build_plan
+    from sklearn_cgni.io import ImageSource
+    from sklearn_cgni.io._images import load_image
+
+    cohort, cfg, out = finished_run
+    run = Run(out, load_config(cfg, preset="cpu"), Inputs(), progress=False, device="cpu")
+    plan = {p.name: p for p in build_plan(run)}
+    for name in ("brain_age", "finetune_f0", "scores", "occlusion"):
+        assert "image_cache" in plan[name].after, name
+    with run.running(plan["finetune_f0"]):
+        parts, _, _ = run.data()
+        info = run.result("image_cache")
+        wm, _, _, _ = run.wm(genotypes=False)
+        images = run.images(wm["image"])
+        with pytest.raises(RuntimeError, match="no cached image for participant.*'nobody'"):
+            run.images(pd.Series({"nobody": wm["image"].iloc[0]}))
+    n_ok = int(parts["image_qc_passed"].sum())
+    assert info["n_images"] == n_ok and info["dtype"] == "float16" and info["shape"][0] == n_ok
+    assert info["bytes"] == n_ok * int(np.prod(info["shape"][1:])) * 2
+    assert isinstance(images, ImageSource) and images.participant_ids == list(wm.index)
+    for i in (0, len(wm) // 2, len(wm) - 1):  # the participant's own image, rounded to float16
+        original = load_image(wm["image"].iloc[i])
+        np.testing.assert_allclose(images.load(i), original, rtol=1e-3, atol=1e-4)
+        assert not np.array_equal(images.load(i), original)  # read from the map, not from the file
+    paths = wm["image"]
+    with run.running(plan["regions"]):  # regions does not declare the cache: it reads the files
+        assert run.images(paths) is paths
+    off = Run(out, load_config(cfg, preset="cpu", overrides=["stage1.image_cache=false"]), Inputs(), progress=False,
+              device="cpu")
+    plan_off = {p.name: p for p in build_plan(off)}
+    assert "image_cache" not in plan_off and plan_off["brain_age"].after == ("data",)
 
 
 # ---------------------------------------------------------------------------- Dask scheduler

@@ -47,7 +47,7 @@ EXECUTION_KEYS = frozenset({"run.device", "run.threads", "run.scheduler", "data.
 # keys that one stage alone reads: that stage names them ("section.key") and the other readers of the section leave
 # them out of their fingerprints, so that changing them recomputes that stage and what reads its outputs, no more
 # (adding a polygenic score to a finished run scores it and refits the models, without retraining a CNN)
-OWN_STAGE_KEYS = frozenset({"data.pgs", "data.pgs_keep_ambiguous", "data.pgs_min_coverage"})
+OWN_STAGE_KEYS = frozenset({"data.pgs", "data.pgs_keep_ambiguous", "data.pgs_min_coverage", "stage1.image_cache"})
 
 
 class ConfigError(ValueError):

@@ -136,8 +136,24 @@ class ImageSource(Sequence):
 
         array = build_float16_cache(self.paths, cache_dir, self.participant_ids, expected_shape=self.shape,
                                     n_threads=n_threads)
+        return self.backed_by(array)
+
+    def backed_by(self, array, rows=None):
+        """The same images read from ``array`` (rows ``rows``, default all in order) instead of their files.
+
+        ``array`` holds these images already decoded, e.g. the float16 memory map of
+        :func:`~sklearn_cgni.io._cache.build_float16_cache`, possibly built for a larger set of
+        images (``sklearn-cgni run`` builds one for every participant; each CNN reads its rows).
+        The participant IDs, paths (for messages), affine and index stay those of this source.
+        """
+        rows = None if rows is None else [int(r) for r in np.asarray(rows, dtype=np.intp).reshape(-1)]
+        n = array.shape[0] if rows is None else len(rows)
+        if n != len(self) or tuple(array.shape[1:]) != self.shape:
+            raise ValueError(f"backed_by: {len(self)} images of shape {self.shape}, but the array gives {n} of "
+                             f"shape {tuple(array.shape[1:])}.")
         return ImageSource(participant_ids=self.participant_ids, shape=self.shape, affine=self.affine,
-                           paths=self.paths, array=array, index=self.index, feature_names=self.feature_names)
+                           paths=self.paths, array=array, rows=rows, index=self.index,
+                           feature_names=self.feature_names)
 
     def __repr__(self):
         return f"{type(self).__name__}(n_images={len(self)}, shape={self.shape}, kind={self.kind!r})"

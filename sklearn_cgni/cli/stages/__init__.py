@@ -9,6 +9,7 @@ a stage reading the outputs of a stage it does not declare fails (:class:`~._bas
 ``data``          align by participant ID, WM groups, image QC, splits, SNP QC
 ``regions``       regional gray-matter means over the atlas (the classical rows' image features)
 ``pgs``           polygenic scores from PGS Catalog scoring files (``data.pgs``; only when given)
+``image_cache``   the images that passed QC decoded once into a float16 memory map, read by the CNNs
 ``brain_age``     stage 1: 3D CNN pre-trained on brain age (training participants)
 ``brain_age_classical`` the classical brain-age model (regional means -> ridge) on the CNN's holdout
 ``finetune_f<k>`` stage 1: CNN transferred to WM and fine-tuned on fold k; h_v
@@ -24,7 +25,7 @@ a stage reading the outputs of a stage it does not declare fails (:class:`~._bas
 """
 
 # imported in pipeline order: the registry's order is the run's
-from . import simulate, data, regions, pgs, brain_age, finetune, models, training_curves  # noqa: F401, I001
+from . import simulate, data, regions, pgs, image_cache, brain_age, finetune, models, training_curves  # noqa: F401, I001
 from . import scca, occlusion, genes, scores, adjusted_cnn, confounds, recovery  # noqa: F401, I001
 from ._base import REGISTRY, PlannedStage, Run, Stage, UndeclaredStageError, build_plan, register
 

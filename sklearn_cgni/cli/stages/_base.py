@@ -258,6 +258,28 @@ class Run:
             return wm, y, WMRows(G, np.flatnonzero(mask)), snps
         return wm, y, (G[mask] if genotypes else None), snps
 
+    def images(self, paths):
+        """The images of ``paths`` (a Series of image files indexed by participant ID, as in :meth:`data`) for
+        a CNN.
+
+        With ``stage1.image_cache`` (the default) a stage that declares ``image_cache`` upstream reads them
+        from that stage's float16 memory map, decoded once (an :class:`~sklearn_cgni.io.ImageSource` of its
+        rows; IDs, paths and affine unchanged); otherwise, or for a stage that does not declare it, ``paths``
+        itself.
+        """
+        if not self.reads("image_cache"):
+            return paths
+        from ...io import check_images
+
+        d, info = self.path("image_cache"), self.result("image_cache")
+        ids = pd.Index((d / "participants.txt").read_text().split())
+        rows = ids.get_indexer(pd.Index(paths.index.astype(str)))
+        if (rows < 0).any():
+            raise RuntimeError(f"image_cache stage: no cached image for participant(s) "
+                               f"{list(paths.index[rows < 0][:5])}")
+        cache = np.memmap(d / info["file"], dtype=info["dtype"], mode="r", shape=tuple(info["shape"]))
+        return check_images(paths, caller="sklearn-cgni run").backed_by(cache, rows)
+
     def pgs(self, participants=None):
         """Polygenic scores (``data.pgs``) of the given participants (default: the WM rows), or None."""
         if not self.cfg["data"]["pgs"]:

@@ -13,7 +13,7 @@ from ._common import _arch, _stage1_kwargs, _training_summary
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("brain_age", config=("stage1",), after=("data",), gpu=True, data_parallel=True, cost=11)
+@register("brain_age", config=("stage1",), after=("data", "image_cache"), gpu=True, data_parallel=True, cost=11)
 def _stage_brain_age(run, folder):
     from ...imaging import BrainAgeCNNTransformer
 
@@ -21,9 +21,9 @@ def _stage_brain_age(run, folder):
     s = run.cfg["stage1"]
     fit_ids, test_ids = _brain_age_participants(parts)
     model = BrainAgeCNNTransformer(**_arch(run.cfg), **_stage1_kwargs(run, s["pretrain_max_epochs"], "brain-age CNN"))
-    model.fit(parts.loc[fit_ids, "image"], parts.loc[fit_ids, "age"].to_numpy())
+    model.fit(run.images(parts.loc[fit_ids, "image"]), parts.loc[fit_ids, "age"].to_numpy())
     model.save_weights(folder / "brain_age.pt")
-    pred = model.predict(parts.loc[test_ids, "image"])
+    pred = model.predict(run.images(parts.loc[test_ids, "image"]))
     age_test = parts.loc[test_ids, "age"].to_numpy()
     err, err_mean = np.abs(pred - age_test), np.abs(age_test - parts.loc[fit_ids, "age"].mean())
     mae, mae_mean = float(err.mean()), float(err_mean.mean())
@@ -31,7 +31,7 @@ def _stage_brain_age(run, folder):
     pd.DataFrame({"participant_id": test_ids, "age": age_test, "predicted_age": pred}).to_csv(
         folder / "holdout_predictions.csv", index=False)
     wm, _, _, _ = run.wm(genotypes=False)
-    np.save(folder / "hv_wm.npy", model.transform(wm["image"]))
+    np.save(folder / "hv_wm.npy", model.transform(run.images(wm["image"])))
     log.info("brain-age CNN: holdout MAE %.2f years [95 %% CI %.2f, %.2f] (predicting the training mean: %.2f); "
              "%d epochs, best %d", mae, uncertainty["mae_ci_low"], uncertainty["mae_ci_high"], mae_mean,
              model.n_epochs_, model.best_epoch_)

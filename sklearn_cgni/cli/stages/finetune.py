@@ -13,19 +13,20 @@ from ._common import _training_summary, _wm_cnn
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("finetune", config=("stage1",), after=("data", "brain_age"), per_fold=True, gpu=True,
+@register("finetune", config=("stage1",), after=("data", "image_cache", "brain_age"), per_fold=True, gpu=True,
           data_parallel=True, cost=7)
 def _stage_finetune(run, folder, k):
     wm, y, _, _ = run.wm(genotypes=False)
     train, hold, cv = run.splits()
     tr, va = cv[k]
-    paths = wm["image"]  # indexed by participant ID: errors name the participant
+    images = wm["image"]  # indexed by participant ID: errors name the participant
     cnn = _wm_cnn(run, f"WM CNN fold {k}")
-    cnn.fit(paths.iloc[tr], y[tr])
+    cnn.fit(run.images(images.iloc[tr]), y[tr])
     cnn.save_weights(folder / "cnn.pt")
-    proba = cnn.predict_proba(paths)
+    images = run.images(images)
+    proba = cnn.predict_proba(images)
     np.save(folder / "cnn_proba.npy", proba)
-    np.save(folder / "hv.npy", cnn.transform(paths))
+    np.save(folder / "hv.npy", cnn.transform(images))
     pred = cnn.classes_[proba.argmax(1)]
     idx = {"train": tr, "validation": va, "holdout": hold}
     records = score_model(lambda ix: pred[ix], {n: (ix, y[ix]) for n, ix in idx.items()},

@@ -124,7 +124,7 @@ def _split_builder(y, tr, va, hold):
 
 
 @register("models", config=("contrastive", "classifier", "baselines", "protocol", "data", "search"),
-          after=("data", "regions", "pgs", "finetune"), per_fold=True, gpu=True, cost=1)
+          after=("data", "regions", "pgs", "image_cache", "finetune"), per_fold=True, gpu=True, cost=1)
 def _stage_models(run, folder, k):
     from sklearn.base import clone
 
@@ -157,10 +157,10 @@ def _stage_models(run, folder, k):
     if c["finetune_blocks"]:  # item 4 of issue 14: the contrastive loss also fine-tunes the CNN's last blocks
         from ...imaging import ImagingCNNClassifier
 
-        paths = wm["image"]
+        images = run.images(wm["image"])
         cnn = ImagingCNNClassifier.from_weights(os.fspath(run.path(f"finetune_f{k}") / "cnn.pt"),
-                                                paths.iloc[:2], device=run.device)
-        A = cnn.transform_blocks(paths, c["finetune_blocks"])  # the activations entering those blocks
+                                                images[:2], device=run.device)
+        A = cnn.transform_blocks(images, c["finetune_blocks"])  # the activations entering those blocks
         jobs.append(("Table 1", FINETUNED_CGNI, *cgni_on(A, image_tail=cnn.last_blocks(c["finetune_blocks"]))))
     P = run.pgs(wm.index)  # polygenic scores (data.pgs), WM rows
     if P is not None:  # CGNI with the scores beside z_g: stage 2 on [h_v, SNPs], the scaled scores passed to stage 3

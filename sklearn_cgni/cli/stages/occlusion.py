@@ -15,7 +15,7 @@ from ._common import _caught, _figure, _load_atlas, _savefig
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("occlusion", config=("occlusion",), inputs=True, after=("data", "finetune_f0", "models_f0", "scca"), gpu=True,
+@register("occlusion", config=("occlusion",), inputs=True, after=("data", "image_cache", "finetune_f0", "models_f0", "scca"), gpu=True,
           cost=1.4)
 def _stage_occlusion(run, folder):
     import torch
@@ -29,9 +29,9 @@ def _stage_occlusion(run, folder):
     _, _, cv = run.splits()
     tr = cv[0][0]
     occ_idx = tr if not c["n_participants"] else tr[: c["n_participants"]]
-    paths = wm["image"].to_numpy()
-    cnn = ImagingCNNClassifier.from_weights(os.fspath(run.path("finetune_f0") / "cnn.pt"),
-                                            paths[occ_idx[:2]].tolist(), device=run.device)
+    images = run.images(wm["image"].iloc[occ_idx])
+    cnn = ImagingCNNClassifier.from_weights(os.fspath(run.path("finetune_f0") / "cnn.pt"), images[:2],
+                                            device=run.device)
     enc = ContrastiveSNPEncoder.from_weights(run.path("models_f0") / "encoder.pt", device=run.device)
     w = np.load(run.path("scca") / "weights.npz")
     occ = OcclusionExplainer((w["x"], w["y"]), feature_extractor=cnn, image_encoder=enc.image_encoder_,
@@ -40,7 +40,7 @@ def _stage_occlusion(run, folder):
                              batch_size=c["batch_size"])
     with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        occ.fit(paths[occ_idx].tolist(), pd.DataFrame(G[tr], columns=snps))
+        occ.fit(images, pd.DataFrame(G[tr], columns=snps))
     _caught(caught)
     occ.region_contributions_.to_csv(folder / "region_contributions.csv")
     occ.snp_contributions_.to_csv(folder / "snp_contributions.csv")

@@ -62,7 +62,7 @@ def _held_out_accuracy(G, scores):
                          for j, snp in enumerate(snps) for name, (r, n) in per_model.items()])
 
 
-@register("scores", config=("scores", "stage1", "data"), inputs=True, after=("data", "regions", "brain_age"),
+@register("scores", config=("scores", "stage1", "data"), inputs=True, after=("data", "regions", "image_cache", "brain_age"),
           enabled=lambda run: run.cfg["scores"]["enabled"], gpu=True, data_parallel=True, cost=12)
 def _stage_scores(run, folder):
     from sklearn.model_selection import KFold
@@ -98,11 +98,11 @@ def _stage_scores(run, folder):
              c["cv"], len(ids))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        cnn_scores, estimators = cross_fit_scores(scorer, images.tolist(), G, cv=folds, select=select,
+        cnn_scores, estimators = cross_fit_scores(scorer, run.images(images), G, cv=folds, select=select,
                                                   return_estimators=True)
         affine = np.load(run.path("data") / "affine.npy")
         idp_scores = cross_fit_scores(make_idp_scorer(_load_atlas(run), affine=affine, alpha=c["idp_alpha"]),
-                                      images.tolist(), G, cv=folds, select=select)
+                                      run.images(images), G, cv=folds, select=select)
     _caught(caught)
     cnn_scores.index, idp_scores.index = ids, ids
     cnn_scores.to_csv(folder / "scores_cnn.csv")
