@@ -11,12 +11,15 @@ resident memory (the peak without memory-mapped files such as the image cache). 
     The ``data`` stage of ``sklearn-cgni run`` (align, image QC over every header and image,
     WM groups, splits, SNP QC), as the CLI runs it (``--preset cpu``).
 ``cache``
-    :func:`~sklearn_cgni.io.build_float16_cache` of the images the brain-age CNN trains on (bytes on disk
-    reported; the map is memory-mapped, so its pages are counted in RSS only while resident).
+    The ``image_cache`` stage: every QC-passed image decoded once into the run's float16 memory map
+    (bytes on disk reported; the map is memory-mapped, so its pages are counted in RSS only while
+    resident). Before stop 35 this was :func:`~sklearn_cgni.io.build_float16_cache` of the brain-age
+    CNN's training images, which the CLI did not use.
 ``epoch``
     One epoch of the cpu-preset brain-age CNN (``BrainAgeCNNTransformer``, the preset's
     architecture and batch size, no validation split) on the brain_age stage's training
-    participants (QC passed, not holdout), read through that cache (``cache_dir``).
+    participants (QC passed, not holdout), read from that map as the brain_age stage reads it
+    (``Run.images``).
 ``regions``
     The ``regions`` stage (regional gray-matter means over AAL2 of every QC-passed image).
 ``snp_qc``
@@ -131,25 +134,25 @@ def child(stage, cohort, out):
         _stage(run, plan, "regions")
     elif stage in ("cache", "epoch"):
         from sklearn_cgni.cli.stages._common import _arch, _cnn_kwargs
-        from sklearn_cgni.imaging import BrainAgeCNNTransformer, build_float16_cache
+        from sklearn_cgni.cli.stages.brain_age import _brain_age_participants
+        from sklearn_cgni.imaging import BrainAgeCNNTransformer
 
-        with run.running(plan["brain_age"]):
-            parts, _, _ = run.data()
-        ok = parts["image_qc_passed"].to_numpy()
-        fit = ok & parts["age"].notna().to_numpy() & (parts["split"] != "holdout").to_numpy()
-        cache_dir = Path(out) / "image_cache"
-        if stage == "cache":  # the images the brain-age CNN trains on (the brain_age stage's fit set)
+        if stage == "cache":  # the run's image_cache stage (threads: run.threads=1)
             t0, c0 = time.perf_counter(), time.process_time()
-            cache = build_float16_cache(parts.loc[fit, "image"].tolist(), cache_dir,
-                                        parts.index[fit].tolist(), n_threads=1)
-            extra["cache_bytes"] = int(cache.nbytes)
+            result = _stage(run, plan, "image_cache")
+            extra["cache_bytes"] = int(result["bytes"])
+            # what the store keeps of a finished stage, read by the epoch child (Run.result)
+            (run.store.path("image_cache") / "_done.json").write_text(json.dumps({"result": result}))
         else:
+            with run.running(plan["brain_age"]):
+                parts, _, _ = run.data()
+                fit, _ = _brain_age_participants(parts)
+                images = run.images(parts.loc[fit, "image"])  # the map the cache stage wrote
             model = BrainAgeCNNTransformer(**_arch(run.cfg), **{**_cnn_kwargs(run), "num_workers": 0, "min_epochs": 1, "max_restarts": 0},
-                                           max_epochs=1, early_stopping=False, lr_schedule="none",
-                                           cache_dir=os.fspath(cache_dir))
+                                           max_epochs=1, early_stopping=False, lr_schedule="none")
             t0, c0 = time.perf_counter(), time.process_time()
-            model.fit(parts.loc[fit, "image"], parts.loc[fit, "age"].to_numpy())
-            extra["n_fit"] = int(fit.sum())
+            model.fit(images, parts.loc[fit, "age"].to_numpy())
+            extra["n_fit"] = len(fit)
     elif stage == "snp_qc":
         from sklearn_cgni.cli.stages._common import _genotype_blocks
         from sklearn_cgni.cli.stages.data import _snp_qc_by_block
@@ -268,10 +271,10 @@ def main(argv=None):
         cohort = make_cohort_folder(n, args.scratch)
         out = Path(args.scratch) / f"run_{n}{args.run_tag}"
         for stage in args.stages:
+            cache = out / "stages" / "image_cache"  # the run's image_cache stage folder
             if stage == "cache":  # built afresh, so that it is measured
-                shutil.rmtree(out / "image_cache", ignore_errors=True)
+                shutil.rmtree(cache, ignore_errors=True)
             res = measure(stage, cohort, out, args.overrides)
-            cache = out / "image_cache"
             res.update(participants=n, stage=stage, load1=os.getloadavg()[0],
                        cache_bytes=sum(f.stat().st_size for f in cache.glob("*.f16")) if cache.exists() else 0)
             rows.append(res)
