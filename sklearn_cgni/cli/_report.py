@@ -642,6 +642,11 @@ def render_html(out, results, tables, notes):
         c.append(_note(f"Embedded default cohort simulated with make_cohort: {sim['n_participants']} participants, "
                        f"{sim['n_snps']} SNPs, images {'×'.join(map(str, sim['shape']))} (the paper's are "
                        "128×141×128), demographics " + str(sim.get("demographics"))))
+    cache = stages.get("image_cache")
+    if cache:
+        c.append(_note(f"The CNNs read the {cache['n_images']} images that passed QC from a float16 memory map "
+                       f"decoded once (stages/image_cache, {cache['bytes'] / 1e6:.1f} MB; stage1.image_cache), not "
+                       "from the NIfTI files at every epoch."))
     parts["cohort"] = "".join(c)
 
     ba = stages.get("brain_age")
