@@ -5,6 +5,7 @@ here and in test_report.py (session fixture ``finished_run``); tests that change
 on a copy of its output folder.
 """
 
+import io
 import json
 import os
 import shutil
@@ -578,6 +579,25 @@ def test_a_stage_reading_an_undeclared_upstream_output_fails(finished_run, tmp_p
     assert "error in stage 'sloppy': UndeclaredStageError: stage 'sloppy' reads the outputs of stage 'regions'" in err
     assert "Traceback" not in err and "Traceback" in (out / "run.log").read_text()
     assert not (out / "stages" / "sloppy" / "_done.json").exists()
+
+
+def test_a_cnn_with_the_runs_epoch_bar_pickles_after_fit():
+    """The run's CNNs carry its per-epoch progress bar; a fitted one pickles (joblib, as users cache models).
+    The bar's class was local to a function, so ``joblib.dump`` failed after training."""
+    import joblib
+
+    from sklearn_cgni.cli._stages import epoch_bar_callback
+    from sklearn_cgni.imaging import BrainAgeCNNTransformer
+
+    rng = np.random.default_rng(0)
+    X, age = rng.random((8, 24, 28, 24), dtype=np.float32), rng.uniform(45, 80, 8)
+    model = BrainAgeCNNTransformer(channels=(4, 4), max_epochs=1, early_stopping=False, lr_schedule="none",
+                                   min_epochs=0, warmup_epochs=0, max_restarts=0, validation_fraction=0.0,
+                                   device="cpu", callbacks=[epoch_bar_callback("brain-age CNN", 1, False)]).fit(X, age)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    buffer.seek(0)
+    np.testing.assert_allclose(joblib.load(buffer).predict(X), model.predict(X), rtol=1e-5)
 
 
 def test_the_cnns_read_the_images_once_decoded_into_the_run_cache(finished_run):

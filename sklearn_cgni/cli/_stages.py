@@ -95,34 +95,11 @@ def progress_bar(iterable=None, *, enabled=True, **kwargs):
 
 
 def epoch_bar_callback(desc, total, enabled=True):
-    """A skorch callback drawing one tqdm bar per training run, advanced once per epoch."""
-    from skorch.callbacks import Callback
+    """A skorch callback drawing one tqdm bar per training run, advanced once per epoch
+    (:class:`~sklearn_cgni.utils._skorch.EpochProgressBar`: picklable, so an estimator holding it can be saved)."""
+    from ..utils._skorch import EpochProgressBar
 
-    class EpochBar(Callback):
-        def __init__(self, desc="", total=0, enabled=True):
-            self.desc = desc
-            self.total = total
-            self.enabled = enabled
-
-        def on_train_begin(self, net, **kwargs):
-            self.bar_ = progress_bar(total=self.total, desc=self.desc, unit="epoch", leave=False,
-                                     enabled=self.enabled, position=1)
-
-        def on_epoch_end(self, net, **kwargs):
-            loss = net.history[-1].get("train_loss")
-            if loss is not None:
-                self.bar_.set_postfix(loss=f"{loss:.4g}")
-            self.bar_.update(1)
-
-        def on_train_end(self, net, **kwargs):
-            self.bar_.close()
-
-        def __getstate__(self):
-            state = dict(self.__dict__)
-            state.pop("bar_", None)
-            return state
-
-    return EpochBar(desc=desc, total=total, enabled=enabled)
+    return EpochProgressBar(desc=desc, total=total, enabled=enabled)
 
 
 class StageStore:

@@ -8,6 +8,7 @@
 * :class:`SkorchClassifierBase`: validation, label encoding, ``classes_``,
   ``predict_proba`` / ``decision_function`` / ``predict`` around a module built by
   ``_build_module``; subclasses only declare their parameters and their module.
+* :class:`EpochProgressBar`: a skorch callback drawing one tqdm bar per training run.
 * :func:`resolve_feature_split`: turns an ``image_features`` specification (count, prefix,
   names, indices, slice, boolean mask) into column indices for estimators whose ``X``
   carries both the imaging features ``h_v`` and the SNPs.
@@ -25,6 +26,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
+from skorch.callbacks import Callback
 
 from ._device import fit_seed, resolve_device
 from ._validation import check_layer_sizes, validate_numeric_data
@@ -479,3 +481,46 @@ class SkorchClassifierBase(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+class EpochProgressBar(Callback):
+    """A skorch callback drawing one tqdm bar per training run, advanced once per epoch with the training loss.
+
+    Defined at module level (not inside a function) so that an estimator holding it in ``callbacks`` pickles;
+    the bar itself is not pickled.
+
+    Parameters
+    ----------
+    desc : str
+        The bar's label.
+    total : int
+        Epochs expected (the budget; a growing budget runs past it).
+    enabled : bool, default=True
+        False draws nothing.
+    """
+
+    def __init__(self, desc="", total=0, enabled=True):
+        self.desc = desc
+        self.total = total
+        self.enabled = enabled
+
+    def on_train_begin(self, net, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar_ = tqdm(total=self.total, desc=self.desc, unit="epoch", leave=False, disable=not self.enabled,
+                         dynamic_ncols=True, position=1)
+
+    def on_epoch_end(self, net, **kwargs):
+        loss = net.history[-1].get("train_loss")
+        if loss is not None:
+            self.bar_.set_postfix(loss=f"{loss:.4g}")
+        self.bar_.update(1)
+
+    def on_train_end(self, net, **kwargs):
+        self.bar_.close()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("bar_", None)
+        return state
+
