@@ -25,8 +25,8 @@ a stage reading the outputs of a stage it does not declare fails (:class:`~._bas
 """
 
 # imported in pipeline order: the registry's order is the run's
-from . import simulate, data, regions, pgs, image_cache, brain_age, finetune, models, training_curves  # noqa: F401, I001
-from . import scca, occlusion, genes, scores, adjusted_cnn, confounds, recovery  # noqa: F401, I001
+from . import simulate, data, regions, pgs, image_cache, brain_age, finetune, models  # noqa: F401, I001
+from . import training_curves, scca, occlusion, genes, scores, adjusted_cnn, confounds, recovery  # noqa: F401, I001
 from ._base import REGISTRY, PlannedStage, Run, Stage, UndeclaredStageError, build_plan, register
 
 __all__ = ["REGISTRY", "PlannedStage", "Run", "Stage", "UndeclaredStageError", "build_plan", "register"]

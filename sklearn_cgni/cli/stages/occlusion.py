@@ -15,8 +15,8 @@ from ._common import _caught, _figure, _load_atlas, _savefig
 log = logging.getLogger("sklearn_cgni.cli")
 
 
-@register("occlusion", config=("occlusion",), inputs=True, after=("data", "image_cache", "finetune_f0", "models_f0", "scca"), gpu=True,
-          cost=1.4)
+@register("occlusion", config=("occlusion",), inputs=True,
+          after=("data", "image_cache", "finetune_f0", "models_f0", "scca"), gpu=True, cost=1.4)
 def _stage_occlusion(run, folder):
     import torch
 

@@ -62,8 +62,9 @@ def _held_out_accuracy(G, scores):
                          for j, snp in enumerate(snps) for name, (r, n) in per_model.items()])
 
 
-@register("scores", config=("scores", "stage1", "data"), inputs=True, after=("data", "regions", "image_cache", "brain_age"),
-          enabled=lambda run: run.cfg["scores"]["enabled"], gpu=True, data_parallel=True, cost=12)
+@register("scores", config=("scores", "stage1", "data"), inputs=True,
+          after=("data", "regions", "image_cache", "brain_age"), enabled=lambda run: run.cfg["scores"]["enabled"],
+          gpu=True, data_parallel=True, cost=12)
 def _stage_scores(run, folder):
     from sklearn.model_selection import KFold
 
