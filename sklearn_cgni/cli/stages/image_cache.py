@@ -18,10 +18,10 @@ def _stage_image_cache(run, folder):
     """Decode the images that passed QC once, into ``<hash>.f16`` in this stage's folder (``stage1.image_cache``).
 
     The CNNs of the run (brain age, the WM folds, the genotype scorer and occlusion) then read their rows of this
-    map (:meth:`~._base.Run.images`) instead of decoding each gzip NIfTI file at every epoch: ~3 ms an image on
-    this project's 2-core machine at 24×28×24, about a third of the demo's brain-age epoch
-    (``benchmarks/results/image_cache.md``), and the bottleneck of GPU training at 128×141×128. float16 keeps 11
-    significant bits (relative error ≤ 4.9e-4): the CNNs' numbers change in the 3rd-4th digit. Disk:
+    map (:meth:`~._base.Run.images`) instead of decoding each gzip NIfTI file at every epoch: 0.9 ms an image at
+    24×28×24 and 4.4 ms at 41×48×39 on this project's CPU machine, where a stage-1 epoch took 1.14× less time on
+    one thread (``benchmarks/results/image_cache.md``); at 128×141×128 decoding is what a GPU waits for. float16
+    keeps 11 significant bits (relative error ≤ 4.9e-4): the CNNs' numbers change in the 3rd-4th digit. Disk:
     participants × voxels × 2 bytes (4.6 MB a participant at 128×141×128).
     """
     from ...io import check_images
