@@ -37,18 +37,13 @@ def _images_and_ages(cohort, n):
 
 
 def _model(epochs, seed):
-    from types import SimpleNamespace
+    from bench_ground_truth_recovery import preset_cnn_kwargs  # same folder: the run's brain-age CNN settings
 
-    from sklearn_cgni.cli._config import load_config
-    from sklearn_cgni.cli.stages._common import _arch, _stage1_kwargs
-
-    cfg = load_config(preset="cpu")
-    run = SimpleNamespace(cfg=cfg, device="cpu", seed=seed, progress=False)
     from sklearn_cgni.imaging import BrainAgeCNNTransformer
 
-    kw = {**_arch(cfg), **_stage1_kwargs(run, epochs, "")}
-    kw.update(early_stopping=False, lr_schedule="none", min_epochs=1, max_restarts=0, budget_growth=1.0,
-              callbacks=None, max_epochs=epochs)
+    _, kw = preset_cnn_kwargs("cpu", seed, "pretrain_max_epochs")
+    kw.update(device="cpu", early_stopping=False, lr_schedule="none", min_epochs=1, max_restarts=0,
+              budget_growth=1.0, callbacks=None, max_epochs=epochs)
     return BrainAgeCNNTransformer(**kw)
 
 

@@ -586,14 +586,14 @@ def test_a_cnn_with_the_runs_epoch_bar_pickles_after_fit():
     The bar's class was local to a function, so ``joblib.dump`` failed after training."""
     import joblib
 
-    from sklearn_cgni.cli._stages import epoch_bar_callback
     from sklearn_cgni.imaging import BrainAgeCNNTransformer
+    from sklearn_cgni.utils._skorch import EpochProgressBar
 
     rng = np.random.default_rng(0)
     X, age = rng.random((8, 24, 28, 24), dtype=np.float32), rng.uniform(45, 80, 8)
     model = BrainAgeCNNTransformer(channels=(4, 4), max_epochs=1, early_stopping=False, lr_schedule="none",
                                    min_epochs=0, warmup_epochs=0, max_restarts=0, validation_fraction=0.0,
-                                   device="cpu", callbacks=[epoch_bar_callback("brain-age CNN", 1, False)]).fit(X, age)
+                                   device="cpu", callbacks=[EpochProgressBar("brain-age CNN", 1, False)]).fit(X, age)
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     buffer.seek(0)

@@ -18,9 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
+from ..utils._progress import progress_bar
 from ._config import config_fingerprint
 
-__all__ = ["StageStore", "OutputFolderError", "epoch_bar_callback", "progress_bar", "json_default"]
+__all__ = ["StageStore", "OutputFolderError", "progress_bar", "json_default"]
 
 # 2: the regions stage covers every participant with a QC-passed image
 # 3: models_f0 saves its encoder with ContrastiveSNPEncoder.save_weights (encoder.pt)
@@ -86,20 +87,6 @@ def _clean(obj):
     except ImportError:  # pragma: no cover
         pass
     return obj
-
-
-def progress_bar(iterable=None, *, enabled=True, **kwargs):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
-
-
-def epoch_bar_callback(desc, total, enabled=True):
-    """A skorch callback drawing one tqdm bar per training run, advanced once per epoch
-    (:class:`~sklearn_cgni.utils._skorch.EpochProgressBar`: picklable, so an estimator holding it can be saved)."""
-    from ..utils._skorch import EpochProgressBar
-
-    return EpochProgressBar(desc=desc, total=total, enabled=enabled)
 
 
 class StageStore:

@@ -29,6 +29,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 
 from ._device import fit_seed, resolve_device
+from ._progress import progress_bar
 from ._validation import check_layer_sizes, validate_numeric_data
 
 __all__ = [
@@ -505,10 +506,8 @@ class EpochProgressBar(Callback):
         self.enabled = enabled
 
     def on_train_begin(self, net, **kwargs):
-        from tqdm.auto import tqdm
-
-        self.bar_ = tqdm(total=self.total, desc=self.desc, unit="epoch", leave=False, disable=not self.enabled,
-                         dynamic_ncols=True, position=1)
+        self.bar_ = progress_bar(total=self.total, desc=self.desc, unit="epoch", leave=False, enabled=self.enabled,
+                                 position=1)
 
     def on_epoch_end(self, net, **kwargs):
         loss = net.history[-1].get("train_loss")

@@ -11,7 +11,6 @@ import pandas as pd
 
 from .._inputs import InputError
 from .._protocol import classical_models
-from .._stages import epoch_bar_callback
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -133,13 +132,15 @@ def _cnn_kwargs(run):
 
 def _stage1_kwargs(run, max_epochs, desc):
     """The stage-1 CNNs: shared settings, early stopping on a validation split, LR schedule, input handling."""
+    from ...utils._skorch import EpochProgressBar  # picklable: a fitted CNN holding it can be saved
+
     s = run.cfg["stage1"]
     selection = {k: s[k] for k in ("early_stopping", "validation_fraction", "n_iter_no_change", "lr_schedule",
                                    "standardize_voxels", "augment_shift")}
     if not (s["early_stopping"] or s["lr_schedule"] != "none"):
         selection["validation_fraction"] = 0.0  # nothing watches a validation split: train on everything
     return {**_cnn_kwargs(run), **selection, "max_epochs": max_epochs,
-            "callbacks": [epoch_bar_callback(desc, max_epochs, run.progress)]}
+            "callbacks": [EpochProgressBar(desc, max_epochs, run.progress)]}
 
 
 def _training_summary(model):

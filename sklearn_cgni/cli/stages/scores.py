@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from .._inputs import InputError
-from .._stages import epoch_bar_callback
 from ._base import register
 from ._common import _caught, _cnn_kwargs, _covariates, _load_atlas, _read_phenotypes
 
@@ -70,6 +69,7 @@ def _stage_scores(run, folder):
 
     from ...explain import SaliencyExplainer, association_table
     from ...imaging import BrainGenotypeScorer, cross_fit_scores, make_idp_scorer
+    from ...utils._skorch import EpochProgressBar
 
     c = run.cfg["scores"]
     parts, snps, _ = run.data()
@@ -92,7 +92,7 @@ def _stage_scores(run, folder):
         **{**_cnn_kwargs(run), "validation_fraction": c["validation_fraction"] if watch else 0.0},
         max_epochs=c["max_epochs"], early_stopping=c["early_stopping"], lr_schedule=c["lr_schedule"],
         n_iter_no_change=c["n_iter_no_change"],
-        callbacks=[epoch_bar_callback("genotype-score CNN", c["max_epochs"], run.progress)])
+        callbacks=[EpochProgressBar("genotype-score CNN", c["max_epochs"], run.progress)])
     log.info("brain-genotype scores: %s, %d-fold cross-fitting on %d participants",
              f"{len(G.columns)} SNPs from scores.snps" if select is None else
              f"the {c['max_snps']} SNPs per fold most associated with regional gray matter in its training part",
