@@ -31,6 +31,8 @@ max_epochs = 2
 sparse_hidden = [16]
 ig_hidden = [16]
 max_epochs = 2
+classical_cv = 2
+classical_Cs = 4
 [scca]
 n_components = [1, 2]
 alpha_x = [0.05]
