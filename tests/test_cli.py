@@ -297,6 +297,9 @@ def test_confound_table_covers_every_configured_model(finished_run):
     for k in (0, 1):
         done = json.loads((out / "stages" / f"adjusted_cnn_f{k}" / "_done.json").read_text())
         assert adjusted[k] == pytest.approx(done["result"]["score"])
+        # and how its CNN trained: epochs run and kept, within the tiny preset's 2-epoch budget
+        assert 1 <= done["result"]["best_epoch"] <= done["result"]["epochs_run"] == done["result"]["budget"] == 2
+        assert len(done["result"]["history"]) == 2
     # held-out predictions of every model (the CNN's from Table 1's fold models) and the
     # incremental test computed from them; covariate-only models add nothing to themselves
     preds = pd.read_csv(out / "tables" / "confound_predictions.csv")

@@ -158,14 +158,18 @@ def test_adjusted_image_scores_fit_each_fold_on_its_training_images(cohort, tmp_
                       ("logistic", LogisticRegression(max_iter=500))])
     folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
     made = []
-    scores, adjusters = adjusted_image_scores(lambda k: made.append(k) or clone(model), X, y,
-                                              covariates=["age", "site"], categorical=["site"], cv=folds,
-                                              scratch_dir=tmp_path, max_memory=0, return_adjusters=True)
+    scores, adjusters, models = adjusted_image_scores(lambda k: made.append(k) or clone(model), X, y,
+                                                      covariates=["age", "site"], categorical=["site"], cv=folds,
+                                                      scratch_dir=tmp_path, max_memory=0, return_adjusters=True,
+                                                      return_models=True)
     assert made == [0, 1, 2] and scores.shape == (3,) and list(tmp_path.iterdir()) == []  # memory maps removed
-    for (train, test), score, adj in zip(folds, scores, adjusters):
+    for (train, test), score, adj, fold_model in zip(folds, scores, adjusters, models):
         ref = ImageCovariateRegressor(["age", "site"], categorical=["site"]).fit(X.iloc[train])
         np.testing.assert_allclose(adj.coef_, ref.coef_, atol=1e-6)
         fitted = clone(model).fit(ref.transform(X.iloc[train]), y[train])
+        # the returned model is the one fitted on that fold's adjusted training images
+        np.testing.assert_allclose(fold_model.named_steps["logistic"].coef_, fitted.named_steps["logistic"].coef_,
+                                   rtol=1e-5, atol=1e-7)
         assert score == pytest.approx(balanced_accuracy_score(y[test], fitted.predict(ref.transform(X.iloc[test]))))
     images = np.stack([nib.load(p).get_fdata() for p in X["image"]])
     raw = [balanced_accuracy_score(y[te], clone(model).fit(images[tr], y[tr]).predict(images[te])) for tr, te in folds]

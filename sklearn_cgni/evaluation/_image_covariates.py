@@ -280,21 +280,22 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
 
 
 def _fit_and_score_fold(pipe, scratch, X_train, y_train, X_test, y_test):
-    """One fold of :func:`adjusted_image_scores`: ``(balanced accuracy, fitted adjuster)``."""
+    """One fold of :func:`adjusted_image_scores`: ``(balanced accuracy, fitted pipeline)``."""
     import shutil
 
     from sklearn.metrics import balanced_accuracy_score
 
     try:
         pipe.fit(X_train, y_train)
-        return float(balanced_accuracy_score(y_test, pipe.predict(X_test))), pipe.named_steps["covariate_adjustment"]
+        return float(balanced_accuracy_score(y_test, pipe.predict(X_test))), pipe
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, image_column=None,
-                          scratch_dir=None, max_memory=2**31, return_adjusters=False, n_jobs=None):
+                          scratch_dir=None, max_memory=2**31, return_adjusters=False, return_models=False,
+                          n_jobs=None):
     """Per-fold held-out balanced accuracy of an image model trained on covariate-adjusted images.
 
     For every ``(train, test)`` fold, an :class:`ImageCovariateRegressor` is fitted on the
@@ -327,6 +328,9 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
     return_adjusters : bool, default=False
         Also return the fitted :class:`ImageCovariateRegressor` of every fold (their
         ``coef_`` maps are what was removed).
+    return_models : bool, default=False
+        Also return the fitted image model of every fold (e.g. to read how many epochs a
+        CNN trained and which it kept).
     n_jobs : int, optional
         Folds fitted in parallel through joblib (``None``: one after another, in this
         process); under ``joblib.parallel_config(backend="dask")`` each fold is a task of the
@@ -338,6 +342,8 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
         Balanced accuracy on each test fold.
     adjusters : list of ImageCovariateRegressor
         Only if ``return_adjusters``.
+    models : list of estimators
+        Only if ``return_models``: the model fitted on each fold's adjusted training images.
 
     Examples
     --------
@@ -390,5 +396,9 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
         delayed(_fit_and_score_fold)(*fold_pipeline(k, train), X.iloc[train], y[train], X.iloc[test], y[test])
         for k, (train, test) in enumerate(cv))
     scores = np.asarray([score for score, _ in fitted])
-    adjusters = [adjuster for _, adjuster in fitted]
-    return (scores, adjusters) if return_adjusters else scores
+    out = (scores,)
+    if return_adjusters:
+        out += ([pipe.named_steps["covariate_adjustment"] for _, pipe in fitted],)
+    if return_models:
+        out += ([pipe.named_steps["model"] for _, pipe in fitted],)
+    return out if len(out) > 1 else scores

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._base import register
-from ._common import _covariates, _wm_cnn
+from ._common import _covariates, _training_summary, _wm_cnn
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -44,13 +44,15 @@ def _stage_adjusted_cnn(run, folder, k):
     frame = pd.concat([wm[["image"]], _covariates(run, wm)[0][covariates]], axis=1)
     # no restarts here: on covariate-adjusted images a validation loss at the class priors' level can be the
     # answer (no WM signal left), not a stalled run; restarting doubled the confound stage's time in the demo
-    scores, adjusters = adjusted_image_scores(
+    scores, adjusters, cnns = adjusted_image_scores(
         lambda _: _wm_cnn(run, f"adjusted WM CNN fold {k}").set_params(max_restarts=0), frame, y,
         covariates=covariates, categorical=categorical, cv=[cv[k]], image_column="image", scratch_dir=folder,
-        return_adjusters=True)
+        return_adjusters=True, return_models=True)
     affine = check_images(wm["image"]).affine  # headers are cached: no second read
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):
         # design names hold level names (any text): escaped before they name a file
         nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{quote(str(name), safe='=-_.')}.nii.gz")
-    log.info("fold %d imaging CNN on covariate-adjusted images: %.3f", k, scores[0])
-    return {"score": float(scores[0]) if np.isfinite(scores[0]) else None, "covariates": covariates}
+    log.info("fold %d imaging CNN on covariate-adjusted images: %.3f; %d epochs, best %d", k, scores[0],
+             cnns[0].n_epochs_, cnns[0].best_epoch_)
+    return {"score": float(scores[0]) if np.isfinite(scores[0]) else None, "covariates": covariates,
+            **_training_summary(cnns[0])}
