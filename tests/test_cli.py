@@ -311,6 +311,8 @@ def test_confound_table_covers_every_configured_model(finished_run):
     assert (summary.loc[[m for m in summary.index if m.startswith("covariates")], "incremental_z"] == 0).all()
     html = (out / "report.html").read_text()
     assert "Imaging CNN" in html and "every voxel" in html and "likelihood-ratio test" in html
+    # the adjusted CNNs' training, from their stages
+    assert "adjusted images: fold 0 2 epochs, best " in html and "of a 2-epoch budget; fold 1 2 epochs" in html
     # the adjusted score of a non-linear model carries a caveat; the linear h_v model's does not
     caveat = "can still read the covariates from linearly adjusted features"
     sentences = {m: next(t for t in html.split("<li><b>") if t.startswith(m.replace(">", "&gt;") + "</b>: "))

@@ -572,6 +572,19 @@ def _comparisons_html(comparisons):
     return "<h3>Paired comparisons</h3>" + _html_table(rows)
 
 
+def _adjusted_cnn_training(stages):
+    """How each fold's CNN on covariate-adjusted images trained (the ``adjusted_cnn_f<k>`` stages), as one sentence."""
+    folds = sorted((int(name.rsplit("_f", 1)[1]), r) for name, r in stages.items()
+                   if name.startswith("adjusted_cnn_f") and "epochs_run" in r)
+    if not folds:
+        return ""
+    return (" The Imaging CNN's adjusted score comes from a CNN fine-tuned from the brain-age CNN on each fold's "
+            "adjusted images: " + "; ".join(f"fold {k} {r['epochs_run']} epochs, best {r['best_epoch']} of a "
+                                            f"{r['budget']}-epoch budget" + (f", {r['restarts']} restart(s)"
+                                                                             if r.get("restarts") else "")
+                                            for k, r in folds) + ".")
+
+
 def _confound_sentences(confounds, linear_models=()):
     """One line per model of the confound table, its p-values Holm-adjusted over the models.
 
@@ -779,6 +792,7 @@ def render_html(out, results, tables, notes):
                 if c_ in tables["confounds"].columns]
         summary = _confound_sentences(tables["confounds"], cf.get("linear_models", []))
         features = "".join(f" {m}: {f}." for m, f in (cf.get("model_features") or {}).items())
+        adjusted = _adjusted_cnn_training(stages)
         parts["confounds"] = _figure_with_table(out, figs, "confounds_forest", _html_table(tables["confounds"][cols]),
                                                 "The confound table") + summary + _note(
             f"Balanced accuracy on the training part with the protocol's folds.{features} Other models: "
@@ -795,7 +809,7 @@ def render_html(out, results, tables, notes):
             "zero-inflated or discrete "
             "features such as ReLU features and genotypes. All columns are in tables/confounds.csv, "
             "per-fold scores in tables/confound_scores.csv, held-out predictions in "
-            "tables/confound_predictions.csv.")
+            "tables/confound_predictions.csv." + adjusted)
     elif cfg.get("confounds", {}).get("enabled") is False:
         parts["confounds"] = _note("Not computed: confounds.enabled = false.")
     if "recovery" in tables:
