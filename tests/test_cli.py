@@ -619,17 +619,28 @@ def test_the_cnns_read_the_images_once_decoded_into_the_run_cache(finished_run):
     plan = {p.name: p for p in build_plan(run)}
     for name in ("brain_age", "finetune_f0", "scores", "occlusion"):
         assert "image_cache" in plan[name].after, name
+    import sklearn_cgni.io._source as source_module
+    from sklearn_cgni.io import check_images
+
+    def no_header_read(*args, **kwargs):
+        raise AssertionError("a header was read")
+
     with run.running(plan["finetune_f0"]):
         parts, _, _ = run.data()
         info = run.result("image_cache")
         wm, _, _, _ = run.wm(genotypes=False)
-        images = run.images(wm["image"])
+        with pytest.MonkeyPatch.context() as mp:  # the data stage checked the headers: no pass over the files here
+            mp.setattr(source_module, "check_image_headers", no_header_read)
+            images = run.images(wm["image"])
         with pytest.raises(RuntimeError, match="no cached image for participant.*'nobody'"):
             run.images(pd.Series({"nobody": wm["image"].iloc[0]}))
     n_ok = int(parts["image_qc_passed"].sum())
     assert info["n_images"] == n_ok and info["dtype"] == "float16" and info["shape"][0] == n_ok
     assert info["bytes"] == n_ok * int(np.prod(info["shape"][1:])) * 2
     assert isinstance(images, ImageSource) and images.participant_ids == list(wm.index)
+    gate = check_images(wm["image"])  # what the gate gives for the same files, headers read
+    assert (images.shape, images.paths, list(images.index)) == (gate.shape, gate.paths, list(gate.index))
+    np.testing.assert_array_equal(images.affine, gate.affine)
     for i in (0, len(wm) // 2, len(wm) - 1):  # the participant's own image, rounded to float16
         original = load_image(wm["image"].iloc[i])
         np.testing.assert_allclose(images.load(i), original, rtol=1e-3, atol=1e-4)

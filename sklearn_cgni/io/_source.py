@@ -155,6 +155,53 @@ class ImageSource(Sequence):
                            paths=self.paths, array=array, rows=rows, index=self.index,
                            feature_names=self.feature_names)
 
+    @classmethod
+    def decoded(cls, paths, array, rows=None, *, affine):
+        """The images ``paths`` read from rows ``rows`` of ``array``, where they were decoded earlier; no header
+        is read.
+
+        For images that have been through :func:`check_images` before, in another process or an earlier run
+        (``sklearn-cgni run`` checks every header in its data stage, decodes the images that passed QC once into
+        its image cache and then hands each CNN its rows): the result equals
+        ``check_images(paths).backed_by(array, rows)`` without reading each file's header again, which at
+        UK Biobank size is a pass over tens of thousands of gzip files per process.
+
+        Parameters
+        ----------
+        paths : pandas.Series
+            Image files indexed by participant ID (for messages, ``index`` and ``participant_ids``).
+        array : array-like of shape (n, X, Y, Z)
+            The decoded images, e.g. a float16 memory map.
+        rows : sequence of int, optional
+            The row of ``array`` of each path (default: the rows in order).
+        affine : array-like of shape (4, 4)
+            The images' common affine, as :func:`check_images` found it.
+
+        Returns
+        -------
+        source : ImageSource
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import nibabel as nib, numpy as np, pandas as pd
+        >>> from sklearn_cgni.io import ImageSource, check_images
+        >>> d = tempfile.mkdtemp()
+        >>> paths = pd.Series({pid: os.path.join(d, pid + ".nii.gz") for pid in ["sub-1", "sub-2"]})
+        >>> for k, p in enumerate(paths):
+        ...     nib.save(nib.Nifti1Image(np.full((4, 5, 6), k, "float32"), np.eye(4)), p)
+        >>> decoded = np.stack([check_images(paths).load(i) for i in range(2)]).astype(np.float16)
+        >>> source = ImageSource.decoded(paths.iloc[::-1], decoded, rows=[1, 0], affine=np.eye(4))
+        >>> source.participant_ids, float(source.load(0).max())
+        (['sub-2', 'sub-1'], 1.0)
+        """
+        if not isinstance(paths, pd.Series):
+            raise TypeError(f"ImageSource.decoded: paths must be a pandas Series indexed by participant ID; got "
+                            f"{type(paths).__name__}.")
+        source = ImageSource(participant_ids=[str(i) for i in paths.index], shape=array.shape[1:], affine=affine,
+                             paths=[os.fspath(p) for p in paths], index=paths.index)
+        return source.backed_by(array, rows)
+
     def __repr__(self):
         return f"{type(self).__name__}(n_images={len(self)}, shape={self.shape}, kind={self.kind!r})"
 

@@ -269,7 +269,7 @@ class Run:
         """
         if not self.reads("image_cache"):
             return paths
-        from ...io import check_images
+        from ...io import ImageSource, check_images
 
         d, info = self.path("image_cache"), self.result("image_cache")
         ids = pd.Index((d / "participants.txt").read_text().split())
@@ -278,7 +278,10 @@ class Run:
             raise RuntimeError(f"image_cache stage: no cached image for participant(s) "
                                f"{list(paths.index[rows < 0][:5])}")
         cache = np.memmap(d / info["file"], dtype=info["dtype"], mode="r", shape=tuple(info["shape"]))
-        return check_images(paths, caller="sklearn-cgni run").backed_by(cache, rows)
+        if "affine" not in info:  # a cache written before the stage recorded the affine: read the headers
+            return check_images(paths, caller="sklearn-cgni run").backed_by(cache, rows)
+        # the data stage checked these headers: no pass over the files in this process
+        return ImageSource.decoded(paths, cache, rows, affine=info["affine"])
 
     def pgs(self, participants=None):
         """Polygenic scores (``data.pgs``) of the given participants (default: the WM rows), or None."""
