@@ -24,18 +24,20 @@ def _stage_image_cache(run, folder):
     keeps 11 significant bits (relative error ≤ 4.9e-4): the CNNs' numbers change in the 3rd-4th digit. Disk:
     participants × voxels × 2 bytes (4.6 MB a participant at 128×141×128).
     """
+    from ...io import check_images
     from ...io._cache import build_float16_cache
 
     parts, _, _ = run.data()
     ok = parts.index[parts["image_qc_passed"].to_numpy()]
-    # the data stage checked every header (one shape, one affine): decoding checks each image's shape again
-    shape = tuple(int(s) for s in run.result("data")["image_shape"])
-    affine = np.load(run.path("data") / "affine.npy")
+    paths = parts.loc[ok, "image"]
+    # the data stage checked that every header has one shape and one affine: the first image's header gives
+    # them (no second pass over the headers), and decoding checks each image's shape again
+    first = check_images(paths.iloc[:1], caller="sklearn-cgni run")
     threads = int(run.cfg["run"]["threads"] or 0) or min(4, os.cpu_count() or 1)
-    cache = build_float16_cache([os.fspath(p) for p in parts.loc[ok, "image"]], folder, [str(i) for i in ok],
-                                expected_shape=shape, n_threads=threads)
+    cache = build_float16_cache([os.fspath(p) for p in paths], folder, [str(i) for i in ok],
+                                expected_shape=first.shape, n_threads=threads)
     (folder / "participants.txt").write_text("\n".join(map(str, ok)) + "\n")
     name = os.path.basename(cache.filename)
     log.info("image cache: %d images decoded once into %s (%.1f MB, float16)", len(ok), name, cache.nbytes / 1e6)
     return {"file": name, "shape": [int(s) for s in cache.shape], "n_images": len(ok),
-            "bytes": int(cache.nbytes), "dtype": str(np.dtype(cache.dtype)), "affine": affine.tolist()}
+            "bytes": int(cache.nbytes), "dtype": str(np.dtype(cache.dtype)), "affine": first.affine.tolist()}
