@@ -35,7 +35,6 @@ def _stage_adjusted_cnn(run, folder, k):
     import nibabel as nib
 
     from ...evaluation import adjusted_image_scores
-    from ...io import check_images
 
     wm, y, _, _ = run.wm(genotypes=False)
     train, _, cv = run.splits()
@@ -48,7 +47,7 @@ def _stage_adjusted_cnn(run, folder, k):
         lambda _: _wm_cnn(run, f"adjusted WM CNN fold {k}").set_params(max_restarts=0), frame, y,
         covariates=covariates, categorical=categorical, cv=[cv[k]], image_column="image", scratch_dir=folder,
         return_adjusters=True, return_models=True)
-    affine = check_images(wm["image"]).affine  # headers are cached: no second read
+    affine = np.load(run.path("data") / "affine.npy")  # the data stage's, as the scores stage reads it
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):
         # design names hold level names (any text): escaped before they name a file
         nib.save(nib.Nifti1Image(coef, affine), folder / f"covariate_effect_{quote(str(name), safe='=-_.')}.nii.gz")
