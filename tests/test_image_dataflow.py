@@ -202,3 +202,17 @@ def test_a_rewritten_file_is_read_again(images, counts):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new modification time
     assert float(check_images(images).load(0).sum()) == float(np.prod(SHAPE))
     assert headers[os.path.abspath(path)] == 2
+
+
+def test_decoded_source_refuses_paths_without_participant_ids(tmp_path):
+    """ImageSource.decoded needs the IDs of a Series (its errors and outputs name participants): a plain list is
+    refused in one line that names what it got."""
+    from sklearn_cgni.io import ImageSource
+
+    array = np.zeros((2, 4, 5, 6), np.float16)
+    with pytest.raises(TypeError, match="paths must be a pandas Series indexed by participant ID; got list"):
+        ImageSource.decoded([str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")], array, affine=np.eye(4))
+    source = ImageSource.decoded(pd.Series({"sub-1": "a.nii.gz", "sub-2": "b.nii.gz"}), array, affine=np.eye(4))
+    assert source.participant_ids == ["sub-1", "sub-2"] and source.shape == (4, 5, 6)
+    with pytest.raises(ValueError, match="backed_by: 3 images"):  # one path more than the array has rows
+        ImageSource.decoded(pd.Series({"a": "a", "b": "b", "c": "c"}), array, affine=np.eye(4))
