@@ -617,7 +617,7 @@ def test_the_cnns_read_the_images_once_decoded_into_the_run_cache(finished_run):
     cohort, cfg, out = finished_run
     run = Run(out, load_config(cfg, preset="cpu"), Inputs(), progress=False, device="cpu")
     plan = {p.name: p for p in build_plan(run)}
-    for name in ("brain_age", "finetune_f0", "scores", "occlusion"):
+    for name in ("brain_age", "finetune_f0", "scores", "occlusion", "adjusted_cnn_f0"):
         assert "image_cache" in plan[name].after, name
     import sklearn_cgni.io._source as source_module
     from sklearn_cgni.io import check_images
@@ -652,6 +652,34 @@ def test_the_cnns_read_the_images_once_decoded_into_the_run_cache(finished_run):
               device="cpu")
     plan_off = {p.name: p for p in build_plan(off)}
     assert "image_cache" not in plan_off and plan_off["brain_age"].after == ("data",)
+
+
+def test_the_adjusted_cnn_reads_the_run_cache_and_adjusts_each_image_when_read(finished_run, tmp_path):
+    """The confound table's adjusted CNN reads the image cache as the other CNNs do and subtracts each image's
+    covariate effect when it reads it: no header or image file is opened, and nothing is written besides its
+    effect maps (before, it decoded every file and held or wrote a float32 copy of the adjusted images)."""
+    from sklearn_cgni.cli import Inputs
+    from sklearn_cgni.cli.stages import Run
+
+    import sklearn_cgni.io._source as source_module
+
+    cohort, cfg, out = finished_run
+    run = Run(out, load_config(cfg, preset="cpu"), Inputs(), progress=False, device="cpu")
+
+    def no_file_read(*args, **kwargs):
+        raise AssertionError("an image file was opened")
+
+    folder = tmp_path / "adjusted_cnn_f0"
+    folder.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(source_module, "check_image_headers", no_file_read)
+        mp.setattr(source_module, "load_image", no_file_read)
+        result = run.call("adjusted_cnn_f0", folder)
+    done = json.loads((out / "stages" / "adjusted_cnn_f0" / "_done.json").read_text())["result"]
+    assert result["covariates"] == done["covariates"] and 0 <= result["score"] <= 1
+    assert 1 <= result["best_epoch"] <= result["epochs_run"] == 2
+    maps = sorted(f.name for f in (out / "stages" / "adjusted_cnn_f0").glob("covariate_effect_*.nii.gz"))
+    assert maps and sorted(f.name for f in folder.iterdir()) == maps
 
 
 # ---------------------------------------------------------------------------- Dask scheduler

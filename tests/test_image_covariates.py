@@ -176,3 +176,86 @@ def test_adjusted_image_scores_fit_each_fold_on_its_training_images(cohort, tmp_
     assert scores.mean() < np.mean(raw)
     with pytest.raises(ValueError, match="one image column"):
         adjusted_image_scores(model, X.assign(other=1), y, covariates=["age"], cv=folds)
+
+
+def test_image_source_minus_subtracts_each_images_combination_of_maps_when_read():
+    from sklearn_cgni.io import check_images
+
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((5,) + SHAPE).astype(np.float32)
+    maps = rng.standard_normal((2,) + SHAPE).astype(np.float32)
+    weights = rng.standard_normal((5, 2)).astype(np.float32)
+    source = check_images(images)
+    adjusted = source.minus(maps, weights)
+    expected = images - np.einsum("nk,kxyz->nxyz", weights, maps)
+    np.testing.assert_allclose(np.stack([adjusted.load(i) for i in range(5)]), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(source.load(2), images[2])  # the source itself is unchanged
+    sub = adjusted.subset([4, 1])  # a subset keeps each image's own weights
+    np.testing.assert_allclose(sub.load(0), expected[4], rtol=1e-5, atol=1e-5)
+    assert sub.participant_ids == ["index 4", "index 1"]
+    twice = adjusted.minus(maps[:1], np.ones((5, 1)))  # a second adjustment adds to the first
+    np.testing.assert_allclose(twice.load(3), expected[3] - maps[0], rtol=1e-5, atol=1e-5)
+    backed = check_images(images).minus(maps, weights).backed_by(images[::-1].copy(), rows=[4, 3, 2, 1, 0])
+    np.testing.assert_allclose(backed.load(1), expected[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"maps must have shape \(k, 6, 7, 5\)"):
+        source.minus(maps[:, :2], weights)
+    with pytest.raises(ValueError, match=r"weights must have shape \(5, 2\)"):
+        source.minus(maps, weights[:3])
+    with pytest.raises(ValueError, match="finite"):
+        source.minus(maps, np.full((5, 2), np.nan))
+
+
+def test_lazy_output_reads_the_same_adjusted_images_from_a_given_source(cohort, tmp_path):
+    from sklearn_cgni.io import check_images
+
+    X, images, _ = cohort
+    X = X[["image", "age", "site"]]
+    train, test = np.arange(40), np.arange(40, 60)
+    eager = ImageCovariateRegressor(["age", "site"], categorical=["site"]).fit(X.iloc[train])
+    # the same images as a float32 array source with the files' paths (as the run's cache, without float16)
+    decoded = np.stack([img for _, img in check_images(X["image"]).iter_arrays()])
+    source = check_images(X["image"]).backed_by(decoded)
+    lazy = ImageCovariateRegressor(["age", "site"], categorical=["site"], lazy=True)
+    out = lazy.fit_transform(X.iloc[train], images=source.subset(train))
+    np.testing.assert_array_equal(lazy.coef_, eager.coef_)
+    assert type(out).__name__ == "ImageSource" and len(out) == 40 and out.paths == list(X["image"].iloc[train])
+    for rows in (train, test):
+        got = lazy.transform(X.iloc[rows], images=source.subset(rows))
+        np.testing.assert_array_equal(np.stack([img for _, img in got.iter_arrays()]),
+                                      eager.transform(X.iloc[rows]))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="images row 0 is participant 'sub-040'.*sub-000.nii.gz"):
+        lazy.transform(X.iloc[train], images=source.subset(test[:1].tolist() + train[1:].tolist()))
+    with pytest.raises(ValueError, match="images holds 20 images but X has 40 rows"):
+        lazy.transform(X.iloc[train], images=source.subset(test))
+    with pytest.raises(ValueError, match="output_dir=.* must then be None"):
+        ImageCovariateRegressor(["age"], lazy=True, output_dir=tmp_path).fit(X[["image", "age"]])
+
+
+def test_adjusted_image_scores_lazy_from_a_source_equal_the_materialized_scores(cohort, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sklearn_cgni.evaluation import adjusted_image_scores
+    from sklearn_cgni.io import check_images
+
+    X, _, _ = cohort
+    X = X[["image", "age", "site"]]
+    y = (X["age"].to_numpy() > 55).astype(int)
+
+    def flat(a):  # an array, or an ImageSource read one image at a time
+        a = np.stack([img for _, img in a.iter_arrays()]) if hasattr(a, "iter_arrays") else np.asarray(a)
+        return a.reshape(len(a), -1)
+
+    model = Pipeline([("flat", FunctionTransformer(flat)), ("logistic", LogisticRegression(max_iter=500))])
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    eager = adjusted_image_scores(model, X, y, covariates=["age", "site"], categorical=["site"], cv=folds)
+    decoded = np.stack([img for _, img in check_images(X["image"]).iter_arrays()])
+    lazy = adjusted_image_scores(model, X, y, covariates=["age", "site"], categorical=["site"], cv=folds,
+                                 images=check_images(X["image"]).backed_by(decoded), lazy=True,
+                                 scratch_dir=tmp_path, max_memory=0)
+    np.testing.assert_array_equal(lazy, eager)
+    assert list(tmp_path.iterdir()) == []  # nothing written, whatever max_memory says
+    with pytest.raises(ValueError, match="images row 0"):
+        adjusted_image_scores(model, X, y, covariates=["age", "site"], cv=folds,
+                              images=check_images(X["image"].iloc[::-1]))

@@ -11,8 +11,9 @@ data set at once.
 
 Images are read one at a time (two passes over the training images: coefficients, then
 residuals), so memory holds the coefficient maps and the output, never a voxel matrix. The
-output is an in-memory array, or a float32 memory map on disk (``output_dir``) for cohorts
-whose images do not fit in memory.
+output is an in-memory array, a float32 memory map on disk (``output_dir``), or, with
+``lazy=True``, an :class:`~sklearn_cgni.io.ImageSource` that adjusts each image when a model
+reads it (nothing stored: what ``sklearn-cgni run`` uses, reading its float16 image cache).
 """
 
 import os
@@ -61,6 +62,13 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         128×141×128 are 46 GB).
     n_jobs : int, optional
         Threads decoding images (gzip decoding releases the GIL).
+    lazy : bool, default=False
+        ``transform`` returns an :class:`~sklearn_cgni.io.ImageSource` (:meth:`~sklearn_cgni.io.ImageSource.minus`)
+        that subtracts each image's covariate effect when the image is read, instead of an array of adjusted
+        images: memory holds the coefficient maps only and nothing is written, whatever the number of images
+        (an array of 40,000 images at 128×141×128 would take 370 GB). The image estimators of this package
+        (e.g. :class:`~sklearn_cgni.imaging.ImagingCNNClassifier`) accept it; a model that needs an array does
+        not. ``output_dir`` must then be None.
 
     Attributes
     ----------
@@ -115,6 +123,17 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
     True
     >>> adj.transform(X).shape
     (20, 6, 7, 6)
+
+    The images can also be read from another source of the same files, e.g. a float16 cache
+    (``images=``), and adjusted only when read (``lazy=True``):
+
+    >>> from sklearn_cgni.io import check_images
+    >>> cache = np.stack([img for _, img in check_images(X["image"]).iter_arrays()]).astype(np.float16)
+    >>> source = check_images(X["image"]).backed_by(cache)
+    >>> lazy = ImageCovariateRegressor(covariates=["age"], lazy=True).fit(X, images=source)
+    >>> adjusted = lazy.transform(X, images=source)
+    >>> type(adjusted).__name__, len(adjusted), adjusted.load(0).shape
+    ('ImageSource', 20, (6, 7, 6))
     """
 
     _parameter_constraints = {
@@ -123,22 +142,25 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         "image_column": [str, None],
         "output_dir": [str, os.PathLike, None],
         "n_jobs": [Interval(Integral, None, None, closed="neither"), None],
+        "lazy": ["boolean"],
     }
 
     def __init__(self, covariates=("age", "sex"), *, categorical=None, image_column=None, output_dir=None,
-                 n_jobs=None):
+                 n_jobs=None, lazy=False):
         self.covariates = covariates
         self.categorical = categorical
         self.image_column = image_column
         self.output_dir = output_dir
         self.n_jobs = n_jobs
+        self.lazy = lazy
 
     # CovariateRegressor's _split/_design read these two; images are never wrapped or passed through
     transformer = None
     passthrough = False
 
-    def _images(self, X, F, expected_shape=None):
-        """The :class:`~sklearn_cgni.io.ImageSource` of the image column of X's non-covariate part F."""
+    def _images(self, X, F, expected_shape=None, images=None):
+        """The :class:`~sklearn_cgni.io.ImageSource` of the image column of X's non-covariate part F, or
+        ``images`` checked against that column (same files, same order)."""
         from ._covariates import _is_dataframe
 
         if not _is_dataframe(X):
@@ -155,10 +177,28 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         else:
             raise ValueError(f"ImageCovariateRegressor: X has {len(columns)} columns besides the covariates "
                              f"({columns[:10]}); name the one holding the NIfTI paths with image_column.")
+        column = F[F.columns[columns.index(col)]]
+        if images is not None:
+            return self._aligned(check_images(images, caller="ImageCovariateRegressor",
+                                              expected_shape=expected_shape), column)
         images = check_images(F[[F.columns[columns.index(col)]]], caller="ImageCovariateRegressor",
                               expected_shape=expected_shape)
         if images.kind != "paths":  # pragma: no cover - a one-column DataFrame is always paths or an error
             raise TypeError(f"ImageCovariateRegressor: column {col!r} must hold NIfTI paths.")
+        return images
+
+    @staticmethod
+    def _aligned(images, column):
+        """``images`` (given to fit/transform) after checking that they are the files of X's image column."""
+        if len(images) != len(column):
+            raise ValueError(f"ImageCovariateRegressor: images holds {len(images)} images but X has {len(column)} "
+                             "rows; give the images of X's rows, in X's order.")
+        if images.paths is not None:
+            given = [os.fspath(p) if isinstance(p, (str, os.PathLike)) else p for p in column]
+            for i, (a, b) in enumerate(zip(images.paths, given)):
+                if a != b:
+                    raise ValueError(f"ImageCovariateRegressor: images row {i} is {images.describe(i)}, but X's "
+                                     f"image column names {b!r} there; give the images of X's rows, in X's order.")
         return images
 
     def _read_all(self, images):
@@ -170,9 +210,12 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
             imgs = par(delayed(images.load)(i) for i in range(start, stop))
             yield from zip(range(start, stop), imgs)
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, images=None):
+        if self.lazy and self.output_dir is not None:
+            raise ValueError("ImageCovariateRegressor: lazy=True returns images adjusted when read and writes "
+                             f"nothing; output_dir={self.output_dir!r} must then be None.")
         X, F, C, self._cov_names, _ = self._split(X, reset=True)
-        images = self._images(X, F)
+        images = self._images(X, F, images=images)
         D, self.design_names_ = self._design(X, C, fit=True)
         self.covariate_mean_ = D.mean(axis=0)
         Dc = D - self.covariate_mean_
@@ -204,16 +247,18 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
 
     def _adjust_images(self, images, Dc):
+        adjusted = images.minus(self.coef_, Dc)  # each image minus its covariates' effect, when read
+        if self.lazy:
+            return adjusted
         out = self._output(len(images))
-        coef = self.coef_.reshape(self.coef_.shape[0], -1)
-        for i, img in self._read_all(images):
-            out[i] = img - (Dc[i] @ coef).astype(np.float32).reshape(self.image_shape_)
+        for i, img in self._read_all(adjusted):
+            out[i] = img
         if isinstance(out, np.memmap):
             out.flush()
         return out
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, images=None):
         """Learn the voxel-wise covariate coefficients on the training images.
 
         Parameters
@@ -221,33 +266,40 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         X : DataFrame
             A column of NIfTI paths and the covariate columns, one row per participant.
         y : ignored
+        images : ImageSource or anything :func:`~sklearn_cgni.io.check_images` accepts, optional
+            The images of X's rows, read instead of decoding the files of the image column, e.g. an
+            :class:`~sklearn_cgni.io.ImageSource` backed by a float16 cache of them. Its paths must be those
+            of the image column, in order.
 
         Returns
         -------
         self : ImageCovariateRegressor
         """
-        self._fit(X, y)
+        self._fit(X, y, images)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit_transform(self, X, y=None, images=None, **fit_params):
         """Fit, then return the adjusted training images.
 
         Parameters
         ----------
         X : DataFrame
         y : ignored
+        images : ImageSource, optional
+            As in :meth:`fit`.
         **fit_params : dict
             Not used; present for API compatibility.
 
         Returns
         -------
-        images : ndarray of shape (n_samples, X, Y, Z), float32
+        images : ndarray of shape (n_samples, X, Y, Z), float32, or ImageSource
+            An :class:`~sklearn_cgni.io.ImageSource` when ``lazy``.
         """
-        _, images, Dc = self._fit(X, y)
+        _, images, Dc = self._fit(X, y, images)
         return self._adjust_images(images, Dc)
 
-    def transform(self, X):
+    def transform(self, X, images=None):
         """Adjust images with the coefficients learned in ``fit``.
 
         Parameters
@@ -255,15 +307,18 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         X : DataFrame
             Same columns as in ``fit``; these participants' covariates are used to remove
             their (training-fold) effect.
+        images : ImageSource, optional
+            The images of X's rows, as in :meth:`fit`.
 
         Returns
         -------
-        images : ndarray of shape (n_samples, X, Y, Z), float32
-            A ``numpy.memmap`` in ``output_dir`` when it is set.
+        images : ndarray of shape (n_samples, X, Y, Z), float32, or ImageSource
+            A ``numpy.memmap`` in ``output_dir`` when it is set; an
+            :class:`~sklearn_cgni.io.ImageSource` that adjusts each image when read if ``lazy``.
         """
         check_is_fitted(self, "coef_")
         X, F, C, _, _ = self._split(X, reset=False)
-        images = self._images(X, F, expected_shape=self.image_shape_)
+        images = self._images(X, F, expected_shape=self.image_shape_, images=images)
         D, _ = self._design(X, C, fit=False)
         return self._adjust_images(images, D - self.covariate_mean_)
 
@@ -279,23 +334,31 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         return tags
 
 
-def _fit_and_score_fold(pipe, scratch, X_train, y_train, X_test, y_test):
-    """One fold of :func:`adjusted_image_scores`: ``(balanced accuracy, fitted pipeline)``."""
+def _fit_and_score_fold(pipe, scratch, X_train, y_train, X_test, y_test, images=None):
+    """One fold of :func:`adjusted_image_scores`: ``(balanced accuracy, fitted pipeline)``.
+
+    ``images``: ``(training, test)`` image sources read instead of the files of the image column.
+    """
     import shutil
 
     from sklearn.metrics import balanced_accuracy_score
 
     try:
-        pipe.fit(X_train, y_train)
-        return float(balanced_accuracy_score(y_test, pipe.predict(X_test))), pipe
+        if images is None:
+            predicted = pipe.fit(X_train, y_train).predict(X_test)
+        else:  # a Pipeline routes fit parameters to its steps, but not those of predict
+            adjuster, model = pipe.named_steps["covariate_adjustment"], pipe.named_steps["model"]
+            model.fit(adjuster.fit_transform(X_train, images=images[0]), y_train)
+            predicted = model.predict(adjuster.transform(X_test, images=images[1]))
+        return float(balanced_accuracy_score(y_test, predicted)), pipe
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, image_column=None,
-                          scratch_dir=None, max_memory=2**31, return_adjusters=False, return_models=False,
-                          n_jobs=None):
+                          scratch_dir=None, max_memory=2**31, images=None, lazy=False, return_adjusters=False,
+                          return_models=False, n_jobs=None):
     """Per-fold held-out balanced accuracy of an image model trained on covariate-adjusted images.
 
     For every ``(train, test)`` fold, an :class:`ImageCovariateRegressor` is fitted on the
@@ -325,6 +388,15 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
         memory-mapped in ``scratch_dir/residuals_f<k>``, removed after the fold.
     max_memory : int, default=2**31
         Bytes of adjusted images (float32) held in memory before using ``scratch_dir``.
+    images : ImageSource or anything :func:`~sklearn_cgni.io.check_images` accepts, optional
+        The images of X's rows, read instead of decoding the files of ``image_column`` (its paths must
+        be those files, in order), e.g. an :class:`~sklearn_cgni.io.ImageSource` backed by a float16
+        cache of them (what ``sklearn-cgni run`` passes).
+    lazy : bool, default=False
+        The model reads each adjusted image when it needs it
+        (:class:`ImageCovariateRegressor` with ``lazy=True``): no adjusted copy in memory or in
+        ``scratch_dir``, whatever the number of images. The model must accept an
+        :class:`~sklearn_cgni.io.ImageSource` (the image estimators of this package do).
     return_adjusters : bool, default=False
         Also return the fitted :class:`ImageCovariateRegressor` of every fold (their
         ``coef_`` maps are what was removed).
@@ -380,20 +452,31 @@ def adjusted_image_scores(estimator, X, y, *, covariates, cv, categorical=None, 
             raise ValueError(f"adjusted_image_scores: X must hold one image column besides the covariates; "
                              f"got {others}. Pass image_column.")
         image_column = others[0]
-    n_voxels = int(np.prod(nib.load(X[image_column].iloc[0]).shape[:3]))
+    if images is not None:
+        from ..io import check_images
+
+        images = ImageCovariateRegressor._aligned(check_images(images, caller="adjusted_image_scores"),
+                                                  X[image_column])
+        n_voxels = int(np.prod(images.shape))
+    else:
+        n_voxels = int(np.prod(nib.load(X[image_column].iloc[0]).shape[:3]))
 
     def fold_pipeline(k, train):
         scratch = None
-        if scratch_dir is not None and len(train) * n_voxels * 4 > max_memory:
+        if not lazy and scratch_dir is not None and len(train) * n_voxels * 4 > max_memory:
             scratch = Path(scratch_dir) / f"residuals_f{k}"
         adjuster = ImageCovariateRegressor(list(covariates), categorical=categorical, image_column=image_column,
-                                           output_dir=scratch)
+                                           output_dir=scratch, lazy=lazy)
         model = estimator(k) if callable(estimator) and not hasattr(estimator, "fit") else clone(estimator)
         return Pipeline([("covariate_adjustment", adjuster), ("model", model)]), scratch
 
+    def fold_images(train, test):
+        return None if images is None else (images.subset(train), images.subset(test))
+
     cv = list(cv)
     fitted = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_score_fold)(*fold_pipeline(k, train), X.iloc[train], y[train], X.iloc[test], y[test])
+        delayed(_fit_and_score_fold)(*fold_pipeline(k, train), X.iloc[train], y[train], X.iloc[test], y[test],
+                                     fold_images(train, test))
         for k, (train, test) in enumerate(cv))
     scores = np.asarray([score for score, _ in fitted])
     out = (scores,)

@@ -63,7 +63,7 @@ class ImageSource(Sequence):
     """
 
     def __init__(self, *, participant_ids, shape, affine=None, paths=None, array=None, rows=None, index=None,
-                 feature_names=None):
+                 feature_names=None, offsets=None):
         self.participant_ids = list(participant_ids)
         self.shape = tuple(int(s) for s in shape)
         self.affine = None if affine is None else np.asarray(affine, dtype=float)
@@ -72,6 +72,7 @@ class ImageSource(Sequence):
         self._rows = rows  # positions in _array of a subset (a memory map is not copied)
         self.index = index
         self.feature_names = feature_names
+        self._offsets = offsets  # (maps (k, V) float32, weights (n, k) float32): image i minus weights[i] @ maps
 
     @property
     def kind(self):
@@ -96,11 +97,14 @@ class ImageSource(Sequence):
             Naming the participant and the file.
         """
         if self._array is None:
-            return load_image(self.paths[i], self.participant_ids[i], expected_shape=self.shape,
-                              dtype=np.float32)
-        img = np.asarray(self._array[i if self._rows is None else self._rows[i]], dtype=np.float32)
-        if not np.isfinite(img).all():
-            raise ValueError(f"Image of {self.describe(i)} contains NaN or infinite voxels.")
+            img = load_image(self.paths[i], self.participant_ids[i], expected_shape=self.shape, dtype=np.float32)
+        else:
+            img = np.asarray(self._array[i if self._rows is None else self._rows[i]], dtype=np.float32)
+            if not np.isfinite(img).all():
+                raise ValueError(f"Image of {self.describe(i)} contains NaN or infinite voxels.")
+        if self._offsets is not None:
+            maps, weights = self._offsets
+            img = img - (weights[i] @ maps).reshape(self.shape)
         return img
 
     def __getitem__(self, i):
@@ -121,7 +125,59 @@ class ImageSource(Sequence):
             affine=self.affine, paths=None if self.paths is None else [self.paths[i] for i in indices],
             array=self._array,
             rows=None if self._array is None else [i if self._rows is None else self._rows[i] for i in indices],
-            index=None if self.index is None else self.index[indices], feature_names=self.feature_names)
+            index=None if self.index is None else self.index[indices], feature_names=self.feature_names,
+            offsets=None if self._offsets is None else (self._offsets[0], self._offsets[1][indices]))
+
+    def minus(self, maps, weights):
+        """The same images, each minus its own combination of ``maps``, computed when the image is read.
+
+        Image ``i`` is read as ``load(i) - weights[i] @ maps`` (float32): what a voxel-wise regression
+        removes from each image, with ``maps`` its coefficient maps and ``weights`` each participant's
+        centered covariates (:class:`~sklearn_cgni.evaluation.ImageCovariateRegressor` with ``lazy=True``).
+        Nothing is stored but the maps and weights, so a CNN reads adjusted images from the files or the
+        float16 cache this source reads, with no adjusted copy in memory or on disk whatever the number of
+        images. Applied to a source that already subtracts maps, the two are combined.
+
+        Parameters
+        ----------
+        maps : array-like of shape (k, X, Y, Z)
+            One map per weight, on the images' grid.
+        weights : array-like of shape (n_images, k)
+            The weight of each map for each image, in this source's order.
+
+        Returns
+        -------
+        source : ImageSource
+            Same participants, paths, affine and index.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_cgni.io import check_images
+        >>> source = check_images(np.ones((2, 2, 2, 2), np.float32))
+        >>> adjusted = source.minus(np.full((1, 2, 2, 2), 0.5, np.float32), [[1.0], [-2.0]])
+        >>> float(adjusted.load(0)[0, 0, 0]), float(adjusted.load(1)[0, 0, 0])
+        (0.5, 2.0)
+        >>> float(adjusted.subset([1]).load(0).sum())
+        16.0
+        """
+        maps = np.asarray(maps, dtype=np.float32)
+        weights = np.asarray(weights, dtype=np.float32)
+        if maps.ndim != 4 or tuple(maps.shape[1:]) != self.shape:
+            raise ValueError(f"ImageSource.minus: maps must have shape (k, {', '.join(map(str, self.shape))}) "
+                             f"to match the images; got {maps.shape}.")
+        if weights.shape != (len(self), maps.shape[0]):
+            raise ValueError(f"ImageSource.minus: weights must have shape ({len(self)}, {maps.shape[0]}) (one row "
+                             f"per image, one column per map); got {weights.shape}.")
+        if not (np.isfinite(maps).all() and np.isfinite(weights).all()):
+            raise ValueError("ImageSource.minus: maps and weights must be finite.")
+        maps = maps.reshape(maps.shape[0], -1)
+        if self._offsets is not None:
+            maps = np.vstack([self._offsets[0], maps])
+            weights = np.hstack([self._offsets[1], weights])
+        return ImageSource(participant_ids=self.participant_ids, shape=self.shape, affine=self.affine,
+                           paths=self.paths, array=self._array, rows=self._rows, index=self.index,
+                           feature_names=self.feature_names, offsets=(maps, weights))
 
     def cached(self, cache_dir, *, n_threads=2):
         """The same images read from a float16 memory map in ``cache_dir`` (decoded once).
@@ -153,7 +209,7 @@ class ImageSource(Sequence):
                              f"shape {tuple(array.shape[1:])}.")
         return ImageSource(participant_ids=self.participant_ids, shape=self.shape, affine=self.affine,
                            paths=self.paths, array=array, rows=rows, index=self.index,
-                           feature_names=self.feature_names)
+                           feature_names=self.feature_names, offsets=self._offsets)
 
     @classmethod
     def decoded(cls, paths, array, rows=None, *, affine):

@@ -19,7 +19,7 @@ def _enabled(run):
     return bool(c["enabled"]) and "Imaging CNN" in c["models"]
 
 
-@register("adjusted_cnn", config=("confounds", "data", "stage1", "protocol"), after=("data", "brain_age"),
+@register("adjusted_cnn", config=("confounds", "data", "stage1", "protocol"), after=("data", "image_cache", "brain_age"),
           per_fold=True, enabled=_enabled, gpu=True, data_parallel=True, cost=9)
 def _stage_adjusted_cnn(run, folder, k):
     """The "adjusted" score of Table 1's "Imaging CNN" in the confound table, on fold ``k``.
@@ -28,6 +28,9 @@ def _stage_adjusted_cnn(run, folder, k):
     (:class:`~sklearn_cgni.evaluation.ImageCovariateRegressor`), the WM CNN is fine-tuned from
     the brain-age CNN on those adjusted images, and it is scored on the validation fold adjusted
     with the training coefficients (:func:`~sklearn_cgni.evaluation.adjusted_image_scores`).
+    The images are read from the run's image cache, as the other CNNs read them, and each is
+    adjusted when the CNN reads it (``lazy``): no adjusted copy is held or written, which at
+    40,000 images of 128×141×128 would be 370 GB a fold.
     One stage per fold, so that the folds train side by side under ``--scheduler``; the
     ``confounds`` stage collects them. The maps of what was removed are written as
     ``covariate_effect_<name>.nii.gz``.
@@ -45,8 +48,8 @@ def _stage_adjusted_cnn(run, folder, k):
     # answer (no WM signal left), not a stalled run; restarting doubled the confound stage's time in the demo
     scores, adjusters, cnns = adjusted_image_scores(
         lambda _: _wm_cnn(run, f"adjusted WM CNN fold {k}").set_params(max_restarts=0), frame, y,
-        covariates=covariates, categorical=categorical, cv=[cv[k]], image_column="image", scratch_dir=folder,
-        return_adjusters=True, return_models=True)
+        covariates=covariates, categorical=categorical, cv=[cv[k]], image_column="image",
+        images=run.images(wm["image"]), lazy=True, return_adjusters=True, return_models=True)
     affine = np.load(run.path("data") / "affine.npy")  # the data stage's, as the scores stage reads it
     for name, coef in zip(adjusters[0].design_names_, adjusters[0].coef_):
         # design names hold level names (any text): escaped before they name a file
