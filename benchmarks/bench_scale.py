@@ -40,6 +40,14 @@ resident memory (the peak without memory-mapped files such as the image cache). 
     permutation is what grows with the participants)
     on every QC-passed participant, with 8 stand-in scores (regional means, whose cost is that of
     any score column) instead of the cross-fitted CNN scores.
+``adjusted``
+    The ``adjusted_cnn_f0`` stage (the confound table's imaging CNN on covariate-adjusted images,
+    fold 0 of the WM participants) with a budget of one epoch: the voxel-wise covariate
+    coefficients fitted over the training images, one fine-tuning epoch reading the adjusted images,
+    the validation fold scored. Its brain-age CNN (``brain_age.pt``, which the stage transfers) is
+    one epoch on 8 images, trained in the child before the measurement starts. Since stop 37 the
+    stage reads the image cache and adjusts each image when read; before, it held the adjusted
+    training images as a float32 array (a memory map in scratch beyond 2 GiB).
 
 Usage (the results file was written by this)::
 
@@ -65,7 +73,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 SHAPE = (20, 24, 20)
 N_SNPS = 1060
-STAGES = ("data", "cache", "epoch", "regions", "snp_qc", "models", "assoc")
+STAGES = ("data", "cache", "epoch", "regions", "snp_qc", "models", "assoc", "adjusted")
 H_V_WIDTH = 32 * 2 * 3 * 2  # the cpu preset's flattened last block at 20x24x20 (32 channels, 2x3x2)
 OVERRIDES = [
     "run.threads=1", "run.device=\"cpu\"",
@@ -75,15 +83,20 @@ OVERRIDES = [
     "baselines.max_epochs=1", "baselines.early_stopping=false",
     "scores.n_permutations=1000",  # the cost per permutation is what grows with n; 10,000 (the default) is 10x
 ]
+STAGE_OVERRIDES = {  # the adjusted CNN: one fine-tuning epoch (no warm-up, no minimum, a budget that does not grow)
+    "adjusted": ["stage1.finetune_max_epochs=1", "stage1.min_epochs=0", "stage1.warmup_epochs=0",
+                 "stage1.budget_growth=1.0"],
+}
 
 
 # ---------------------------------------------------------------------------------------------- child side
-def _run_object(cohort, out):
+def _run_object(cohort, out, stage=None):
     from sklearn_cgni.cli._config import load_config
     from sklearn_cgni.cli._inputs import resolve_inputs
     from sklearn_cgni.cli.stages._base import Run, build_plan
 
-    cfg = load_config(preset="cpu", overrides=OVERRIDES + json.loads(os.environ.get("BENCH_SCALE_SET", "[]")))
+    cfg = load_config(preset="cpu", overrides=OVERRIDES + STAGE_OVERRIDES.get(stage, [])
+                      + json.loads(os.environ.get("BENCH_SCALE_SET", "[]")))
     run = Run(out, cfg, resolve_inputs(cohort=cohort), progress=False, device="cpu")
     run.input_fp = "bench_scale"
     return run, {p.name: p for p in build_plan(run)}
@@ -94,6 +107,12 @@ def _stage(run, plan, name):
     folder = run.store.path(name)
     folder.mkdir(parents=True, exist_ok=True)
     return run.execute(plan[name], folder)
+
+
+def _folder(run, name):
+    folder = run.store.path(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _watch_memory(peaks, every=0.1):
@@ -124,7 +143,7 @@ def child(stage, cohort, out):
     peaks = {}
     _watch_memory(peaks)
     torch.set_num_threads(1)
-    run, plan = _run_object(cohort, out)
+    run, plan = _run_object(cohort, out, stage)
     extra = {}
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -198,6 +217,28 @@ def child(stage, cohort, out):
         association_table(scores, pheno, measures, covariates=covs, categorical=categorical,
                           n_permutations=c["n_permutations"], random_state=0)
         extra["n_permutations"] = int(c["n_permutations"])
+    elif stage == "adjusted":
+        from sklearn_cgni.cli.stages._common import _arch, _cnn_kwargs
+        from sklearn_cgni.cli.stages.brain_age import _brain_age_participants
+        from sklearn_cgni.imaging import BrainAgeCNNTransformer
+
+        with run.running(plan["brain_age"]):
+            parts, _, _ = run.data()
+            fit, _ = _brain_age_participants(parts)
+            fit = fit[:8]
+            images = run.images(parts.loc[fit, "image"])
+        BrainAgeCNNTransformer(**_arch(run.cfg), **{**_cnn_kwargs(run), "num_workers": 0, "min_epochs": 1,
+                                                     "max_restarts": 0, "validation_fraction": 0.0},
+                               max_epochs=1, early_stopping=False, lr_schedule="none",
+                               ).fit(images, parts.loc[fit, "age"].to_numpy()).save_weights(
+            _folder(run, "brain_age") / "brain_age.pt")
+        with run.running(plan["adjusted_cnn_f0"]):
+            wm, _, _, _ = run.wm(genotypes=False)
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = _stage(run, plan, "adjusted_cnn_f0")
+        extra.update(n_wm=len(wm), epochs_run=result["epochs_run"],
+                     scratch_bytes=sum(f.stat().st_size for f in run.store.path("adjusted_cnn_f0").rglob("*")
+                                       if f.is_file() and f.suffix == ".npy"))
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     extra["seconds"] = time.perf_counter() - t0

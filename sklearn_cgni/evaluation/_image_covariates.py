@@ -66,7 +66,7 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         ``transform`` returns an :class:`~sklearn_cgni.io.ImageSource` (:meth:`~sklearn_cgni.io.ImageSource.minus`)
         that subtracts each image's covariate effect when the image is read, instead of an array of adjusted
         images: memory holds the coefficient maps only and nothing is written, whatever the number of images
-        (an array of 40,000 images at 128×141×128 would take 370 GB). The image estimators of this package
+        (an array takes 9.2 MB an image at 128×141×128). The image estimators of this package
         (e.g. :class:`~sklearn_cgni.imaging.ImagingCNNClassifier`) accept it; a model that needs an array does
         not. ``output_dir`` must then be None.
 

@@ -289,16 +289,18 @@ max_restarts, standardize_voxels, augment_shift
         """Replace the output layer by a logistic regression on ``h_v`` (see ``refit_head``)."""
         from sklearn.model_selection import StratifiedKFold
 
-        H = self.transform(images).astype(np.float64)
+        H = self.transform(images).astype(np.float64)  # LogisticRegressionCV works in float64
         mean, scale = H.mean(0), H.std(0)
         scale[scale == 0] = 1.0
+        H -= mean  # standardised in place: the same values as (H - mean) / scale without a second copy, which at
+        H /= scale  # 27,000 training images had made this the adjusted CNN stage's peak (scale.md, stop 37)
         n_folds = int(min(5, np.bincount(codes).min()))
         if n_folds < 2:
             return  # too few participants of a class for inner folds: the trained head is kept
         lr = l2_logistic_cv(
             Cs=10, cv=StratifiedKFold(n_folds, shuffle=True, random_state=fit_seed(self.random_state)),
             class_weight=self.class_weight,
-        ).fit((H - mean) / scale, codes)
+        ).fit(H, codes)
         coef, intercept = lr.coef_ / scale, lr.intercept_ - (lr.coef_ / scale) @ mean
         if coef.shape[0] == 1:  # binary: logit of class 1 against a zero logit of class 0
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]

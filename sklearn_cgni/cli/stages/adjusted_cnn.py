@@ -29,8 +29,8 @@ def _stage_adjusted_cnn(run, folder, k):
     the brain-age CNN on those adjusted images, and it is scored on the validation fold adjusted
     with the training coefficients (:func:`~sklearn_cgni.evaluation.adjusted_image_scores`).
     The images are read from the run's image cache, as the other CNNs read them, and each is
-    adjusted when the CNN reads it (``lazy``): no adjusted copy is held or written, which at
-    40,000 images of 128×141×128 would be 370 GB a fold.
+    adjusted when the CNN reads it (``lazy``): no adjusted copy is held or written (at 128×141×128
+    such a copy takes 9.2 MB an image).
     One stage per fold, so that the folds train side by side under ``--scheduler``; the
     ``confounds`` stage collects them. The maps of what was removed are written as
     ``covariate_effect_<name>.nii.gz``.
