@@ -109,7 +109,8 @@ def _brain_path_with_clusters(log_mod_regions, focal_coef, clusters, region_inde
 
 
 def _snp_table(g, n_snps, blocks, freq, info_r2):
-    ids = g.choice(np.arange(1_000_000, 99_999_999), size=n_snps, replace=False)
+    # the same draw as g.choice(np.arange(1_000_000, 99_999_999), ...) without building that 790-MB array
+    ids = g.choice(99_999_999 - 1_000_000, size=n_snps, replace=False) + 1_000_000
     snp_ids = [f"rs{i}" for i in ids]
     n_blocks = int(blocks.max()) + 1
     chrom_of_block = np.sort(g.integers(1, 23, size=n_blocks))
@@ -185,7 +186,7 @@ def _simulated_gwas(rng, G, coef, gwas_n, snp_info, exclude, flip_fraction=0.3, 
     # variants the discovery study had but the cohort's genotyping lacks: as many as were left out
     n_extra = int(round(missing_fraction * len(beta)))
     taken = set(snp_info.index)
-    extra_ids = [f"rs{i}" for i in rng.choice(np.arange(100_000_000, 199_999_999), size=n_extra, replace=False)
+    extra_ids = [f"rs{i}" for i in rng.choice(199_999_999 - 100_000_000, size=n_extra, replace=False) + 100_000_000
                  if f"rs{i}" not in taken]
     bases = np.array(list("ACGT"))
     ea_extra = rng.choice(bases, size=len(extra_ids))
