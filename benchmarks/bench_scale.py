@@ -102,17 +102,16 @@ def _run_object(cohort, out, stage=None):
     return run, {p.name: p for p in build_plan(run)}
 
 
-def _stage(run, plan, name):
-    """Run the CLI stage ``name`` into its store folder (upstream outputs already there)."""
-    folder = run.store.path(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    return run.execute(plan[name], folder)
-
-
 def _folder(run, name):
+    """The store folder of stage ``name``, created if missing."""
     folder = run.store.path(name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _stage(run, plan, name):
+    """Run the CLI stage ``name`` into its store folder (upstream outputs already there)."""
+    return run.execute(plan[name], _folder(run, name))
 
 
 def _watch_memory(peaks, every=0.1):
@@ -236,9 +235,7 @@ def child(stage, cohort, out):
             wm, _, _, _ = run.wm(genotypes=False)
         t0, c0 = time.perf_counter(), time.process_time()
         result = _stage(run, plan, "adjusted_cnn_f0")
-        extra.update(n_wm=len(wm), epochs_run=result["epochs_run"],
-                     scratch_bytes=sum(f.stat().st_size for f in run.store.path("adjusted_cnn_f0").rglob("*")
-                                       if f.is_file() and f.suffix == ".npy"))
+        extra.update(n_wm=len(wm), epochs_run=result["epochs_run"])
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     extra["seconds"] = time.perf_counter() - t0

@@ -177,12 +177,11 @@ class ImageCovariateRegressor(CovariateRegressor, auto_wrap_output_keys=None):
         else:
             raise ValueError(f"ImageCovariateRegressor: X has {len(columns)} columns besides the covariates "
                              f"({columns[:10]}); name the one holding the NIfTI paths with image_column.")
-        column = F[F.columns[columns.index(col)]]
+        name = F.columns[columns.index(col)]
         if images is not None:
             return self._aligned(check_images(images, caller="ImageCovariateRegressor",
-                                              expected_shape=expected_shape), column)
-        images = check_images(F[[F.columns[columns.index(col)]]], caller="ImageCovariateRegressor",
-                              expected_shape=expected_shape)
+                                              expected_shape=expected_shape), F[name])
+        images = check_images(F[[name]], caller="ImageCovariateRegressor", expected_shape=expected_shape)
         if images.kind != "paths":  # pragma: no cover - a one-column DataFrame is always paths or an error
             raise TypeError(f"ImageCovariateRegressor: column {col!r} must hold NIfTI paths.")
         return images

@@ -120,13 +120,19 @@ class ImageSource(Sequence):
     def subset(self, indices):
         """The images at ``indices`` (no header is read again)."""
         indices = [int(i) for i in np.asarray(indices, dtype=np.intp).reshape(-1)]
-        return ImageSource(
-            participant_ids=[self.participant_ids[i] for i in indices], shape=self.shape,
-            affine=self.affine, paths=None if self.paths is None else [self.paths[i] for i in indices],
-            array=self._array,
+        return self._replace(
+            participant_ids=[self.participant_ids[i] for i in indices],
+            paths=None if self.paths is None else [self.paths[i] for i in indices],
             rows=None if self._array is None else [i if self._rows is None else self._rows[i] for i in indices],
-            index=None if self.index is None else self.index[indices], feature_names=self.feature_names,
+            index=None if self.index is None else self.index[indices],
             offsets=None if self._offsets is None else (self._offsets[0], self._offsets[1][indices]))
+
+    def _replace(self, **changes):
+        """A plain :class:`ImageSource` with this one's fields, ``changes`` replacing some of them."""
+        fields = dict(participant_ids=self.participant_ids, shape=self.shape, affine=self.affine, paths=self.paths,
+                      array=self._array, rows=self._rows, index=self.index, feature_names=self.feature_names,
+                      offsets=self._offsets)
+        return ImageSource(**{**fields, **changes})
 
     def minus(self, maps, weights):
         """The same images, each minus its own combination of ``maps``, computed when the image is read.
@@ -175,9 +181,7 @@ class ImageSource(Sequence):
         if self._offsets is not None:
             maps = np.vstack([self._offsets[0], maps])
             weights = np.hstack([self._offsets[1], weights])
-        return ImageSource(participant_ids=self.participant_ids, shape=self.shape, affine=self.affine,
-                           paths=self.paths, array=self._array, rows=self._rows, index=self.index,
-                           feature_names=self.feature_names, offsets=(maps, weights))
+        return self._replace(offsets=(maps, weights))
 
     def cached(self, cache_dir, *, n_threads=2):
         """The same images read from a float16 memory map in ``cache_dir`` (decoded once).
@@ -207,9 +211,7 @@ class ImageSource(Sequence):
         if n != len(self) or tuple(array.shape[1:]) != self.shape:
             raise ValueError(f"backed_by: {len(self)} images of shape {self.shape}, but the array gives {n} of "
                              f"shape {tuple(array.shape[1:])}.")
-        return ImageSource(participant_ids=self.participant_ids, shape=self.shape, affine=self.affine,
-                           paths=self.paths, array=array, rows=rows, index=self.index,
-                           feature_names=self.feature_names, offsets=self._offsets)
+        return self._replace(array=array, rows=rows)
 
     @classmethod
     def decoded(cls, paths, array, rows=None, *, affine):
