@@ -85,3 +85,59 @@ def test_smd_formula():
     assert standardized_mean_difference(x, g) == pytest.approx(4.0)
     assert standardized_mean_difference(x, g, sd=2.0) == pytest.approx(2.0)
     assert np.isnan(standardized_mean_difference(np.ones(6), g))
+
+
+def _dense_reference(cov, g, continuous, caliper, method, seed):
+    """The former dense matching per sex stratum (every pair's distance, Hungarian algorithm or greedy), for
+    comparison with the sparse matching on small inputs."""
+    from scipy.optimize import linear_sum_assignment
+
+    g = np.asarray(g)
+    sd = {c: np.sqrt((cov[c][g == 0].var() + cov[c][g == 1].var()) / 2) for c in continuous}
+    Z = np.column_stack([cov[c].to_numpy(float) / sd[c] for c in continuous])
+    rng = np.random.RandomState(seed)  # what check_random_state(seed) gives match_groups
+    ids, total = [], 0.0
+    for s in sorted(cov["sex"].astype(str).unique()):
+        i0 = np.flatnonzero((cov["sex"].astype(str) == s).to_numpy() & (g == 0))
+        i1 = np.flatnonzero((cov["sex"].astype(str) == s).to_numpy() & (g == 1))
+        d = np.sqrt(((Z[i0][:, None, :] - Z[i1][None, :, :]) ** 2).sum(axis=2))
+        d[d > caliper] = np.inf
+        if method == "optimal":
+            cost = np.where(np.isfinite(d), d, 1e6)
+            r, c = linear_sum_assignment(cost)
+            pairs = [(a, b) for a, b in zip(r, c) if np.isfinite(d[a, b])]
+        else:
+            dd, t = (d.T, True) if d.shape[0] > d.shape[1] else (d, False)
+            free, pairs = np.ones(dd.shape[1], bool), []
+            for i in rng.permutation(dd.shape[0]):
+                row = np.where(free, dd[i], np.inf)
+                j = int(np.argmin(row))
+                if np.isfinite(row[j]):
+                    free[j] = False
+                    pairs.append((j, i) if t else (i, j))
+        ids += [cov.index[i0[a]] for a, _ in pairs] + [cov.index[i1[b]] for _, b in pairs]
+        total += sum(d[a, b] for a, b in pairs)
+    return set(ids), total
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_matching_equals_the_dense_matching(seed):
+    """The matching reads only the pairs inside the caliper (a k-d tree and a sparse assignment), never every
+    pair's distance: optimal keeps the same participants at the same total distance as the dense Hungarian
+    algorithm (with one continuous column many pairings tie, so only the pairing may differ), greedy the same
+    pairs; a pair exactly at the caliper is kept."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    g = (rng.random(n) < 0.4).astype(int)
+    cov = pd.DataFrame({"age": np.where(g == 0, 56, 44) + 7.5 * rng.standard_normal(n),
+                        "bmi": 25 + 3 * rng.standard_normal(n), "sex": (rng.random(n) < 0.5).astype(int)},
+                       index=[f"p{i}" for i in range(n)])
+    for continuous, caliper in ((["age"], 0.2), (["age", "bmi"], 0.6)):
+        for method in ("optimal", "greedy"):
+            m = match_groups(cov, g, continuous=continuous, caliper=caliper, method=method, random_state=seed)
+            ids, total = _dense_reference(cov, g, continuous, caliper, method, seed)
+            assert set(m.ids) == ids and len(ids) > 20
+            assert m.pairs["distance_sd"].sum() == pytest.approx(total, rel=1e-9)
+    # a partner exactly one caliper away is inside it (pooled SD √0.5: each partner is 0.5 / √0.5 SD away)
+    edge = pd.DataFrame({"age": [0.0, 1.0, 0.5, 1.5], "sex": [0, 0, 0, 0]}, index=list("abcd"))
+    assert set(match_groups(edge, [0, 0, 1, 1], caliper=0.5 / np.sqrt(0.5)).ids) == set("abcd")
