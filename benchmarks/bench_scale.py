@@ -48,6 +48,14 @@ resident memory (the peak without memory-mapped files such as the image cache). 
     one epoch on 8 images, trained in the child before the measurement starts. Since stop 37 the
     stage reads the image cache and adjusts each image when read; before, it held the adjusted
     training images as a float32 array (a memory map in scratch beyond 2 GiB).
+``confounds``
+    The ``confounds`` stage (the confound table: every model of ``confounds.models`` raw, adjusted
+    and on the age- and sex-matched participants, per fold of the WM training part, with the
+    covariate-only rows and 1,000 permutations) at a budget of one epoch per torch model, like
+    ``models``. Its ``h_v`` input, the frozen brain-age CNN's features (``brain_age/hv_wm.npy``), is
+    replaced by random features of the cpu preset's width, and its "Imaging CNN" row, which reads the
+    fold CNNs' saved predictions and the ``adjusted_cnn_f<k>`` stages (measured by ``adjusted``), is
+    left out.
 
 Usage (the results file was written by this)::
 
@@ -73,7 +81,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 SHAPE = (20, 24, 20)
 N_SNPS = 1060
-STAGES = ("data", "cache", "epoch", "regions", "snp_qc", "models", "assoc", "adjusted")
+STAGES = ("data", "cache", "epoch", "regions", "snp_qc", "models", "assoc", "adjusted", "confounds")
 H_V_WIDTH = 32 * 2 * 3 * 2  # the cpu preset's flattened last block at 20x24x20 (32 channels, 2x3x2)
 OVERRIDES = [
     "run.threads=1", "run.device=\"cpu\"",
@@ -86,6 +94,10 @@ OVERRIDES = [
 STAGE_OVERRIDES = {  # the adjusted CNN: one fine-tuning epoch (no warm-up, no minimum, a budget that does not grow)
     "adjusted": ["stage1.finetune_max_epochs=1", "stage1.min_epochs=0", "stage1.warmup_epochs=0",
                  "stage1.budget_growth=1.0"],
+    # the confound table without its Imaging CNN row (the adjusted CNN is the `adjusted` child)
+    "confounds": ['confounds.models=["Brain-age CNN features", "CGNI", "Imaging-Genetic NN", "Imaging-Genetic SVM", '
+                  '"Sparse Genetic NN", "classical: regional GM -> logistic", "classical: SNPs -> logistic", '
+                  '"classical: regional GM + SNPs (stacked)"]'],
 }
 
 
@@ -236,6 +248,15 @@ def child(stage, cohort, out):
         t0, c0 = time.perf_counter(), time.process_time()
         result = _stage(run, plan, "adjusted_cnn_f0")
         extra.update(n_wm=len(wm), epochs_run=result["epochs_run"])
+    elif stage == "confounds":
+        with run.running(plan["confounds"]):
+            wm, _, _, _ = run.wm(genotypes=False)
+        rng = np.random.default_rng(0)
+        np.save(_folder(run, "brain_age") / "hv_wm.npy",
+                np.maximum(rng.standard_normal((len(wm), H_V_WIDTH), dtype=np.float32), 0))
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = _stage(run, plan, "confounds")
+        extra.update(n_wm=len(wm), n_matched=result["n_matched"])
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     extra["seconds"] = time.perf_counter() - t0

@@ -148,20 +148,39 @@ def _continuous_prediction(est, X):
     return (np.asarray(est.predict(X)) == classes[1]).astype(float)
 
 
+class _WithCovariates:
+    """The input of the adjusted models: ``X``'s columns, then the covariates', built for the rows a fit or a
+    score reads (:meth:`rows`), never for every participant at once (that frame was one more copy of ``X``)."""
+
+    def __init__(self, X_frame, cov_frame):
+        self.X, self.cov = X_frame, cov_frame
+
+    def rows(self, idx):
+        """``[X ⊕ covariates]`` of rows ``idx``, indexed as ``X`` is."""
+        out = pd.concat([self.X.iloc[idx].reset_index(drop=True), self.cov.iloc[idx].reset_index(drop=True)],
+                        axis=1)
+        out.index = self.X.index[idx]
+        return out
+
+
+def _rows(X, idx):
+    return X.rows(idx) if isinstance(X, _WithCovariates) else _safe_indexing(X, idx)
+
+
 def _fit_and_score(estimator, X, y, train, evals, scorer, predict=False):
     """Fit on ``train``; score on each named index set of ``evals`` (NaN when too few classes).
 
     With ``predict``, also return the continuous prediction on ``evals["raw"]``.
     """
     est = clone(estimator)
-    est.fit(_safe_indexing(X, train), _safe_indexing(y, train))
+    est.fit(_rows(X, train), _safe_indexing(y, train))
     out = {}
     for name, idx in evals.items():
         if len(idx) == 0 or len(np.unique(_safe_indexing(y, idx))) < 2:
             out[name] = np.nan
             continue
-        out[name] = float(scorer(est, _safe_indexing(X, idx), _safe_indexing(y, idx)))
-    pred = _continuous_prediction(est, _safe_indexing(X, evals["raw"])) if predict else None
+        out[name] = float(scorer(est, _rows(X, idx), _safe_indexing(y, idx)))
+    pred = _continuous_prediction(est, _rows(X, evals["raw"])) if predict else None
     return out, pred
 
 
@@ -491,9 +510,7 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
     cov_frame = covariates.reset_index(drop=True)
     if is_df:
         cov_frame.index = X.index
-    XC = pd.concat([X_frame.reset_index(drop=True), covariates.reset_index(drop=True)], axis=1)
-    if is_df:
-        XC.index = X.index
+    XC = _WithCovariates(X_frame, cov_frame)  # the adjusted models' input, built per job for its rows
 
     baselines = covariate_baselines(cov_names, categorical=categorical, random_state=random_state)
     baseline = baseline or list(baselines)[-1]
@@ -518,11 +535,11 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
         cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
     else:
         cv = check_cv(cv, y, classifier=True)
-    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(XC, y)]
+    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X_frame, y)]
 
     m = _resolve_match(match, covariates if is_df else cov_frame, y, random_state)
     if m is not None:
-        ids = XC.index if is_df else pd.RangeIndex(n)
+        ids = X_frame.index
         unknown = pd.Index(m.ids).difference(ids)
         if len(unknown):
             raise ValueError(f"evaluate_confounds: matched IDs {list(unknown[:10])} are not participants of X.")
@@ -547,7 +564,7 @@ def evaluate_confounds(models, X, y, covariates, *, cv=5, adjust="first", catego
         for _, _, est, data, tr, evals in jobs
     )
     rows, preds = [], []
-    ids = XC.index
+    ids = X_frame.index
     for (name, f, _, _, tr, evals), (res, pred) in zip(jobs, results):
         for ev, score in res.items():
             rows.append({"model": name, "kind": kinds[name], "evaluation": ev, "fold": f, "score": score,

@@ -75,14 +75,20 @@ def _stage_confounds(run, folder):
     from ...evaluation import evaluate_confounds, match_groups, summarize_confounds
 
     c = run.cfg["confounds"]
-    wm, y, G, snps = run.wm()
+    wm, y, G, snps = run.wm(genotypes="lazy")  # the training rows are read when each input is built
     train, _, cv = run.splits()
-    hv = np.load(run.path("brain_age") / "hv_wm.npy")
+    hv = np.load(run.path("brain_age") / "hv_wm.npy", mmap_mode="r")
     n_img = hv.shape[1]
     pos = {p: i for i, p in enumerate(train)}
     folds = [(np.array([pos[i] for i in tr]), np.array([pos[i] for i in va])) for tr, va in cv]
-    X = pd.DataFrame(np.hstack([hv, G])[train], index=wm.index[train],
-                     columns=[f"h_v{i}" for i in range(n_img)] + list(snps))
+
+    def training_rows(blocks, columns):
+        """One model group's input: the training rows of ``blocks`` side by side (the values of
+        ``np.hstack(blocks)[train]``), built when that group is evaluated and dropped after it, so the stage
+        never holds two groups' inputs, nor every WM row's, at once."""
+        return pd.DataFrame(np.hstack([np.asarray(b[train]) for b in blocks]), index=wm.index[train],
+                            columns=columns, copy=False)
+
     covs, categorical = _covariates(run, wm.iloc[train])
     covariates = list(covs.columns)  # a one-level categorical covariate is left out (with a warning)
     match = None
@@ -103,26 +109,27 @@ def _stage_confounds(run, folder):
             models[m] = all_models[("Table 1", names[m])]
     R, regions = run.regions()
     classical = {m: est for m, est in _classical(run, R.shape[1]).items() if m in c["models"]}
-    X_classical = pd.DataFrame(np.hstack([R, G])[train], index=wm.index[train],
-                               columns=[f"GM: {r}" for r in regions] + list(snps))
-    log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(c["models"]), len(X),
-             len(folds))
+    log.info("confound evaluation of %s on the training part (%d participants, %d folds)", list(c["models"]),
+             len(train), len(folds))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         kw = dict(cv=folds, adjust="first", categorical=categorical, match=match if c["match"] else False,
                   n_permutations=c["n_permutations"], alternative="greater", random_state=run.seed)
+        X = training_rows((hv, G), [f"h_v{i}" for i in range(n_img)] + list(snps))
         res = evaluate_confounds(models, X, y[train], covs, **kw)
+        del X
         scores, predictions = res.scores, res.predictions
         if classical:  # their own input, [regional means ⊕ SNPs]; the covariate-only rows are already there
+            X_classical = training_rows((R, G), [f"GM: {r}" for r in regions] + list(snps))
             res = evaluate_confounds(classical, X_classical, y[train], covs, **kw)
+            del X_classical
             scores = pd.concat([scores, res.scores[res.scores["model"].isin(list(classical))]], ignore_index=True)
             predictions = pd.concat([predictions, res.predictions[res.predictions["model"].isin(list(classical))]],
                                     ignore_index=True)
         P = run.pgs(wm.index)
         if P is not None:  # data.pgs: the scores alone, and beside the brain-age h_v, into the classical logistic
             n_pgs = P.shape[1]
-            X_pgs = pd.DataFrame(np.hstack([P, hv])[train], index=wm.index[train],
-                                 columns=[f"PGS{i}" for i in range(n_pgs)] + [f"h_v{i}" for i in range(n_img)])
+            X_pgs = training_rows((P, hv), [f"PGS{i}" for i in range(n_pgs)] + [f"h_v{i}" for i in range(n_img)])
             pgs_models = {PGS_LOGISTIC: _classical(run, n_pgs)[CLASSICAL_MODELS[0]],
                           HV_PGS_LOGISTIC: _classical(run, n_pgs + n_img)[CLASSICAL_MODELS[0]]}
             res = evaluate_confounds(pgs_models, X_pgs, y[train], covs, **kw)
