@@ -216,3 +216,31 @@ def test_decoded_source_refuses_paths_without_participant_ids(tmp_path):
     assert source.participant_ids == ["sub-1", "sub-2"] and source.shape == (4, 5, 6)
     with pytest.raises(ValueError, match="backed_by: 3 images"):  # one path more than the array has rows
         ImageSource.decoded(pd.Series({"a": "a", "b": "b", "c": "c"}), array, affine=np.eye(4))
+
+
+def test_a_source_on_a_memory_map_pickles_the_file_not_the_voxels(tmp_path):
+    """A source backed by a memory map (the run's float16 image cache) pickles as a reference to the file: numpy
+    pickles a map as all its values, which a spawned DataLoader worker or a Dask task would receive whole. The
+    unpickled source reads the same images, its subset and covariate offsets included; an in-memory array and a
+    copy-on-write map still pickle their values."""
+    import pickle
+
+    from sklearn_cgni.io import ImageSource
+
+    n, shape = 60, (12, 14, 12)
+    values = np.random.default_rng(0).random((n, *shape)).astype(np.float16)
+    values.tofile(tmp_path / "cache.f16")
+    cache = np.memmap(tmp_path / "cache.f16", dtype=np.float16, mode="r", shape=(n, *shape))
+    paths = pd.Series([f"{i}.nii.gz" for i in range(n)], index=[f"sub-{i}" for i in range(n)])
+    source = ImageSource.decoded(paths, cache, rows=np.arange(n)[::-1], affine=np.eye(4))
+    source = source.minus(np.ones((1, *shape), np.float32), np.full((n, 1), 0.5, np.float32))
+    for s in (source, source.subset([3, 0, 17])):
+        blob = pickle.dumps(s)
+        assert len(blob) < cache.nbytes / 10
+        back = pickle.loads(blob)
+        assert isinstance(back._array, np.memmap) and back.participant_ids == s.participant_ids
+        for i in range(len(s)):
+            np.testing.assert_array_equal(back.load(i), s.load(i))
+    np.testing.assert_array_equal(source.load(0), values[n - 1].astype(np.float32) - 0.5)
+    for array in (np.asarray(cache), np.memmap(tmp_path / "cache.f16", dtype=np.float16, mode="c", shape=(n, *shape))):
+        assert len(pickle.dumps(ImageSource.decoded(paths, array, affine=np.eye(4)))) > cache.nbytes

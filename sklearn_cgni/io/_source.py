@@ -24,6 +24,34 @@ def _is_pathlike(x):
     return isinstance(x, (str, os.PathLike))
 
 
+class _MemmapFile:
+    """What a pickled :class:`ImageSource` keeps of a memory map: the file and the layout, not the voxels."""
+
+    def __init__(self, array):
+        self.filename, self.offset = os.fspath(array.filename), int(array.offset)
+        self.dtype, self.shape = array.dtype, array.shape
+        self.order = "C" if array.flags.c_contiguous else "F"
+        self.mode = "r" if array.mode == "r" else "r+"  # a map opened "w+" must not be truncated again
+
+    @classmethod
+    def of(cls, array):
+        """A reference to ``array`` when it is a whole memory map whose voxels are in its file, else None.
+
+        A copy-on-write map (``mode="c"``) may hold changes that are not in the file; a view of a map
+        starts elsewhere than its offset says. Both pickle their values, as numpy does.
+        """
+        import mmap
+
+        if (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename
+                and array.mode != "c" and (array.flags.c_contiguous or array.flags.f_contiguous)):
+            return cls(array)
+        return None
+
+    def open(self):
+        return np.memmap(self.filename, dtype=self.dtype, mode=self.mode, offset=self.offset, shape=self.shape,
+                         order=self.order)
+
+
 class ImageSource(Sequence):
     """Images checked once: participant IDs, one shape, one affine and a lazy loader.
 
@@ -126,6 +154,21 @@ class ImageSource(Sequence):
             rows=None if self._array is None else [i if self._rows is None else self._rows[i] for i in indices],
             index=None if self.index is None else self.index[indices],
             offsets=None if self._offsets is None else (self._offsets[0], self._offsets[1][indices]))
+
+    def __getstate__(self):
+        # numpy pickles a memory map as an array of all its values: the run's image cache would travel
+        # whole (185 GB at 40,000 participants of 128×141×128) to every process that receives this source
+        # (a DataLoader worker under the "spawn" start method, a Dask task). The file is sent instead.
+        state = self.__dict__.copy()
+        ref = _MemmapFile.of(self._array)
+        if ref is not None:
+            state["_array"] = ref
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("_array"), _MemmapFile):
+            state["_array"] = state["_array"].open()
+        self.__dict__.update(state)
 
     def _replace(self, **changes):
         """A plain :class:`ImageSource` with this one's fields, ``changes`` replacing some of them."""
