@@ -112,8 +112,9 @@ def test_early_stopping_keeps_the_best_validation_epoch(data):
     bacc = [h["valid_bacc"] for h in est.history_]
     assert len(est.history_) == est.n_epochs_ <= 12
     assert est.best_epoch_ == int(np.argmax(bacc)) + 1  # the first epoch of the best validation score
-    if est.n_epochs_ < 12:  # stopped early: patience epochs without improvement after the best
-        assert est.n_epochs_ - est.best_epoch_ == 3
+    if est.n_epochs_ < 12:  # stopped early: patience epochs without improvement after the best, and not before
+        # the recipe's minimum (a best epoch early in the run stops at min_epochs, not 3 epochs after it)
+        assert est.n_epochs_ == max(est.best_epoch_ + 3, est.min_epochs, est.warmup_epochs)
     assert all({"train_loss", "valid_loss", "valid_bacc"} <= set(h) for h in est.history_)
     by_loss = ImagingCNNClassifier(source, **TINY, max_epochs=6, n_iter_no_change=2, validation_fraction=0.25,
                                    lr=3e-3, random_state=0).fit(X, y)  # the default: validation loss
