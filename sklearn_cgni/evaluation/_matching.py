@@ -87,8 +87,10 @@ def _pair_optimal(graph, caliper):
     is shifted by 1 (no stored zeros; the shift adds the same amount to every full matching). Several
     matchings are often optimal: with one continuous column, pairing a < b < c < d as (a, c), (b, d)
     or (a, d), (b, c) costs the same. The pairs returned may then differ from those of the dense
-    Hungarian algorithm this replaced; in 120 random comparisons the matched participants and the
-    total distance were the same (``tests/test_matching.py`` compares them).
+    Hungarian algorithm this replaced. With continuous ages, 120 random comparisons kept the same
+    participants at the same total distance. With ages that tie (to a tenth of a year, as
+    ``make_cohort`` writes them, or whole years) both keep as many pairs at the same total distance,
+    but not always the same participants: both matchings are optimal (``tests/test_matching.py``).
     """
     from scipy.sparse import csr_array
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching
