@@ -71,8 +71,8 @@ def _caliper_graph(z0, z1, caliper):
     for start in range(0, n0, 4096):  # the tree's per-row arrays of one chunk at a time
         ind, dist = tree.query_radius(z0[start:start + 4096], r=caliper, return_distance=True)
         counts += [len(i) for i in ind]
-        indices.append(np.concatenate(ind).astype(np.int32) if len(ind) else np.zeros(0, dtype=np.int32))
-        data.append(np.concatenate(dist) if len(dist) else np.zeros(0))
+        indices.append(np.concatenate(ind).astype(np.int32))
+        data.append(np.concatenate(dist))
     indptr = np.r_[0, np.cumsum(counts, dtype=np.int64)]
     return csr_array((np.concatenate(data) if data else np.zeros(0),
                       np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32), indptr), shape=(n0, n1))

@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .._inputs import InputError
@@ -99,6 +100,14 @@ def _covariates(run, frame):
             warned.add(c)
     run._warned_covariates = warned
     return out, categorical
+
+
+def _rows_side_by_side(blocks, idx, dtype=None):
+    """The values of ``np.hstack(blocks)[idx]`` (same promotion, then ``dtype``) without the whole stacked matrix:
+    each block gives only rows ``idx`` (an in-memory array, a memory map or ``WMRows``), then they are put
+    side by side. The ``models`` and ``confounds`` stages build their learners' inputs this way."""
+    X = np.hstack([np.asarray(b[idx]) for b in blocks])
+    return X if dtype is None else X.astype(dtype, copy=False)
 
 
 def _genotype_blocks(run):

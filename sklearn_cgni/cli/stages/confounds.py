@@ -10,7 +10,7 @@ import pandas as pd
 
 from .._protocol import CLASSICAL_MODELS, HV_PGS_LOGISTIC, PGS_LOGISTIC, TABLE1_CGNI, paper_models
 from ._base import register
-from ._common import _caught, _class_weight, _classical, _covariates, _model_configs
+from ._common import _caught, _class_weight, _classical, _covariates, _model_configs, _rows_side_by_side
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -86,8 +86,7 @@ def _stage_confounds(run, folder):
         """One model group's input: the training rows of ``blocks`` side by side (the values of
         ``np.hstack(blocks)[train]``), built when that group is evaluated and dropped after it, so the stage
         never holds two groups' inputs, nor every WM row's, at once."""
-        return pd.DataFrame(np.hstack([np.asarray(b[train]) for b in blocks]), index=wm.index[train],
-                            columns=columns, copy=False)
+        return pd.DataFrame(_rows_side_by_side(blocks, train), index=wm.index[train], columns=columns, copy=False)
 
     covs, categorical = _covariates(run, wm.iloc[train])
     covariates = list(covs.columns)  # a one-level categorical covariate is left out (with a warning)

@@ -25,7 +25,7 @@ from .._protocol import (
 )
 from .._stages import progress_bar
 from ._base import register
-from ._common import _class_weight, _classical, _covariates, _model_configs
+from ._common import _class_weight, _classical, _covariates, _model_configs, _rows_side_by_side
 
 log = logging.getLogger("sklearn_cgni.cli")
 
@@ -114,11 +114,8 @@ def _split_builder(y, tr, va, hold):
     """
 
     def build(*blocks, dtype=None):
-        def rows(idx):
-            X = np.hstack([np.asarray(b[idx]) for b in blocks])
-            return X if dtype is None else X.astype(dtype, copy=False)
-
-        return {"train": (rows(tr), y[tr]), "validation": (rows(va), y[va]), "holdout": (rows(hold), y[hold])}
+        return {split: (_rows_side_by_side(blocks, idx, dtype), y[idx])
+                for split, idx in (("train", tr), ("validation", va), ("holdout", hold))}
 
     return build
 
